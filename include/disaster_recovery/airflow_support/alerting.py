@@ -1,0 +1,87 @@
+"""Alerts from Airflow tasks, through the slack provider, and the no-retry rule for errors that
+retrying cannot fix."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from disaster_recovery.alerts import Alert, slack_message
+from disaster_recovery.config import Settings, load_settings
+from disaster_recovery.errors import PermanentError, VerificationError
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class AirflowSlackSink:
+    """Delivers alerts with ``SlackWebhookHook`` from the configured Connection."""
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or load_settings()
+
+    def send(self, alert: Alert) -> None:
+        from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+        hook = SlackWebhookHook(slack_webhook_conn_id=self.settings.connections.slack_alerts, timeout=10)
+        hook.send_dict(slack_message(alert, self.settings.alerts.slack_channel))
+
+
+def fail_fast(function: F) -> F:
+    """Turn a :class:`PermanentError` into ``AirflowFailException`` so the task fails without
+    retries (bad config, checksum mismatch); other errors propagate and retries apply."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            return function(*args, **kwargs)
+        except PermanentError as exc:
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def root_error(exc: BaseException | None) -> BaseException | None:
+    """The library error behind Airflow's wrapping, if any."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, PermanentError | VerificationError):
+            return seen
+        seen = seen.__cause__
+    return exc
+
+
+def task_alert(context: dict[str, Any], name: str, details: dict[str, Any] | None = None) -> Alert:
+    """An alert about the task in ``context``: its DAG, run, task, try, error and log link."""
+    ti = context["ti"]
+    error = root_error(context.get("exception"))
+    facts: dict[str, Any] = {"dag": ti.dag_id, "run": ti.run_id, "task": ti.task_id,
+                             "try": getattr(ti, "try_number", None)}
+    if isinstance(error, VerificationError):
+        name = "BackupVerificationFailed"
+        facts["check"] = error.check
+        facts["object"] = error.key
+    facts.update(details or {})
+    message = str(error).strip() if error else "no error recorded"
+    first_line = next((ln for ln in message.splitlines() if ln.strip()), message)
+    return Alert(name=name, summary=f"{ti.task_id} failed: {first_line}", details=facts,
+                 link=getattr(ti, "log_url", None))
+
+
+def alert_on_failure(name: str, **details: Any) -> Callable[[dict[str, Any]], None]:
+    """A task ``on_failure_callback`` (it fires on the final failure, not on a retried one)."""
+
+    def callback(context: dict[str, Any]) -> None:
+        alert = task_alert(context, name, dict(details))
+        try:
+            AirflowSlackSink().send(alert)
+        except Exception:
+            # An alerting failure must not hide the task's own failure in the log.
+            log.exception("could not send alert %s", alert.name)
+
+    return callback

@@ -1,0 +1,39 @@
+"""Airflow Connections -> the library's :class:`~disaster_recovery.endpoints.Deployment`.
+
+Called inside tasks only (never at DAG parse time): ``airflow.sdk.Connection.get`` goes through
+the task SDK, not the ORM, so it works on any worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from disaster_recovery.config import Settings, load_settings
+from disaster_recovery.endpoints import ConnectionFields, Deployment
+from disaster_recovery.errors import ConfigError
+
+
+def connection_from_airflow(conn_id: str) -> ConnectionFields:
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = Connection.get(conn_id)
+    except AirflowNotFoundException:
+        raise ConfigError(f"Airflow connection {conn_id!r} is not defined") from None
+    extra: Any = conn.extra_dejson or {}
+    return ConnectionFields(
+        conn_id=conn_id,
+        conn_type=conn.conn_type or "",
+        host=conn.host or "",
+        port=conn.port,
+        login=conn.login or "",
+        password=conn.password or "",
+        schema=conn.schema or "",
+        extra=extra,
+    )
+
+
+def deployment(settings: Settings | None = None) -> Deployment:
+    """The deployment as Airflow knows it: policy from dr_config.yaml, secrets from Connections."""
+    return Deployment(settings or load_settings(), lookup=connection_from_airflow)

@@ -1,0 +1,61 @@
+"""The ``dr`` command (also ``python -m disaster_recovery``).
+
+Every command prints one JSON document on stdout; progress and human text go to stderr; the
+exit code is non-zero on failure (see :class:`disaster_recovery.errors.ExitCode`). Command
+modules import their heavy dependencies inside their handlers so ``dr wal push`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from disaster_recovery.errors import DisasterRecoveryError, ExitCode
+
+# Each module has register(subparsers); its handlers take the parsed args and return a dict.
+COMMAND_MODULES = ("sandbox",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dr", description="Litper disaster recovery")
+    parser.add_argument("--config", help="policy file (default: $DR_CONFIG or include/dr_config.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"disaster_recovery.cli.{name}").register(commands)
+    return parser
+
+
+def emit(result: Any) -> None:
+    print(json.dumps(result, indent=2, default=str))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        result = args.handler(args)
+    except DisasterRecoveryError as exc:
+        print(f"dr {args.command}: error: {exc}", file=sys.stderr)
+        emit({"status": "failed", "error": str(exc), "error_type": type(exc).__name__})
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        emit({"status": "aborted", "error": "interrupted"})
+        return int(ExitCode.ABORTED)
+    if isinstance(result, int):
+        return result
+    emit(result)
+    failed = isinstance(result, dict) and result.get("healthy") is False
+    return int(ExitCode.FAILED if failed else ExitCode.OK)

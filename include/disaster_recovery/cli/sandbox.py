@@ -1,0 +1,36 @@
+"""``dr sandbox up|down|status``: the local two-region sandbox."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ROOT = Path(".sandbox")
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("sandbox", help="the local two-region sandbox on loopback")
+    actions = parser.add_subparsers(dest="action", required=True)
+    up = actions.add_parser("up", help="start every component (idempotent)")
+    up.add_argument("--scale", type=float, default=None,
+                    help="sample data size: 1 is about 20 MB, 50 about 1 GB (default 1)")
+    up.add_argument("--base-port", type=int, default=None,
+                    help="first of six consecutive ports (default 25432, 25433, 26379, 26380, 25500, 25501)")
+    for action in (up, actions.add_parser("down", help="stop what `up` started"),
+                   actions.add_parser("status", help="each component's health; exit 1 if any is down")):
+        action.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="state folder (default .sandbox)")
+        action.set_defaults(handler=run)
+    actions.choices["down"].add_argument("--purge", action="store_true", help="also delete the state folder")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from disaster_recovery.sandbox import Sandbox, SandboxPorts
+
+    if args.action == "up":
+        ports = SandboxPorts.from_base(args.base_port) if args.base_port else None
+        return Sandbox(args.root, ports, args.scale).up()
+    sandbox = Sandbox(args.root)
+    if args.action == "down":
+        return sandbox.down(purge=args.purge)
+    return sandbox.status()

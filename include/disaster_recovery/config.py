@@ -1,0 +1,303 @@
+"""Typed, validated settings: the policy from ``dr_config.yaml``.
+
+Secrets never live here: they come from Connections (see :mod:`disaster_recovery.endpoints`).
+Every problem in a file is reported at once, each with its dotted key and the file's path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from croniter import croniter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from disaster_recovery.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "dr_config.yaml"
+CONFIG_ENV_VAR = "DR_CONFIG"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"90s"``, ``"15m"``, ``"24h"``, ``"7d"``, ``"4w"`` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"not a duration: {value!r} (use a number and s, m, h, d or w: '15m')")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative: {value!r}")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    for unit in ("w", "d", "h", "m"):
+        size = _UNIT_SECONDS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _check_cron(value: Any) -> str:
+    if not isinstance(value, str) or not croniter.is_valid(value):
+        raise ValueError(f"not a valid cron expression: {value!r}")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Cron = Annotated[str, BeforeValidator(_check_cron)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Regions(_Section):
+    primary: str = "us-east-1"
+    secondary: str = "us-west-2"
+
+
+class Objectives(_Section):
+    rpo: Duration = timedelta(minutes=15)
+    rto: Duration = timedelta(minutes=30)
+    availability_percent: float = Field(99.9, gt=0, le=100)
+
+
+class Retention(_Section):
+    """A backup goes only when it is older than ``max_age`` AND not among the newest
+    ``keep_last`` verified ones of its tier (pgBackRest-like: age and count together)."""
+
+    max_age: Duration
+    keep_last: int = Field(ge=0)
+
+
+class Tier(_Section):
+    schedule: Cron
+    retention: Retention
+
+
+class Tiers(_Section):
+    postgresql_full: Tier = Tier(
+        schedule="0 3 * * *", retention=Retention(max_age=timedelta(days=7), keep_last=7)
+    )
+    postgresql_incremental: Tier = Tier(
+        schedule="0 * * * *", retention=Retention(max_age=timedelta(hours=24), keep_last=24)
+    )
+    postgresql_wal: Tier = Tier(
+        schedule="*/5 * * * *", retention=Retention(max_age=timedelta(days=7), keep_last=0)
+    )
+    postgresql_weekly: Tier = Tier(
+        schedule="0 3 * * 1", retention=Retention(max_age=timedelta(weeks=4), keep_last=4)
+    )
+    postgresql_monthly: Tier = Tier(
+        schedule="0 3 1 * *", retention=Retention(max_age=timedelta(days=366), keep_last=12)
+    )
+
+    def get(self, backup_type: str) -> Tier:
+        tier = getattr(self, backup_type, None)
+        if not isinstance(tier, Tier):
+            raise ConfigError(f"unknown backup type {backup_type!r}; known: {', '.join(TIER_NAMES)}")
+        return tier
+
+
+TIER_NAMES = (
+    "postgresql_full",
+    "postgresql_incremental",
+    "postgresql_wal",
+    "postgresql_weekly",
+    "postgresql_monthly",
+)
+
+
+class Thresholds(_Section):
+    replication_lag: Duration = timedelta(seconds=60)
+    health_failures_before_failover: int = Field(3, ge=1)
+    # The newest archived WAL may be this old before WALArchiveStale fires; defaults to the RPO.
+    wal_stale: Duration | None = None
+
+
+class Alerts(_Section):
+    slack_channel: str = "#alerts-critical"
+    # Where log links in alerts point; the Airflow UI as operators reach it.
+    airflow_base_url: str = "http://localhost:8080"
+
+
+class Storage(_Section):
+    prefix: str = "litper"
+    buckets: dict[str, str] = {
+        "us-east-1": "litper-dr-backups-us-east-1",
+        "us-west-2": "litper-dr-backups-us-west-2",
+    }
+    # "copy": the DAG copies each backup to the secondary bucket itself; "native": S3
+    # cross-region replication is configured and the DAG only waits for it and checks it.
+    replication: Literal["copy", "native"] = "copy"
+    replication_wait: Duration = timedelta(minutes=15)
+    multipart_chunk_mib: int = Field(16, ge=5, le=512)
+
+    @field_validator("prefix")
+    @classmethod
+    def _strip_slashes(cls, value: str) -> str:
+        return value.strip("/")
+
+
+class Connections(_Section):
+    postgres_primary: str = "dr_postgres_primary"
+    postgres_standby: str = "dr_postgres_standby"
+    redis_primary: str = "dr_redis_primary"
+    redis_replica: str = "dr_redis_replica"
+    aws_primary: str = "dr_aws_primary"
+    aws_secondary: str = "dr_aws_secondary"
+    slack_alerts: str = "dr_slack_alerts"
+
+
+class Backup(_Section):
+    # Dump from the standby to keep load off the primary (when its connection allows it).
+    dump_from: Literal["primary", "standby"] = "primary"
+    # pg_dump compression, chosen by measurement (README, benchmark table): gzip level 1.
+    compression: str = "gzip:1"
+    restore_jobs: int = Field(2, ge=1)
+    # Extra pg_dump/pg_restore time budget; a dump that runs longer is killed and aborted.
+    command_timeout: Duration = timedelta(hours=6)
+
+
+class Environment(_Section):
+    name: str = "sandbox"
+    # Drills refuse a production target unless allow_drills_on_production is set.
+    production: bool = False
+    allow_drills_on_production: bool = False
+
+
+class Settings(_Section):
+    """Everything policy-like the library needs, validated once."""
+
+    timezone: str = "America/Bogota"
+    environment: Environment = Environment()
+    regions: Regions = Regions()
+    objectives: Objectives = Objectives()
+    tiers: Tiers = Tiers()
+    thresholds: Thresholds = Thresholds()
+    alerts: Alerts = Alerts()
+    storage: Storage = Storage()
+    connections: Connections = Connections()
+    backup: Backup = Backup()
+    # Free-form sections that later parts own (failover, services, dns, drills) live below.
+    failover: dict[str, Any] = {}
+    services: dict[str, Any] = {}
+    dns: dict[str, Any] = {}
+    drills: dict[str, Any] = {}
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone: {value!r}") from exc
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def wal_stale_after(self) -> timedelta:
+        return self.thresholds.wal_stale or self.objectives.rpo
+
+    def bucket(self, region: str) -> str:
+        try:
+            return self.storage.buckets[region]
+        except KeyError:
+            raise ConfigError(f"storage.buckets has no bucket for region {region!r}") from None
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: {exc.error_count()} problem(s):"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def settings_from_dict(data: dict[str, Any], source: str = "<dict>") -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Read and validate the policy file (``$DR_CONFIG`` or ``include/dr_config.yaml``)."""
+    file = Path(path) if path else config_path()
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: configuration file not found (set {CONFIG_ENV_VAR})") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read configuration: {exc}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping of sections")
+    return settings_from_dict(data, str(file))
+
+
+# The seed API's dict: {"db_host", "db_name", "backup_bucket", "retention": {daily, weekly, monthly}}.
+_SEED_KEYS = {"db_host", "db_port", "db_name", "db_user", "backup_bucket", "retention", "region"}
+_SEED_RETENTION_DAYS = {"daily": 1, "weekly": 7, "monthly": 31}
+_SEED_TIER = {"daily": "postgresql_full", "weekly": "postgresql_weekly", "monthly": "postgresql_monthly"}
+
+
+def settings_from_seed(config: dict[str, Any], base: Settings | None = None) -> Settings:
+    """Map the seed API's dict onto :class:`Settings` (on top of ``base`` or the defaults).
+
+    ``retention: {"daily": 7}`` means keep 7 daily backups and any younger than 7 days.
+    ``db_host``/``db_name`` are not policy: :mod:`disaster_recovery.endpoints` reads them.
+    """
+    unknown = set(config) - _SEED_KEYS
+    retention = config.get("retention") or {}
+    problems = [f"  {key}: unknown key" for key in sorted(unknown)]
+    problems += [
+        f"  retention.{key}: unknown key (use daily, weekly, monthly)"
+        for key in sorted(set(retention) - set(_SEED_RETENTION_DAYS))
+    ]
+    if problems:
+        raise ConfigError("BackupManager config: " + f"{len(problems)} problem(s):\n" + "\n".join(problems))
+    data = (base or Settings()).model_dump(mode="python")
+    for name, count in retention.items():
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            problems.append(f"  retention.{name}: must be a whole number >= 0, got {count!r}")
+            continue
+        data["tiers"][_SEED_TIER[name]]["retention"] = {
+            "max_age": timedelta(days=count * _SEED_RETENTION_DAYS[name]),
+            "keep_last": count,
+        }
+    if bucket := config.get("backup_bucket"):
+        region = config.get("region") or data["regions"]["primary"]
+        data["storage"]["buckets"][region] = bucket
+    if problems:
+        raise ConfigError("BackupManager config: " + f"{len(problems)} problem(s):\n" + "\n".join(problems))
+    return settings_from_dict(data, "BackupManager config")

@@ -1,0 +1,85 @@
+"""The exception tree and the CLI's exit codes.
+
+Every error the library raises derives from :class:`DisasterRecoveryError`. The split that matters
+at the Airflow boundary is :class:`PermanentError` (retrying cannot help: bad config, missing tool,
+checksum mismatch) versus everything else (a connection refused, an S3 5xx), which retries may fix.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    CONFIG = 3
+    VERIFICATION = 4
+    UNAVAILABLE = 5
+    ABORTED = 6
+
+
+class DisasterRecoveryError(Exception):
+    """Root of every error raised by the library."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+
+class PermanentError(DisasterRecoveryError):
+    """A failure that a retry cannot fix; Airflow tasks fail at once instead of retrying."""
+
+
+class ConfigError(PermanentError):
+    """The configuration file, a Connection or a parameter is wrong."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class ToolError(PermanentError):
+    """A required program is missing or of an unusable version."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class CommandFailed(DisasterRecoveryError):
+    """An external program exited non-zero; the message names it, its target and its stderr."""
+
+    def __init__(self, message: str, *, program: str, returncode: int | None, stderr_tail: str):
+        super().__init__(message)
+        self.program = program
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+
+
+class VerificationError(PermanentError):
+    """A backup, a segment or a copy is not what its manifest says."""
+
+    exit_code = ExitCode.VERIFICATION
+
+    def __init__(self, message: str, *, check: str = "", key: str = ""):
+        super().__init__(message)
+        self.check = check
+        self.key = key
+
+
+class ConflictError(PermanentError):
+    """An object already exists under a name with different content: never overwritten."""
+
+    exit_code = ExitCode.VERIFICATION
+
+
+class NotFoundError(PermanentError):
+    """A backup, manifest or segment that was asked for does not exist."""
+
+
+class UnavailableError(DisasterRecoveryError):
+    """A server (PostgreSQL, Redis, S3, HTTP) could not be reached; a retry may help."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class AbortedError(DisasterRecoveryError):
+    """A procedure was stopped on purpose: rejected approval, timeout, refused data loss."""
+
+    exit_code = ExitCode.ABORTED

@@ -1,0 +1,91 @@
+"""Background processes the sandbox starts and, later, stops: no more and no less."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from disaster_recovery.errors import UnavailableError
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(port: int, what: str, timeout: float = 30, log_file: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(port):
+            return
+        time.sleep(0.05)
+    tail = ""
+    if log_file and log_file.exists():
+        tail = "\n" + "\n".join(log_file.read_text(errors="replace").splitlines()[-10:])
+    raise UnavailableError(f"{what} did not open port {port} within {timeout:g} s{tail}")
+
+
+def start_detached(args: Sequence[str], log_file: Path, env: dict[str, str] | None = None) -> int:
+    """Start a program in its own session, outliving us; returns its pid."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as out:
+        proc = subprocess.Popen(
+            list(args),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+    return proc.pid
+
+
+def pid_alive(pid: int | None, expect_in_cmdline: str = "") -> bool:
+    """True if ``pid`` runs and (when given) its command line contains ``expect_in_cmdline``,
+    so a recycled pid is never mistaken for ours."""
+    if not pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    if "State:\tZ" in status:
+        return False
+    return expect_in_cmdline in cmdline
+
+
+def stop_pid(pid: int | None, expect_in_cmdline: str = "", timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; only if the pid is still the process we started."""
+    if not pid_alive(pid, expect_in_cmdline):
+        return
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid, expect_in_cmdline):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    # Reap it if it is our child (tests start the sandbox in-process).
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

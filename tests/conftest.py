@@ -1,0 +1,90 @@
+"""Shared fixtures: a real two-region sandbox on free loopback ports, and an Airflow metadata DB.
+
+Airflow reads its configuration when first imported, so the environment is set here, before any
+test module imports it. Nothing is skipped when a server is missing: fixtures start what they
+need and fail loudly if they cannot.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="dr-airflow-"))
+os.environ.update({
+    "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
+    "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+    "XDG_RUNTIME_DIR": str(_AIRFLOW_HOME),
+})
+os.environ.pop("DR_CONFIG", None)
+for _name in [n for n in os.environ if n.startswith("AIRFLOW_CONN_")]:
+    del os.environ[_name]
+
+from disaster_recovery.sandbox import Sandbox, SandboxPorts  # noqa: E402
+
+
+def _sandbox_root(prefix: str) -> Path:
+    # Not under pytest's tmp_path: that folder is 0700 and the unprivileged server user that
+    # PostgreSQL runs as (when tests run as root) must reach its data directory.
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    root.chmod(0o755)
+    return root
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """The two-region sandbox (PostgreSQL primary + sync standby, Redis pair, moto, webhook)."""
+    box = Sandbox(_sandbox_root("dr-sandbox-"), SandboxPorts.free(), scale=1)
+    try:
+        box.up()
+        yield box
+    finally:
+        box.down(purge=True)
+
+
+@pytest.fixture(scope="session")
+def sandbox_env(sandbox: Sandbox) -> Iterator[dict[str, str]]:
+    """The sandbox's ``sandbox.env`` variables, exported into this process for the session."""
+    env = sandbox.environment()
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """A migrated Airflow metadata database (SQLite), once per session."""
+    from airflow.utils import db
+
+    db.resetdb()
+
+
+@pytest.fixture
+def make_sandbox() -> Iterator[object]:
+    """Build extra, private sandboxes (for tests that break or kill components)."""
+    made: list[Sandbox] = []
+
+    def factory(scale: float = 0.2) -> Sandbox:
+        box = Sandbox(_sandbox_root("dr-private-"), SandboxPorts.free(), scale=scale)
+        made.append(box)
+        return box
+
+    yield factory
+    for box in made:
+        box.down(purge=True)
