@@ -70,22 +70,33 @@ def pid_alive(pid: int | None, expect_in_cmdline: str = "") -> bool:
 
 
 def stop_pid(pid: int | None, expect_in_cmdline: str = "", timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL after ``timeout``; only if the pid is still the process we started."""
+    """SIGTERM, then SIGKILL after ``timeout``; only if the pid is still the process we started.
+
+    The signal goes to the process group that :func:`start_detached` created, so children
+    (``airflow standalone``'s scheduler, API server...) stop with their parent.
+    """
     if not pid_alive(pid, expect_in_cmdline):
         return
     assert pid is not None
-    os.kill(pid, signal.SIGTERM)
+    _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not pid_alive(pid, expect_in_cmdline):
             return
         time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
+    _signal_group(pid, signal.SIGKILL)
     # Reap it if it is our child (tests start the sandbox in-process).
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
+        pass
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
         pass
