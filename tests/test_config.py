@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from disaster_recovery.config import (
     DEFAULT_CONFIG_PATH,
     load_settings,

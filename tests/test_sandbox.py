@@ -12,7 +12,6 @@ from pathlib import Path
 
 import psycopg
 import redis
-
 from disaster_recovery import db
 from disaster_recovery.sandbox import Sandbox, processes
 from disaster_recovery.sandbox.webhook import read_messages

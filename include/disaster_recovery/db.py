@@ -38,7 +38,7 @@ def connect(
 def query_one(endpoint: PostgresEndpoint, sql: str, params: tuple[Any, ...] = (), dbname: str | None = None) -> Any:
     """The first column of the first row of ``sql``."""
     with connect(endpoint, dbname) as conn:
-        row = conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(sql, params).fetchone()
     return row[0] if row else None
 
 

@@ -205,7 +205,7 @@ class LocalInstance:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         hand_over(self.data_dir.parent, self.os_user)
         self._prepare_dirs()
-        args = [pgbin.program("pg_basebackup"), "-D", self.data_dir, "-X", "stream",
+        args: list[str | Path] = [pgbin.program("pg_basebackup"), "-D", self.data_dir, "-X", "stream",
                 "--checkpoint=fast", "--no-password"]
         if slot:
             args += ["-C", "-S", slot]

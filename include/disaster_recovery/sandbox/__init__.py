@@ -426,7 +426,7 @@ class Sandbox:
     def _check_webhook(self) -> dict[str, Any]:
         import urllib.request
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports.webhook}/health", timeout=2) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports.webhook}/health", timeout=2) as resp:
             resp.read()
         return {"url": f"http://127.0.0.1:{self.ports.webhook}", "log": str(self.slack_log)}
 

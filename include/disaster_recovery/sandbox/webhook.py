@@ -75,8 +75,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args()
-    serve(args.port, args.log).serve_forever()
+    serve(args.port, args.log, args.host).serve_forever()
 
 
 if __name__ == "__main__":
