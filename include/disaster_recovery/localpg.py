@@ -44,6 +44,25 @@ def server_os_user() -> str | None:
     return SERVER_OS_USER
 
 
+def make_traversable(path: Path, user: str) -> None:
+    """Let ``user`` reach ``path``: add the search (x) bit for others on every parent folder it
+    does not own. A checkout in a 0700 temporary folder otherwise hides the PostgreSQL programs
+    and data directories from the server's OS user."""
+    uid = pwd.getpwnam(user).pw_uid
+    for parent in [path.resolve(), *path.resolve().parents]:
+        info = parent.stat()
+        if parent.is_dir() and info.st_uid != uid and not info.st_mode & 0o001:
+            os.chmod(parent, info.st_mode | 0o001)
+
+
+def server_program(name: str, user: str | None) -> str:
+    """A server-side program (initdb, pg_ctl, pg_basebackup...) runnable by ``user``."""
+    path = pgbin.program(name)
+    if user is not None:
+        make_traversable(Path(path).parent, user)
+    return path
+
+
 def hand_over(path: Path, user: str | None) -> None:
     """Make ``path`` (recursively) owned by ``user`` and its parents traversable by it."""
     if user is None:
@@ -53,10 +72,7 @@ def hand_over(path: Path, user: str | None) -> None:
         os.chown(root, entry.pw_uid, entry.pw_gid)
         for name in dirs + files:
             os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
-    for parent in path.resolve().parents:
-        info = parent.stat()
-        if info.st_uid != entry.pw_uid and not info.st_mode & 0o001:
-            os.chmod(parent, info.st_mode | 0o001)
+    make_traversable(path.parent, user)
 
 
 def quote_conf(value: str) -> str:
@@ -102,7 +118,7 @@ class LocalInstance:
         hand_over(self.data_dir, self.os_user)
         hand_over(pwfile, self.os_user)
         try:
-            run([pgbin.program("initdb"), "-D", self.data_dir, "-U", superuser, "--pwfile", pwfile,
+            run([server_program("initdb", self.os_user), "-D", self.data_dir, "-U", superuser, "--pwfile", pwfile,
                  "--auth-local=trust", "--auth-host=scram-sha-256", "--data-checksums",
                  "-E", "UTF8", "--locale=C"],
                 user=self.os_user, target=self.describe(), timeout=120)
@@ -143,7 +159,7 @@ class LocalInstance:
         if self.is_running():
             return
         try:
-            run([pgbin.program("pg_ctl"), "start", "-w", "-t", str(timeout), "-D", self.data_dir,
+            run([server_program("pg_ctl", self.os_user), "start", "-w", "-t", str(timeout), "-D", self.data_dir,
                  "-l", self.log_file, "-o", self._options()],
                 user=self.os_user, target=self.describe(), timeout=timeout + 15)
         except CommandFailed as exc:
@@ -153,7 +169,7 @@ class LocalInstance:
         """Stop the server; ``mode="immediate"`` is a crash (no checkpoint), as in a region loss."""
         if not self.is_running():
             return
-        run([pgbin.program("pg_ctl"), "stop", "-w", "-t", str(timeout), "-m", mode, "-D", self.data_dir],
+        run([server_program("pg_ctl", self.os_user), "stop", "-w", "-t", str(timeout), "-m", mode, "-D", self.data_dir],
             user=self.os_user, target=self.describe(), timeout=timeout + 15)
 
     def kill(self) -> None:
@@ -190,12 +206,12 @@ class LocalInstance:
     def is_running(self) -> bool:
         if not (self.data_dir / "PG_VERSION").exists():
             return False
-        result = run([pgbin.program("pg_ctl"), "status", "-D", self.data_dir],
+        result = run([server_program("pg_ctl", self.os_user), "status", "-D", self.data_dir],
                      user=self.os_user, check=False, timeout=30)
         return result.returncode == 0
 
     def promote(self, timeout: int = 60) -> None:
-        run([pgbin.program("pg_ctl"), "promote", "-w", "-t", str(timeout), "-D", self.data_dir],
+        run([server_program("pg_ctl", self.os_user), "promote", "-w", "-t", str(timeout), "-D", self.data_dir],
             user=self.os_user, target=self.describe(), timeout=timeout + 15)
 
     def clone_from(self, source_env: dict[str, str], slot: str | None = None, timeout: int = 3600) -> None:
@@ -205,7 +221,7 @@ class LocalInstance:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         hand_over(self.data_dir.parent, self.os_user)
         self._prepare_dirs()
-        args: list[str | Path] = [pgbin.program("pg_basebackup"), "-D", self.data_dir, "-X", "stream",
+        args: list[str | Path] = [server_program("pg_basebackup", self.os_user), "-D", self.data_dir, "-X", "stream",
                 "--checkpoint=fast", "--no-password"]
         if slot:
             args += ["-C", "-S", slot]

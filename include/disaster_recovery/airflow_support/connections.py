@@ -37,3 +37,28 @@ def connection_from_airflow(conn_id: str) -> ConnectionFields:
 def deployment(settings: Settings | None = None) -> Deployment:
     """The deployment as Airflow knows it: policy from dr_config.yaml, secrets from Connections."""
     return Deployment(settings or load_settings(), lookup=connection_from_airflow)
+
+
+def connection_from_airflow_server(conn_id: str) -> ConnectionFields:
+    """The same, from inside the API server (plugins), where the task SDK is not available."""
+    from airflow.models.connection import Connection
+
+    try:
+        conn = Connection.get_connection_from_secrets(conn_id)
+    except Exception as exc:
+        raise ConfigError(f"Airflow connection {conn_id!r}: {exc}") from None
+    return ConnectionFields(
+        conn_id=conn_id,
+        conn_type=conn.conn_type or "",
+        host=conn.host or "",
+        port=conn.port,
+        login=conn.login or "",
+        password=conn.password or "",
+        schema=conn.schema or "",
+        extra=conn.extra_dejson or {},
+    )
+
+
+def server_deployment(settings: Settings | None = None) -> Deployment:
+    """The deployment for code running in the API server (the dashboard plugin)."""
+    return Deployment(settings or load_settings(), lookup=connection_from_airflow_server)

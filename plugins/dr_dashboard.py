@@ -1,0 +1,47 @@
+"""Airflow plugin: the DR dashboard, a page in the Airflow UI (Browse → DR dashboard).
+
+A FastAPI app mounted at ``/dr`` by the API server: ``/dr/`` is the page, ``/dr/api/status``
+the same data as JSON. It reads the S3 catalog with the Connections Airflow has; it shows no
+secrets. The data comes from :mod:`disaster_recovery.dashboard`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.plugins_manager import AirflowPlugin
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+
+app = FastAPI(title="Litper DR dashboard")
+
+
+def _status() -> dict[str, Any]:
+    from disaster_recovery import dashboard
+    from disaster_recovery.airflow_support.connections import server_deployment
+
+    return dashboard.collect(server_deployment())
+
+
+@app.get("/api/status")
+def status() -> dict[str, Any]:
+    return _status()
+
+
+@app.get("/", response_class=HTMLResponse)
+def page() -> str:
+    from disaster_recovery import dashboard
+
+    return dashboard.render_html(_status())
+
+
+class DisasterRecoveryPlugin(AirflowPlugin):
+    name = "litper_disaster_recovery"
+    fastapi_apps = [{"app": app, "url_prefix": "/dr", "name": "DR dashboard"}]
+    external_views = [{
+        "name": "DR dashboard",
+        "href": "/dr/",
+        "destination": "nav",
+        "category": "browse",
+        "url_route": "dr-dashboard",
+    }]
