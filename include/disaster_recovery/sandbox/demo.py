@@ -97,6 +97,9 @@ def airflow_environment(sandbox: Sandbox, port: int) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
         "AIRFLOW__API__PORT": str(port),
+        # Its log servers take the next two ports, so two sandboxes' Airflows can coexist.
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port + 1),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(port + 2),
         "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
@@ -125,6 +128,7 @@ def start_airflow(sandbox: Sandbox, port: int) -> AirflowApi:
         pid = processes.start_detached([str(Path(sys.executable).parent / "airflow"), "standalone"], log_file,
                                        env=airflow_environment(sandbox, port))
         pidfile.write_text(str(pid))
+        (pidfile.parent / "api.port").write_text(str(port))
     api = AirflowApi(f"http://127.0.0.1:{port}", admin_password(sandbox.root))
     deadline = time.monotonic() + 240
     while not api.healthy():
@@ -139,8 +143,14 @@ def stop_airflow(root: Path) -> bool:
     if not pidfile.exists():
         return False
     pid = int(pidfile.read_text())
-    # Its scheduler, API server and workers live in its process group: stop them all.
+    # Its scheduler, API server and workers live in its process group: stop them all, and give
+    # the API server time to release its port before the group is killed outright.
     processes.stop_pid(pid, "airflow", timeout=30)
+    port = int((airflow_home(root) / "api.port").read_text())
+    deadline = time.monotonic() + 20
+    while processes.port_open(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    processes.kill_group(pid)
     pidfile.unlink()
     return True
 

@@ -100,3 +100,11 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL whatever is left of the process group ``pid`` led."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
