@@ -358,7 +358,10 @@ def replicate_backup(deployment: Deployment, file: str) -> Manifest:
 
 
 def backup_and_verify(deployment: Deployment, kind: Kind = "auto") -> dict[str, Any]:
-    """Take, verify and replicate one chain element (the CLI's one-shot path)."""
+    """Take, verify and replicate one chain element (the CLI's one-shot path). An incremental
+    asked for on an empty chain takes (and verifies) a base backup first."""
+    if kind == "incremental" and not Chain(deployment, deployment.settings.regions.primary).verified():
+        backup_and_verify(deployment, "base")
     manifest = take_backup(deployment, kind)
     verify_backup(deployment, manifest.file)
     replicated = replicate_backup(deployment, manifest.file)

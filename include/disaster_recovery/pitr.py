@@ -38,12 +38,13 @@ from disaster_recovery.physical import BASE, INCREMENTAL, Chain, download_and_ex
 from disaster_recovery.runner import run
 from disaster_recovery.wal import (
     WalArchive,
+    is_segment,
     archiver_command,
     expected_segments,
-    is_segment,
+    newest_timeline,
     parse_lsn,
     parse_segment,
-    segment_name,
+    segments_on_path,
     write_archiver_files,
 )
 
@@ -216,16 +217,10 @@ def _wal_needed(deployment: Deployment, last: Manifest, plan_time: datetime | No
         except UnavailableError as exc:
             log.warning("WAL archive in %s unreachable: %s", region, exc)
     # recovery_target_timeline = 'latest': recovery follows the newest timeline in the archive.
-    timelines = [int(n[:8], 16) for n in listing if n.endswith(".history")]
-    timeline = max([int(getattr(last, "timeline", 1)), *timelines])
+    timeline = newest_timeline(listing, int(getattr(last, "timeline", 1)))
     history = archive.history(timeline)
     start_segno = parse_segment(str(last.start_segment), seg_size)[1]  # type: ignore[attr-defined]
-    on_path = {}
-    for name in listing:
-        if is_segment(name):
-            _, segno = parse_segment(name, seg_size)
-            if name == expected_segments(segno, segno, timeline, history, seg_size)[0]:
-                on_path[segno] = name
+    on_path = segments_on_path(listing, timeline, history, seg_size)
     if plan_lsn is not None:
         end_segno = plan_lsn // seg_size
     else:
@@ -423,3 +418,78 @@ def _recovery_failure(instance: LocalInstance, plan: RestorePlan) -> Exception |
 
 
 
+
+
+# -- what can be restored -------------------------------------------------------------------
+
+
+def describe_chain(deployment: Deployment, region: str | None = None) -> dict[str, Any]:
+    """Per region: each base backup with its incrementals, the WAL range, and the earliest and
+    latest point in time the region's archive can restore to (for ``dr chain`` / ``dr list``)."""
+    settings = deployment.settings
+    archive = WalArchive.for_deployment(deployment)
+    result: dict[str, Any] = {}
+    for name in [region] if region else archive.regions:
+        result[name] = _describe_region(deployment, archive, name)
+    return {"regions": result, "time_zone": settings.timezone}
+
+
+def _describe_region(deployment: Deployment, archive: WalArchive, region: str) -> dict[str, Any]:
+    elements = Chain(deployment, region).elements()
+    listing = archive.listing(region)
+    chains = []
+    for base in (m for m in elements if m.backup_type == BASE):
+        members = [base]
+        for element in elements:
+            if getattr(element, "parent", None) == members[-1].file:
+                members.append(element)
+        chains.append({"base": _brief(base), "incrementals": [_brief(m) for m in members[1:]]})
+    segments = sorted(n for n in listing if is_segment(n))
+    restorable = _restorable_window(archive, elements, listing)
+    return {
+        "chains": chains,
+        "wal": {"segments": len(segments), "oldest": segments[0] if segments else None,
+                "newest": segments[-1] if segments else None,
+                "history_files": sorted(n for n in listing if n.endswith(".history"))},
+        **restorable,
+    }
+
+
+def _brief(manifest: Manifest) -> dict[str, Any]:
+    return {"file": manifest.file, "status": manifest.status, "size_bytes": manifest.size_bytes,
+            "finished_at": manifest.finished_at.isoformat() if manifest.finished_at else None,
+            "start_segment": getattr(manifest, "start_segment", None),
+            "timeline": getattr(manifest, "timeline", None)}
+
+
+def _restorable_window(archive: WalArchive, elements: list[Manifest],
+                       listing: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Earliest: the end of the oldest verified base backup whose WAL is archived from its start.
+    Latest: the archive time of the last segment of the unbroken run from a verified base."""
+    bases = [m for m in elements if m.backup_type == BASE and m.verified]
+    if not bases:
+        return {"earliest_restorable": None, "latest_restorable": None,
+                "note": "no verified base backup: nothing is restorable to a point in time"}
+    seg_size = int(getattr(bases[-1], "wal_segment_size", 16 * 1024 * 1024))
+    timeline = newest_timeline(listing, max(int(getattr(b, "timeline", 1)) for b in bases))
+    try:
+        history = archive.history(timeline)
+    except NotFoundError:
+        history = []  # without it the unbroken run stops at the timeline switch
+    on_path = segments_on_path(set(listing), timeline, history, seg_size)
+    earliest, latest = None, None
+    for base in bases:
+        start_name = str(getattr(base, "start_segment", ""))
+        if not start_name:
+            continue
+        segno = parse_segment(start_name, seg_size)[1]
+        if segno not in on_path:
+            continue
+        while segno + 1 in on_path:
+            segno += 1
+        end_time = listing[on_path[segno]]["last_modified"]
+        if base.finished_at and base.finished_at <= end_time:
+            earliest = earliest or base.finished_at
+            latest = max(latest or end_time, end_time)
+    return {"earliest_restorable": earliest.isoformat() if earliest else None,
+            "latest_restorable": latest.isoformat() if latest else None}

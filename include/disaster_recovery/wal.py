@@ -161,6 +161,25 @@ def expected_segments(start_segno: int, end_segno: int, timeline: int,
     ]
 
 
+def segments_on_path(names: Iterable[str], timeline: int, history: list[TimelineSwitch],
+                     segment_size: int) -> dict[int, str]:
+    """segment number -> name, for the archived segments that recovery following ``timeline``
+    would read (segments of abandoned timeline branches are left out)."""
+    found = {}
+    for name in names:
+        if is_segment(name):
+            segno = parse_segment(name, segment_size)[1]
+            if segment_name(timeline_of_segment(segno, timeline, history, segment_size), segno,
+                            segment_size) == name:
+                found[segno] = name
+    return found
+
+
+def newest_timeline(names: Iterable[str], at_least: int = 1) -> int:
+    """The newest timeline the archive knows of (its highest ``.history`` file)."""
+    return max([at_least, *(int(n[:8], 16) for n in names if n.endswith(".history"))])
+
+
 # -- settings and credentials on a database host ----------------------------------------
 
 
@@ -575,12 +594,8 @@ def check_archive(deployment: Deployment, *, now: datetime | None = None, deep: 
     listings = {region: archive.listing(region) for region in archive.regions}
     notes: list[str] = []
 
-    lineage = {segment for region in listings.values() for segment in region if is_segment(segment)}
-    on_lineage = sorted(
-        parse_segment(s, seg_size)[1] for s in lineage
-        if segment_name(timeline_of_segment(parse_segment(s, seg_size)[1], timeline, history, seg_size),
-                        parse_segment(s, seg_size)[1], seg_size) == s
-    )
+    names = {name for listing in listings.values() for name in listing}
+    on_lineage = sorted(segments_on_path(names, timeline, history, seg_size))
     start = start_segment or oldest_kept_base_start(deployment)
     if start is None:
         notes.append("no verified base backup: checked from the oldest archived segment")
