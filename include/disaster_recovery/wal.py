@@ -661,32 +661,36 @@ def _corrupt_segments(archive: WalArchive, region: str, listing: Mapping[str, di
     return corrupt
 
 
-def raise_for_gap(report: ArchiveReport) -> None:
-    """:class:`WalGapError` naming each missing or corrupt segment and its region."""
-    if not report.gap:
+def raise_for_gap(report: ArchiveReport | dict[str, Any]) -> None:
+    """:class:`WalGapError` naming each missing or corrupt segment and its region (takes the
+    report or its ``to_dict()`` form, as the DAG passes it through XCom)."""
+    facts = report.to_dict() if isinstance(report, ArchiveReport) else report
+    if not facts["gap"]:
         return
-    parts = [f"missing {', '.join(names)} in {region}" for region, names in report.missing.items() if names]
+    parts = [f"missing {', '.join(names)} in {region}"
+             for region, names in facts["missing"].items() if names]
     parts += [f"corrupt (SHA-256 mismatch) {', '.join(names)} in {region}"
-              for region, names in report.corrupt.items() if names]
+              for region, names in facts["corrupt"].items() if names]
     raise WalGapError(
-        f"WAL archive gap between {report.checked_from} and {report.checked_to}: "
+        f"WAL archive gap between {facts['checked_from']} and {facts['checked_to']}: "
         + "; ".join(parts)
         + ". Point-in-time recovery cannot cross it: take a new base backup now "
         "(`dr backup-physical base`) so recovery can start after the gap, and find out why.")
 
 
-def raise_for_staleness(report: ArchiveReport) -> None:
+def raise_for_staleness(report: ArchiveReport | dict[str, Any]) -> None:
     """:class:`WalStaleError` when the newest archived WAL is older than the threshold."""
-    if not report.stale:
+    facts = report.to_dict() if isinstance(report, ArchiveReport) else report
+    if not facts["stale"]:
         return
-    ages = {region: entry["age_seconds"] for region, entry in report.newest.items()}
-    failures = report.archiver.get("failed_count")
+    ages = {region: entry["age_seconds"] for region, entry in facts["newest"].items()}
+    archiver = facts["archiver"]
     raise WalStaleError(
         f"WAL archive is stale: newest archived segment ages {ages or 'none archived'} s "
-        f"(limit {report.stale_after_seconds:g} s) while the primary is at "
-        f"{report.current_segment} with {report.pending} whole segment(s) waiting; "
-        f"pg_stat_archiver failed_count={failures}, last_failed_wal="
-        f"{report.archiver.get('last_failed_wal')}. Check the archive_command in the server log.")
+        f"(limit {facts['stale_after_seconds']:g} s) while the primary is at "
+        f"{facts['current_segment']} with {facts['pending_segments']} whole segment(s) waiting; "
+        f"pg_stat_archiver failed_count={archiver.get('failed_count')}, last_failed_wal="
+        f"{archiver.get('last_failed_wal')}. Check the archive_command in the server log.")
 
 
 # -- the lean entry point: python -m disaster_recovery.wal [--env-file F] push|fetch ...
