@@ -4,11 +4,15 @@ before each target, and none after."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +191,30 @@ def test_incremental_needs_postgresql_17(major: int) -> None:
 def test_incremental_needs_wal_summaries() -> None:
     with pytest.raises(ToolError, match="summarize_wal = on"):
         physical.require_incremental_support(18, "off")
+
+
+def _dr(sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **sandbox.environment()}
+    return subprocess.run([sys.executable, "-m", "disaster_recovery", *args], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_cli_plans_lists_and_checks(history: dict[str, Any], sandbox: Sandbox) -> None:
+    index = len(history["ticker"].ticks) // 2
+    when = history["ticker"].pause_between(index).astimezone(timezone(timedelta(hours=-5)))
+    plan = _dr(sandbox, "pitr", "--plan-only", "--point-in-time", when.isoformat(),
+               "--target-dir", "/tmp/never-created")
+    assert plan.returncode == 0, plan.stderr
+    assert json.loads(plan.stdout)["base"] == history["base"]["file"]
+    refused = _dr(sandbox, "pitr", "--plan-only", "--point-in-time", "2999-01-01T00:00:00+00:00",
+                  "--target-dir", "/tmp/never-created")
+    assert refused.returncode != 0 and "in the future" in json.loads(refused.stdout)["error"]
+    listing = _dr(sandbox, "chain", "list")
+    assert listing.returncode == 0 and history["inc2"]["file"] in listing.stdout
+    check = _dr(sandbox, "wal", "check")
+    assert check.returncode == 0, check.stdout
+    assert json.loads(check.stdout)["healthy"] is True
+    point = _dr(sandbox, "restore-point", "create", f"cli_point_{int(time.time())}")
+    assert point.returncode == 0 and json.loads(point.stdout)["lsn"]
+    again = _dr(sandbox, "restore-point", "create", json.loads(point.stdout)["name"])
+    assert again.returncode != 0 and "already exists" in again.stdout

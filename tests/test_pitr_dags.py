@@ -9,11 +9,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from disaster_recovery import physical
+from disaster_recovery.chain_retention import cleanup_physical_chain
 from disaster_recovery.catalog import Catalog
 from disaster_recovery.pitr import RestoreRefused, Target, plan_restore, restore_to_point_in_time
 from disaster_recovery.sandbox import Sandbox
@@ -112,6 +114,21 @@ def test_wal_dag_raises_gap_for_a_deleted_and_a_corrupted_segment(
         last_archived = archive.listing("us-east-1")[segments[-1]]["last_modified"]
         with pytest.raises(RestoreRefused, match=f"WAL gap: {deleted}"):
             plan_restore(deployment, Target(time=last_archived))
+
+        # Eight days on, the WAL before the only base backup's start goes; the base stays.
+        base = physical.Chain(deployment, "us-east-1").verified()[0]
+        later = datetime.now(UTC) + timedelta(days=8)
+        dry = cleanup_physical_chain(deployment, now=later, dry_run=True)
+        assert dry["base"] == 0 and dry["incremental"] == 0 and dry["wal"] >= 1
+        assert all(archive.store(r).exists(archive.key("000000010000000000000001")) for r in archive.regions)
+        done = cleanup_physical_chain(deployment, now=later)
+        assert {k: done[k] for k in ("base", "incremental", "wal")} == {k: dry[k] for k in ("base", "incremental", "wal")}
+        start = base.start_segment  # type: ignore[attr-defined]
+        for region in archive.regions:
+            left = archive.listing(region)
+            assert not any(n < start for n in left if len(n) == 24), sorted(left)
+            assert start in left
+        assert physical.Chain(deployment, "us-east-1").verified()[0].file == base.file
 
 
 def test_restore_right_after_a_failover_timeline_change() -> None:
