@@ -24,7 +24,9 @@ TICKER_DB = "ticker"
 def deployment_for(box: Sandbox) -> Deployment:
     """A deployment whose Connections are this sandbox's (not the process environment's)."""
     env = box.environment()
-    return Deployment(box.settings(), lookup=lambda conn_id: parse_connection(conn_id, env[env_var_name(conn_id)]))
+    return Deployment(
+        box.settings(), lookup=lambda conn_id: parse_connection(conn_id, env[env_var_name(conn_id)])
+    )
 
 
 @contextlib.contextmanager
@@ -62,7 +64,12 @@ class Ticker:
     @staticmethod
     def prepare(endpoint: PostgresEndpoint) -> None:
         with db.connect(endpoint, "postgres") as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (TICKER_DB,)).fetchone() is None:
+            if (
+                conn.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (TICKER_DB,)
+                ).fetchone()
+                is None
+            ):
                 conn.execute(f"CREATE DATABASE {TICKER_DB}")
         with db.connect(endpoint, TICKER_DB) as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS ticks (id bigint PRIMARY KEY, note text)")
@@ -126,7 +133,9 @@ def switch_and_wait_archived(endpoint: PostgresEndpoint, timeout: float = 30) ->
 
 
 def rows_in(port: int, source: PostgresEndpoint) -> tuple[int, int]:
-    endpoint = PostgresEndpoint("restored", "127.0.0.1", port, source.user, TICKER_DB, source.password)
+    endpoint = PostgresEndpoint(
+        "restored", "127.0.0.1", port, source.user, TICKER_DB, source.password
+    )
     with db.connect(endpoint) as conn:
         row = conn.execute("SELECT count(*), coalesce(max(id), 0) FROM ticks").fetchone()
     assert row is not None
@@ -138,7 +147,11 @@ def stop_restored(result: dict[str, Any]) -> None:
     from disaster_recovery.localpg import server_os_user
     from disaster_recovery.runner import run
 
-    run([pgbin.program("pg_ctl"), "stop", "-m", "immediate", "-w", "-D", result["data_dir"]],
-        user=server_os_user(), check=False, timeout=60)
+    run(
+        [pgbin.program("pg_ctl"), "stop", "-m", "immediate", "-w", "-D", result["data_dir"]],
+        user=server_os_user(),
+        check=False,
+        timeout=60,
+    )
     shutil.rmtree(result["data_dir"], ignore_errors=True)
     shutil.rmtree(result["data_dir"] + ".dr", ignore_errors=True)

@@ -7,9 +7,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from disaster_recovery.chain_retention import (
     ChainElement,
     ChainPolicy,
@@ -17,36 +14,59 @@ from disaster_recovery.chain_retention import (
     plan_chain_deletions,
 )
 from disaster_recovery.config import Retention
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 SEGMENT_EVERY = timedelta(minutes=30)
-POLICY = ChainPolicy(base=Retention(max_age=timedelta(days=7), keep_last=7),
-                     incremental=Retention(max_age=timedelta(hours=24), keep_last=24),
-                     wal_max_age=timedelta(days=7))
+POLICY = ChainPolicy(
+    base=Retention(max_age=timedelta(days=7), keep_last=7),
+    incremental=Retention(max_age=timedelta(hours=24), keep_last=24),
+    wal_max_age=timedelta(days=7),
+)
 
 
 def _archived_at(segno: int, total: int) -> datetime:
     return NOW - (total - segno) * SEGMENT_EVERY
 
 
-def _world(total: int, base_at: list[int], incrementals_after: dict[int, list[int]],
-           missing: set[int], unverified: set[str] = frozenset()) -> tuple[list[ChainElement], list[WalFile]]:
+def _world(
+    total: int,
+    base_at: list[int],
+    incrementals_after: dict[int, list[int]],
+    missing: set[int],
+    unverified: set[str] = frozenset(),
+) -> tuple[list[ChainElement], list[WalFile]]:
     """Segments 0..total-1 archived every 30 min up to NOW; a base backup starting at each
     segment in ``base_at`` and ending before the next one is archived; incrementals on it."""
     elements = []
     for b in base_at:
         name = f"base{b}"
         start = _archived_at(b, total) - timedelta(minutes=1)
-        elements.append(ChainElement(name, "base", start, start + timedelta(minutes=2), b, None,
-                                     name not in unverified))
+        elements.append(
+            ChainElement(
+                name, "base", start, start + timedelta(minutes=2), b, None, name not in unverified
+            )
+        )
         parent = name
         for i in incrementals_after.get(b, []):
             inc = f"inc{i}"
             start = _archived_at(i, total) - timedelta(minutes=1)
-            elements.append(ChainElement(inc, "incremental", start, start + timedelta(minutes=2), i,
-                                         parent, inc not in unverified))
+            elements.append(
+                ChainElement(
+                    inc,
+                    "incremental",
+                    start,
+                    start + timedelta(minutes=2),
+                    i,
+                    parent,
+                    inc not in unverified,
+                )
+            )
             parent = inc
-    wal = [WalFile(f"{s:024X}", s, _archived_at(s, total)) for s in range(total) if s not in missing]
+    wal = [
+        WalFile(f"{s:024X}", s, _archived_at(s, total)) for s in range(total) if s not in missing
+    ]
     wal.append(WalFile("00000002.history", None, _archived_at(0, total)))
     return elements, wal
 
@@ -59,14 +79,20 @@ def _restorable(elements: list[ChainElement], wal: list[WalFile], when: datetime
     if not after:
         return False
     end = min(after)
-    for base in (e for e in elements if e.kind == "base" and e.verified and e.finished_at and e.finished_at < when):
+    for base in (
+        e
+        for e in elements
+        if e.kind == "base" and e.verified and e.finished_at and e.finished_at < when
+    ):
         assert base.start_segno is not None
         if all(s in present for s in range(base.start_segno, end + 1)):
             return True
     return False
 
 
-def _after(elements: list[ChainElement], wal: list[WalFile], plan: object) -> tuple[list[ChainElement], list[WalFile]]:
+def _after(
+    elements: list[ChainElement], wal: list[WalFile], plan: object
+) -> tuple[list[ChainElement], list[WalFile]]:
     gone = set(plan.base) | set(plan.incremental)  # type: ignore[attr-defined]
     gone_wal = set(plan.wal)  # type: ignore[attr-defined]
     return [e for e in elements if e.file not in gone], [w for w in wal if w.name not in gone_wal]
@@ -77,9 +103,11 @@ def test_old_incrementals_and_wal_before_the_oldest_kept_base_go() -> None:
     bases = [0, 48, 96, 144, 192, 240, 288, 336, 384, 432]
     incs = {b: [b + 2, b + 4] for b in bases}
     elements, wal = _world(total, bases, incs, missing=set())
-    policy = ChainPolicy(base=Retention(max_age=timedelta(days=7), keep_last=2),
-                         incremental=Retention(max_age=timedelta(hours=24), keep_last=0),
-                         wal_max_age=timedelta(days=7))
+    policy = ChainPolicy(
+        base=Retention(max_age=timedelta(days=7), keep_last=2),
+        incremental=Retention(max_age=timedelta(hours=24), keep_last=0),
+        wal_max_age=timedelta(days=7),
+    )
     plan = plan_chain_deletions(elements, wal, policy, NOW)
     # The WAL window opens 7 days ago, at segment 144; base144 ends just after that, so base96
     # is the anchor from which the window's first minutes are restored. Older bases go.
@@ -101,8 +129,9 @@ def test_a_kept_incremental_keeps_its_whole_chain() -> None:
 
 def test_unverified_backups_go_only_once_past_their_max_age() -> None:
     total = 10 * 48
-    elements, wal = _world(total, [0, total - 10], {}, missing=set(),
-                           unverified={"base0", f"base{total - 10}"})
+    elements, wal = _world(
+        total, [0, total - 10], {}, missing=set(), unverified={"base0", f"base{total - 10}"}
+    )
     plan = plan_chain_deletions(elements, wal, POLICY, NOW)
     assert plan.base == ["base0"]
     assert plan.wal == []  # no kept verified base: no WAL is deleted
@@ -127,15 +156,23 @@ def worlds(draw: st.DrawFn) -> tuple[list[ChainElement], list[WalFile], ChainPol
     unverified = draw(st.sets(st.sampled_from(names), max_size=3)) if names else set()
     elements, wal = _world(total, base_at, incs, missing, unverified)
     policy = ChainPolicy(
-        base=Retention(max_age=timedelta(hours=draw(st.integers(1, 24 * 10))), keep_last=draw(st.integers(0, 5))),
-        incremental=Retention(max_age=timedelta(hours=draw(st.integers(1, 48))), keep_last=draw(st.integers(0, 5))),
-        wal_max_age=timedelta(hours=draw(st.integers(1, 24 * 10))))
+        base=Retention(
+            max_age=timedelta(hours=draw(st.integers(1, 24 * 10))),
+            keep_last=draw(st.integers(0, 5)),
+        ),
+        incremental=Retention(
+            max_age=timedelta(hours=draw(st.integers(1, 48))), keep_last=draw(st.integers(0, 5))
+        ),
+        wal_max_age=timedelta(hours=draw(st.integers(1, 24 * 10))),
+    )
     return elements, wal, policy
 
 
 @settings(max_examples=300, deadline=None)
 @given(worlds())
-def test_nothing_a_kept_restore_point_needs_is_deleted(world: tuple[list[ChainElement], list[WalFile], ChainPolicy]) -> None:
+def test_nothing_a_kept_restore_point_needs_is_deleted(
+    world: tuple[list[ChainElement], list[WalFile], ChainPolicy],
+) -> None:
     elements, wal, policy = world
     plan = plan_chain_deletions(elements, wal, policy, NOW)
     kept_elements, kept_wal = _after(elements, wal, plan)
@@ -156,7 +193,11 @@ def test_nothing_a_kept_restore_point_needs_is_deleted(world: tuple[list[ChainEl
             assert parent in kept
             parent = by_file[parent].parent
     # No WAL at or after the start of the oldest kept verified base backup; no history file.
-    starts = [e.start_segno for e in kept_elements if e.kind == "base" and e.verified and e.start_segno is not None]
+    starts = [
+        e.start_segno
+        for e in kept_elements
+        if e.kind == "base" and e.verified and e.start_segno is not None
+    ]
     deleted_wal = {w.name: w for w in wal if w.name in set(plan.wal)}
     if starts:
         assert all(w.segno is not None and w.segno < min(starts) for w in deleted_wal.values())

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from disaster_recovery import db
 from disaster_recovery.sandbox import Sandbox
 from disaster_recovery.wal import (
@@ -28,7 +27,6 @@ from disaster_recovery.wal import (
     parse_history,
     parse_lsn,
     parse_segment,
-    raise_for_gap,
     raise_for_staleness,
     segment_name,
     timeline_of_segment,
@@ -42,23 +40,33 @@ FAKE_TIMELINE = 0xAA  # names no real timeline of the sandbox uses
 # -- pure logic -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("timeline", "segno", "name"), [
-    (1, 1, "000000010000000000000001"),
-    (1, 255, "0000000100000000000000FF"),
-    (2, 256, "000000020000000100000000"),
-    (0xA, 0x1234, "0000000A0000001200000034"),
-])
+@pytest.mark.parametrize(
+    ("timeline", "segno", "name"),
+    [
+        (1, 1, "000000010000000000000001"),
+        (1, 255, "0000000100000000000000FF"),
+        (2, 256, "000000020000000100000000"),
+        (0xA, 0x1234, "0000000A0000001200000034"),
+    ],
+)
 def test_segment_names_round_trip(timeline: int, segno: int, name: str) -> None:
     assert segment_name(timeline, segno) == name
     assert parse_segment(name) == (timeline, segno)
     assert parse_segment(name + ".partial") == (timeline, segno)
 
 
-@pytest.mark.parametrize(("name", "ok"), [
-    ("000000010000000000000001", True), ("00000002.history", True),
-    ("000000010000000000000003.00000028.backup", True), ("000000010000000000000003.partial", True),
-    ("RECOVERYXLOG", False), ("../etc/passwd", False), ("00000001000000000000000g", False),
-])
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("000000010000000000000001", True),
+        ("00000002.history", True),
+        ("000000010000000000000003.00000028.backup", True),
+        ("000000010000000000000003.partial", True),
+        ("RECOVERYXLOG", False),
+        ("../etc/passwd", False),
+        ("00000001000000000000000g", False),
+    ],
+)
 def test_only_wal_file_names_are_archivable(name: str, ok: bool) -> None:
     assert is_archivable(name) is ok
 
@@ -71,22 +79,38 @@ def test_lsn_parsing() -> None:
 
 
 def test_recovery_reads_each_segment_from_the_newest_timeline_begun_by_then() -> None:
-    history = parse_history("1\t0/5000028\tno recovery target specified\n\n"
-                            "2\t0/9000000\tbefore 2024-01-15 14:30:00-05\n")
+    history = parse_history(
+        "1\t0/5000028\tno recovery target specified\n\n"
+        "2\t0/9000000\tbefore 2024-01-15 14:30:00-05\n"
+    )
     assert history == [TimelineSwitch(1, 0x5000028), TimelineSwitch(2, 0x9000000)]
-    assert [timeline_of_segment(s, 3, history, MB16) for s in (3, 4, 5, 8, 9, 12)] == [1, 1, 2, 2, 3, 3]
+    assert [timeline_of_segment(s, 3, history, MB16) for s in (3, 4, 5, 8, 9, 12)] == [
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+    ]
     assert expected_segments(4, 6, 3, history, MB16) == [
-        "000000010000000000000004", "000000020000000000000005", "000000020000000000000006"]
+        "000000010000000000000004",
+        "000000020000000000000005",
+        "000000020000000000000006",
+    ]
 
 
 def test_env_file_accepts_the_sandbox_env_format(tmp_path: Path) -> None:
     env = tmp_path / "wal.env"
-    env.write_text("# comment\nexport DR_CONFIG=/etc/dr.yaml\n"
-                   "export AIRFLOW_CONN_DR_AWS_PRIMARY='{\"conn_type\": \"aws\", \"login\": \"it'\"'\"'s\"}'\n"
-                   "PLAIN=value\n")
-    assert load_env_file(env) == {"DR_CONFIG": "/etc/dr.yaml",
-                                  "AIRFLOW_CONN_DR_AWS_PRIMARY": '{"conn_type": "aws", "login": "it\'s"}',
-                                  "PLAIN": "value"}
+    env.write_text(
+        "# comment\nexport DR_CONFIG=/etc/dr.yaml\n"
+        'export AIRFLOW_CONN_DR_AWS_PRIMARY=\'{"conn_type": "aws", "login": "it\'"\'"\'s"}\'\n'
+        "PLAIN=value\n"
+    )
+    assert load_env_file(env) == {
+        "DR_CONFIG": "/etc/dr.yaml",
+        "AIRFLOW_CONN_DR_AWS_PRIMARY": '{"conn_type": "aws", "login": "it\'s"}',
+        "PLAIN": "value",
+    }
 
 
 def test_archiver_command_needs_no_shell_environment(tmp_path: Path) -> None:
@@ -99,14 +123,22 @@ def test_archiver_command_needs_no_shell_environment(tmp_path: Path) -> None:
 
 
 def test_the_archiver_imports_no_airflow_and_no_settings_model(sandbox: Sandbox) -> None:
-    probe = ("import sys, runpy; sys.argv = ['wal', '--env-file', sys.argv[1], 'fetch', "
-             "'000000AA00000000000000FF', '/nonexistent/x']\n"
-             "try:\n    runpy.run_module('disaster_recovery.wal', run_name='__main__')\n"
-             "except SystemExit as exc:\n    code = exc.code\n"
-             "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'airflow', 'pydantic', 'croniter'})\n"
-             "print(code, heavy)")
-    out = subprocess.run([sys.executable, "-c", probe, str(sandbox.root / "wal" / "wal.env")],
-                         capture_output=True, text=True, timeout=60, check=True)
+    probe = (
+        "import sys, runpy; sys.argv = ['wal', '--env-file', sys.argv[1], 'fetch', "
+        "'000000AA00000000000000FF', '/nonexistent/x']\n"
+        "try:\n    runpy.run_module('disaster_recovery.wal', run_name='__main__')\n"
+        "except SystemExit as exc:\n    code = exc.code\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules}\n"
+        "               & {'airflow', 'pydantic', 'croniter'})\n"
+        "print(code, heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(sandbox.root / "wal" / "wal.env")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert out.stdout.strip() == "1 []"
 
 
@@ -114,8 +146,13 @@ def test_the_archiver_imports_no_airflow_and_no_settings_model(sandbox: Sandbox)
 
 
 def _wal(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "disaster_recovery.wal", "--env-file", str(env_file), *args],
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "disaster_recovery.wal", "--env-file", str(env_file), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def _sha(data: bytes) -> str:
@@ -136,7 +173,8 @@ def test_sandbox_primary_archives_each_segment_to_both_regions(sandbox: Sandbox)
 
 
 def test_identical_segment_offered_again_is_success_and_different_is_refused(
-        sandbox: Sandbox, tmp_path: Path) -> None:
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
     env_file = sandbox.root / "wal" / "wal.env"
     segment = switch_and_wait_archived(sandbox.postgres("primary"))
     fetched = tmp_path / "pg_wal" / segment
@@ -145,8 +183,22 @@ def test_identical_segment_offered_again_is_success_and_different_is_refused(
     # Failback: the rewound node offers a segment the archive already holds, byte for byte.
     again = _wal(env_file, "push", str(fetched))
     assert again.returncode == 0, again.stderr
-    cli = subprocess.run([sys.executable, "-m", "disaster_recovery", "wal", "push", "--env-file",
-                          str(env_file), str(fetched)], capture_output=True, text=True, timeout=60, check=False)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "disaster_recovery",
+            "wal",
+            "push",
+            "--env-file",
+            str(env_file),
+            str(fetched),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert cli.returncode == 0, cli.stderr
     # Another cluster's segment under the same name: refused loudly, never overwritten.
     fetched.write_bytes(original[:100] + b"\x00" * 8 + original[108:])
@@ -159,7 +211,9 @@ def test_identical_segment_offered_again_is_success_and_different_is_refused(
 
 
 def test_fetch_of_a_segment_never_archived_exits_1(sandbox: Sandbox, tmp_path: Path) -> None:
-    result = _wal(sandbox.root / "wal" / "wal.env", "fetch", "000000AA00000000000000FE", str(tmp_path / "x"))
+    result = _wal(
+        sandbox.root / "wal" / "wal.env", "fetch", "000000AA00000000000000FE", str(tmp_path / "x")
+    )
     assert result.returncode == 1
     assert not (tmp_path / "x").exists()
 
@@ -174,13 +228,17 @@ def test_fetch_refuses_a_corrupted_segment(sandbox: Sandbox, tmp_path: Path) -> 
     primary, secondary = (archive.store(r) for r in archive.regions)
     recorded = primary.head(archive.key(name))["Metadata"]["sha256"]
     # Bit rot in the primary region: same name and recorded checksum, other bytes.
-    primary.put_bytes(archive.key(name), b"rotten" + source.read_bytes()[6:], metadata={"sha256": recorded})
+    primary.put_bytes(
+        archive.key(name), b"rotten" + source.read_bytes()[6:], metadata={"sha256": recorded}
+    )
     out = tmp_path / "restore" / "RECOVERYXLOG"
     fallback = _wal(env_file, "fetch", name, str(out))
     assert fallback.returncode == 0, fallback.stderr
     assert out.read_bytes() == source.read_bytes()
     out.unlink()
-    secondary.put_bytes(archive.key(name), b"rotten" + source.read_bytes()[6:], metadata={"sha256": recorded})
+    secondary.put_bytes(
+        archive.key(name), b"rotten" + source.read_bytes()[6:], metadata={"sha256": recorded}
+    )
     refused = _wal(env_file, "fetch", name, str(out))
     # > 125: PostgreSQL aborts recovery instead of taking damage for the end of the archive.
     assert refused.returncode == FETCH_FATAL_EXIT
@@ -218,13 +276,20 @@ def test_s3_down_archiving_retries_and_loses_nothing() -> None:
         while _archiver_stats(primary)[1] <= failed_before and time.monotonic() < deadline:
             time.sleep(0.2)
         assert _archiver_stats(primary)[1] > failed_before, "the archiver never failed"
-        assert (box.instance("primary").data_dir / "pg_wal" / "archive_status" / f"{held}.ready").exists()
+        assert (
+            box.instance("primary").data_dir / "pg_wal" / "archive_status" / f"{held}.ready"
+        ).exists()
 
         with db.connect(primary) as conn:
             conn.execute("INSERT INTO during_outage VALUES (1001)")  # unarchived WAL exists now
         time.sleep(1.1)
-        strict = deployment.settings.model_copy(update={"thresholds": deployment.settings.thresholds.model_copy(
-            update={"wal_stale": __import__("datetime").timedelta(seconds=1)})})
+        strict = deployment.settings.model_copy(
+            update={
+                "thresholds": deployment.settings.thresholds.model_copy(
+                    update={"wal_stale": __import__("datetime").timedelta(seconds=1)}
+                )
+            }
+        )
         deployment.settings = strict
         report = check_archive(deployment)
         assert report.stale and report.archiver["failed_count"] > failed_before

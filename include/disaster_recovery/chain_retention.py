@@ -76,8 +76,9 @@ def _newest(elements: Iterable[ChainElement], count: int) -> set[str]:
     return {e.file for e in ordered[-count:]} if count else set()
 
 
-def plan_chain_deletions(elements: Sequence[ChainElement], wal: Sequence[WalFile],
-                         policy: ChainPolicy, now: datetime) -> ChainDeletions:
+def plan_chain_deletions(
+    elements: Sequence[ChainElement], wal: Sequence[WalFile], policy: ChainPolicy, now: datetime
+) -> ChainDeletions:
     """What may be deleted without losing any point a kept backup can restore to."""
     window_start = now - policy.wal_max_age
     bases = [e for e in elements if e.kind == "base"]
@@ -94,8 +95,12 @@ def plan_chain_deletions(elements: Sequence[ChainElement], wal: Sequence[WalFile
         limit = policy.base.max_age if element.kind == "base" else policy.incremental.max_age
         if _age(element, now) <= limit:
             keep.add(element.file)
-        elif element.kind == "base" and element.verified and element.finished_at \
-                and element.finished_at >= window_start:
+        elif (
+            element.kind == "base"
+            and element.verified
+            and element.finished_at
+            and element.finished_at >= window_start
+        ):
             keep.add(element.file)  # inside the WAL window: a restore may start from it
 
     # A kept element keeps every ancestor it is built on.
@@ -114,49 +119,70 @@ def plan_chain_deletions(elements: Sequence[ChainElement], wal: Sequence[WalFile
             continue
         (plan.base if element.kind == "base" else plan.incremental).append(element.file)
 
-    kept_starts = [by_file[f].start_segno for f in plan.kept_base if by_file[f].start_segno is not None]
+    kept_starts = [
+        by_file[f].start_segno for f in plan.kept_base if by_file[f].start_segno is not None
+    ]
     if kept_starts:
         oldest = min(s for s in kept_starts if s is not None)
         plan.wal_kept_from_segno = oldest
-        plan.wal = [w.name for w in sorted(wal, key=lambda w: w.name)
-                    if w.segno is not None and w.segno < oldest and w.archived_at < window_start]
+        plan.wal = [
+            w.name
+            for w in sorted(wal, key=lambda w: w.name)
+            if w.segno is not None and w.segno < oldest and w.archived_at < window_start
+        ]
     return plan
 
 
 # -- applying it to the buckets ------------------------------------------------------------
 
 
-def elements_from_manifests(manifests: Iterable[Any], segment_size_default: int = 16 * 1024 * 1024
-                            ) -> list[ChainElement]:
+def elements_from_manifests(
+    manifests: Iterable[Any], segment_size_default: int = 16 * 1024 * 1024
+) -> list[ChainElement]:
     from disaster_recovery.wal import parse_segment
 
     result = []
     for m in manifests:
         start = getattr(m, "start_segment", None)
         seg_size = int(getattr(m, "wal_segment_size", segment_size_default))
-        result.append(ChainElement(
-            file=m.file, kind="base" if m.backup_type == "postgresql_base" else "incremental",
-            started_at=m.started_at, finished_at=m.finished_at,
-            start_segno=parse_segment(start, seg_size)[1] if start else None,
-            parent=getattr(m, "parent", None), verified=m.verified))
+        result.append(
+            ChainElement(
+                file=m.file,
+                kind="base" if m.backup_type == "postgresql_base" else "incremental",
+                started_at=m.started_at,
+                finished_at=m.finished_at,
+                start_segno=parse_segment(start, seg_size)[1] if start else None,
+                parent=getattr(m, "parent", None),
+                verified=m.verified,
+            )
+        )
     return result
 
 
 def wal_files_from_listing(listing: dict[str, dict[str, Any]], segment_size: int) -> list[WalFile]:
     from disaster_recovery.wal import parse_segment
 
-    return [WalFile(name, None if name.endswith(".history") else parse_segment(name, segment_size)[1],
-                    entry["last_modified"]) for name, entry in listing.items()]
+    return [
+        WalFile(
+            name,
+            None if name.endswith(".history") else parse_segment(name, segment_size)[1],
+            entry["last_modified"],
+        )
+        for name, entry in listing.items()
+    ]
 
 
 def policy_from_settings(settings: Any) -> ChainPolicy:
-    return ChainPolicy(base=settings.pitr.base_retention,
-                       incremental=settings.tiers.postgresql_incremental.retention,
-                       wal_max_age=settings.tiers.postgresql_wal.retention.max_age)
+    return ChainPolicy(
+        base=settings.pitr.base_retention,
+        incremental=settings.tiers.postgresql_incremental.retention,
+        wal_max_age=settings.tiers.postgresql_wal.retention.max_age,
+    )
 
 
-def cleanup_physical_chain(deployment: Any, now: datetime | None = None,
-                           dry_run: bool = False) -> dict[str, Any]:
+def cleanup_physical_chain(
+    deployment: Any, now: datetime | None = None, dry_run: bool = False
+) -> dict[str, Any]:
     """Apply the chain retention in each region's bucket.
 
     Returns ``{"incremental": n, "wal": n, "base": n}`` (distinct files deleted, or that would
@@ -175,11 +201,23 @@ def cleanup_physical_chain(deployment: Any, now: datetime | None = None,
     for region in archive.regions:
         chain = Chain(deployment, region)
         manifests = chain.elements()
-        seg_size = int(next((getattr(m, "wal_segment_size", 0) for m in manifests
-                             if getattr(m, "wal_segment_size", 0)), 16 * 1024 * 1024))
+        seg_size = int(
+            next(
+                (
+                    getattr(m, "wal_segment_size", 0)
+                    for m in manifests
+                    if getattr(m, "wal_segment_size", 0)
+                ),
+                16 * 1024 * 1024,
+            )
+        )
         listing = archive.listing(region)
-        plan = plan_chain_deletions(elements_from_manifests(manifests),
-                                    wal_files_from_listing(listing, seg_size), policy, now)
+        plan = plan_chain_deletions(
+            elements_from_manifests(manifests),
+            wal_files_from_listing(listing, seg_size),
+            policy,
+            now,
+        )
         by_file = {m.file: m for m in manifests}
         data_keys = [archive.key(name) for name in plan.wal]
         manifest_keys = []
@@ -194,10 +232,19 @@ def cleanup_physical_chain(deployment: Any, now: datetime | None = None,
             for keys in (data_keys, manifest_keys):
                 if keys:
                     store.delete(keys)
-        regions[region] = {"base": plan.base, "incremental": plan.incremental,
-                           "wal": len(plan.wal), "wal_kept_from_segno": plan.wal_kept_from_segno}
-        for kind in totals:
-            totals[kind].update(getattr(plan, kind))
-        log.info("chain retention in %s: %s%s", region, plan.counts(), " (dry run)" if dry_run else "")
-    return {**{kind: len(names) for kind, names in totals.items()}, "dry_run": dry_run,
-            "regions": regions}
+        regions[region] = {
+            "base": plan.base,
+            "incremental": plan.incremental,
+            "wal": len(plan.wal),
+            "wal_kept_from_segno": plan.wal_kept_from_segno,
+        }
+        for kind, names in totals.items():
+            names.update(getattr(plan, kind))
+        log.info(
+            "chain retention in %s: %s%s", region, plan.counts(), " (dry run)" if dry_run else ""
+        )
+    return {
+        **{kind: len(names) for kind, names in totals.items()},
+        "dry_run": dry_run,
+        "regions": regions,
+    }

@@ -38,9 +38,9 @@ from disaster_recovery.physical import BASE, INCREMENTAL, Chain, download_and_ex
 from disaster_recovery.runner import run
 from disaster_recovery.wal import (
     WalArchive,
-    is_segment,
     archiver_command,
     expected_segments,
+    is_segment,
     newest_timeline,
     parse_lsn,
     parse_segment,
@@ -69,11 +69,14 @@ class Target:
     def __post_init__(self) -> None:
         given = [v for v in (self.time, self.lsn, self.name) if v is not None]
         if len(given) != 1:
-            raise ConfigError("give exactly one recovery target: a point in time, an LSN or a "
-                              "restore point name")
+            raise ConfigError(
+                "give exactly one recovery target: a point in time, an LSN or a restore point name"
+            )
         if self.time is not None and self.time.tzinfo is None:
-            raise ConfigError(f"target time {self.time.isoformat()} has no UTC offset; write it "
-                              "like 2024-01-15T14:30:00-05:00")
+            raise ConfigError(
+                f"target time {self.time.isoformat()} has no UTC offset; write it "
+                "like 2024-01-15T14:30:00-05:00"
+            )
         if self.lsn is not None:
             parse_lsn(self.lsn)
 
@@ -95,12 +98,14 @@ class RestorePlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "region": self.region, "target": self.target.describe(),
+            "region": self.region,
+            "target": self.target.describe(),
             "base": self.elements[0].file,
             "incrementals": [m.file for m in self.elements[1:]],
             "wal_from": self.wal_needed[0] if self.wal_needed else None,
             "wal_to": self.wal_needed[-1] if self.wal_needed else None,
-            "wal_segments": len(self.wal_needed), "notes": self.notes,
+            "wal_segments": len(self.wal_needed),
+            "notes": self.notes,
         }
 
 
@@ -125,12 +130,19 @@ def create_restore_point(deployment: Deployment, name: str) -> dict[str, Any]:
         raise ConflictError(f"a restore point named {name!r} already exists; choose another name")
     with db.connect(deployment.postgres("primary"), "postgres") as conn:
         row = conn.execute(
-            "SELECT pg_create_restore_point(%s)::text, now(), pg_walfile_name(pg_current_wal_lsn())",
-            (name,)).fetchone()
+            "SELECT pg_create_restore_point(%s)::text, now(),"
+            " pg_walfile_name(pg_current_wal_lsn())",
+            (name,),
+        ).fetchone()
         conn.execute("SELECT pg_switch_wal()")
     assert row is not None
-    record = {"name": name, "lsn": row[0], "time": row[1].isoformat(), "segment": row[2],
-              "timeline": int(row[2][:8], 16)}
+    record = {
+        "name": name,
+        "lsn": row[0],
+        "time": row[1].isoformat(),
+        "segment": row[2],
+        "timeline": int(row[2][:8], 16),
+    }
     body = json.dumps(record, sort_keys=True).encode()
     for region in archive.regions:
         archive.store(region).put_if_absent(key, body)
@@ -142,16 +154,19 @@ def load_restore_point(deployment: Deployment, name: str, region: str) -> dict[s
     key = _restore_point_key(deployment, name)
     store = archive.store(region)
     if not store.exists(key):
-        raise NotFoundError(f"no restore point named {name!r} in {store.url(key)} "
-                            "(create one with `dr restore-point create NAME`)")
+        raise NotFoundError(
+            f"no restore point named {name!r} in {store.url(key)} "
+            "(create one with `dr restore-point create NAME`)"
+        )
     return store.get_json(key)
 
 
 # -- planning --------------------------------------------------------------------------------
 
 
-def plan_restore(deployment: Deployment, target: Target, region: str | None = None,
-                 now: datetime | None = None) -> RestorePlan:
+def plan_restore(
+    deployment: Deployment, target: Target, region: str | None = None, now: datetime | None = None
+) -> RestorePlan:
     """Choose the chain and check the WAL for ``target``; refuse with a clear error."""
     settings = deployment.settings
     region = region or settings.regions.primary
@@ -169,22 +184,36 @@ def plan_restore(deployment: Deployment, target: Target, region: str | None = No
 
     def ends_before(element: Manifest) -> bool:
         if plan_lsn is not None:
-            return parse_lsn(str(getattr(element, "end_lsn", "FFFFFFFF/FFFFFFFF"))) <= plan_lsn and (
-                plan_time is None or (element.finished_at or now) < plan_time)
+            return parse_lsn(
+                str(getattr(element, "end_lsn", "FFFFFFFF/FFFFFFFF"))
+            ) <= plan_lsn and (plan_time is None or (element.finished_at or now) < plan_time)
         assert plan_time is not None
         return element.finished_at is not None and element.finished_at < plan_time
 
     bases = [m for m in verified if m.backup_type == BASE and ends_before(m)]
     if not bases:
         oldest = next((m for m in verified if m.backup_type == BASE), None)
-        hint = (f"the oldest verified base backup, {oldest.file}, ends at "
+        hint = (
+            (
+                f"the oldest verified base backup, {oldest.file}, ends at "
                 f"{oldest.finished_at.isoformat() if oldest.finished_at else '?'} "
-                f"(LSN {getattr(oldest, 'end_lsn', '?')})") if oldest else "there is no verified base backup"
-        raise RestoreRefused(f"no base backup precedes target {target.describe()} in {region}: {hint}")
+                f"(LSN {getattr(oldest, 'end_lsn', '?')})"
+            )
+            if oldest
+            else "there is no verified base backup"
+        )
+        raise RestoreRefused(
+            f"no base backup precedes target {target.describe()} in {region}: {hint}"
+        )
     elements = [bases[-1]]
     while True:
-        children = [m for m in verified if m.backup_type == INCREMENTAL
-                    and getattr(m, "parent", None) == elements[-1].file and ends_before(m)]
+        children = [
+            m
+            for m in verified
+            if m.backup_type == INCREMENTAL
+            and getattr(m, "parent", None) == elements[-1].file
+            and ends_before(m)
+        ]
         if not children:
             break
         elements.append(children[-1])
@@ -194,8 +223,9 @@ def plan_restore(deployment: Deployment, target: Target, region: str | None = No
 
 def _refuse_future_lsn(deployment: Deployment, lsn: str) -> None:
     try:
-        current = db.query_one(deployment.postgres("primary"), "SELECT pg_current_wal_lsn()::text",
-                               dbname="postgres")
+        current = db.query_one(
+            deployment.postgres("primary"), "SELECT pg_current_wal_lsn()::text", dbname="postgres"
+        )
     except UnavailableError:
         log.warning("primary unreachable: cannot check that LSN %s is not in the future", lsn)
         return
@@ -203,8 +233,13 @@ def _refuse_future_lsn(deployment: Deployment, lsn: str) -> None:
         raise RestoreRefused(f"target LSN {lsn} is in the future: the primary is at {current}")
 
 
-def _wal_needed(deployment: Deployment, last: Manifest, plan_time: datetime | None,
-                plan_lsn: int | None, target: Target) -> list[str]:
+def _wal_needed(
+    deployment: Deployment,
+    last: Manifest,
+    plan_time: datetime | None,
+    plan_lsn: int | None,
+    target: Target,
+) -> list[str]:
     """Segments from the last chain element's start to the one that holds the target, all of
     which must be archived (in either region) -- else the restore is refused."""
     archive = WalArchive.for_deployment(deployment)
@@ -226,16 +261,26 @@ def _wal_needed(deployment: Deployment, last: Manifest, plan_time: datetime | No
     else:
         assert plan_time is not None
         # The first segment archived after the target holds WAL past it (or up to it).
-        after = sorted(s for s, n in on_path.items() if s >= start_segno
-                       and listing[n]["last_modified"] >= plan_time)
+        after = sorted(
+            s
+            for s, n in on_path.items()
+            if s >= start_segno and listing[n]["last_modified"] >= plan_time
+        )
         if not after:
             newest = max(on_path.items(), default=None)
-            where = (f"the newest archived segment, {newest[1]}, was archived at "
-                     f"{listing[newest[1]]['last_modified'].isoformat()}") if newest else "nothing is archived"
+            where = (
+                (
+                    f"the newest archived segment, {newest[1]}, was archived at "
+                    f"{listing[newest[1]]['last_modified'].isoformat()}"
+                )
+                if newest
+                else "nothing is archived"
+            )
             raise RestoreRefused(
                 f"target {target.describe()} is beyond the archived WAL: {where}. The WAL "
                 "holding the target is not archived yet: wait for archive_timeout or run "
-                "`SELECT pg_switch_wal()` on the primary, then retry")
+                "`SELECT pg_switch_wal()` on the primary, then retry"
+            )
         end_segno = after[0]
     needed = expected_segments(start_segno, end_segno, timeline, history, seg_size)
     missing = [name for name in needed if name not in listing]
@@ -243,7 +288,8 @@ def _wal_needed(deployment: Deployment, last: Manifest, plan_time: datetime | No
         raise RestoreRefused(
             f"WAL gap: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
             f"({len(missing)} segment(s)) missing from the archive between {needed[0]} and "
-            f"{needed[-1]}; target {target.describe()} cannot be reached from {last.file}")
+            f"{needed[-1]}; target {target.describe()} cannot be reached from {last.file}"
+        )
     return needed
 
 
@@ -297,27 +343,41 @@ def restore_to_point_in_time(
     if len(plan.elements) > 1:
         started = time.monotonic()
         major = int(getattr(plan.elements[-1], "server_major", 0))
-        run([pgbin.require_at_least("pg_combinebackup", major), "--link", *parts, "-o", data_dir],
-            target=f"combine into {data_dir}", timeout=settings.pitr.restore_timeout.total_seconds())
+        run(
+            [pgbin.require_at_least("pg_combinebackup", major), "--link", *parts, "-o", data_dir],
+            target=f"combine into {data_dir}",
+            timeout=settings.pitr.restore_timeout.total_seconds(),
+        )
         shutil.rmtree(aux / "parts")
         timings["combine_seconds"] = round(time.monotonic() - started, 2)
 
-    instance = LocalInstance(data_dir=data_dir, port=target_port or _free_port(),
-                             cluster_name="pitr_restore", socket_dir=aux / "run",
-                             log_file=aux / "postgres.log")
+    instance = LocalInstance(
+        data_dir=data_dir,
+        port=target_port or _free_port(),
+        cluster_name="pitr_restore",
+        socket_dir=aux / "run",
+        log_file=aux / "postgres.log",
+    )
     _configure_recovery(instance, plan, deployment, aux, user)
     started = time.monotonic()
     recovered = _recover(instance, plan, deployment, settings.pitr.restore_timeout.total_seconds())
     timings["replay_seconds"] = round(time.monotonic() - started, 2)
     (aux / "wal.env").unlink(missing_ok=True)  # S3 credentials are not needed any more
-    return {"status": "restored", "plan": plan.to_dict(), "recovered_to": recovered,
-            "data_dir": str(data_dir), "port": instance.port, "log": str(instance.log_file),
-            "timings": timings,
-            "stop_with": f"pg_ctl stop -D {data_dir}"}
+    return {
+        "status": "restored",
+        "plan": plan.to_dict(),
+        "recovered_to": recovered,
+        "data_dir": str(data_dir),
+        "port": instance.port,
+        "log": str(instance.log_file),
+        "timings": timings,
+        "stop_with": f"pg_ctl stop -D {data_dir}",
+    }
 
 
-def _configure_recovery(instance: LocalInstance, plan: RestorePlan, deployment: Deployment,
-                        aux: Path, user: str | None) -> None:
+def _configure_recovery(
+    instance: LocalInstance, plan: RestorePlan, deployment: Deployment, aux: Path, user: str | None
+) -> None:
     data_dir = instance.data_dir
     for leftover in ("standby.signal", "postmaster.pid", "postmaster.opts"):
         (data_dir / leftover).unlink(missing_ok=True)
@@ -345,11 +405,14 @@ def _configure_recovery(instance: LocalInstance, plan: RestorePlan, deployment: 
 
 def _endpoint(deployment: Deployment, port: int) -> PostgresEndpoint:
     source = deployment.postgres("primary")
-    return PostgresEndpoint("pitr_restore", "127.0.0.1", port, source.user, "postgres", source.password)
+    return PostgresEndpoint(
+        "pitr_restore", "127.0.0.1", port, source.user, "postgres", source.password
+    )
 
 
-def _recover(instance: LocalInstance, plan: RestorePlan, deployment: Deployment,
-             timeout: float) -> dict[str, Any]:
+def _recover(
+    instance: LocalInstance, plan: RestorePlan, deployment: Deployment, timeout: float
+) -> dict[str, Any]:
     """Start the instance, wait until replay pauses at the target, report, then promote."""
     try:
         instance.start(timeout=int(timeout))
@@ -364,16 +427,20 @@ def _recover(instance: LocalInstance, plan: RestorePlan, deployment: Deployment,
             state = None
             if not instance.is_running():
                 raise _recovery_failure(instance, plan) or AbortedError(
-                    f"the restored instance stopped during recovery:\n{instance.log_tail()}") from None
+                    f"the restored instance stopped during recovery:\n{instance.log_tail()}"
+                ) from None
         if state == "paused":
             break
         if time.monotonic() > deadline:
-            raise AbortedError(f"recovery did not reach {plan.target.describe()} within "
-                               f"{timeout:g} s:\n{instance.log_tail()}")
+            raise AbortedError(
+                f"recovery did not reach {plan.target.describe()} within "
+                f"{timeout:g} s:\n{instance.log_tail()}"
+            )
         time.sleep(0.1)
     with db.connect(endpoint) as conn:
         row = conn.execute(
-            "SELECT pg_last_xact_replay_timestamp(), pg_last_wal_replay_lsn()::text").fetchone()
+            "SELECT pg_last_xact_replay_timestamp(), pg_last_wal_replay_lsn()::text"
+        ).fetchone()
         assert row is not None
         last_time, replay_lsn = row
         _check_reached(plan, last_time, replay_lsn)
@@ -390,7 +457,9 @@ def _recover(instance: LocalInstance, plan: RestorePlan, deployment: Deployment,
 def _check_reached(plan: RestorePlan, last_time: datetime | None, replay_lsn: str) -> None:
     """Replay paused at the target, not somewhere else: never promote a wrong point silently."""
     if plan.target.time is not None and last_time is not None and last_time > plan.target.time:
-        raise AbortedError(f"replay went past the target: last transaction at {last_time.isoformat()}")
+        raise AbortedError(
+            f"replay went past the target: last transaction at {last_time.isoformat()}"
+        )
     if plan.target_lsn is not None and parse_lsn(replay_lsn) < plan.target_lsn:
         raise AbortedError(f"replay paused at {replay_lsn}, before the target LSN")
 
@@ -411,13 +480,11 @@ def _recovery_failure(instance: LocalInstance, plan: RestorePlan) -> Exception |
         return RestoreRefused(
             f"WAL ended before {plan.target.describe()} was reached (segments "
             f"{plan.wal_needed[0]}..{plan.wal_needed[-1]} were planned): the archive holds no "
-            f"transaction after the target yet, or a segment could not be read.\n{log_text}")
+            f"transaction after the target yet, or a segment could not be read.\n{log_text}"
+        )
     if "restore_command" in log_text or "archive" in log_text.lower():
         return AbortedError(f"recovery aborted while reading the WAL archive:\n{log_text}")
     return None
-
-
-
 
 
 # -- what can be restored -------------------------------------------------------------------
@@ -448,28 +515,39 @@ def _describe_region(deployment: Deployment, archive: WalArchive, region: str) -
     restorable = _restorable_window(archive, elements, listing)
     return {
         "chains": chains,
-        "wal": {"segments": len(segments), "oldest": segments[0] if segments else None,
-                "newest": segments[-1] if segments else None,
-                "history_files": sorted(n for n in listing if n.endswith(".history"))},
+        "wal": {
+            "segments": len(segments),
+            "oldest": segments[0] if segments else None,
+            "newest": segments[-1] if segments else None,
+            "history_files": sorted(n for n in listing if n.endswith(".history")),
+        },
         **restorable,
     }
 
 
 def _brief(manifest: Manifest) -> dict[str, Any]:
-    return {"file": manifest.file, "status": manifest.status, "size_bytes": manifest.size_bytes,
-            "finished_at": manifest.finished_at.isoformat() if manifest.finished_at else None,
-            "start_segment": getattr(manifest, "start_segment", None),
-            "timeline": getattr(manifest, "timeline", None)}
+    return {
+        "file": manifest.file,
+        "status": manifest.status,
+        "size_bytes": manifest.size_bytes,
+        "finished_at": manifest.finished_at.isoformat() if manifest.finished_at else None,
+        "start_segment": getattr(manifest, "start_segment", None),
+        "timeline": getattr(manifest, "timeline", None),
+    }
 
 
-def _restorable_window(archive: WalArchive, elements: list[Manifest],
-                       listing: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _restorable_window(
+    archive: WalArchive, elements: list[Manifest], listing: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     """Earliest: the end of the oldest verified base backup whose WAL is archived from its start.
     Latest: the archive time of the last segment of the unbroken run from a verified base."""
     bases = [m for m in elements if m.backup_type == BASE and m.verified]
     if not bases:
-        return {"earliest_restorable": None, "latest_restorable": None,
-                "note": "no verified base backup: nothing is restorable to a point in time"}
+        return {
+            "earliest_restorable": None,
+            "latest_restorable": None,
+            "note": "no verified base backup: nothing is restorable to a point in time",
+        }
     seg_size = int(getattr(bases[-1], "wal_segment_size", 16 * 1024 * 1024))
     timeline = newest_timeline(listing, max(int(getattr(b, "timeline", 1)) for b in bases))
     try:
@@ -491,5 +569,7 @@ def _restorable_window(archive: WalArchive, elements: list[Manifest],
         if base.finished_at and base.finished_at <= end_time:
             earliest = earliest or base.finished_at
             latest = max(latest or end_time, end_time)
-    return {"earliest_restorable": earliest.isoformat() if earliest else None,
-            "latest_restorable": latest.isoformat() if latest else None}
+    return {
+        "earliest_restorable": earliest.isoformat() if earliest else None,
+        "latest_restorable": latest.isoformat() if latest else None,
+    }

@@ -39,7 +39,6 @@ from disaster_recovery.errors import (
     DisasterRecoveryError,
     NotFoundError,
     PermanentError,
-    UnavailableError,
 )
 
 if TYPE_CHECKING:  # the archiver imports boto3 and pydantic only when it needs them
@@ -127,8 +126,8 @@ class TimelineSwitch:
 def parse_history(text: str) -> list[TimelineSwitch]:
     """Parse a timeline history file (``parentTLI <tab> switchpoint <tab> reason`` lines)."""
     switches = []
-    for line in text.splitlines():
-        line = line.strip()
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
         if not line or line.startswith("#"):
             continue
         fields = line.split()
@@ -136,8 +135,9 @@ def parse_history(text: str) -> list[TimelineSwitch]:
     return switches
 
 
-def timeline_of_segment(segno: int, timeline: int, history: list[TimelineSwitch],
-                        segment_size: int) -> int:
+def timeline_of_segment(
+    segno: int, timeline: int, history: list[TimelineSwitch], segment_size: int
+) -> int:
     """The timeline from which recovery reads segment ``segno`` when it follows ``timeline``.
 
     As PostgreSQL does: the newest timeline of the history that had begun by that segment (a
@@ -152,25 +152,37 @@ def timeline_of_segment(segno: int, timeline: int, history: list[TimelineSwitch]
     return min(begins)
 
 
-def expected_segments(start_segno: int, end_segno: int, timeline: int,
-                      history: list[TimelineSwitch], segment_size: int) -> list[str]:
+def expected_segments(
+    start_segno: int,
+    end_segno: int,
+    timeline: int,
+    history: list[TimelineSwitch],
+    segment_size: int,
+) -> list[str]:
     """Segment names recovery needs from ``start_segno`` to ``end_segno`` (inclusive)."""
     return [
-        segment_name(timeline_of_segment(segno, timeline, history, segment_size), segno, segment_size)
+        segment_name(
+            timeline_of_segment(segno, timeline, history, segment_size), segno, segment_size
+        )
         for segno in range(start_segno, end_segno + 1)
     ]
 
 
-def segments_on_path(names: Iterable[str], timeline: int, history: list[TimelineSwitch],
-                     segment_size: int) -> dict[int, str]:
+def segments_on_path(
+    names: Iterable[str], timeline: int, history: list[TimelineSwitch], segment_size: int
+) -> dict[int, str]:
     """segment number -> name, for the archived segments that recovery following ``timeline``
     would read (segments of abandoned timeline branches are left out)."""
     found = {}
     for name in names:
         if is_segment(name):
             segno = parse_segment(name, segment_size)[1]
-            if segment_name(timeline_of_segment(segno, timeline, history, segment_size), segno,
-                            segment_size) == name:
+            if (
+                segment_name(
+                    timeline_of_segment(segno, timeline, history, segment_size), segno, segment_size
+                )
+                == name
+            ):
                 found[segno] = name
     return found
 
@@ -192,12 +204,11 @@ def load_env_file(path: str | Path) -> dict[str, str]:
         from disaster_recovery.errors import ConfigError
 
         raise ConfigError(f"{path}: cannot read the archiver's env file: {exc}") from None
-    for line in text.splitlines():
-        line = line.strip()
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
         if not line or line.startswith("#"):
             continue
-        if line.startswith("export "):
-            line = line[len("export "):]
+        line = line.removeprefix("export ")
         key, sep, raw = line.partition("=")
         if not sep:
             continue
@@ -219,8 +230,14 @@ def archiver_env(settings: Settings, deployment: Deployment, config_file: Path) 
         extra: dict[str, Any] = {"region_name": aws.region}
         if aws.endpoint_url:
             extra["endpoint_url"] = aws.endpoint_url
-        env[env_var_name(aws.conn_id)] = json.dumps({
-            "conn_type": "aws", "login": aws.access_key, "password": aws.secret_key, "extra": extra})
+        env[env_var_name(aws.conn_id)] = json.dumps(
+            {
+                "conn_type": "aws",
+                "login": aws.access_key,
+                "password": aws.secret_key,
+                "extra": extra,
+            }
+        )
     return env
 
 
@@ -234,8 +251,9 @@ def archiver_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def write_archiver_files(folder: Path, settings: Settings, deployment: Deployment,
-                         owner: str | None) -> Path:
+def write_archiver_files(
+    folder: Path, settings: Settings, deployment: Deployment, owner: str | None
+) -> Path:
     """Write ``wal.env`` and ``wal_config.yaml`` into ``folder`` (readable only by ``owner``,
     the OS user PostgreSQL runs as) and return the env file's path."""
     import pwd
@@ -279,11 +297,16 @@ def archiver_python() -> tuple[str, list[str]]:
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     for candidate in (Path(f"/usr/bin/python{version}"), Path(f"/usr/local/bin/python{version}")):
         if candidate.exists() and _reachable_by_others(candidate):
-            return str(candidate), [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+            return str(candidate), [
+                sysconfig.get_paths()["purelib"],
+                sysconfig.get_paths()["platlib"],
+            ]
     from disaster_recovery.errors import ToolError
 
-    raise ToolError(f"{current}: PostgreSQL's OS user cannot run this Python, and no system "
-                    f"python{version} was found; install the package where that user can run it")
+    raise ToolError(
+        f"{current}: PostgreSQL's OS user cannot run this Python, and no system "
+        f"python{version} was found; install the package where that user can run it"
+    )
 
 
 def archiver_command(action: str, env_file: Path) -> str:
@@ -292,8 +315,10 @@ def archiver_command(action: str, env_file: Path) -> str:
     python, extra_paths = archiver_python()
     path = ":".join(dict.fromkeys([str(Path(__file__).resolve().parent.parent), *extra_paths]))
     args = "%p" if action == "push" else "%f %p"
-    return (f"env PYTHONPATH={shlex.quote(path)} {shlex.quote(python)} "
-            f"-m disaster_recovery.wal --env-file {shlex.quote(str(env_file))} {action} {args}")
+    return (
+        f"env PYTHONPATH={shlex.quote(path)} {shlex.quote(python)} "
+        f"-m disaster_recovery.wal --env-file {shlex.quote(str(env_file))} {action} {args}"
+    )
 
 
 # -- the archive ----------------------------------------------------------------------------
@@ -327,8 +352,11 @@ def _lean_locations(config_file: str) -> tuple[str, list[ArchiveLocation]]:
     regions = {"primary": "us-east-1", "secondary": "us-west-2", **(data.get("regions") or {})}
     storage = data.get("storage") or {}
     buckets = storage.get("buckets") or {}
-    connections = {"aws_primary": "dr_aws_primary", "aws_secondary": "dr_aws_secondary",
-                   **(data.get("connections") or {})}
+    connections = {
+        "aws_primary": "dr_aws_primary",
+        "aws_secondary": "dr_aws_secondary",
+        **(data.get("connections") or {}),
+    }
     locations = []
     for role in ("primary", "secondary"):
         region = regions[role]
@@ -351,9 +379,13 @@ class WalArchive:
     @classmethod
     def for_deployment(cls, deployment: Deployment) -> WalArchive:
         settings = deployment.settings
-        return cls(settings.storage.prefix, [
-            ArchiveLocation(region, settings.bucket(region), deployment.aws(region))
-            for region in (settings.regions.primary, settings.regions.secondary)])
+        return cls(
+            settings.storage.prefix,
+            [
+                ArchiveLocation(region, settings.bucket(region), deployment.aws(region))
+                for region in (settings.regions.primary, settings.regions.secondary)
+            ],
+        )
 
     @classmethod
     def from_environment(cls) -> WalArchive:
@@ -380,11 +412,16 @@ class WalArchive:
             # timeouts and few retries: PostgreSQL retries a failed archive_command itself.
             if self._session is None:
                 self._session = boto3.session.Session()
-            config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5,
-                            read_timeout=60, response_checksum_validation="when_required",
-                            request_checksum_calculation="when_required")
+            config = Config(
+                retries={"max_attempts": 2, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=60,
+                response_checksum_validation="when_required",
+                request_checksum_calculation="when_required",
+            )
             store.__dict__["client"] = self._session.client(
-                "s3", config=config, **location.endpoint.client_kwargs())
+                "s3", config=config, **location.endpoint.client_kwargs()
+            )
             self._stores[region] = store
         return self._stores[region]
 
@@ -413,10 +450,13 @@ class WalArchive:
                 written = self.store(region).put_if_absent(self.key(name), data)
                 outcome[region] = "archived" if written else "already archived (identical)"
             except ConflictError as exc:
-                errors.append(ConflictError(
-                    f"WAL archive conflict for {name} in {region}: {exc}. Another cluster may be "
-                    "archiving into the same prefix (or the object was altered): find out before "
-                    "removing anything"))
+                errors.append(
+                    ConflictError(
+                        f"WAL archive conflict for {name} in {region}: {exc}. Another cluster "
+                        "may be archiving into the same prefix (or the object was altered): "
+                        "find out before removing anything"
+                    )
+                )
                 outcome[region] = "conflict"
             except DisasterRecoveryError as exc:
                 errors.append(exc)
@@ -462,7 +502,8 @@ class WalArchive:
         if not expected or actual != expected:
             raise WalCorruptError(
                 f"{store.url(key)}: SHA-256 {actual} does not match the archived "
-                f"{expected or '(none recorded)'}; refusing to hand it to PostgreSQL")
+                f"{expected or '(none recorded)'}; refusing to hand it to PostgreSQL"
+            )
         return data
 
     # -- listing -------------------------------------------------------------------------
@@ -472,10 +513,13 @@ class WalArchive:
         prefix = wal_prefix(self.prefix)
         found = {}
         for entry in self.store(region).list_keys(prefix):
-            name = entry["Key"][len(prefix):]
+            name = entry["Key"][len(prefix) :]
             if is_archivable(name):
-                found[name] = {"size": entry["Size"], "etag": entry.get("ETag", ""),
-                               "last_modified": entry["LastModified"]}
+                found[name] = {
+                    "size": entry["Size"],
+                    "etag": entry.get("ETag", ""),
+                    "last_modified": entry["LastModified"],
+                }
         return found
 
     def history(self, timeline: int) -> list[TimelineSwitch]:
@@ -528,12 +572,19 @@ class ArchiveReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "healthy": not self.gap and not self.stale,
-            "gap": self.gap, "stale": self.stale,
-            "checked_from": self.checked_from, "checked_to": self.checked_to,
-            "timeline": self.timeline, "current_segment": self.current_segment,
-            "expected_segments": self.expected, "pending_segments": self.pending,
-            "missing": self.missing, "corrupt": self.corrupt, "newest": self.newest,
-            "archiver": self.archiver, "stale_after_seconds": self.stale_after_seconds,
+            "gap": self.gap,
+            "stale": self.stale,
+            "checked_from": self.checked_from,
+            "checked_to": self.checked_to,
+            "timeline": self.timeline,
+            "current_segment": self.current_segment,
+            "expected_segments": self.expected,
+            "pending_segments": self.pending,
+            "missing": self.missing,
+            "corrupt": self.corrupt,
+            "newest": self.newest,
+            "archiver": self.archiver,
+            "stale_after_seconds": self.stale_after_seconds,
             "notes": self.notes,
         }
 
@@ -544,17 +595,28 @@ def _primary_position(deployment: Deployment) -> dict[str, Any]:
     with db.connect(deployment.postgres("primary"), "postgres") as conn:
         row = conn.execute(
             "SELECT pg_walfile_name(pg_current_wal_lsn()), pg_current_wal_lsn()::text,"
-            " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size') FROM (SELECT 1) AS one"
+            " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')"
         ).fetchone()
         stats = conn.execute(
             "SELECT archived_count, last_archived_wal, last_archived_time, failed_count,"
             " last_failed_wal, last_failed_time, stats_reset FROM pg_stat_archiver"
         ).fetchone()
     assert row is not None and stats is not None
-    keys = ("archived_count", "last_archived_wal", "last_archived_time", "failed_count",
-            "last_failed_wal", "last_failed_time", "stats_reset")
-    return {"segment": row[0], "lsn": row[1], "segment_size": int(row[2]),
-            "archiver": dict(zip(keys, stats, strict=True))}
+    keys = (
+        "archived_count",
+        "last_archived_wal",
+        "last_archived_time",
+        "failed_count",
+        "last_failed_wal",
+        "last_failed_time",
+        "stats_reset",
+    )
+    return {
+        "segment": row[0],
+        "lsn": row[1],
+        "segment_size": int(row[2]),
+        "archiver": dict(zip(keys, stats, strict=True)),
+    }
 
 
 def oldest_kept_base_start(deployment: Deployment) -> str | None:
@@ -564,7 +626,9 @@ def oldest_kept_base_start(deployment: Deployment) -> str | None:
 
     settings = deployment.settings
     region = settings.regions.primary
-    catalog = Catalog(ObjectStore(deployment.aws(region), settings.bucket(region)), settings.storage.prefix)
+    catalog = Catalog(
+        ObjectStore(deployment.aws(region), settings.bucket(region)), settings.storage.prefix
+    )
     bases = [m for m in catalog.manifests(["postgresql_base"]) if m.verified]
     starts = [getattr(m, "start_segment", None) for m in bases]
     return next((s for s in starts if s), None)
@@ -574,8 +638,13 @@ def _verified_state_key(prefix: str, region: str) -> str:
     return f"{prefix}/{WAL_TYPE}_state/verified-{region}.json".lstrip("/")
 
 
-def check_archive(deployment: Deployment, *, now: datetime | None = None, deep: bool = False,
-                  start_segment: str | None = None) -> ArchiveReport:
+def check_archive(
+    deployment: Deployment,
+    *,
+    now: datetime | None = None,
+    deep: bool = False,
+    start_segment: str | None = None,
+) -> ArchiveReport:
     """Is the archive continuous, intact and fresh in both regions?
 
     Checked range: from ``start_segment`` (default: the oldest kept base backup's start
@@ -605,16 +674,23 @@ def check_archive(deployment: Deployment, *, now: datetime | None = None, deep: 
     newest_segno = on_lineage[-1] if on_lineage else start_segno - 1
     expected = expected_segments(start_segno, newest_segno, timeline, history, seg_size)
 
-    missing = {region: [s for s in expected if s not in listing] for region, listing in listings.items()}
-    corrupt = {region: _corrupt_segments(archive, region, listings[region], expected, deep)
-               for region in archive.regions}
+    missing = {
+        region: [s for s in expected if s not in listing] for region, listing in listings.items()
+    }
+    corrupt = {
+        region: _corrupt_segments(archive, region, listings[region], expected, deep)
+        for region in archive.regions
+    }
     newest = {}
     for region, listing in listings.items():
         present = [s for s in expected if s in listing]
         if present:
             archived_at = listing[present[-1]]["last_modified"]
-            newest[region] = {"segment": present[-1], "archived_at": archived_at.isoformat(),
-                              "age_seconds": round((now - archived_at).total_seconds(), 1)}
+            newest[region] = {
+                "segment": present[-1],
+                "archived_at": archived_at.isoformat(),
+                "age_seconds": round((now - archived_at).total_seconds(), 1),
+            }
     pending = max(0, current_segno - newest_segno - 1)
     # Stale: WAL exists on the primary beyond the newest archived segment (the current segment
     # has data, or whole segments wait), and the newest archived one is older than allowed.
@@ -625,16 +701,30 @@ def check_archive(deployment: Deployment, *, now: datetime | None = None, deep: 
     return ArchiveReport(
         checked_from=expected[0] if expected else None,
         checked_to=expected[-1] if expected else None,
-        timeline=timeline, current_segment=position["segment"], expected=len(expected),
-        pending=pending, missing=missing, corrupt=corrupt, newest=newest,
-        archiver={k: (v.isoformat() if isinstance(v, datetime) else v)
-                  for k, v in position["archiver"].items()},
-        stale=stale, stale_after_seconds=stale_after, notes=notes,
+        timeline=timeline,
+        current_segment=position["segment"],
+        expected=len(expected),
+        pending=pending,
+        missing=missing,
+        corrupt=corrupt,
+        newest=newest,
+        archiver={
+            k: (v.isoformat() if isinstance(v, datetime) else v)
+            for k, v in position["archiver"].items()
+        },
+        stale=stale,
+        stale_after_seconds=stale_after,
+        notes=notes,
     )
 
 
-def _corrupt_segments(archive: WalArchive, region: str, listing: Mapping[str, dict[str, Any]],
-                      names: Iterable[str], deep: bool) -> list[str]:
+def _corrupt_segments(
+    archive: WalArchive,
+    region: str,
+    listing: Mapping[str, dict[str, Any]],
+    names: Iterable[str],
+    deep: bool,
+) -> list[str]:
     """Segments whose bytes do not hash to their recorded SHA-256, hashing only objects whose
     ETag changed since they were last found intact."""
     store = archive.store(region)
@@ -667,15 +757,22 @@ def raise_for_gap(report: ArchiveReport | dict[str, Any]) -> None:
     facts = report.to_dict() if isinstance(report, ArchiveReport) else report
     if not facts["gap"]:
         return
-    parts = [f"missing {', '.join(names)} in {region}"
-             for region, names in facts["missing"].items() if names]
-    parts += [f"corrupt (SHA-256 mismatch) {', '.join(names)} in {region}"
-              for region, names in facts["corrupt"].items() if names]
+    parts = [
+        f"missing {', '.join(names)} in {region}"
+        for region, names in facts["missing"].items()
+        if names
+    ]
+    parts += [
+        f"corrupt (SHA-256 mismatch) {', '.join(names)} in {region}"
+        for region, names in facts["corrupt"].items()
+        if names
+    ]
     raise WalGapError(
         f"WAL archive gap between {facts['checked_from']} and {facts['checked_to']}: "
         + "; ".join(parts)
         + ". Point-in-time recovery cannot cross it: take a new base backup now "
-        "(`dr backup-physical base`) so recovery can start after the gap, and find out why.")
+        "(`dr backup-physical base`) so recovery can start after the gap, and find out why."
+    )
 
 
 def raise_for_staleness(report: ArchiveReport | dict[str, Any]) -> None:
@@ -690,7 +787,8 @@ def raise_for_staleness(report: ArchiveReport | dict[str, Any]) -> None:
         f"(limit {facts['stale_after_seconds']:g} s) while the primary is at "
         f"{facts['current_segment']} with {facts['pending_segments']} whole segment(s) waiting; "
         f"pg_stat_archiver failed_count={archiver.get('failed_count')}, last_failed_wal="
-        f"{archiver.get('last_failed_wal')}. Check the archive_command in the server log.")
+        f"{archiver.get('last_failed_wal')}. Check the archive_command in the server log."
+    )
 
 
 # -- the lean entry point: python -m disaster_recovery.wal [--env-file F] push|fetch ...
@@ -710,10 +808,14 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_argument("name")
     fetch.add_argument("destination")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="dr wal: %(levelname)s %(message)s")
-    return run_action(args.action, args.env_file,
-                      [args.path] if args.action == "push" else [args.name, args.destination])
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="dr wal: %(levelname)s %(message)s"
+    )
+    return run_action(
+        args.action,
+        args.env_file,
+        [args.path] if args.action == "push" else [args.name, args.destination],
+    )
 
 
 def run_action(action: str, env_file: str | None, operands: list[str]) -> int:

@@ -33,29 +33,42 @@ def register(commands: Any) -> None:
 
 
 def add_backup_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=("base", "incremental", "auto"),
-                        help="incremental takes a base backup first when the chain has none; "
-                             "auto does what the hourly DAG does")
+    parser.add_argument(
+        "kind",
+        choices=("base", "incremental", "auto"),
+        help="incremental takes a base backup first when the chain has none; "
+        "auto does what the hourly DAG does",
+    )
 
 
 def add_pitr_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--point-in-time", type=_timestamp,
-                        help="e.g. 2024-01-15T14:30:00-05:00 (no offset: the configured time zone)")
+    target.add_argument(
+        "--point-in-time",
+        type=_timestamp,
+        help="e.g. 2024-01-15T14:30:00-05:00 (no offset: the configured time zone)",
+    )
     target.add_argument("--target-lsn", help="e.g. 0/16B3748")
     target.add_argument("--target-name", help="a restore point (dr restore-point create NAME)")
     parser.add_argument("--target-dir", type=Path, required=True, help="new, empty data folder")
-    parser.add_argument("--target-port", type=int, help="port of the restored instance (default: free)")
+    parser.add_argument(
+        "--target-port", type=int, help="port of the restored instance (default: free)"
+    )
     parser.add_argument("--region", help="restore from this region's bucket (default: primary)")
-    parser.add_argument("--plan-only", action="store_true",
-                        help="check the chain and the WAL for the target; restore nothing")
+    parser.add_argument(
+        "--plan-only",
+        action="store_true",
+        help="check the chain and the WAL for the target; restore nothing",
+    )
 
 
 def _timestamp(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r} (like 2024-01-15T14:30:00-05:00)") from None
+        raise argparse.ArgumentTypeError(
+            f"not an ISO time: {text!r} (like 2024-01-15T14:30:00-05:00)"
+        ) from None
 
 
 def backup_physical(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,9 +91,14 @@ def restore_point_in_time(args: argparse.Namespace) -> dict[str, Any]:
         return plan_restore(target_deployment, target, args.region).to_dict()
     progress(f"restoring into {args.target_dir} ...")
     return restore_to_point_in_time(
-        target_deployment, target_dir=args.target_dir, target_time=when,
-        target_lsn=args.target_lsn, target_name=args.target_name,
-        target_port=args.target_port, region=args.region)
+        target_deployment,
+        target_dir=args.target_dir,
+        target_time=when,
+        target_lsn=args.target_lsn,
+        target_name=args.target_name,
+        target_port=args.target_port,
+        region=args.region,
+    )
 
 
 def list_chain(args: argparse.Namespace) -> dict[str, Any]:

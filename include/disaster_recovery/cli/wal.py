@@ -12,7 +12,9 @@ from typing import Any
 
 
 def register(commands: Any) -> None:
-    wal = commands.add_parser("wal", help="the WAL archive: archive_command, restore_command, checks")
+    wal = commands.add_parser(
+        "wal", help="the WAL archive: archive_command, restore_command, checks"
+    )
     actions = wal.add_subparsers(dest="action", required=True)
     push = actions.add_parser("push", help="archive_command: dr wal push %%p")
     push.add_argument("path", help="the file PostgreSQL offers (%%p)")
@@ -20,7 +22,9 @@ def register(commands: Any) -> None:
     fetch.add_argument("name", help="the file PostgreSQL asks for (%%f)")
     fetch.add_argument("destination", help="where to write it (%%p)")
     for action in (push, fetch):
-        action.add_argument("--env-file", help="KEY=value file with DR_CONFIG and AIRFLOW_CONN_* (S3)")
+        action.add_argument(
+            "--env-file", help="KEY=value file with DR_CONFIG and AIRFLOW_CONN_* (S3)"
+        )
         action.set_defaults(handler=run_archiver)
     check = actions.add_parser("check", help="is the archive continuous, intact and fresh?")
     check.add_argument("--deep", action="store_true", help="hash every segment, not only new ones")

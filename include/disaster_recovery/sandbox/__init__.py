@@ -255,7 +255,8 @@ class Sandbox:
         env = self.environment()
         deployment = Deployment(self.settings(), lookup=lambda conn_id: parse_connection(
             conn_id, env[env_var_name(conn_id)]))
-        env_file = write_archiver_files(self.root / "wal", self.settings(), deployment, server_os_user())
+        env_file = write_archiver_files(self.root / "wal", self.settings(), deployment,
+                                        server_os_user())
         return archiver_command("push", env_file)
 
     def _standby_conninfo(self) -> str:
