@@ -158,14 +158,48 @@ def sustained_rate(box: object, seconds: int) -> dict[str, float]:
     }
 
 
+def burst_throughput(box: object, megabytes: int) -> dict[str, float]:
+    """Write ~``megabytes`` of WAL in one statement, then time until every segment is archived:
+    the archiver's sustained rate when it, not the workload, is the bottleneck."""
+    primary = box.postgres("primary")  # type: ignore[attr-defined]
+    with db.connect(primary, "postgres") as conn:
+        start_lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
+        started = time.perf_counter()
+        conn.execute(
+            "CREATE TABLE burst AS SELECT g, repeat('x', 400) AS pad"
+            " FROM generate_series(1, %s) AS g",
+            (megabytes * 2200,),
+        )
+        written = time.perf_counter() - started
+        row = conn.execute(
+            "SELECT pg_current_wal_lsn() - %s::pg_lsn, pg_walfile_name(pg_switch_wal())",
+            (start_lsn,),
+        ).fetchone()
+        assert row is not None
+        wal_bytes, last = int(row[0]), row[1]
+        while True:
+            archived = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+            if archived and archived[0] and archived[0][:24] >= last:
+                break
+            time.sleep(0.2)
+        total = time.perf_counter() - started
+    return {
+        "burst WAL written (MB)": wal_bytes / 1e6,
+        "burst: WAL written at MB/s": wal_bytes / 1e6 / written,
+        "burst: archived at MB/s (write start -> all archived)": wal_bytes / 1e6 / total,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--segments", type=int, default=8)
     parser.add_argument("--pgbench-seconds", type=int, default=30)
+    parser.add_argument("--burst-mb", type=int, default=160)
     args = parser.parse_args()
     with private_sandbox(scale=0.2) as box:
         results = segment_costs(box, args.segments)
         results.update(sustained_rate(box, args.pgbench_seconds))
+        results.update(burst_throughput(box, args.burst_mb))
     width = max(len(k) for k in results)
     for key, value in results.items():
         print(f"{key:<{width}}  {value:10.3f}")

@@ -122,7 +122,13 @@ def test_restore_between_base_and_first_incremental(history: dict[str, Any]) -> 
 def test_restore_after_the_incrementals(history: dict[str, Any]) -> None:
     window = _ticks_between(history, _iso(history["inc2"]["finished_at"]), datetime.now(UTC))
     index = random.choice(window[: len(window) // 2])
-    result = _check_restore(history, index, target_time=history["ticker"].pause_between(index))
+    # The seed API's spelling: point_in_time as ISO text in Bogota time, no target folder.
+    bogota = history["ticker"].pause_between(index).astimezone(timezone(timedelta(hours=-5)))
+    result = restore_to_point_in_time(history["deployment"], point_in_time=bogota.isoformat())
+    try:
+        assert rows_in(result["port"], history["primary"]) == (index + 1, index + 1), result
+    finally:
+        stop_restored(result)
     assert result["plan"]["incrementals"] == [history["inc1"]["file"], history["inc2"]["file"]]
     assert result["timings"]["combine_seconds"] >= 0
 

@@ -16,6 +16,7 @@ import logging
 import re
 import shutil
 import socket
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -221,6 +222,18 @@ def plan_restore(
     return RestorePlan(region, target, elements, wal, plan_time, plan_lsn)
 
 
+def as_target_time(value: datetime | str, tz: Any) -> datetime:
+    """A target time from a datetime or ISO text; a value without an offset is in ``tz``."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(
+                f"point in time {value!r} is not an ISO time (like 2024-01-15T14:30:00-05:00)"
+            ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=tz)
+
+
 def _refuse_future_lsn(deployment: Deployment, lsn: str) -> None:
     try:
         current = db.query_one(
@@ -305,19 +318,26 @@ def _free_port() -> int:
 def restore_to_point_in_time(
     deployment: Deployment,
     *,
-    target_dir: str | Path,
+    target_dir: str | Path | None = None,
     target_time: datetime | None = None,
     target_lsn: str | None = None,
     target_name: str | None = None,
     target_port: int | None = None,
     region: str | None = None,
     now: datetime | None = None,
+    point_in_time: datetime | str | None = None,
 ) -> dict[str, Any]:
     """Restore the cluster into ``target_dir`` as it was at the target, start it on
     ``target_port`` (a free port by default) and report what it recovered to.
 
-    The instance is left running, promoted, for the operator to inspect or copy from
-    (stop it with ``pg_ctl stop -D target_dir``)."""
+    ``point_in_time`` (a datetime or ISO text; without an offset, the configured time zone) is
+    the seed API's spelling of ``target_time``. Without ``target_dir`` a new folder under the
+    system's temporary directory is used. The instance is left running, promoted, for the
+    operator to inspect or copy from (stop it with ``pg_ctl stop -D target_dir``)."""
+    if point_in_time is not None:
+        target_time = as_target_time(point_in_time, deployment.settings.tz)
+    if target_dir is None:
+        target_dir = Path(tempfile.mkdtemp(prefix="litper-pitr-")) / "data"
     settings = deployment.settings
     target = Target(target_time, target_lsn, target_name)
     plan = plan_restore(deployment, target, region, now)

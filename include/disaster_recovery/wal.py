@@ -445,7 +445,8 @@ class WalArchive:
         sha256 = hashlib.sha256(data).hexdigest()
         outcome: dict[str, str] = {}
         errors: list[DisasterRecoveryError] = []
-        for region in self.regions:
+
+        def to_region(region: str) -> None:
             try:
                 written = self.store(region).put_if_absent(self.key(name), data)
                 outcome[region] = "archived" if written else "already archived (identical)"
@@ -461,6 +462,16 @@ class WalArchive:
             except DisasterRecoveryError as exc:
                 errors.append(exc)
                 outcome[region] = f"failed: {str(exc).splitlines()[0]}"
+
+        # Both regions at once: the archiver handles one segment at a time, so its throughput
+        # is one segment per upload time. Clients are built first (boto3 sessions are not
+        # thread-safe while creating clients).
+        for region in self.regions:
+            self.store(region)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(self.regions)) as pool:
+            list(pool.map(to_region, self.regions))
         if errors:
             conflict = next((e for e in errors if isinstance(e, ConflictError)), None)
             raise conflict or errors[0]

@@ -80,12 +80,17 @@ def backup_physical(args: argparse.Namespace) -> dict[str, Any]:
 
 def restore_point_in_time(args: argparse.Namespace) -> dict[str, Any]:
     from disaster_recovery.cli.common import deployment, progress
-    from disaster_recovery.pitr import Target, plan_restore, restore_to_point_in_time
+    from disaster_recovery.pitr import (
+        Target,
+        as_target_time,
+        plan_restore,
+        restore_to_point_in_time,
+    )
 
     target_deployment = deployment(args)
     when = args.point_in_time
-    if when is not None and when.tzinfo is None:
-        when = when.replace(tzinfo=target_deployment.settings.tz)
+    if when is not None:
+        when = as_target_time(when, target_deployment.settings.tz)
     if args.plan_only:
         target = Target(when, args.target_lsn, args.target_name)
         return plan_restore(target_deployment, target, args.region).to_dict()
