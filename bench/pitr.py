@@ -7,12 +7,13 @@ Plain steps: boto3 ``download_file`` of each tar, ``tar -xf``, ``pg_combinebacku
 WAL segments downloaded beforehand and replayed with ``restore_command = 'cp ...'``.
 
 Usage: PYTHONPATH=include python bench/pitr.py [--scale 20] [--change-mb 50]
-(scale 1 is about 10 MB of sample data; 100 about 1 GB)
+(scale 1 is about 10 MB of sample data; add --pgbench-scale 60 for about 1 GB)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -126,10 +127,30 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", type=float, default=20)
     parser.add_argument("--change-mb", type=int, default=50)
+    parser.add_argument(
+        "--pgbench-scale",
+        type=int,
+        default=0,
+        help="add pgbench tables (scale 1 is about 15 MB) to reach a size",
+    )
     args = parser.parse_args()
     with private_sandbox(scale=args.scale) as box:
         deployment = deployment_for(box)
         primary = box.postgres("primary")
+        if args.pgbench_scale:
+            subprocess.run(
+                [
+                    pgbin.program("pgbench"),
+                    "-i",
+                    "-q",
+                    "--no-vacuum",
+                    "-s",
+                    str(args.pgbench_scale),
+                ],
+                env={**os.environ, **primary.libpq_env()},
+                check=True,
+                capture_output=True,
+            )
         size = db.query_one(primary, "SELECT sum(pg_database_size(datname)) FROM pg_database")
         base, base_seconds = clock(physical.backup_and_verify, deployment, "base")
         with db.connect(primary) as conn:

@@ -9,11 +9,14 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from disaster_recovery import db
 from disaster_recovery.sandbox import Sandbox
+from disaster_recovery.sandbox.webhook import read_messages
 from disaster_recovery.wal import (
     FETCH_FATAL_EXIT,
     TimelineSwitch,
@@ -251,6 +254,13 @@ def test_fetch_refuses_a_corrupted_segment(sandbox: Sandbox, tmp_path: Path) -> 
 # -- faults on a private sandbox -------------------------------------------------------------
 
 
+def _wal_dag() -> object:
+    from airflow.models import DagBag
+
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parent.parent / "dags"))
+    return bag.dags["postgresql_wal_archive"]
+
+
 def _archiver_stats(endpoint: object) -> tuple[int, int]:
     row = db.connect(endpoint, "postgres")  # type: ignore[arg-type]
     with row as conn:
@@ -259,7 +269,9 @@ def _archiver_stats(endpoint: object) -> tuple[int, int]:
     return int(stats[0]), int(stats[1])
 
 
-def test_s3_down_archiving_retries_and_loses_nothing() -> None:
+def test_s3_down_archiving_retries_and_loses_nothing(
+    airflow_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with private_sandbox() as box:
         deployment = deployment_for(box)
         primary = box.postgres("primary")
@@ -286,7 +298,7 @@ def test_s3_down_archiving_retries_and_loses_nothing() -> None:
         strict = deployment.settings.model_copy(
             update={
                 "thresholds": deployment.settings.thresholds.model_copy(
-                    update={"wal_stale": __import__("datetime").timedelta(seconds=1)}
+                    update={"wal_stale": timedelta(seconds=1)}
                 )
             }
         )
@@ -295,6 +307,18 @@ def test_s3_down_archiving_retries_and_loses_nothing() -> None:
         assert report.stale and report.archiver["failed_count"] > failed_before
         with pytest.raises(WalStaleError, match="failed_count="):
             raise_for_staleness(report.to_dict())
+        # The same through the DAG, with a policy whose staleness limit is one second.
+        policy = yaml.safe_load(box.config_file.read_text())
+        policy.setdefault("thresholds", {})["wal_stale"] = "1s"
+        strict_file = box.root / "strict_config.yaml"
+        strict_file.write_text(yaml.safe_dump(policy))
+        for key, value in {**box.environment(), "DR_CONFIG": str(strict_file)}.items():
+            monkeypatch.setenv(key, value)
+        run = _wal_dag().test(logical_date=None)
+        states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+        assert states["check_freshness"] == "failed" and states["check_continuity"] == "success"
+        stale = [m for m in read_messages(box.slack_log) if m.get("alert") == "WALArchiveStale"]
+        assert stale and "failed_count=" in stale[-1]["text"]
 
         env_file.write_text(good)  # S3 is back: PostgreSQL's retry succeeds, nothing is lost
         last = switch_and_wait_archived(primary, timeout=90)
