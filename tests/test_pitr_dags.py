@@ -163,7 +163,11 @@ def test_restore_right_after_a_failover_timeline_change() -> None:
         Ticker.prepare(old_primary)
         before = Ticker(old_primary).start()
         time.sleep(0.3)
-        physical.backup_and_verify(deployment, "base")
+        # `dr backup-physical incremental` on an empty chain takes the base backup first.
+        taken = physical.backup_and_verify(deployment, "incremental")
+        chain = physical.Chain(deployment, "us-east-1").verified()
+        assert [m.backup_type for m in chain] == ["postgresql_base", "postgresql_incremental"]
+        assert taken["parent"] == chain[0].file
         time.sleep(0.3)
         before.stop()
         switch_and_wait_archived(old_primary)
