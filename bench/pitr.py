@@ -54,12 +54,16 @@ def plain_steps(deployment: Any, target: Target, port: int) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="dr-bench-plain-", dir="/tmp"))
     work.chmod(0o755)
     tars = [work / f"{i}.tar" for i in range(len(plan.elements))]
-    _, download = clock(
-        lambda: [
-            store.client.download_file(store.bucket, m.key, str(t))
-            for m, t in zip(plan.elements, tars, strict=True)
-        ]
-    )
+
+    def fetch(key: str, path: Path) -> None:
+        # One plain streaming GET to a file (like `curl`); boto3's download_file issues ranged
+        # GETs in parallel, which moto serves very slowly for large objects.
+        body = store.client.get_object(Bucket=store.bucket, Key=key)["Body"]
+        with path.open("wb") as out:
+            for chunk in body.iter_chunks(1024 * 1024):
+                out.write(chunk)
+
+    _, download = clock(lambda: [fetch(m.key, t) for m, t in zip(plan.elements, tars, strict=True)])
     parts = [work / f"part{i}" for i in range(len(tars))]
 
     def extract() -> None:
@@ -151,8 +155,17 @@ def main() -> None:
                 check=True,
                 capture_output=True,
             )
-        size = db.query_one(primary, "SELECT sum(pg_database_size(datname)) FROM pg_database")
-        base, base_seconds = clock(physical.backup_and_verify, deployment, "base")
+        size = int(db.query_one(primary, "SELECT sum(pg_database_size(datname)) FROM pg_database"))
+        taken, take_seconds = clock(physical.take_base_backup, deployment)
+        _, verify_seconds = clock(physical.verify_backup, deployment, taken.file)
+        replicated, replicate_seconds = clock(physical.replicate_backup, deployment, taken.file)
+        base = physical.summary(replicated)
+        print(
+            f"base backup: take {take_seconds:.1f} s, verify {verify_seconds:.1f} s,"
+            f" replicate {replicate_seconds:.1f} s",
+            flush=True,
+        )
+        base_seconds = take_seconds + verify_seconds + replicate_seconds
         with db.connect(primary) as conn:
             conn.execute(
                 "CREATE TABLE churn AS SELECT g AS id, repeat(md5(g::text), 30) AS pad"
