@@ -155,3 +155,5 @@ def stop_restored(result: dict[str, Any]) -> None:
     )
     shutil.rmtree(result["data_dir"], ignore_errors=True)
     shutil.rmtree(result["data_dir"] + ".dr", ignore_errors=True)
+    with contextlib.suppress(OSError):  # the temporary folder made for it, once empty
+        Path(result["data_dir"]).parent.rmdir()
