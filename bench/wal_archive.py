@@ -1,0 +1,210 @@
+"""Benchmark: the WAL archiver against plain ``cp``, side by side in one run.
+
+1. Seconds per 16 MB segment: ``python -m disaster_recovery.wal push`` (as PostgreSQL runs it:
+   the server's OS user, the archive_command's interpreter and env file) vs ``cp`` to a local
+   folder, on the same files; plus start-up alone (a fetch of a missing file) for the lean
+   entry point and for the full ``dr`` CLI.
+2. Sustained WAL rate under pgbench with the archiver in place: WAL produced vs archived per
+   second, and the ``.ready`` backlog in ``pg_wal`` sampled every second (it must not grow).
+
+Usage: PYTHONPATH=include python bench/wal_archive.py [--segments 8] [--pgbench-seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from disaster_recovery import db, pgbin
+from disaster_recovery.localpg import server_os_user
+from disaster_recovery.wal import archiver_python
+from pitr_support import private_sandbox
+
+SEGMENT = 16 * 1024 * 1024
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, env=env, capture_output=True)
+    return time.perf_counter() - started
+
+
+def as_server_user(argv: list[str]) -> list[str]:
+    user = server_os_user()
+    return ["runuser", "-u", user, "--", *argv] if user else argv
+
+
+def segment_costs(box: object, count: int) -> dict[str, float]:
+    root = box.root  # type: ignore[attr-defined]
+    env_file = root / "wal" / "wal.env"
+    python, extra = archiver_python()
+    include = str(Path(__file__).resolve().parent.parent / "include")
+    pythonpath = ":".join([include, *extra])
+    folder = Path(tempfile.mkdtemp(prefix="dr-bench-wal-", dir="/tmp"))
+    folder.chmod(0o755)
+    copies = folder / "copies"
+    copies.mkdir()
+    files = []
+    for index in range(count):
+        # Timeline 0xBB: names no real segment of the sandbox uses.
+        path = folder / f"000000BB00000000{index:08X}"
+        path.write_bytes(os.urandom(SEGMENT))
+        files.append(path)
+    user = server_os_user()
+    if user:  # the archiver runs as PostgreSQL's OS user: it must read the files
+        for path in (folder, copies, *files):
+            shutil.chown(path, user)
+    base = ["env", f"PYTHONPATH={pythonpath}", python]
+    push = [
+        timed(
+            as_server_user(
+                [*base, "-m", "disaster_recovery.wal", "--env-file", str(env_file), "push", str(p)]
+            )
+        )
+        for p in files
+    ]
+    copy = [timed(as_server_user(["cp", str(p), str(copies / p.name)])) for p in files]
+    lean = [_startup(base, env_file, lean=True) for _ in range(5)]
+    full = [_startup(base, env_file, lean=False) for _ in range(5)]
+    shutil.rmtree(folder)
+    return {
+        "dr wal push s/segment (median)": statistics.median(push),
+        "cp s/segment (median)": statistics.median(copy),
+        "push / cp": statistics.median(push) / statistics.median(copy),
+        "start-up, python -m disaster_recovery.wal (s)": statistics.median(lean),
+        "start-up, python -m disaster_recovery wal (s)": statistics.median(full),
+    }
+
+
+def _startup(base: list[str], env_file: Path, lean: bool) -> float:
+    """A fetch of a file that is not archived: interpreter, imports, settings, two HEADs."""
+    module = (
+        ["-m", "disaster_recovery.wal", "--env-file", str(env_file), "fetch"]
+        if lean
+        else ["-m", "disaster_recovery", "wal", "fetch", "--env-file", str(env_file)]
+    )
+    started = time.perf_counter()
+    result = subprocess.run(
+        as_server_user([*base, *module, "000000BB00000000FFFFFFFF", "/tmp/none"]),
+        capture_output=True,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    return time.perf_counter() - started
+
+
+def sustained_rate(box: object, seconds: int) -> dict[str, float]:
+    primary = box.postgres("primary")  # type: ignore[attr-defined]
+    env = primary.libpq_env()
+    pgbench = pgbin.program("pgbench")
+    subprocess.run(
+        [pgbench, "-i", "-s", "5", "-q", "--no-vacuum"],
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+    )
+    ready_dir = box.instance("primary").data_dir / "pg_wal" / "archive_status"  # type: ignore[attr-defined]
+
+    def position() -> tuple[int, int]:
+        with db.connect(primary, "postgres") as conn:
+            row = conn.execute(
+                "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, archived_count FROM pg_stat_archiver"
+            ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    lsn0, archived0 = position()
+    bench = subprocess.Popen(
+        [pgbench, "-c", "4", "-j", "2", "-T", str(seconds), "-n"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    backlog = []
+    started = time.perf_counter()
+    while bench.poll() is None:
+        backlog.append(len(list(ready_dir.glob("*.ready"))))
+        time.sleep(1)
+    elapsed = time.perf_counter() - started
+    output = bench.stdout.read().decode() if bench.stdout else ""
+    lsn1, archived1 = position()
+    # Let the archiver drain, then measure how long that took.
+    drain_started = time.perf_counter()
+    while list(ready_dir.glob("*.ready")) and time.perf_counter() - drain_started < 120:
+        time.sleep(0.5)
+    tps = next(
+        (ln.split("=")[1].split()[0] for ln in output.splitlines() if ln.startswith("tps")), "?"
+    )
+    thirds = max(1, len(backlog) // 3)
+    return {
+        "pgbench tps": float(tps) if tps != "?" else -1.0,
+        "WAL produced MB/s": (lsn1 - lsn0) / elapsed / 1e6,
+        "segments archived during run": archived1 - archived0,
+        "segments archived /s": (archived1 - archived0) / elapsed,
+        ".ready backlog, first third (mean)": statistics.mean(backlog[:thirds]) if backlog else 0,
+        ".ready backlog, last third (mean)": statistics.mean(backlog[-thirds:]) if backlog else 0,
+        ".ready backlog, max": max(backlog, default=0),
+        "drain after run (s)": time.perf_counter() - drain_started,
+    }
+
+
+def burst_throughput(box: object, megabytes: int) -> dict[str, float]:
+    """Write ~``megabytes`` of WAL in one statement, then time until every segment is archived:
+    the archiver's sustained rate when it, not the workload, is the bottleneck."""
+    primary = box.postgres("primary")  # type: ignore[attr-defined]
+    with db.connect(primary, "postgres") as conn:
+        start_lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
+        started = time.perf_counter()
+        conn.execute(
+            "CREATE TABLE burst AS SELECT g, repeat('x', 400) AS pad"
+            " FROM generate_series(1, %s) AS g",
+            (megabytes * 2200,),
+        )
+        written = time.perf_counter() - started
+        row = conn.execute(
+            "SELECT pg_current_wal_lsn() - %s::pg_lsn, pg_walfile_name(pg_switch_wal())",
+            (start_lsn,),
+        ).fetchone()
+        assert row is not None
+        wal_bytes, last = int(row[0]), row[1]
+        while True:
+            archived = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+            if archived and archived[0] and archived[0][:24] >= last:
+                break
+            time.sleep(0.2)
+        total = time.perf_counter() - started
+    return {
+        "burst WAL written (MB)": wal_bytes / 1e6,
+        "burst: WAL written at MB/s": wal_bytes / 1e6 / written,
+        "burst: archived at MB/s (write start -> all archived)": wal_bytes / 1e6 / total,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--segments", type=int, default=8)
+    parser.add_argument("--pgbench-seconds", type=int, default=30)
+    parser.add_argument("--burst-mb", type=int, default=160)
+    args = parser.parse_args()
+    with private_sandbox(scale=0.2) as box:
+        results = segment_costs(box, args.segments)
+        results.update(sustained_rate(box, args.pgbench_seconds))
+        results.update(burst_throughput(box, args.burst_mb))
+    width = max(len(k) for k in results)
+    for key, value in results.items():
+        print(f"{key:<{width}}  {value:10.3f}")
+    print("command:", " ".join(shlex.quote(a) for a in sys.argv))
+
+
+if __name__ == "__main__":
+    main()
