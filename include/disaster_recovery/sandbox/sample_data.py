@@ -57,26 +57,26 @@ INSERT INTO customers
 SELECT c, 'Cliente ' || c, 'cliente' || c || '@litper.co',
        (ARRAY['Bogotá','Medellín','Cali','Barranquilla','Cartagena','Bucaramanga'])[1 + c %% 6],
        now() - (c %% 1000) * interval '1 hour'
-FROM generate_series(%(c0)s + 1, %(c0)s + %(nc)s) AS c
+FROM generate_series(%(c0)s::bigint + 1, %(c0)s::bigint + %(nc)s::bigint) AS c
     """,
     """
 INSERT INTO orders
-SELECT o, %(c0)s + 1 + o %% %(nc)s, (ARRAY['created','paid','shipped','delivered'])[1 + o %% 4],
+SELECT o, %(c0)s::bigint + 1 + o %% %(nc)s::bigint, (ARRAY['created','paid','shipped','delivered'])[1 + o %% 4],
        round((10000 + (o * 7919) %% 990000)::numeric, 2), now() - (o %% 5000) * interval '1 minute'
-FROM generate_series(%(o0)s + 1, %(o0)s + %(no)s) AS o
+FROM generate_series(%(o0)s::bigint + 1, %(o0)s::bigint + %(no)s::bigint) AS o
     """,
     """
 INSERT INTO shipments
 SELECT o, o, (ARRAY['Servientrega','Coordinadora','Interrapidisimo','Envia'])[1 + o %% 4],
        'LT' || lpad(o::text, 12, '0'), 'Calle ' || (o %% 200) || ' # ' || (o %% 90) || '-' || (o %% 70)
        || ', barrio ' || md5(o::text), now() - interval '2 days', now() - interval '1 day'
-FROM generate_series(%(o0)s + 1, %(o0)s + %(no)s) AS o
+FROM generate_series(%(o0)s::bigint + 1, %(o0)s::bigint + %(no)s::bigint) AS o
     """,
     """
 INSERT INTO payments
 SELECT o, o, (ARRAY['PSE','Nequi','Daviplata','Tarjeta','Contraentrega'])[1 + o %% 5],
        round((10000 + (o * 7919) %% 990000)::numeric, 2), now() - (o %% 5000) * interval '1 minute'
-FROM generate_series(%(o0)s + 1, %(o0)s + %(no)s) AS o
+FROM generate_series(%(o0)s::bigint + 1, %(o0)s::bigint + %(no)s::bigint) AS o
     """,
 ]
 
