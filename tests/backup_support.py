@@ -38,6 +38,7 @@ class BackupEnv:
         self.config_file = folder / "dr_config.yaml"
         self.write_config(**overrides)
         self.alerts_seen = len(read_messages(sandbox.slack_log))
+        self._stores: Stores | None = None
 
     def write_config(self, storage: dict[str, Any] | None = None, **backup: Any) -> None:
         data = yaml.safe_load(self.sandbox.config_file.read_text())
@@ -45,6 +46,7 @@ class BackupEnv:
         data["backup"] = {**data.get("backup", {}), "task_retries": 0, "retry_delay": "1s", **backup}
         self.config_file.write_text(yaml.safe_dump(data))
         os.environ["DR_CONFIG"] = str(self.config_file)
+        self._stores = None
 
     @property
     def settings(self) -> Settings:
@@ -54,7 +56,9 @@ class BackupEnv:
         return Deployment(self.settings)
 
     def stores(self) -> Stores:
-        return Stores.of(self.deployment())
+        if self._stores is None:
+            self._stores = Stores.of(self.deployment())
+        return self._stores
 
     def catalog(self) -> Catalog:
         return self.stores().catalog

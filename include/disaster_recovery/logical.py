@@ -227,7 +227,7 @@ def _dump(
                 # truncated object (boto3 would complete it otherwise).
                 code = dump.wait()
                 if code != 0:
-                    raise ProducerFailed(str(dump.failure(code)))
+                    raise ProducerFailed(_dump_failure_text(dump, code))
 
             stored = stores.primary.upload_stream(key, dump.stdout, at_eof=dump_must_succeed)
             dump.finish()
@@ -262,6 +262,19 @@ def _dump(
         "uploaded %s (%d bytes, sha256 %s)", stores.primary.url(key), stored.size, stored.sha256
     )
     return manifest
+
+
+def _dump_failure_text(dump: Any, code: int) -> str:
+    """pg_dump's failure with the line that explains it first: its stderr ends with the SQL
+    command ("Command was: COPY ..."), while the cause is in its error and server-message lines."""
+    text = str(dump.failure(code))
+    tail = dump.stderr_tail.splitlines()
+    causes = [line.removeprefix("pg_dump: ").removeprefix("detail: ").strip() for line in tail
+              if "error:" in line or "FATAL" in line or "ERROR" in line]
+    if not causes:
+        return text
+    head, _, rest = text.partition(": ")
+    return f"{head}: {' / '.join(causes[-2:])}\n{rest}"
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -500,11 +513,12 @@ def replicate(deployment: Deployment, backup_type: str, file: str) -> dict[str, 
         replica = stores.secondary.digest(manifest.key)
         if (replica.size, replica.sha256) != (manifest.size_bytes, manifest.sha256):
             detail = (
-                "was just copied" if copied else "was already there and differs; not overwritten"
+                "was just copied" if copied else "was already there: not overwritten"
             )
             raise VerificationError(
-                f"replica {url} ({mode} mode) has SHA-256 {replica.sha256} and {replica.size} bytes, "
-                f"the manifest says {manifest.sha256} and {manifest.size_bytes} bytes: it {detail}",
+                f"replica {url} ({mode} mode) differs from the manifest and {detail}: "
+                f"{replica.size} bytes, SHA-256 {replica.sha256}; the manifest says "
+                f"{manifest.size_bytes} bytes, {manifest.sha256}",
                 check="replica",
                 key=manifest.key,
             )
