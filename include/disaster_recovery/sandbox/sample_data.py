@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from psycopg.types.numeric import Int8
+
 from disaster_recovery.db import connect
 from disaster_recovery.endpoints import PostgresEndpoint
 
@@ -97,7 +99,11 @@ def load_sample_data(endpoint: PostgresEndpoint, scale: float = 1.0) -> dict[str
                 nc = 1
             with conn.transaction():
                 for statement in FILL_UNIT:
-                    conn.execute(statement, {"c0": have_customers, "nc": nc, "o0": have_orders, "no": no})
+                    # Int8: psycopg sends small Python ints as smallint, and smallint sums
+                    # overflow past 32767 rows (any scale above ~4).
+                    params = {"c0": Int8(have_customers), "nc": Int8(nc), "o0": Int8(have_orders),
+                              "no": Int8(no)}
+                    conn.execute(statement, params)
             have_customers += nc
             have_orders += no
             log.info("sample data: %d customers, %d orders", have_customers, have_orders)
