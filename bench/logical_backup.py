@@ -30,7 +30,7 @@ from typing import Any
 
 from disaster_recovery import db, pgbin
 from disaster_recovery.endpoints import Deployment
-from disaster_recovery.logical import Stores, check_readable, dump_to_s3
+from disaster_recovery.logical import Stores, check_readable
 from disaster_recovery.sandbox import Sandbox, SandboxPorts
 from disaster_recovery.sandbox.sample_data import load_sample_data
 
@@ -61,8 +61,17 @@ def pg_dump_alone(box: Sandbox, compression: str) -> tuple[float, int]:
     """pg_dump to stdout, bytes counted and thrown away (== -f /dev/null, plus the size)."""
     env = {**os.environ, **box.postgres("primary").libpq_env(), "LANG": "C"}
     started = time.monotonic()
-    proc = subprocess.Popen([pgbin.program("pg_dump"), "-Fc", "--no-sync", f"--compress={compression}",
-                             "--no-password"], stdout=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [
+            pgbin.program("pg_dump"),
+            "-Fc",
+            "--no-sync",
+            f"--compress={compression}",
+            "--no-password",
+        ],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
     size = 0
     assert proc.stdout is not None
     for chunk in iter(lambda: proc.stdout.read(1 << 20), b""):  # type: ignore[union-attr]
@@ -75,14 +84,26 @@ def pg_dump_alone(box: Sandbox, compression: str) -> tuple[float, int]:
 def pg_dump_devnull(box: Sandbox, compression: str) -> float:
     env = {**os.environ, **box.postgres("primary").libpq_env(), "LANG": "C"}
     started = time.monotonic()
-    subprocess.run([pgbin.program("pg_dump"), "-Fc", "--no-sync", f"--compress={compression}", "--no-password",
-                    "-f", "/dev/null"], env=env, check=True)
+    subprocess.run(
+        [
+            pgbin.program("pg_dump"),
+            "-Fc",
+            "--no-sync",
+            f"--compress={compression}",
+            "--no-password",
+            "-f",
+            "/dev/null",
+        ],
+        env=env,
+        check=True,
+    )
     return time.monotonic() - started
 
 
 def pipeline(box: Sandbox, env: dict[str, str]) -> dict[str, Any]:
-    child = subprocess.run([sys.executable, "-c", PIPELINE_CHILD], env=env, capture_output=True, text=True,
-                           check=True)
+    child = subprocess.run(
+        [sys.executable, "-c", PIPELINE_CHILD], env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(child.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -90,10 +111,21 @@ def two_step(box: Sandbox, stores: Stores, compression: str, folder: Path) -> fl
     env = {**os.environ, **box.postgres("primary").libpq_env(), "LANG": "C"}
     archive = folder / "two_step.dump"
     started = time.monotonic()
-    subprocess.run([pgbin.program("pg_dump"), "-Fc", f"--compress={compression}", "--no-password",
-                    "-f", str(archive)], env=env, check=True)
-    stores.primary.client.upload_file(str(archive), stores.primary.bucket, "bench/two_step.dump",
-                                      Config=stores.primary.transfer)
+    subprocess.run(
+        [
+            pgbin.program("pg_dump"),
+            "-Fc",
+            f"--compress={compression}",
+            "--no-password",
+            "-f",
+            str(archive),
+        ],
+        env=env,
+        check=True,
+    )
+    stores.primary.client.upload_file(
+        str(archive), stores.primary.bucket, "bench/two_step.dump", Config=stores.primary.transfer
+    )
     seconds = time.monotonic() - started
     archive.unlink()
     stores.primary.delete(["bench/two_step.dump"])
@@ -102,22 +134,40 @@ def two_step(box: Sandbox, stores: Stores, compression: str, folder: Path) -> fl
 
 def zstd_supported(box: Sandbox) -> bool:
     env = {**os.environ, **box.postgres("primary").libpq_env(), "LANG": "C"}
-    probe = subprocess.run([pgbin.program("pg_dump"), "-Fc", "--compress=zstd:1", "--schema-only", "--no-password",
-                            "-f", "/dev/null", "--no-sync"], env=env, capture_output=True, text=True)
+    probe = subprocess.run(
+        [
+            pgbin.program("pg_dump"),
+            "-Fc",
+            "--compress=zstd:1",
+            "--schema-only",
+            "--no-password",
+            "-f",
+            "/dev/null",
+            "--no-sync",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     return probe.returncode == 0
 
 
 def measure(box: Sandbox, compression: str, folder: Path, env: dict[str, str]) -> dict[str, Any]:
     deployment = Deployment(box.settings())
     stores = Stores.of(deployment)
-    result: dict[str, Any] = {"database_mb": round(database_size_mb(box), 1), "compression": compression}
+    result: dict[str, Any] = {
+        "database_mb": round(database_size_mb(box), 1),
+        "compression": compression,
+    }
     result["pg_dump_alone_s"] = round(pg_dump_devnull(box, compression), 2)
     piped = pipeline(box, env)
     result["pipeline_s"] = round(piped["seconds"], 2)
     result["pipeline_peak_rss_mb"] = round(piped["peak_rss_mb"], 1)
     result["two_step_s"] = round(two_step(box, stores, compression, folder), 2)
     result["download_s"] = round(timed(lambda: stores.primary.digest(piped["key"]))[0], 2)
-    result["verify_s"] = round(timed(lambda: check_readable(deployment, "postgresql_full", piped["file"]))[0], 2)
+    result["verify_s"] = round(
+        timed(lambda: check_readable(deployment, "postgresql_full", piped["file"]))[0], 2
+    )
     head = stores.primary.head(piped["key"]) or {}
     result["dump_mb"] = round(int(head.get("ContentLength", 0)) / 1e6, 1)
     result["pipeline_vs_pg_dump"] = round(result["pipeline_s"] / result["pg_dump_alone_s"], 2)
@@ -135,16 +185,28 @@ def compression_table(box: Sandbox) -> list[dict[str, Any]]:
     rows = []
     for method in methods:
         seconds, size = pg_dump_alone(box, method)
-        rows.append({"compression": method, "seconds": round(seconds, 2), "mb": round(size / 1e6, 1),
-                     "mb_per_s": round(size / 1e6 / seconds, 1)})
+        rows.append(
+            {
+                "compression": method,
+                "seconds": round(seconds, 2),
+                "mb": round(size / 1e6, 1),
+                "mb_per_s": round(size / 1e6 / seconds, 1),
+            }
+        )
     return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scale", type=float, default=50, help="large size (50 is about 1 GB)")
-    parser.add_argument("--small-scale", type=float, default=10, help="small size, for the RSS comparison")
-    parser.add_argument("--compression", default=None, help="default: backup.compression of the config")
+    parser.add_argument(
+        "--small-scale", type=float, default=10, help="small size, for the RSS comparison"
+    )
+    parser.add_argument(
+        "--compression", default=None, help="default: backup.compression of the config"
+    )
     parser.add_argument("--keep", action="store_true", help="leave the sandbox running")
     args = parser.parse_args()
 
@@ -169,7 +231,9 @@ def main() -> None:
         report["sizes"].append(measure(box, compression, folder, env))
         print(json.dumps(report["sizes"][-1]), file=sys.stderr)
         report["compression"] = compression_table(box)
-        report["zstd_available"] = any(r["compression"].startswith("zstd") for r in report["compression"])
+        report["zstd_available"] = any(
+            r["compression"].startswith("zstd") for r in report["compression"]
+        )
     finally:
         if not args.keep:
             box.down(purge=True)
@@ -179,14 +243,18 @@ def main() -> None:
 
 
 def print_markdown(report: dict[str, Any]) -> None:
-    print("\n| database | dump | pg_dump alone | pipeline | two-step | pipeline/pg_dump | pipeline/two-step "
-          "| download | verify | verify/download | pipeline peak RSS |")
+    print(
+        "\n| database | dump | pg_dump alone | pipeline | two-step | pipeline/pg_dump | pipeline/two-step "
+        "| download | verify | verify/download | pipeline peak RSS |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for s in report["sizes"]:
-        print(f"| {s['database_mb']} MB | {s['dump_mb']} MB | {s['pg_dump_alone_s']} s | {s['pipeline_s']} s "
-              f"| {s['two_step_s']} s | {s['pipeline_vs_pg_dump']} | {s['pipeline_vs_two_step']} "
-              f"| {s['download_s']} s | {s['verify_s']} s | {s['verify_vs_download']} "
-              f"| {s['pipeline_peak_rss_mb']} MB |")
+        print(
+            f"| {s['database_mb']} MB | {s['dump_mb']} MB | {s['pg_dump_alone_s']} s | {s['pipeline_s']} s "
+            f"| {s['two_step_s']} s | {s['pipeline_vs_pg_dump']} | {s['pipeline_vs_two_step']} "
+            f"| {s['download_s']} s | {s['verify_s']} s | {s['verify_vs_download']} "
+            f"| {s['pipeline_peak_rss_mb']} MB |"
+        )
     print("\n| compression | time | size | MB/s out |")
     print("|---|---|---|---|")
     for row in report["compression"]:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from disaster_recovery import db
 from disaster_recovery.catalog import Catalog
 from disaster_recovery.config import Settings, load_settings
@@ -43,7 +42,12 @@ class BackupEnv:
     def write_config(self, storage: dict[str, Any] | None = None, **backup: Any) -> None:
         data = yaml.safe_load(self.sandbox.config_file.read_text())
         data["storage"] = {**data["storage"], **(storage or {}), "prefix": self.prefix}
-        data["backup"] = {**data.get("backup", {}), "task_retries": 0, "retry_delay": "1s", **backup}
+        data["backup"] = {
+            **data.get("backup", {}),
+            "task_retries": 0,
+            "retry_delay": "1s",
+            **backup,
+        }
         self.config_file.write_text(yaml.safe_dump(data))
         os.environ["DR_CONFIG"] = str(self.config_file)
         self._stores = None
@@ -81,10 +85,13 @@ class BackupEnv:
             keys = [entry["Key"] for entry in store.list_keys(self.prefix + "/")]
             if keys:
                 store.delete(keys)
-            uploads = store.client.list_multipart_uploads(Bucket=store.bucket, Prefix=self.prefix + "/")
+            uploads = store.client.list_multipart_uploads(
+                Bucket=store.bucket, Prefix=self.prefix + "/"
+            )
             for upload in uploads.get("Uploads", []):
-                store.client.abort_multipart_upload(Bucket=store.bucket, Key=upload["Key"],
-                                                    UploadId=upload["UploadId"])
+                store.client.abort_multipart_upload(
+                    Bucket=store.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
 
 
 def run_dag(dag_id: str, logical_date: datetime | None = None, **conf: Any) -> Any:
@@ -95,8 +102,9 @@ def run_dag(dag_id: str, logical_date: datetime | None = None, **conf: Any) -> A
     assert not bag.import_errors, bag.import_errors
     dag = bag.get_dag(dag_id)
     assert dag is not None, dag_id
-    return dag.test(logical_date=logical_date or datetime.now(UTC).replace(microsecond=0),
-                    run_conf=conf or None)
+    return dag.test(
+        logical_date=logical_date or datetime.now(UTC).replace(microsecond=0), run_conf=conf or None
+    )
 
 
 def task_states(dag_run: Any) -> dict[str, str]:
@@ -134,8 +142,16 @@ def restore_plain(sandbox: Sandbox, archive: Path, dbname: str) -> None:
     primary = sandbox.postgres("primary", "postgres")
     with db.connect(primary) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
-    run([pgbin.program("pg_restore"), "--no-password", "--exit-on-error", f"--dbname={dbname}",
-         str(archive)], env=primary.libpq_env(dbname))
+    run(
+        [
+            pgbin.program("pg_restore"),
+            "--no-password",
+            "--exit-on-error",
+            f"--dbname={dbname}",
+            str(archive),
+        ],
+        env=primary.libpq_env(dbname),
+    )
 
 
 class PgDumpKiller:
@@ -198,8 +214,10 @@ class FailingS3Proxy:
                 if self.command == "PUT" and "partNumber=" in self.path:
                     if proxy.forwarded + len(body) > proxy.budget:
                         proxy.failed_puts += 1
-                        payload = (b"<?xml version='1.0'?><Error><Code>InternalError</Code>"
-                                   b"<Message>proxy: upstream failed mid-upload</Message></Error>")
+                        payload = (
+                            b"<?xml version='1.0'?><Error><Code>InternalError</Code>"
+                            b"<Message>proxy: upstream failed mid-upload</Message></Error>"
+                        )
                         self.send_response(500)
                         self.send_header("Content-Type", "application/xml")
                         self.send_header("Content-Length", str(len(payload)))
@@ -226,7 +244,7 @@ class FailingS3Proxy:
                     self.wfile.write(data)
                 upstream.close()
 
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay  # noqa: N815
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from backup_support import (
     BackupEnv,
     FailingS3Proxy,
@@ -33,8 +32,13 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def env(sandbox: Sandbox, sandbox_env: dict[str, str], airflow_db: None, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[BackupEnv]:
+def env(
+    sandbox: Sandbox,
+    sandbox_env: dict[str, str],
+    airflow_db: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[BackupEnv]:
     monkeypatch.setenv("DR_CONFIG", "")  # restored after the test; BackupEnv sets it
     backup_env = BackupEnv(sandbox, tmp_path)
     try:
@@ -51,7 +55,9 @@ def alerts_named(env: BackupEnv, name: str) -> list[dict[str, Any]]:
     return [a for a in env.new_alerts() if a.get("alert") == name]
 
 
-def assert_alert(env: BackupEnv, name: str, *, tier: str, file: str, check: str, error_part: str) -> None:
+def assert_alert(
+    env: BackupEnv, name: str, *, tier: str, file: str, check: str, error_part: str
+) -> None:
     alerts = alerts_named(env, name)
     assert len(alerts) == 1, env.new_alerts()
     text = json.dumps(alerts[0])
@@ -64,20 +70,30 @@ def assert_alert(env: BackupEnv, name: str, *, tier: str, file: str, check: str,
 # -- each tier, end to end ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backup_type", ["postgresql_full", "postgresql_weekly", "postgresql_monthly"])
+@pytest.mark.parametrize(
+    "backup_type", ["postgresql_full", "postgresql_weekly", "postgresql_monthly"]
+)
 def test_tier_dag_publishes_a_backup_that_restores_with_the_same_counts(
     env: BackupEnv, sandbox: Sandbox, backup_type: str, tmp_path: Path
 ) -> None:
     when = unique_time()
-    dag_id = {"postgresql_full": "postgresql_backup_full", "postgresql_weekly": "postgresql_backup_weekly",
-              "postgresql_monthly": "postgresql_backup_monthly"}[backup_type]
+    dag_id = {
+        "postgresql_full": "postgresql_backup_full",
+        "postgresql_weekly": "postgresql_backup_weekly",
+        "postgresql_monthly": "postgresql_backup_monthly",
+    }[backup_type]
     dag_run = run_dag(dag_id, when)
     assert str(dag_run.state) == "success", task_states(dag_run)
 
     file = run_file(backup_type, when)
     manifest = env.catalog().load(file)
     assert manifest.verified
-    assert set(manifest.verification.checks) == {"checksum", "pg_restore_list", "full_read", "replica"}
+    assert set(manifest.verification.checks) == {
+        "checksum",
+        "pg_restore_list",
+        "full_read",
+        "replica",
+    }
     assert manifest.key == f"{env.prefix}/{backup_type}/{when:%Y/%m/%d}/{file}"
 
     # Download it ourselves, recompute the SHA-256, and compare with the replica's.
@@ -94,7 +110,9 @@ def test_tier_dag_publishes_a_backup_that_restores_with_the_same_counts(
     with scratch_database(sandbox) as target:
         restore_plain(sandbox, archive, target)
         assert row_counts(sandbox, target) == source
-    assert not alerts_named(env, "BackupFailed") and not alerts_named(env, "BackupVerificationFailed")
+    assert not alerts_named(env, "BackupFailed") and not alerts_named(
+        env, "BackupVerificationFailed"
+    )
 
 
 def test_rerunning_a_finished_run_changes_nothing(env: BackupEnv) -> None:
@@ -115,7 +133,9 @@ def test_rerunning_a_finished_run_changes_nothing(env: BackupEnv) -> None:
 # -- faults: nothing published, no open upload, the right alert ------------------------------------
 
 
-def test_pg_dump_killed_mid_stream_aborts_the_upload_and_alerts(env: BackupEnv, sandbox: Sandbox) -> None:
+def test_pg_dump_killed_mid_stream_aborts_the_upload_and_alerts(
+    env: BackupEnv, sandbox: Sandbox
+) -> None:
     env.write_config(compression="gzip:9")  # slower, so the kill lands mid-stream
     when = unique_time()
     with PgDumpKiller(sandbox, "litper") as killer:
@@ -124,8 +144,14 @@ def test_pg_dump_killed_mid_stream_aborts_the_upload_and_alerts(env: BackupEnv, 
     assert task_states(dag_run)["dump"] == "failed"
     assert env.keys() == [] and env.open_uploads() == []
     assert published(env, "postgresql_full") == []
-    assert_alert(env, "BackupFailed", tier="postgresql_full", file=run_file("postgresql_full", when),
-                 check="dump", error_part="pg_dump exited 1")
+    assert_alert(
+        env,
+        "BackupFailed",
+        tier="postgresql_full",
+        file=run_file("postgresql_full", when),
+        check="dump",
+        error_part="pg_dump exited 1",
+    )
 
 
 def test_a_retry_that_succeeds_sends_no_alert(env: BackupEnv, sandbox: Sandbox) -> None:
@@ -140,18 +166,29 @@ def test_a_retry_that_succeeds_sends_no_alert(env: BackupEnv, sandbox: Sandbox) 
     assert env.new_alerts() == []
 
 
-def test_s3_unreachable_fails_with_no_object(env: BackupEnv, sandbox: Sandbox,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    closed = {"conn_type": "aws", "login": "testing", "password": "testing",
-              "extra": {"endpoint_url": "http://127.0.0.1:9", "region_name": "us-east-1"}}
+def test_s3_unreachable_fails_with_no_object(
+    env: BackupEnv, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed = {
+        "conn_type": "aws",
+        "login": "testing",
+        "password": "testing",
+        "extra": {"endpoint_url": "http://127.0.0.1:9", "region_name": "us-east-1"},
+    }
     when = unique_time()
     with monkeypatch.context() as patch:
         patch.setenv("AIRFLOW_CONN_DR_AWS_PRIMARY", json.dumps(closed))
         dag_run = run_dag("postgresql_backup_full", when)
     assert task_states(dag_run)["dump"] == "failed"
     assert env.keys() == [] and env.open_uploads() == []
-    assert_alert(env, "BackupFailed", tier="postgresql_full", file=run_file("postgresql_full", when),
-                 check="dump", error_part="dr_aws_primary")
+    assert_alert(
+        env,
+        "BackupFailed",
+        tier="postgresql_full",
+        file=run_file("postgresql_full", when),
+        check="dump",
+        error_part="dr_aws_primary",
+    )
 
 
 def test_s3_failing_mid_upload_leaves_no_object_and_no_open_upload(
@@ -159,16 +196,29 @@ def test_s3_failing_mid_upload_leaves_no_object_and_no_open_upload(
 ) -> None:
     env.write_config(compression="none", storage={"multipart_chunk_mib": 5})
     when = unique_time()
-    with FailingS3Proxy(sandbox.ports.moto, budget=6 * 1024 * 1024) as proxy, monkeypatch.context() as patch:
-        via_proxy = {"conn_type": "aws", "login": "testing", "password": "testing",
-                     "extra": {"endpoint_url": f"http://127.0.0.1:{proxy.port}", "region_name": "us-east-1"}}
+    with (
+        FailingS3Proxy(sandbox.ports.moto, budget=6 * 1024 * 1024) as proxy,
+        monkeypatch.context() as patch,
+    ):
+        via_proxy = {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
+            "extra": {"endpoint_url": f"http://127.0.0.1:{proxy.port}", "region_name": "us-east-1"},
+        }
         patch.setenv("AIRFLOW_CONN_DR_AWS_PRIMARY", json.dumps(via_proxy))
         dag_run = run_dag("postgresql_backup_full", when)
     assert proxy.forwarded > 0 and proxy.failed_puts > 0  # some parts went through, then S3 failed
     assert task_states(dag_run)["dump"] == "failed"
     assert env.keys() == [] and env.open_uploads() == []
-    assert_alert(env, "BackupFailed", tier="postgresql_full", file=run_file("postgresql_full", when),
-                 check="dump", error_part="InternalError")
+    assert_alert(
+        env,
+        "BackupFailed",
+        tier="postgresql_full",
+        file=run_file("postgresql_full", when),
+        check="dump",
+        error_part="InternalError",
+    )
 
 
 # -- damaged or foreign backups: the checks catch them, nothing is published -----------------------
@@ -190,7 +240,9 @@ def assert_not_published(env: BackupEnv, file: str) -> None:
     assert env.keys(secondary=True) == []
 
 
-def test_flipped_byte_fails_the_checksum(env: BackupEnv, existing_backup: tuple[datetime, str]) -> None:
+def test_flipped_byte_fails_the_checksum(
+    env: BackupEnv, existing_backup: tuple[datetime, str]
+) -> None:
     when, key = existing_backup
     store = env.stores().primary
     data = bytearray(store.get_bytes(key))
@@ -201,11 +253,19 @@ def test_flipped_byte_fails_the_checksum(env: BackupEnv, existing_backup: tuple[
     file = run_file("postgresql_full", when)
     assert_not_published(env, file)
     assert env.catalog().load(file).failed_check == "checksum"  # type: ignore[attr-defined]
-    assert_alert(env, "BackupVerificationFailed", tier="postgresql_full", file=file, check="checksum",
-                 error_part="SHA-256")
+    assert_alert(
+        env,
+        "BackupVerificationFailed",
+        tier="postgresql_full",
+        file=file,
+        check="checksum",
+        error_part="SHA-256",
+    )
 
 
-def test_truncated_object_fails_the_checksum(env: BackupEnv, existing_backup: tuple[datetime, str]) -> None:
+def test_truncated_object_fails_the_checksum(
+    env: BackupEnv, existing_backup: tuple[datetime, str]
+) -> None:
     when, key = existing_backup
     store = env.stores().primary
     data = store.get_bytes(key)
@@ -214,8 +274,14 @@ def test_truncated_object_fails_the_checksum(env: BackupEnv, existing_backup: tu
     assert task_states(dag_run)["checksum"] == "failed"
     file = run_file("postgresql_full", when)
     assert_not_published(env, file)
-    assert_alert(env, "BackupVerificationFailed", tier="postgresql_full", file=file, check="checksum",
-                 error_part="truncated")
+    assert_alert(
+        env,
+        "BackupVerificationFailed",
+        tier="postgresql_full",
+        file=file,
+        check="checksum",
+        error_part="truncated",
+    )
 
 
 def test_object_replaced_by_another_databases_dump_fails_pg_restore_list(
@@ -234,14 +300,23 @@ def test_object_replaced_by_another_databases_dump_fails_pg_restore_list(
     # The swap includes the manifest's checksum, so only the content checks can catch it.
     store.put_bytes(key, foreign)
     manifest = catalog.load(file)
-    catalog.save(manifest.model_copy(update={"sha256": hashlib.sha256(foreign).hexdigest(),
-                                             "size_bytes": len(foreign)}))
+    catalog.save(
+        manifest.model_copy(
+            update={"sha256": hashlib.sha256(foreign).hexdigest(), "size_bytes": len(foreign)}
+        )
+    )
     dag_run = run_dag("postgresql_backup_full", when)
     assert task_states(dag_run)["checksum"] == "success"
     assert task_states(dag_run)["verify"] == "failed"
     assert_not_published(env, file)
-    assert_alert(env, "BackupVerificationFailed", tier="postgresql_full", file=file,
-                 check="pg_restore_list", error_part="public.orders")
+    assert_alert(
+        env,
+        "BackupVerificationFailed",
+        tier="postgresql_full",
+        file=file,
+        check="pg_restore_list",
+        error_part="public.orders",
+    )
 
 
 def test_missing_manifest_is_a_verification_failure_and_the_object_is_kept(
@@ -256,8 +331,14 @@ def test_missing_manifest_is_a_verification_failure_and_the_object_is_kept(
     assert store.head(key)["ETag"] == before  # never overwritten
     file = run_file("postgresql_full", when)
     assert_not_published(env, file)
-    assert_alert(env, "BackupVerificationFailed", tier="postgresql_full", file=file, check="manifest",
-                 error_part="manifest is missing")
+    assert_alert(
+        env,
+        "BackupVerificationFailed",
+        tier="postgresql_full",
+        file=file,
+        check="manifest",
+        error_part="manifest is missing",
+    )
 
 
 def test_different_object_in_the_replica_bucket_is_never_overwritten(env: BackupEnv) -> None:
@@ -269,16 +350,28 @@ def test_different_object_in_the_replica_bucket_is_never_overwritten(env: Backup
     assert task_states(dag_run)["replicate"] == "failed"
     assert env.stores().secondary.get_bytes(key) == b"someone else's object"
     assert published(env, "postgresql_full") == []
-    assert_alert(env, "BackupVerificationFailed", tier="postgresql_full", file=file, check="replica",
-                 error_part="not overwritten")
+    assert_alert(
+        env,
+        "BackupVerificationFailed",
+        tier="postgresql_full",
+        file=file,
+        check="replica",
+        error_part="not overwritten",
+    )
 
 
 def test_wrong_credentials_fail_at_once_naming_the_connection(
     env: BackupEnv, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     endpoint = sandbox.postgres("primary")
-    wrong = {"conn_type": "postgres", "host": endpoint.host, "port": endpoint.port,
-             "login": endpoint.user, "password": "not-the-password", "schema": endpoint.dbname}
+    wrong = {
+        "conn_type": "postgres",
+        "host": endpoint.host,
+        "port": endpoint.port,
+        "login": endpoint.user,
+        "password": "not-the-password",
+        "schema": endpoint.dbname,
+    }
     env.write_config(task_retries=3)  # a credentials error must not be retried
     when = unique_time()
     with monkeypatch.context() as patch:
@@ -287,8 +380,14 @@ def test_wrong_credentials_fail_at_once_naming_the_connection(
     dump = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "dump")
     assert str(dump.state) == "failed" and dump.try_number == 1
     assert env.keys() == [] and env.open_uploads() == []
-    assert_alert(env, "BackupFailed", tier="postgresql_full", file=run_file("postgresql_full", when),
-                 check="dump", error_part="'dr_postgres_primary'")
+    assert_alert(
+        env,
+        "BackupFailed",
+        tier="postgresql_full",
+        file=run_file("postgresql_full", when),
+        check="dump",
+        error_part="'dr_postgres_primary'",
+    )
     assert "not-the-password" not in json.dumps(env.new_alerts())
 
 
@@ -296,6 +395,10 @@ def pg_dump_bytes(sandbox: Sandbox, dbname: str) -> bytes:
     from disaster_recovery import pgbin
 
     endpoint = sandbox.postgres("primary", dbname)
-    completed = subprocess.run([pgbin.program("pg_dump"), "-Fc", "--no-password"],
-                               env={**os.environ, **endpoint.libpq_env()}, capture_output=True, check=True)
+    completed = subprocess.run(
+        [pgbin.program("pg_dump"), "-Fc", "--no-password"],
+        env={**os.environ, **endpoint.libpq_env()},
+        capture_output=True,
+        check=True,
+    )
     return completed.stdout

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from backup_support import BackupEnv, row_counts, scratch_database, unique_time
 from disaster_recovery import BackupManager, db, logical, pgdump
 from disaster_recovery.errors import ConfigError, ConflictError, VerificationError
@@ -25,8 +24,9 @@ from disaster_recovery.sandbox import Sandbox
 
 
 @pytest.fixture
-def env(sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[BackupEnv]:
+def env(
+    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[BackupEnv]:
     monkeypatch.setenv("DR_CONFIG", "")
     backup_env = BackupEnv(sandbox, tmp_path)
     try:
@@ -49,7 +49,12 @@ def test_compression_specs() -> None:
 def test_dump_args_use_the_snapshot_and_never_prompt() -> None:
     args = pgdump.dump_args(compression=pgdump.Compression.parse("gzip:1"), snapshot="00000003-1")
     assert args[0].endswith("pg_dump")
-    assert {"--format=custom", "--compress=gzip:1", "--no-password", "--snapshot=00000003-1"} <= set(args)
+    assert {
+        "--format=custom",
+        "--compress=gzip:1",
+        "--no-password",
+        "--snapshot=00000003-1",
+    } <= set(args)
     assert not any("password=" in a.lower() for a in args)
 
 
@@ -60,13 +65,17 @@ def test_parallel_restore_needs_a_file() -> None:
 
 
 def test_missing_tables_needs_definition_and_data() -> None:
-    listing = "\n".join([
-        "219; 1259 16385 TABLE public customers postgres",
-        "2592; 0 16385 TABLE DATA public customers postgres",
-        "220; 1259 16399 TABLE public orders postgres",
-    ])
+    listing = "\n".join(
+        [
+            "219; 1259 16385 TABLE public customers postgres",
+            "2592; 0 16385 TABLE DATA public customers postgres",
+            "220; 1259 16399 TABLE public orders postgres",
+        ]
+    )
     assert pgdump.missing_tables(listing, ["public.customers", "public.orders", "public.x"]) == [
-        "public.orders", "public.x"]
+        "public.orders",
+        "public.x",
+    ]
 
 
 # -- the seed API ---------------------------------------------------------------------------------
@@ -74,9 +83,15 @@ def test_missing_tables_needs_definition_and_data() -> None:
 
 def test_backup_manager_seed_api_end_to_end(env: BackupEnv, sandbox: Sandbox) -> None:
     endpoint = sandbox.postgres("primary")
-    manager = BackupManager(config={"db_host": endpoint.host, "db_port": endpoint.port, "db_name": "litper",
-                                    "backup_bucket": env.settings.bucket("us-east-1"),
-                                    "retention": {"daily": 7, "weekly": 4, "monthly": 12}})
+    manager = BackupManager(
+        config={
+            "db_host": endpoint.host,
+            "db_port": endpoint.port,
+            "db_name": "litper",
+            "backup_bucket": env.settings.bucket("us-east-1"),
+            "retention": {"daily": 7, "weekly": 4, "monthly": 12},
+        }
+    )
     backup = asyncio.run(manager.backup_postgresql_full())
     assert backup["status"] == "verified" and backup["verified"]
     assert all(backup["checks"].values()) and len(backup["checks"]) == 4
@@ -103,7 +118,9 @@ def test_verify_backup_reports_a_failed_check_and_marks_the_backup_failed(env: B
     data = bytearray(store.get_bytes(manifest.key))
     data[-100] ^= 0xFF
     store.put_bytes(manifest.key, bytes(data))
-    result = asyncio.run(BackupManager(deployment=env.deployment()).verify_backup("postgresql_full", manifest.file))
+    result = asyncio.run(
+        BackupManager(deployment=env.deployment()).verify_backup("postgresql_full", manifest.file)
+    )
     assert result["valid"] is False
     assert result["checksum"]["ok"] is False and "SHA-256" in result["checksum"]["error"]
     assert env.catalog().load(manifest.file).status == "failed"
@@ -114,7 +131,9 @@ def test_seed_config_errors_are_reported_together() -> None:
         BackupManager(config={"db_hots": "x", "retention": {"yearly": 3}})
 
 
-def test_point_in_time_goes_to_the_pitr_hook(env: BackupEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_point_in_time_goes_to_the_pitr_hook(
+    env: BackupEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import types
 
     calls = []
@@ -122,7 +141,9 @@ def test_point_in_time_goes_to_the_pitr_hook(env: BackupEnv, monkeypatch: pytest
     fake.restore_to_point_in_time = lambda deployment, **kw: calls.append(kw) or {"status": "pitr"}  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "disaster_recovery.pitr", fake)
     manager = BackupManager(deployment=env.deployment())
-    assert asyncio.run(manager.restore_postgresql(point_in_time="2025-01-15T10:00:00Z")) == {"status": "pitr"}
+    assert asyncio.run(manager.restore_postgresql(point_in_time="2025-01-15T10:00:00Z")) == {
+        "status": "pitr"
+    }
     assert calls == [{"point_in_time": "2025-01-15T10:00:00Z"}]
 
 
@@ -138,7 +159,11 @@ def test_full_read_catches_a_truncation_that_the_table_of_contents_hides(env: Ba
     store.put_bytes(dumped["key"], cut)
     # Make the manifest agree with the cut object: only reading the data can tell.
     manifest = catalog.load(dumped["file"])
-    catalog.save(manifest.model_copy(update={"sha256": hashlib.sha256(cut).hexdigest(), "size_bytes": len(cut)}))
+    catalog.save(
+        manifest.model_copy(
+            update={"sha256": hashlib.sha256(cut).hexdigest(), "size_bytes": len(cut)}
+        )
+    )
     assert logical.check_checksum(deployment, "postgresql_full", dumped["file"])["ok"]
     with pytest.raises(VerificationError, match="full read") as caught:
         logical.check_readable(deployment, "postgresql_full", dumped["file"])
@@ -174,7 +199,9 @@ def test_dump_from_the_standby(env: BackupEnv, sandbox: Sandbox) -> None:
 # -- restore --------------------------------------------------------------------------------------
 
 
-def test_restore_refuses_a_non_empty_target_unless_replaced(env: BackupEnv, sandbox: Sandbox) -> None:
+def test_restore_refuses_a_non_empty_target_unless_replaced(
+    env: BackupEnv, sandbox: Sandbox
+) -> None:
     deployment = env.deployment()
     manifest = logical.run_backup(deployment, "postgresql_full", unique_time())
     with scratch_database(sandbox) as target:
@@ -187,7 +214,9 @@ def test_restore_refuses_a_non_empty_target_unless_replaced(env: BackupEnv, sand
             restore_logical(deployment, target_db=target, backup_file=manifest.file)
         assert row_counts(sandbox, target) == {"public.precious": 1}  # untouched
 
-        result = restore_logical(deployment, target_db=target, backup_file=manifest.file, replace=True, jobs=1)
+        result = restore_logical(
+            deployment, target_db=target, backup_file=manifest.file, replace=True, jobs=1
+        )
         assert result["target_prepared"] == "replaced" and result["counts_match"]
         assert "public.precious" not in row_counts(sandbox, target)
 
@@ -207,14 +236,20 @@ def test_restore_reports_count_differences(env: BackupEnv, sandbox: Sandbox) -> 
     with scratch_database(sandbox) as target:
         result = restore_logical(deployment, target_db=target)
     assert result["counts_match"] is False
-    assert result["differences"] == {"public.orders": {"expected": counts["public.orders"],
-                                                       "restored": counts["public.orders"] - 1}}
+    assert result["differences"] == {
+        "public.orders": {
+            "expected": counts["public.orders"],
+            "restored": counts["public.orders"] - 1,
+        }
+    }
 
 
 # -- retention against the buckets ----------------------------------------------------------------
 
 
-def test_cleanup_deletes_old_backups_in_both_regions_and_dry_run_deletes_nothing(env: BackupEnv) -> None:
+def test_cleanup_deletes_old_backups_in_both_regions_and_dry_run_deletes_nothing(
+    env: BackupEnv,
+) -> None:
     env.write_config()
     deployment = env.deployment()
     manifests = [logical.run_backup(deployment, "postgresql_full", unique_time()) for _ in range(3)]
@@ -241,8 +276,13 @@ def test_cleanup_deletes_old_backups_in_both_regions_and_dry_run_deletes_nothing
 
 
 def dr(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "disaster_recovery", *args], capture_output=True, text=True,
-                          env=dict(os.environ), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "disaster_recovery", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=300,
+    )
 
 
 def test_cli_backup_list_verify_restore(env: BackupEnv, sandbox: Sandbox) -> None:
@@ -264,8 +304,15 @@ def test_cli_backup_list_verify_restore(env: BackupEnv, sandbox: Sandbox) -> Non
     assert missing.returncode != 0 and "no manifest" in missing.stdout
 
     with scratch_database(sandbox) as target:
-        restored = dr("restore", "--backup-file", result["backup_file"], "--backup-type", "postgresql_weekly",
-                      "--target-db", target)
+        restored = dr(
+            "restore",
+            "--backup-file",
+            result["backup_file"],
+            "--backup-type",
+            "postgresql_weekly",
+            "--target-db",
+            target,
+        )
         assert restored.returncode == 0, restored.stderr
         assert json.loads(restored.stdout)["counts_match"] is True
         again = dr("restore", "--backup-file", result["backup_file"], "--target-db", target)

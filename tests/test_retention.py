@@ -6,9 +6,6 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from disaster_recovery.catalog import Manifest, Verification
 from disaster_recovery.config import Retention, Settings
 from disaster_recovery.retention import (
@@ -17,25 +14,43 @@ from disaster_recovery.retention import (
     plan_deletions,
     policies_from_settings,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 NOW = datetime(2025, 3, 20, 12, 0, tzinfo=UTC)
 DAILY = {"postgresql_full": Retention(max_age=timedelta(days=7), keep_last=7)}
 
 
-def backup(days_ago: float, status: str = "verified", backup_type: str = "postgresql_full",
-           name_time: datetime | None = None) -> Manifest:
+def backup(
+    days_ago: float,
+    status: str = "verified",
+    backup_type: str = "postgresql_full",
+    name_time: datetime | None = None,
+) -> Manifest:
     started = NOW - timedelta(days=days_ago)
     stamp = (name_time or started).strftime("%Y%m%d_%H%M%S")
     file = f"{backup_type}_{stamp}.dump"
-    verification = (Verification(checks={"checksum": {"ok": True}}, verified_at=started, verified_by="t")
-                    if status == "verified" else None)
-    return Manifest(backup_type=backup_type, file=file, bucket="b", key=f"p/{backup_type}/{file}",
-                    started_at=started, status=status, verification=verification)  # type: ignore[arg-type]
+    verification = (
+        Verification(checks={"checksum": {"ok": True}}, verified_at=started, verified_by="t")
+        if status == "verified"
+        else None
+    )
+    return Manifest(
+        backup_type=backup_type,
+        file=file,
+        bucket="b",
+        key=f"p/{backup_type}/{file}",
+        started_at=started,
+        status=status,
+        verification=verification,
+    )  # type: ignore[arg-type]
 
 
 def deleted_days(manifests: list[Manifest], policies: dict[str, Retention] = DAILY) -> list[float]:
-    return sorted(round((NOW - d.manifest.started_at).total_seconds() / 86400, 2)
-                  for d in plan_deletions(manifests, NOW, policies))
+    return sorted(
+        round((NOW - d.manifest.started_at).total_seconds() / 86400, 2)
+        for d in plan_deletions(manifests, NOW, policies)
+    )
 
 
 @pytest.mark.parametrize(
@@ -61,8 +76,12 @@ def deleted_days(manifests: list[Manifest], policies: dict[str, Retention] = DAI
         ([-1, 0, 1, 2, 3, 4, 5, 6, 8], None, [8]),
     ],
 )
-def test_policy_table(ages: list[float], statuses: list[str] | None, expected_deleted: list[float]) -> None:
-    manifests = [backup(age, (statuses or ["verified"] * len(ages))[i]) for i, age in enumerate(ages)]
+def test_policy_table(
+    ages: list[float], statuses: list[str] | None, expected_deleted: list[float]
+) -> None:
+    manifests = [
+        backup(age, (statuses or ["verified"] * len(ages))[i]) for i, age in enumerate(ages)
+    ]
     assert deleted_days(manifests) == expected_deleted
 
 
@@ -106,11 +125,16 @@ backups = st.lists(
     ),
     max_size=40,
 )
-policies = st.fixed_dictionaries({
-    tier: st.builds(Retention, max_age=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=400)),
-                    keep_last=st.integers(min_value=0, max_value=15))
-    for tier in TIERS
-})
+policies = st.fixed_dictionaries(
+    {
+        tier: st.builds(
+            Retention,
+            max_age=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=400)),
+            keep_last=st.integers(min_value=0, max_value=15),
+        )
+        for tier in TIERS
+    }
+)
 
 
 def build(spec: list[tuple[str, float, str]]) -> list[Manifest]:
@@ -118,14 +142,17 @@ def build(spec: list[tuple[str, float, str]]) -> list[Manifest]:
     for index, (tier, age, status) in enumerate(spec):
         manifest = backup(age, status, tier)
         # Unique keys even for equal times; names deliberately unrelated to the start time.
-        made.append(manifest.model_copy(update={"key": f"p/{tier}/{index:04d}", "file": f"{tier}_{index}"}))
+        made.append(
+            manifest.model_copy(update={"key": f"p/{tier}/{index:04d}", "file": f"{tier}_{index}"})
+        )
     return made
 
 
 @settings(max_examples=300, deadline=None)
 @given(backups, policies)
-def test_property_the_newest_verified_of_every_tier_survives(spec: list[tuple[str, float, str]],
-                                                            policy: dict[str, Retention]) -> None:
+def test_property_the_newest_verified_of_every_tier_survives(
+    spec: list[tuple[str, float, str]], policy: dict[str, Retention]
+) -> None:
     manifests = build(spec)
     deleted = {d.manifest.key for d in plan_deletions(manifests, NOW, policy)}
     for tier in TIERS:
@@ -137,8 +164,9 @@ def test_property_the_newest_verified_of_every_tier_survives(spec: list[tuple[st
 
 @settings(max_examples=300, deadline=None)
 @given(backups, policies)
-def test_property_nothing_young_and_enough_verified_are_kept(spec: list[tuple[str, float, str]],
-                                                             policy: dict[str, Retention]) -> None:
+def test_property_nothing_young_and_enough_verified_are_kept(
+    spec: list[tuple[str, float, str]], policy: dict[str, Retention]
+) -> None:
     manifests = build(spec)
     deleted = {d.manifest.key for d in plan_deletions(manifests, NOW, policy)}
     assert deleted <= {m.key for m in manifests}
@@ -153,8 +181,9 @@ def test_property_nothing_young_and_enough_verified_are_kept(spec: list[tuple[st
 
 @settings(max_examples=200, deadline=None)
 @given(backups, policies, st.randoms(use_true_random=False))
-def test_property_input_order_does_not_matter(spec: list[tuple[str, float, str]],
-                                              policy: dict[str, Retention], rng: random.Random) -> None:
+def test_property_input_order_does_not_matter(
+    spec: list[tuple[str, float, str]], policy: dict[str, Retention], rng: random.Random
+) -> None:
     manifests = build(spec)
     shuffled = manifests[:]
     rng.shuffle(shuffled)
@@ -164,13 +193,22 @@ def test_property_input_order_does_not_matter(spec: list[tuple[str, float, str]]
 
 @settings(max_examples=200, deadline=None)
 @given(backups, backups, policies)
-def test_property_unverified_backups_never_count_as_kept(spec: list[tuple[str, float, str]],
-                                                         extra: list[tuple[str, float, str]],
-                                                         policy: dict[str, Retention]) -> None:
+def test_property_unverified_backups_never_count_as_kept(
+    spec: list[tuple[str, float, str]],
+    extra: list[tuple[str, float, str]],
+    policy: dict[str, Retention],
+) -> None:
     manifests = build(spec)
-    unverified = [m.model_copy(update={"key": f"x/{i}", "status": "failed", "verification": None})
-                  for i, m in enumerate(build(extra))]
-    verified_deleted = {d.manifest.key for d in plan_deletions(manifests, NOW, policy) if d.manifest.verified}
-    with_extra = {d.manifest.key for d in plan_deletions(manifests + unverified, NOW, policy)
-                  if d.manifest.verified}
+    unverified = [
+        m.model_copy(update={"key": f"x/{i}", "status": "failed", "verification": None})
+        for i, m in enumerate(build(extra))
+    ]
+    verified_deleted = {
+        d.manifest.key for d in plan_deletions(manifests, NOW, policy) if d.manifest.verified
+    }
+    with_extra = {
+        d.manifest.key
+        for d in plan_deletions(manifests + unverified, NOW, policy)
+        if d.manifest.verified
+    }
     assert with_extra == verified_deleted

@@ -55,13 +55,15 @@ def cleanup_logical(deployment: Deployment, now: datetime, dry_run: bool) -> Ste
         if not dry_run:
             delete_backup(stores, deletion.manifest)
             log.info("deleted %s: %s", deletion.file, deletion.reason)
-        items.append({
-            "file": deletion.file,
-            "backup_type": deletion.manifest.backup_type,
-            "started_at": deletion.manifest.started_at.isoformat(),
-            "status": deletion.manifest.status,
-            "reason": deletion.reason,
-        })
+        items.append(
+            {
+                "file": deletion.file,
+                "backup_type": deletion.manifest.backup_type,
+                "started_at": deletion.manifest.started_at.isoformat(),
+                "status": deletion.manifest.status,
+                "reason": deletion.reason,
+            }
+        )
     return StepReport(count_by_alias(deletions), items)
 
 
@@ -69,7 +71,10 @@ CLEANUP_STEPS: list[CleanupStep] = [cleanup_logical]
 
 
 def cleanup_old_backups(
-    deployment: Deployment, *, now: datetime | None = None, dry_run: bool = False,
+    deployment: Deployment,
+    *,
+    now: datetime | None = None,
+    dry_run: bool = False,
     steps: list[CleanupStep] | None = None,
 ) -> dict[str, Any]:
     """Run every cleanup step: ``{"daily": n, "weekly": n, "monthly": n, ..., "dry_run": bool,

@@ -210,8 +210,6 @@ def _dump(
         server_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         server_major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
         pgbin.require_at_least("pg_dump", server_major)
-        counts = exact_row_counts(conn)
-        log.info("row counts in snapshot %s: %s", snapshot, counts)
         env = {**endpoint.libpq_env(), "PGAPPNAME": pgdump.PG_DUMP_APPLICATION}
         timeout = settings.backup.command_timeout.total_seconds()
         with streaming(
@@ -220,17 +218,26 @@ def _dump(
             env=env,
             timeout=timeout,
         ) as dump:
+            # The exact counts scan every table: they run in the exporting transaction (the
+            # same snapshot) while pg_dump streams, instead of before it.
+            counting = _InBackground(lambda: exact_row_counts(conn))
 
             def dump_must_succeed() -> None:
                 # Called at the end of pg_dump's output, before the upload completes: a pg_dump
-                # that died mid-stream aborts the multipart upload instead of completing a
-                # truncated object (boto3 would complete it otherwise).
+                # that died mid-stream (or counts that failed) abort the multipart upload instead
+                # of completing a truncated object (boto3 would complete it otherwise).
                 code = dump.wait()
                 if code != 0:
                     raise ProducerFailed(_dump_failure_text(dump, code))
+                counting.result()
 
-            stored = stores.primary.upload_stream(key, dump.stdout, at_eof=dump_must_succeed)
-            dump.finish()
+            try:
+                stored = stores.primary.upload_stream(key, dump.stdout, at_eof=dump_must_succeed)
+                dump.finish()
+            finally:
+                counting.stop(conn)
+            counts = counting.result()
+        log.info("row counts in snapshot %s: %s", snapshot, counts)
     manifest = Manifest.model_validate(
         {
             "backup_type": backup_type,
@@ -264,13 +271,47 @@ def _dump(
     return manifest
 
 
+class _InBackground:
+    """A function running in a thread; :meth:`result` re-raises its error as ProducerFailed."""
+
+    def __init__(self, function: Callable[[], Any]):
+        self._function = function
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._function()
+        except BaseException as exc:
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise ProducerFailed(f"row counts in the dump's snapshot failed: {self._error}")
+        return self._value
+
+    def stop(self, conn: psycopg.Connection[Any]) -> None:
+        """Cancel the counting query if it still runs (the dump failed) and wait for the thread,
+        so the connection is idle before the transaction ends."""
+        if self._thread.is_alive():
+            with suppress(Exception):
+                conn.cancel_safe(timeout=5)
+        self._thread.join()
+
+
 def _dump_failure_text(dump: Any, code: int) -> str:
     """pg_dump's failure with the line that explains it first: its stderr ends with the SQL
     command ("Command was: COPY ..."), while the cause is in its error and server-message lines."""
     text = str(dump.failure(code))
     tail = dump.stderr_tail.splitlines()
-    causes = [line.removeprefix("pg_dump: ").removeprefix("detail: ").strip() for line in tail
-              if "error:" in line or "FATAL" in line or "ERROR" in line]
+    causes = [
+        line.removeprefix("pg_dump: ").removeprefix("detail: ").strip()
+        for line in tail
+        if "error:" in line or "FATAL" in line or "ERROR" in line
+    ]
     if not causes:
         return text
     head, _, rest = text.partition(": ")
@@ -512,9 +553,7 @@ def replicate(deployment: Deployment, backup_type: str, file: str) -> dict[str, 
             )
         replica = stores.secondary.digest(manifest.key)
         if (replica.size, replica.sha256) != (manifest.size_bytes, manifest.sha256):
-            detail = (
-                "was just copied" if copied else "was already there: not overwritten"
-            )
+            detail = "was just copied" if copied else "was already there: not overwritten"
             raise VerificationError(
                 f"replica {url} ({mode} mode) differs from the manifest and {detail}: "
                 f"{replica.size} bytes, SHA-256 {replica.sha256}; the manifest says "

@@ -12,6 +12,7 @@ thread (they run programs and stream objects; the event loop stays free).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 import dataclasses
 from datetime import datetime
 from typing import Any
@@ -23,23 +24,29 @@ from disaster_recovery.endpoints import ConnectionFields, Deployment, connection
 from disaster_recovery.errors import ConfigError
 
 
-def _seed_lookup(config: dict[str, Any], settings: Settings, fallback: Any) -> Any:
+def _seed_lookup(
+    config: dict[str, Any], settings: Settings, fallback: Callable[[str], ConnectionFields]
+) -> Callable[[str], ConnectionFields]:
     """A Connection lookup where the seed's ``db_host``/``db_port``/``db_name``/``db_user``
     override the primary PostgreSQL Connection (its password, if any, still comes from it)."""
     primary_id = settings.connections.postgres_primary
-    overrides = {"host": config.get("db_host"), "port": config.get("db_port"),
-                 "schema": config.get("db_name"), "login": config.get("db_user")}
+    overrides: dict[str, Any] = {
+        "host": config.get("db_host"),
+        "port": config.get("db_port"),
+        "schema": config.get("db_name"),
+        "login": config.get("db_user"),
+    }
     overrides = {key: value for key, value in overrides.items() if value}
+    if "port" in overrides:
+        overrides["port"] = int(overrides["port"])
 
     def lookup(conn_id: str) -> ConnectionFields:
         if conn_id != primary_id or not overrides:
-            return fallback(conn_id)  # type: ignore[no-any-return]
+            return fallback(conn_id)
         try:
             base = fallback(conn_id)
         except ConfigError:
             base = ConnectionFields(conn_id=conn_id, conn_type="postgres")
-        if "port" in overrides:
-            overrides["port"] = int(overrides["port"])
         return dataclasses.replace(base, **overrides)
 
     return lookup
@@ -66,15 +73,21 @@ def format_manifest(manifest: Manifest) -> dict[str, Any]:
 class BackupManager:
     """Backups, verification, restores and retention of the logical tiers (async)."""
 
-    def __init__(self, config: dict[str, Any] | None = None, deployment: Deployment | None = None,
-                 settings: Settings | None = None):
+    def __init__(
+        self,
+        config: dict[str, Any] | None = None,
+        deployment: Deployment | None = None,
+        settings: Settings | None = None,
+    ):
         if deployment is not None:
             self.deployment = deployment
         else:
             base = settings or load_settings()
             seed = dict(config or {})
             resolved = settings_from_seed(seed, base) if seed else base
-            self.deployment = Deployment(resolved, lookup=_seed_lookup(seed, resolved, connection_from_env))
+            self.deployment = Deployment(
+                resolved, lookup=_seed_lookup(seed, resolved, connection_from_env)
+            )
 
     @property
     def settings(self) -> Settings:
@@ -87,22 +100,35 @@ class BackupManager:
 
     async def verify_backup(self, backup_type: str, backup_file: str) -> dict[str, Any]:
         """Every check's result for an existing backup (``valid`` is True when all passed)."""
-        return await asyncio.to_thread(logical.verify_existing, self.deployment, backup_type, backup_file)
+        return await asyncio.to_thread(
+            logical.verify_existing, self.deployment, backup_type, backup_file
+        )
 
     async def restore_postgresql(
-        self, backup_file: str | None = None, point_in_time: datetime | str | None = None, *,
-        target_db: str = "litper_restored", replace: bool = False, **options: Any,
+        self,
+        backup_file: str | None = None,
+        point_in_time: datetime | str | None = None,
+        *,
+        target_db: str = "litper_restored",
+        replace: bool = False,
+        **options: Any,
     ) -> dict[str, Any]:
         """Restore the newest verified full backup (or ``backup_file``) into ``target_db``; with
         ``point_in_time``, a point-in-time recovery from the physical chain instead."""
         if point_in_time is not None:
             return await asyncio.to_thread(self._restore_point_in_time, point_in_time, options)
         return await asyncio.to_thread(
-            restore.restore_logical, self.deployment, target_db=target_db, backup_file=backup_file,
-            replace=replace, **options,
+            restore.restore_logical,
+            self.deployment,
+            target_db=target_db,
+            backup_file=backup_file,
+            replace=replace,
+            **options,
         )
 
-    def _restore_point_in_time(self, point_in_time: datetime | str, options: dict[str, Any]) -> dict[str, Any]:
+    def _restore_point_in_time(
+        self, point_in_time: datetime | str, options: dict[str, Any]
+    ) -> dict[str, Any]:
         # PITR hook: point-in-time recovery lives in disaster_recovery.pitr (the physical chain:
         # base backup + WAL archive); imported lazily so logical backups do not depend on it.
         from disaster_recovery import pitr  # type: ignore[attr-defined,unused-ignore]
@@ -114,14 +140,18 @@ class BackupManager:
 
     async def cleanup_old_backups(self, dry_run: bool = False) -> dict[str, Any]:
         """Apply the retention policy: ``{"daily": n, "weekly": n, "monthly": n, ...}``."""
-        return await asyncio.to_thread(cleanup.cleanup_old_backups, self.deployment, dry_run=dry_run)
+        return await asyncio.to_thread(
+            cleanup.cleanup_old_backups, self.deployment, dry_run=dry_run
+        )
 
     async def list_backups(self) -> dict[str, list[dict[str, Any]]]:
         """Every logical backup per tier, oldest first."""
         return await asyncio.to_thread(list_backups, self.deployment)
 
 
-def list_backups(deployment: Deployment, now: datetime | None = None) -> dict[str, list[dict[str, Any]]]:
+def list_backups(
+    deployment: Deployment, now: datetime | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """``{backup_type: [{file, started_at, size_bytes, verified, age, replicated_to}, ...]}``."""
     from datetime import UTC
 

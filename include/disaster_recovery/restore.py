@@ -52,18 +52,23 @@ def choose_backup(stores: Stores, backup_type: str, backup_file: str | None) -> 
             raise VerificationError(
                 f"{file} is not verified (status {manifest.status}"
                 f"{': ' + manifest.error if manifest.error else ''}); refusing to restore it",
-                check="manifest", key=manifest.key,
+                check="manifest",
+                key=manifest.key,
             )
         return manifest
     newest = stores.catalog.newest_verified(backup_type)
     if newest is None:
-        raise NotFoundError(f"no verified {backup_type} backup in {stores.primary.url(stores.settings.storage.prefix)}")
+        raise NotFoundError(
+            f"no verified {backup_type} backup in {stores.primary.url(stores.settings.storage.prefix)}"
+        )
     return newest
 
 
 def prepare_target(server: PostgresEndpoint, target_db: str, *, replace: bool) -> str:
     """Make ``target_db`` an empty database. Returns what was done: created/reused/replaced."""
-    exists = db.query_one(server, "SELECT 1 FROM pg_database WHERE datname = %s", (target_db,), dbname="postgres")
+    exists = db.query_one(
+        server, "SELECT 1 FROM pg_database WHERE datname = %s", (target_db,), dbname="postgres"
+    )
     name = sql.Identifier(target_db)
     if exists:
         relations = int(db.query_one(server, _RELATIONS, dbname=target_db))
@@ -97,11 +102,14 @@ def download_checked(store: ObjectStore, manifest: Manifest, path: Path) -> None
         raise VerificationError(
             f"{store.url(manifest.key)}: downloaded {size} bytes with SHA-256 {hasher.hexdigest()}, "
             f"the manifest says {manifest.size_bytes} bytes and {manifest.sha256}",
-            check="checksum", key=manifest.key,
+            check="checksum",
+            key=manifest.key,
         )
 
 
-def compare_counts(expected: dict[str, int], actual: dict[str, int]) -> dict[str, dict[str, int | None]]:
+def compare_counts(
+    expected: dict[str, int], actual: dict[str, int]
+) -> dict[str, dict[str, int | None]]:
     """Tables whose row count differs (or that are missing) after the restore."""
     differences: dict[str, dict[str, int | None]] = {}
     for table in sorted(set(expected) | set(actual)):
@@ -111,9 +119,15 @@ def compare_counts(expected: dict[str, int], actual: dict[str, int]) -> dict[str
 
 
 def restore_logical(
-    deployment: Deployment, *, target_db: str, backup_file: str | None = None,
-    backup_type: str = "postgresql_full", replace: bool = False, jobs: int | None = None,
-    server_role: str = "primary", temp_dir: str | None = None,
+    deployment: Deployment,
+    *,
+    target_db: str,
+    backup_file: str | None = None,
+    backup_type: str = "postgresql_full",
+    replace: bool = False,
+    jobs: int | None = None,
+    server_role: str = "primary",
+    temp_dir: str | None = None,
 ) -> dict[str, Any]:
     """Restore a verified logical backup into ``target_db`` on the ``server_role`` node and
     compare every table's row count with the counts recorded in the dump's snapshot."""
@@ -135,21 +149,35 @@ def restore_logical(
             with tempfile.TemporaryDirectory(prefix="dr-restore-", dir=temp_dir) as folder:
                 archive = Path(folder) / manifest.file
                 download_checked(stores.primary, manifest, archive)
-                run(pgdump.restore_args(jobs=jobs, archive=str(archive), dbname=target_db),
-                    target=target.describe(), env=env, timeout=timeout)
+                run(
+                    pgdump.restore_args(jobs=jobs, archive=str(archive), dbname=target_db),
+                    target=target.describe(),
+                    env=env,
+                    timeout=timeout,
+                )
         else:
-            fed = feed_object(stores.primary, manifest.key, pgdump.restore_args(jobs=1, dbname=target_db),
-                              env=env, target=target.describe(), timeout=timeout)
+            fed = feed_object(
+                stores.primary,
+                manifest.key,
+                pgdump.restore_args(jobs=1, dbname=target_db),
+                env=env,
+                target=target.describe(),
+                timeout=timeout,
+            )
             if (fed.size, fed.sha256) != (manifest.size_bytes, manifest.sha256):
                 raise VerificationError(
                     f"{stores.primary.url(manifest.key)}: restored from {fed.size} bytes with SHA-256 "
                     f"{fed.sha256}, the manifest says {manifest.sha256}; do not trust {target_db}",
-                    check="checksum", key=manifest.key,
+                    check="checksum",
+                    key=manifest.key,
                 )
     except CommandFailed as exc:
-        raise CommandFailed(f"restore of {manifest.file} into {target_db} failed: {exc}",
-                            program=exc.program, returncode=exc.returncode,
-                            stderr_tail=exc.stderr_tail) from None
+        raise CommandFailed(
+            f"restore of {manifest.file} into {target_db} failed: {exc}",
+            program=exc.program,
+            returncode=exc.returncode,
+            stderr_tail=exc.stderr_tail,
+        ) from None
     restored_seconds = time.monotonic() - started
     expected = (manifest.model_extra or {}).get("table_counts", {})
     with db.connect(target) as conn:

@@ -44,7 +44,10 @@ class Deletion:
 
 def policies_from_settings(settings: Settings) -> dict[str, Retention]:
     """``{"postgresql_full": Retention(...), ...}`` for the logical tiers."""
-    return {backup_type: settings.tiers.get(backup_type).retention for backup_type in TIER_ALIASES.values()}
+    return {
+        backup_type: settings.tiers.get(backup_type).retention
+        for backup_type in TIER_ALIASES.values()
+    }
 
 
 def plan_deletions(
@@ -58,7 +61,9 @@ def plan_deletions(
     deletions: list[Deletion] = []
     for backup_type, members in by_tier.items():
         deletions += _plan_tier(members, now, policies[backup_type])
-    return sorted(deletions, key=lambda d: (d.manifest.started_at, d.manifest.backup_type, d.manifest.key))
+    return sorted(
+        deletions, key=lambda d: (d.manifest.started_at, d.manifest.backup_type, d.manifest.key)
+    )
 
 
 def _plan_tier(members: list[Manifest], now: datetime, policy: Retention) -> list[Deletion]:
@@ -72,11 +77,18 @@ def _plan_tier(members: list[Manifest], now: datetime, policy: Retention) -> lis
         if manifest.verified:
             if id(manifest) in kept_by_count or age <= policy.max_age:
                 continue
-            deletions.append(Deletion(manifest, f"verified, {_days(age)} old > max_age "
-                                                f"{_days(policy.max_age)}, not among the newest "
-                                                f"{policy.keep_last}"))
+            deletions.append(
+                Deletion(
+                    manifest,
+                    f"verified, {_days(age)} old > max_age "
+                    f"{_days(policy.max_age)}, not among the newest "
+                    f"{policy.keep_last}",
+                )
+            )
         elif age > max(policy.max_age, UNVERIFIED_GRACE):
-            deletions.append(Deletion(manifest, f"{manifest.status} (never verified), {_days(age)} old"))
+            deletions.append(
+                Deletion(manifest, f"{manifest.status} (never verified), {_days(age)} old")
+            )
     return deletions
 
 

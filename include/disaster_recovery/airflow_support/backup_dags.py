@@ -24,21 +24,28 @@ BACKUP_DAG_IDS = {
     "postgresql_weekly": "postgresql_backup_weekly",
     "postgresql_monthly": "postgresql_backup_monthly",
 }
-TIER_LABELS = {"postgresql_full": "full (daily)", "postgresql_weekly": "weekly",
-               "postgresql_monthly": "monthly"}
+TIER_LABELS = {
+    "postgresql_full": "full (daily)",
+    "postgresql_weekly": "weekly",
+    "postgresql_monthly": "monthly",
+}
 START_DATE = datetime(2024, 1, 1)
 
 
 def default_args(settings: Settings) -> dict[str, Any]:
-    return {"owner": "dr", "retries": settings.backup.task_retries,
-            "retry_delay": settings.backup.retry_delay}
+    return {
+        "owner": "dr",
+        "retries": settings.backup.task_retries,
+        "retry_delay": settings.backup.retry_delay,
+    }
 
 
 def run_time(context: Any) -> datetime:
     """The run's nominal time: its logical date when scheduled, its trigger time otherwise
     (a run triggered from the UI may have no logical date)."""
     dag_run = context["dag_run"]
-    return dag_run.logical_date or dag_run.run_after  # type: ignore[no-any-return]
+    when: datetime = dag_run.logical_date or dag_run.run_after
+    return when
 
 
 def task_deployment(context: Any) -> Any:
@@ -48,7 +55,9 @@ def task_deployment(context: Any) -> Any:
     settings = load_settings()
     dump_from = (context.get("params") or {}).get("dump_from") or "configured"
     if dump_from != "configured":
-        settings = settings.model_copy(update={"backup": settings.backup.model_copy(update={"dump_from": dump_from})})
+        settings = settings.model_copy(
+            update={"backup": settings.backup.model_copy(update={"dump_from": dump_from})}
+        )
     return deployment(settings)
 
 
@@ -71,9 +80,16 @@ def backup_alert(context: dict[str, Any], backup_type: str) -> Alert:
     return Alert(
         name=name,
         summary=f"{TIER_LABELS[backup_type]} backup {file}: {check} failed: {message}",
-        details={"tier": backup_type, "file": file, "check": check, "error": message,
-                 "dag": ti.dag_id, "run": ti.run_id, "task": ti.task_id,
-                 "try": getattr(ti, "try_number", None)},
+        details={
+            "tier": backup_type,
+            "file": file,
+            "check": check,
+            "error": message,
+            "dag": ti.dag_id,
+            "run": ti.run_id,
+            "task": ti.task_id,
+            "try": getattr(ti, "try_number", None),
+        },
         link=getattr(ti, "log_url", None),
     )
 
@@ -112,9 +128,15 @@ def backup_dag(backup_type: str, doc_md: str, settings: Settings | None = None) 
         max_active_runs=1,
         default_args={**default_args(settings), "on_failure_callback": on_failure},
         tags=["dr", "backup"],
-        params={"dump_from": Param("configured", type="string", enum=["configured", "primary", "standby"],
-                                   description="Node to dump: the configured one (backup.dump_from), "
-                                               "the primary, or the standby")},
+        params={
+            "dump_from": Param(
+                "configured",
+                type="string",
+                enum=["configured", "primary", "standby"],
+                description="Node to dump: the configured one (backup.dump_from), "
+                "the primary, or the standby",
+            )
+        },
     ) as dag:
 
         @task(task_id="dump", execution_timeout=settings.backup.command_timeout)
@@ -123,40 +145,53 @@ def backup_dag(backup_type: str, doc_md: str, settings: Settings | None = None) 
             from disaster_recovery.logical import dump_to_s3
 
             context = get_current_context()
-            return dump_to_s3(task_deployment(context), backup_type, run_time(context), who=_who(context))
+            return dump_to_s3(
+                task_deployment(context), backup_type, run_time(context), who=_who(context)
+            )
 
         @task(task_id="checksum")
         @fail_fast
-        def checksum(dumped: dict[str, Any]) -> dict[str, Any]:
+        def checksum(dumped: Any) -> dict[str, Any]:
             from disaster_recovery.logical import check_checksum
 
-            return check_checksum(task_deployment(get_current_context()), backup_type, dumped["file"])
+            return check_checksum(
+                task_deployment(get_current_context()), backup_type, dumped["file"]
+            )
 
         @task(task_id="verify", execution_timeout=settings.backup.command_timeout)
         @fail_fast
-        def verify(dumped: dict[str, Any], _checksum: dict[str, Any]) -> dict[str, Any]:
+        def verify(dumped: Any, _checksum: Any) -> dict[str, Any]:
             from disaster_recovery.logical import check_readable
 
-            return check_readable(task_deployment(get_current_context()), backup_type, dumped["file"])
+            return check_readable(
+                task_deployment(get_current_context()), backup_type, dumped["file"]
+            )
 
         @task(task_id="replicate")
         @fail_fast
-        def replicate(dumped: dict[str, Any], _verified: dict[str, Any]) -> dict[str, Any]:
+        def replicate(dumped: Any, _verified: Any) -> dict[str, Any]:
             from disaster_recovery.logical import replicate as replicate_backup
 
-            return replicate_backup(task_deployment(get_current_context()), backup_type, dumped["file"])
+            return replicate_backup(
+                task_deployment(get_current_context()), backup_type, dumped["file"]
+            )
 
         @task(task_id="publish")
         @fail_fast
-        def publish(dumped: dict[str, Any], checksum_result: dict[str, Any], verified: dict[str, Any],
-                    replica: dict[str, Any]) -> dict[str, Any]:
+        def publish(
+            dumped: Any,
+            checksum_result: Any,
+            verified: Any,
+            replica: Any,
+        ) -> dict[str, Any]:
             from disaster_recovery.logical import publish as publish_backup
             from disaster_recovery.manager import format_manifest
 
             context = get_current_context()
             checks = {"checksum": checksum_result, **verified, "replica": replica}
-            manifest = publish_backup(task_deployment(context), backup_type, dumped["file"], checks,
-                                      who=_who(context))
+            manifest = publish_backup(
+                task_deployment(context), backup_type, dumped["file"], checks, who=_who(context)
+            )
             return format_manifest(manifest)
 
         dumped = dump()
@@ -181,9 +216,14 @@ def cleanup_dag(doc_md: str, settings: Settings | None = None) -> Any:
         start_date=START_DATE.replace(tzinfo=settings.tz),
         catchup=False,
         max_active_runs=1,
-        default_args={**default_args(settings), "on_failure_callback": alert_on_failure("BackupFailed", check="cleanup")},
+        default_args={
+            **default_args(settings),
+            "on_failure_callback": alert_on_failure("BackupFailed", check="cleanup"),
+        },
         tags=["dr", "backup", "maintenance"],
-        params={"dry_run": Param(False, type="boolean", description="Only list what would be deleted")},
+        params={
+            "dry_run": Param(False, type="boolean", description="Only list what would be deleted")
+        },
     ) as dag:
 
         @task(task_id="apply_retention")
@@ -192,7 +232,9 @@ def cleanup_dag(doc_md: str, settings: Settings | None = None) -> Any:
             from disaster_recovery.cleanup import cleanup_old_backups
 
             context = get_current_context()
-            return cleanup_old_backups(task_deployment(context), dry_run=bool(context["params"]["dry_run"]))
+            return cleanup_old_backups(
+                task_deployment(context), dry_run=bool(context["params"]["dry_run"])
+            )
 
         apply_retention()
     return dag
