@@ -1,7 +1,8 @@
 """
 # postgresql_backup_monthly — the monthly logical backup (tier `postgresql_monthly`, kept 12 months)
 
-On the first day of every month at 03:00 (in the configured time zone, `America/Bogota` by default) this DAG takes a
+On the first day of every month at 03:00 (in the configured time zone, `America/Bogota` by
+default) this DAG takes a
 `pg_dump -Fc` of the Litper database and makes it a verified restore candidate:
 
 1. **dump** — row counts of every table and the dump are taken in one exported snapshot;

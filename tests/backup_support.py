@@ -70,7 +70,7 @@ class BackupEnv:
     def new_alerts(self) -> list[dict[str, Any]]:
         return read_messages(self.sandbox.slack_log)[self.alerts_seen :]  # type: ignore[return-value]
 
-    def keys(self, secondary: bool = False) -> list[str]:
+    def object_keys(self, secondary: bool = False) -> list[str]:
         stores = self.stores()
         store = stores.secondary if secondary else stores.primary
         return sorted(entry["Key"] for entry in store.list_keys(self.prefix + "/"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 from datetime import datetime
@@ -71,5 +72,5 @@ def test_backup_dag_task_graph(dagbag: Any) -> None:
     dag = dagbag.dags["postgresql_backup_full"]
     order = ["dump", "checksum", "verify", "replicate", "publish"]
     assert {t.task_id for t in dag.tasks} == set(order)
-    for upstream, downstream in zip(order, order[1:], strict=False):
+    for upstream, downstream in itertools.pairwise(order):
         assert downstream in dag.get_task(upstream).downstream_task_ids

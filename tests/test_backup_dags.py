@@ -121,11 +121,11 @@ def test_rerunning_a_finished_run_changes_nothing(env: BackupEnv) -> None:
     stores = env.stores()
     file = run_file("postgresql_full", when)
     key = env.catalog().key_for(file)
-    before = {k: stores.primary.head(k)["ETag"] for k in env.keys()}
+    before = {k: stores.primary.head(k)["ETag"] for k in env.object_keys()}
     manifest_before = stores.primary.get_bytes(key + ".manifest.json")
 
     assert str(run_dag("postgresql_backup_full", when).state) == "success"
-    assert {k: stores.primary.head(k)["ETag"] for k in env.keys()} == before
+    assert {k: stores.primary.head(k)["ETag"] for k in env.object_keys()} == before
     assert stores.primary.get_bytes(key + ".manifest.json") == manifest_before
     assert published(env, "postgresql_full") == [file]
 
@@ -142,7 +142,7 @@ def test_pg_dump_killed_mid_stream_aborts_the_upload_and_alerts(
         dag_run = run_dag("postgresql_backup_full", when)
     assert killer.killed == 1
     assert task_states(dag_run)["dump"] == "failed"
-    assert env.keys() == [] and env.open_uploads() == []
+    assert env.object_keys() == [] and env.open_uploads() == []
     assert published(env, "postgresql_full") == []
     assert_alert(
         env,
@@ -180,7 +180,7 @@ def test_s3_unreachable_fails_with_no_object(
         patch.setenv("AIRFLOW_CONN_DR_AWS_PRIMARY", json.dumps(closed))
         dag_run = run_dag("postgresql_backup_full", when)
     assert task_states(dag_run)["dump"] == "failed"
-    assert env.keys() == [] and env.open_uploads() == []
+    assert env.object_keys() == [] and env.open_uploads() == []
     assert_alert(
         env,
         "BackupFailed",
@@ -210,7 +210,7 @@ def test_s3_failing_mid_upload_leaves_no_object_and_no_open_upload(
         dag_run = run_dag("postgresql_backup_full", when)
     assert proxy.forwarded > 0 and proxy.failed_puts > 0  # some parts went through, then S3 failed
     assert task_states(dag_run)["dump"] == "failed"
-    assert env.keys() == [] and env.open_uploads() == []
+    assert env.object_keys() == [] and env.open_uploads() == []
     assert_alert(
         env,
         "BackupFailed",
@@ -237,7 +237,7 @@ def assert_not_published(env: BackupEnv, file: str) -> None:
     assert published(env, "postgresql_full") == []
     manifest = env.catalog().find(file)
     assert manifest is None or manifest.status == "failed"
-    assert env.keys(secondary=True) == []
+    assert env.object_keys(secondary=True) == []
 
 
 def test_flipped_byte_fails_the_checksum(
@@ -379,7 +379,7 @@ def test_wrong_credentials_fail_at_once_naming_the_connection(
         dag_run = run_dag("postgresql_backup_full", when)
     dump = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "dump")
     assert str(dump.state) == "failed" and dump.try_number == 1
-    assert env.keys() == [] and env.open_uploads() == []
+    assert env.object_keys() == [] and env.open_uploads() == []
     assert_alert(
         env,
         "BackupFailed",

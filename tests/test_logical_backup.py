@@ -42,7 +42,7 @@ def test_compression_specs() -> None:
     assert pgdump.Compression.parse("gzip:1").flag() == "gzip:1"
     assert pgdump.Compression.parse("none").flag() == "none"
     assert pgdump.Compression.parse("ZSTD:3").flag() == "zstd:3"
-    with pytest.raises(ConfigError, match="backup.compression"):
+    with pytest.raises(ConfigError, match=r"backup\.compression"):
         pgdump.Compression.parse("brotli:5")
 
 
@@ -262,13 +262,13 @@ def test_cleanup_deletes_old_backups_in_both_regions_and_dry_run_deletes_nothing
     manager = BackupManager(config=policy_env, settings=env.settings)
     dry = asyncio.run(manager.cleanup_old_backups(dry_run=True))
     assert dry["daily"] == 2 and dry["dry_run"] is True
-    assert len(env.keys()) == 6 and len(env.keys(secondary=True)) == 6
+    assert len(env.object_keys()) == 6 and len(env.object_keys(secondary=True)) == 6
     done = asyncio.run(manager.cleanup_old_backups())
     assert {d["file"] for d in done["deleted"]} == {manifests[0].file, manifests[1].file}
     assert (done["daily"], done["weekly"], done["monthly"]) == (2, 0, 0)
     kept = manifests[2]
-    assert env.keys() == sorted([kept.key, kept.key + ".manifest.json"])
-    assert env.keys(secondary=True) == sorted([kept.key, kept.key + ".manifest.json"])
+    assert env.object_keys() == sorted([kept.key, kept.key + ".manifest.json"])
+    assert env.object_keys(secondary=True) == sorted([kept.key, kept.key + ".manifest.json"])
     assert asyncio.run(manager.cleanup_old_backups())["daily"] == 0
 
 
@@ -281,6 +281,7 @@ def dr(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         env=dict(os.environ),
+        check=False,
         timeout=300,
     )
 

@@ -366,7 +366,8 @@ def _failures_recorded(stores: Stores, manifest: Manifest) -> Iterator[None]:
 def _compare(manifest: Manifest, size: int, sha256: str, where: str, check: str) -> None:
     if size != manifest.size_bytes:
         raise VerificationError(
-            f"{where}: size {size} bytes, the manifest says {manifest.size_bytes} (truncated or replaced)",
+            f"{where}: size {size} bytes, the manifest says {manifest.size_bytes} "
+            "(truncated or replaced)",
             check=check,
             key=manifest.key,
         )
@@ -527,12 +528,15 @@ def check_readable(deployment: Deployment, backup_type: str, file: str) -> dict[
 # -- replicate ----------------------------------------------------------------------------------
 
 
-def replicate(deployment: Deployment, backup_type: str, file: str) -> dict[str, Any]:
+def replicate(
+    deployment: Deployment, backup_type: str, file: str, *, check_only: bool = False
+) -> dict[str, Any]:
     """The object in the secondary region's bucket with the manifest's SHA-256.
 
     ``copy`` mode copies it (server-side) unless an identical copy is there; a different object
     there is an error, never overwritten. ``native`` mode waits, at most
-    ``storage.replication_wait``, for S3 replication to deliver it.
+    ``storage.replication_wait``, for S3 replication to deliver it. ``check_only`` (re-checking
+    an existing backup) neither copies nor waits: a missing replica is a failed check.
     """
     stores = Stores.of(deployment)
     manifest = load_manifest(stores, backup_type, file)
@@ -541,7 +545,12 @@ def replicate(deployment: Deployment, backup_type: str, file: str) -> dict[str, 
     started = time.monotonic()
     with _failures_recorded(stores, manifest):
         copied = False
-        if mode == "copy":
+        if check_only:
+            if stores.secondary.head(manifest.key) is None:
+                raise VerificationError(
+                    f"replica {url} is missing", check="replica", key=manifest.key
+                )
+        elif mode == "copy":
             if stores.secondary.head(manifest.key) is None:
                 stores.secondary.copy_from(stores.primary, manifest.key)
                 copied = True
@@ -677,7 +686,7 @@ def verify_existing(deployment: Deployment, backup_type: str, file: str) -> dict
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("checksum", lambda: {"checksum": check_checksum(deployment, backup_type, file)}),
         ("readable", lambda: check_readable(deployment, backup_type, file)),
-        ("replica", lambda: {"replica": replicate(deployment, backup_type, file)}),
+        ("replica", lambda: {"replica": replicate(deployment, backup_type, file, check_only=True)}),
     ]
     valid = True
     for name, step in steps:

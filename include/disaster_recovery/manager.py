@@ -12,8 +12,8 @@ thread (they run programs and stream objects; the event loop stays free).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 import dataclasses
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 

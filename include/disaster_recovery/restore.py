@@ -59,7 +59,8 @@ def choose_backup(stores: Stores, backup_type: str, backup_file: str | None) -> 
     newest = stores.catalog.newest_verified(backup_type)
     if newest is None:
         raise NotFoundError(
-            f"no verified {backup_type} backup in {stores.primary.url(stores.settings.storage.prefix)}"
+            f"no verified {backup_type} backup in "
+            f"{stores.primary.url(stores.settings.storage.prefix)}"
         )
     return newest
 
@@ -100,7 +101,8 @@ def download_checked(store: ObjectStore, manifest: Manifest, path: Path) -> None
             out.write(data)
     if (size, hasher.hexdigest()) != (manifest.size_bytes, manifest.sha256):
         raise VerificationError(
-            f"{store.url(manifest.key)}: downloaded {size} bytes with SHA-256 {hasher.hexdigest()}, "
+            f"{store.url(manifest.key)}: downloaded {size} bytes with SHA-256 "
+            f"{hasher.hexdigest()}, "
             f"the manifest says {manifest.size_bytes} bytes and {manifest.sha256}",
             check="checksum",
             key=manifest.key,
@@ -166,7 +168,8 @@ def restore_logical(
             )
             if (fed.size, fed.sha256) != (manifest.size_bytes, manifest.sha256):
                 raise VerificationError(
-                    f"{stores.primary.url(manifest.key)}: restored from {fed.size} bytes with SHA-256 "
+                    f"{stores.primary.url(manifest.key)}: restored from {fed.size} bytes "
+                    "with SHA-256 "
                     f"{fed.sha256}, the manifest says {manifest.sha256}; do not trust {target_db}",
                     check="checksum",
                     key=manifest.key,

@@ -102,7 +102,8 @@ def run_restore(args: argparse.Namespace) -> dict[str, Any]:
     from disaster_recovery.restore import restore_logical
 
     progress(
-        f"restoring {args.backup_file or 'the newest verified ' + args.backup_type} into {args.target_db}"
+        f"restoring {args.backup_file or 'the newest verified ' + args.backup_type} "
+        f"into {args.target_db}"
     )
     result = restore_logical(
         _deployment(args),
