@@ -39,8 +39,14 @@ class BackupEnv:
         self.alerts_seen = len(read_messages(sandbox.slack_log))
         self._stores: Stores | None = None
 
-    def write_config(self, storage: dict[str, Any] | None = None, **backup: Any) -> None:
+    def write_config(
+        self,
+        storage: dict[str, Any] | None = None,
+        tiers: dict[str, Any] | None = None,
+        **backup: Any,
+    ) -> None:
         data = yaml.safe_load(self.sandbox.config_file.read_text())
+        data["tiers"] = {**data["tiers"], **(tiers or {})}
         data["storage"] = {**data["storage"], **(storage or {}), "prefix": self.prefix}
         data["backup"] = {
             **data.get("backup", {}),

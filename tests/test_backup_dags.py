@@ -402,3 +402,31 @@ def pg_dump_bytes(sandbox: Sandbox, dbname: str) -> bytes:
         check=True,
     )
     return completed.stdout
+
+
+def test_cleanup_dag_applies_retention_and_dry_run_keeps_everything(env: BackupEnv) -> None:
+    from datetime import UTC, timedelta
+
+    deployment = env.deployment()
+    old, new = (
+        logical.run_backup(deployment, "postgresql_weekly", unique_time()) for _ in range(2)
+    )
+    catalog = env.catalog()
+    now = datetime.now(UTC)
+    catalog.save(old.model_copy(update={"started_at": now - timedelta(weeks=10)}))
+    catalog.save(new.model_copy(update={"started_at": now - timedelta(weeks=9)}))
+    weekly = {"schedule": "0 3 * * 1", "retention": {"max_age": "4w", "keep_last": 1}}
+    env.write_config(tiers={"postgresql_weekly": weekly})
+    keys_before = env.object_keys()
+
+    dry = run_dag("postgresql_backup_cleanup", dry_run=True)
+    assert str(dry.state) == "success"
+    assert env.object_keys() == keys_before
+    result = next(ti for ti in dry.get_task_instances()).xcom_pull(task_ids="apply_retention")
+    assert result["dry_run"] is True and result["weekly"] == 1
+
+    done = run_dag("postgresql_backup_cleanup", dry_run=False)
+    assert str(done.state) == "success"
+    # The older one went; the newest verified weekly stays although it is past max_age.
+    assert env.object_keys() == sorted([new.key, new.key + ".manifest.json"])
+    assert env.object_keys(secondary=True) == sorted([new.key, new.key + ".manifest.json"])
