@@ -49,7 +49,10 @@ def fail_fast(function: F) -> F:
 def root_error(exc: BaseException | None) -> BaseException | None:
     """The library error behind Airflow's wrapping, if any."""
     seen = exc
-    while seen is not None:
+    visited: set[int] = set()
+    # The chain can loop (storage re-raises a reader's error "from" boto3's wrapper of it).
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
         if isinstance(seen, PermanentError | VerificationError):
             return seen
         seen = seen.__cause__

@@ -14,7 +14,7 @@ def register(commands: Any) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
     up = actions.add_parser("up", help="start every component (idempotent)")
     up.add_argument("--scale", type=float, default=None,
-                    help="sample data size: 1 is about 20 MB, 50 about 1 GB (default 1)")
+                    help="sample data size: 1 is about 20 MB, 80 about 1 GB (default 1)")
     up.add_argument("--base-port", type=int, default=None,
                     help="first of six consecutive ports (default 25432, 25433, 26379, 26380, 25500, 25501)")
     for action in (up, actions.add_parser("down", help="stop what `up` started"),

@@ -1,9 +1,11 @@
 """Litper-like sample data: customers, orders, shipments and payments, with foreign keys and
-indexes. ``scale`` 1 is about 10 MB; the size grows linearly (scale 100 is about 1 GB)."""
+indexes. ``scale`` 1 is about 10 MB; the size grows linearly (scale 80 is about 1 GB)."""
 
 from __future__ import annotations
 
 import logging
+
+from psycopg.types.numeric import Int8
 
 from disaster_recovery.db import connect
 from disaster_recovery.endpoints import PostgresEndpoint
@@ -57,26 +59,26 @@ INSERT INTO customers
 SELECT c, 'Cliente ' || c, 'cliente' || c || '@litper.co',
        (ARRAY['Bogotá','Medellín','Cali','Barranquilla','Cartagena','Bucaramanga'])[1 + c %% 6],
        now() - (c %% 1000) * interval '1 hour'
-FROM generate_series(%(c0)s::bigint + 1, %(c0)s::bigint + %(nc)s::bigint) AS c
+FROM generate_series(%(c0)s + 1, %(c0)s + %(nc)s) AS c
     """,
     """
 INSERT INTO orders
-SELECT o, %(c0)s::bigint + 1 + o %% %(nc)s::bigint, (ARRAY['created','paid','shipped','delivered'])[1 + o %% 4],
+SELECT o, %(c0)s + 1 + o %% %(nc)s, (ARRAY['created','paid','shipped','delivered'])[1 + o %% 4],
        round((10000 + (o * 7919) %% 990000)::numeric, 2), now() - (o %% 5000) * interval '1 minute'
-FROM generate_series(%(o0)s::bigint + 1, %(o0)s::bigint + %(no)s::bigint) AS o
+FROM generate_series(%(o0)s + 1, %(o0)s + %(no)s) AS o
     """,
     """
 INSERT INTO shipments
 SELECT o, o, (ARRAY['Servientrega','Coordinadora','Interrapidisimo','Envia'])[1 + o %% 4],
        'LT' || lpad(o::text, 12, '0'), 'Calle ' || (o %% 200) || ' # ' || (o %% 90) || '-' || (o %% 70)
        || ', barrio ' || md5(o::text), now() - interval '2 days', now() - interval '1 day'
-FROM generate_series(%(o0)s::bigint + 1, %(o0)s::bigint + %(no)s::bigint) AS o
+FROM generate_series(%(o0)s + 1, %(o0)s + %(no)s) AS o
     """,
     """
 INSERT INTO payments
 SELECT o, o, (ARRAY['PSE','Nequi','Daviplata','Tarjeta','Contraentrega'])[1 + o %% 5],
        round((10000 + (o * 7919) %% 990000)::numeric, 2), now() - (o %% 5000) * interval '1 minute'
-FROM generate_series(%(o0)s::bigint + 1, %(o0)s::bigint + %(no)s::bigint) AS o
+FROM generate_series(%(o0)s + 1, %(o0)s + %(no)s) AS o
     """,
 ]
 
@@ -97,7 +99,11 @@ def load_sample_data(endpoint: PostgresEndpoint, scale: float = 1.0) -> dict[str
                 nc = 1
             with conn.transaction():
                 for statement in FILL_UNIT:
-                    conn.execute(statement, {"c0": have_customers, "nc": nc, "o0": have_orders, "no": no})
+                    # Int8: psycopg sends small Python ints as smallint, and smallint sums
+                    # overflow past 32767 rows (any scale above ~4).
+                    params = {"c0": Int8(have_customers), "nc": Int8(nc), "o0": Int8(have_orders),
+                              "no": Int8(no)}
+                    conn.execute(statement, params)
             have_customers += nc
             have_orders += no
             log.info("sample data: %d customers, %d orders", have_customers, have_orders)

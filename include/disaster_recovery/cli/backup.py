@@ -1,0 +1,129 @@
+"""``dr backup full|weekly|monthly``, ``dr verify``, ``dr restore``, ``dr cleanup``, ``dr list``:
+the logical backup tiers from a terminal, calling the same functions as the DAGs."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+# `dr backup <kind>` -> backup type; physical kinds (base, incremental) register next to these.
+LOGICAL_KINDS = {
+    "full": "postgresql_full",
+    "weekly": "postgresql_weekly",
+    "monthly": "postgresql_monthly",
+}
+
+
+def register(commands: Any) -> None:
+    backup = commands.add_parser(
+        "backup", help="take a backup now (dump, checksum, verify, replicate, publish)"
+    )
+    kinds = backup.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, backup_type in LOGICAL_KINDS.items():
+        parser = kinds.add_parser(kind, help=f"a logical {kind} backup ({backup_type})")
+        parser.add_argument(
+            "--from",
+            dest="dump_from",
+            choices=["primary", "standby"],
+            help="node to dump (default: backup.dump_from)",
+        )
+        parser.set_defaults(handler=run_backup, backup_type=backup_type)
+
+    verify = commands.add_parser("verify", help="re-run every check of an existing backup")
+    verify.add_argument(
+        "backup_type", help="postgresql_full, postgresql_weekly or postgresql_monthly"
+    )
+    verify.add_argument("backup_file", help="e.g. postgresql_full_20240115_030000.dump")
+    verify.set_defaults(handler=run_verify)
+
+    restore = commands.add_parser("restore", help="restore a verified backup into a database")
+    restore.add_argument(
+        "--backup-file", help="the backup to restore (default: the newest verified full)"
+    )
+    restore.add_argument(
+        "--backup-type",
+        default="postgresql_full",
+        help="tier to pick the newest verified backup from (default postgresql_full)",
+    )
+    restore.add_argument(
+        "--target-db", required=True, help="database to restore into (created if missing)"
+    )
+    restore.add_argument(
+        "--replace", action="store_true", help="drop and recreate a non-empty target"
+    )
+    restore.add_argument(
+        "--jobs", type=int, help="parallel pg_restore jobs (default: backup.restore_jobs)"
+    )
+    restore.set_defaults(handler=run_restore)
+
+    cleanup = commands.add_parser("cleanup", help="apply the retention policy to the backup tiers")
+    cleanup.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    cleanup.set_defaults(handler=run_cleanup)
+
+    listing = commands.add_parser(
+        "list", help="every backup per tier: time, size, verified, age, replicas"
+    )
+    listing.set_defaults(handler=run_list)
+
+
+def _deployment(args: argparse.Namespace) -> Any:
+    from disaster_recovery.cli.common import deployment
+
+    return deployment(args)
+
+
+def run_backup(args: argparse.Namespace) -> dict[str, Any]:
+    from disaster_recovery.cli.common import progress
+    from disaster_recovery.logical import run_backup as take_backup
+    from disaster_recovery.manager import format_manifest
+
+    deployment = _deployment(args)
+    if args.dump_from:
+        settings = deployment.settings
+        deployment.settings = settings.model_copy(
+            update={"backup": settings.backup.model_copy(update={"dump_from": args.dump_from})}
+        )
+    manifest = take_backup(deployment, args.backup_type, progress=progress)
+    return format_manifest(manifest)
+
+
+def run_verify(args: argparse.Namespace) -> dict[str, Any]:
+    from disaster_recovery.cli.common import progress
+    from disaster_recovery.logical import verify_existing
+
+    progress(f"verifying {args.backup_file}")
+    result = verify_existing(_deployment(args), args.backup_type, args.backup_file)
+    result["healthy"] = result["valid"]
+    return result
+
+
+def run_restore(args: argparse.Namespace) -> dict[str, Any]:
+    from disaster_recovery.cli.common import progress
+    from disaster_recovery.restore import restore_logical
+
+    progress(
+        f"restoring {args.backup_file or 'the newest verified ' + args.backup_type} "
+        f"into {args.target_db}"
+    )
+    result = restore_logical(
+        _deployment(args),
+        target_db=args.target_db,
+        backup_file=args.backup_file,
+        backup_type=args.backup_type,
+        replace=args.replace,
+        jobs=args.jobs,
+    )
+    result["healthy"] = result["counts_match"]
+    return result
+
+
+def run_cleanup(args: argparse.Namespace) -> dict[str, Any]:
+    from disaster_recovery.cleanup import cleanup_old_backups
+
+    return cleanup_old_backups(_deployment(args), dry_run=args.dry_run)
+
+
+def run_list(args: argparse.Namespace) -> dict[str, Any]:
+    from disaster_recovery.manager import list_backups
+
+    return list_backups(_deployment(args))
