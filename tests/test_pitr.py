@@ -4,6 +4,7 @@ before each target, and none after."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from disaster_recovery import physical
+from disaster_recovery import BackupManager, physical
 from disaster_recovery.errors import NotFoundError, ToolError
 from disaster_recovery.pitr import (
     RestoreRefused,
@@ -122,9 +123,11 @@ def test_restore_between_base_and_first_incremental(history: dict[str, Any]) -> 
 def test_restore_after_the_incrementals(history: dict[str, Any]) -> None:
     window = _ticks_between(history, _iso(history["inc2"]["finished_at"]), datetime.now(UTC))
     index = random.choice(window[: len(window) // 2])
-    # The seed API's spelling: point_in_time as ISO text in Bogota time, no target folder.
+    # Through the seed API: BackupManager.restore_postgresql(point_in_time=...) with ISO text in
+    # Bogota time and no target folder.
     bogota = history["ticker"].pause_between(index).astimezone(timezone(timedelta(hours=-5)))
-    result = restore_to_point_in_time(history["deployment"], point_in_time=bogota.isoformat())
+    manager = BackupManager(deployment=history["deployment"])
+    result = asyncio.run(manager.restore_postgresql(point_in_time=bogota.isoformat()))
     try:
         assert rows_in(result["port"], history["primary"]) == (index + 1, index + 1), result
     finally:

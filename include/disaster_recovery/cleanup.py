@@ -67,7 +67,20 @@ def cleanup_logical(deployment: Deployment, now: datetime, dry_run: bool) -> Ste
     return StepReport(count_by_alias(deletions), items)
 
 
-CLEANUP_STEPS: list[CleanupStep] = [cleanup_logical]
+def cleanup_chain(deployment: Deployment, now: datetime, dry_run: bool) -> StepReport:
+    """The physical chain: base backups, incrementals and WAL, kept by dependency."""
+    from disaster_recovery.chain_retention import cleanup_physical_chain
+
+    report = cleanup_physical_chain(deployment, now=now, dry_run=dry_run)
+    counts = {name: int(report[name]) for name in ("base", "incremental", "wal")}
+    items = [
+        {"region": region, **({"files": files} if isinstance(files, list) else files)}
+        for region, files in (report.get("regions") or {}).items()
+    ]
+    return StepReport(counts, items)
+
+
+CLEANUP_STEPS: list[CleanupStep] = [cleanup_logical, cleanup_chain]
 
 
 def cleanup_old_backups(

@@ -131,7 +131,7 @@ class BackupManager:
     ) -> dict[str, Any]:
         # PITR hook: point-in-time recovery lives in disaster_recovery.pitr (the physical chain:
         # base backup + WAL archive); imported lazily so logical backups do not depend on it.
-        from disaster_recovery import pitr  # type: ignore[attr-defined,unused-ignore]
+        from disaster_recovery import pitr
 
         result: dict[str, Any] = pitr.restore_to_point_in_time(
             self.deployment, point_in_time=point_in_time, **options

@@ -4,6 +4,8 @@ the logical backup tiers from a terminal, calling the same functions as the DAGs
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 # `dr backup <kind>` -> backup type; physical kinds (base, incremental) register next to these.
@@ -28,6 +30,12 @@ def register(commands: Any) -> None:
             help="node to dump (default: backup.dump_from)",
         )
         parser.set_defaults(handler=run_backup, backup_type=backup_type)
+    for kind, text in (
+        ("base", "a physical base backup (pg_basebackup, tar)"),
+        ("incremental", "a native incremental on the chain (a base first if none)"),
+    ):
+        parser = kinds.add_parser(kind, help=text)
+        parser.set_defaults(handler=run_physical_backup, physical_kind=kind)
 
     verify = commands.add_parser("verify", help="re-run every check of an existing backup")
     verify.add_argument(
@@ -36,7 +44,11 @@ def register(commands: Any) -> None:
     verify.add_argument("backup_file", help="e.g. postgresql_full_20240115_030000.dump")
     verify.set_defaults(handler=run_verify)
 
-    restore = commands.add_parser("restore", help="restore a verified backup into a database")
+    restore = commands.add_parser(
+        "restore",
+        help="restore a verified logical backup into a database (--target-db), or the cluster "
+        "to a point in time (--point-in-time/--target-lsn/--target-name with --target-dir)",
+    )
     restore.add_argument(
         "--backup-file", help="the backup to restore (default: the newest verified full)"
     )
@@ -45,9 +57,17 @@ def register(commands: Any) -> None:
         default="postgresql_full",
         help="tier to pick the newest verified backup from (default postgresql_full)",
     )
-    restore.add_argument(
-        "--target-db", required=True, help="database to restore into (created if missing)"
+    restore.add_argument("--target-db", help="database to restore into (created if missing)")
+    pitr = restore.add_argument_group("point in time (physical chain + WAL)")
+    pitr.add_argument("--point-in-time", type=_timestamp, help="e.g. 2024-01-15T14:30:00-05:00")
+    pitr.add_argument("--target-lsn", help="e.g. 0/16B3748")
+    pitr.add_argument("--target-name", help="a restore point (dr restore-point create NAME)")
+    pitr.add_argument("--target-dir", type=Path, help="new, empty data folder for the instance")
+    pitr.add_argument(
+        "--target-port", type=int, help="port of the restored instance (default: free)"
     )
+    pitr.add_argument("--region", help="restore from this region's bucket (default: primary)")
+    pitr.add_argument("--plan-only", action="store_true", help="check the chain and WAL only")
     restore.add_argument(
         "--replace", action="store_true", help="drop and recreate a non-empty target"
     )
@@ -97,9 +117,39 @@ def run_verify(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def run_physical_backup(args: argparse.Namespace) -> dict[str, Any]:
+    from disaster_recovery.cli.physical import backup_physical
+
+    args.kind = args.physical_kind
+    return backup_physical(args)
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO time: {text!r} (like 2024-01-15T14:30:00-05:00)"
+        ) from None
+
+
 def run_restore(args: argparse.Namespace) -> dict[str, Any]:
     from disaster_recovery.cli.common import progress
+    from disaster_recovery.errors import ConfigError
     from disaster_recovery.restore import restore_logical
+
+    point_in_time = args.point_in_time or args.target_lsn or args.target_name
+    if point_in_time:
+        from disaster_recovery.cli.physical import restore_point_in_time
+
+        if not args.target_dir:
+            raise ConfigError("a point-in-time restore needs --target-dir (a new, empty folder)")
+        return restore_point_in_time(args)
+    if not args.target_db:
+        raise ConfigError(
+            "say where to restore: --target-db NAME (logical) or "
+            "--point-in-time ... --target-dir D (physical)"
+        )
 
     progress(
         f"restoring {args.backup_file or 'the newest verified ' + args.backup_type} "
@@ -125,5 +175,9 @@ def run_cleanup(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_list(args: argparse.Namespace) -> dict[str, Any]:
     from disaster_recovery.manager import list_backups
+    from disaster_recovery.pitr import describe_chain
 
-    return list_backups(_deployment(args))
+    deployment = _deployment(args)
+    listing: dict[str, Any] = dict(list_backups(deployment))
+    listing["physical_chain"] = describe_chain(deployment)
+    return listing
