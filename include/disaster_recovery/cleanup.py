@@ -73,9 +73,12 @@ def cleanup_chain(deployment: Deployment, now: datetime, dry_run: bool) -> StepR
 
     report = cleanup_physical_chain(deployment, now=now, dry_run=dry_run)
     counts = {name: int(report[name]) for name in ("base", "incremental", "wal")}
+    # Backups are listed one by one; WAL segments only counted (there are thousands).
     items = [
-        {"region": region, **({"files": files} if isinstance(files, list) else files)}
-        for region, files in (report.get("regions") or {}).items()
+        {"file": file, "backup_type": f"postgresql_{kind}", "region": region}
+        for region, plan in (report.get("regions") or {}).items()
+        for kind in ("base", "incremental")
+        for file in plan.get(kind, [])
     ]
     return StepReport(counts, items)
 
