@@ -81,7 +81,11 @@ def wait_streaming(plan: Plan, source_region: str, name: str, synchronous: bool)
         row = _replication_row(source, name)
         if row and row[0] == "streaming" and row[1] and (not synchronous or row[2] == "sync"):
             return {"state": row[0], "sync_state": row[2]}
-        time.sleep(0.05)
+        # A rewound node is consistent only past the source's LSN at rewind time, and an idle
+        # source writes nothing for many seconds: log a standby snapshot to move WAL on.
+        with db.connect(source, "postgres") as conn:
+            conn.execute("SELECT pg_log_standby_snapshot()")
+        time.sleep(0.1)
     raise UnavailableError(f"standby {name} not in sync with {source.describe()} after {timeout:g} s "
                            f"(pg_stat_replication: {row})")
 
@@ -99,6 +103,11 @@ def rebuild_as_standby(plan: Plan, node_region: str, source_region: str, step: s
                       "start it as a standby")
     else:
         node.stop("fast")
+        # A just-promoted source runs its first checkpoint spread out; pg_rewind reads the
+        # timeline from the source's control file and the rewound node is consistent only
+        # after that checkpoint: finish it now instead of waiting for it.
+        with db.connect(source, "postgres") as conn:
+            conn.execute("CHECKPOINT")
         source_env = source.libpq_env("postgres")
         try:
             node.rewind(source_env)

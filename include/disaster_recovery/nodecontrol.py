@@ -123,6 +123,9 @@ class LocalNodeControl:
         shared. The fence comes off: the node is a standby now, by standby.signal."""
         self.instance.set_role_settings({"primary_conninfo": primary_conninfo, "primary_slot_name": slot})
         self._set_auto(FENCE_SETTING, None)
+        # Retry streaming quickly after a restart onto a new timeline (default 5 s): a local
+        # node's tuning, kept out of the shared config that travels with rewinds.
+        self._set_auto("wal_retrieve_retry_interval", "200ms")
         self.instance.mark_standby()
 
 

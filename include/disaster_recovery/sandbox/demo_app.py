@@ -83,8 +83,6 @@ class App:
             self._close()
         if self._conn is None:
             self._conn = psycopg.connect(self.config["targets"][target], autocommit=True, connect_timeout=3)
-            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id bigserial PRIMARY KEY, "
-                               "region text, seq bigint, written_at timestamptz DEFAULT now())")
             self._conn_target = target
         return self._conn, target
 
@@ -104,6 +102,8 @@ class App:
             self.seq += 1
             try:
                 conn, target = self.connection()
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id bigserial PRIMARY KEY, "
+                             "region text, seq bigint, written_at timestamptz DEFAULT now())")
                 row = conn.execute(f"INSERT INTO {TABLE} (region, seq) VALUES (%s, %s) RETURNING id",
                                    (self.region, self.seq)).fetchone()
             except Exception as exc:
