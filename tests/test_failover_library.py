@@ -24,7 +24,7 @@ from failover_support import Writer, sandbox_environment
 
 pytestmark = pytest.mark.integration
 
-ITERATIONS = 20
+ITERATIONS = int(os.environ.get("DR_CRASH_ITERATIONS", "20"))
 
 
 def _node_of(box: Sandbox, region: str) -> str:
@@ -44,6 +44,7 @@ def test_no_acknowledged_commit_lost_when_primary_crashes(make_sandbox) -> None:
         totals = {"acknowledged": 0, "lost": 0}
         for iteration in range(1, ITERATIONS + 1):
             writer = Writer(box.postgres(_node_of(box, source)).uri())
+            phase = time.monotonic()
             writer.start()
             deadline = time.monotonic() + 5
             while len(writer.acknowledged) < 20 and time.monotonic() < deadline:
@@ -51,6 +52,7 @@ def test_no_acknowledged_commit_lost_when_primary_crashes(make_sandbox) -> None:
             time.sleep(0.05 * (iteration % 4))  # vary where in a commit the crash lands
             box.instance(_node_of(box, source)).stop(mode="immediate")
             writer.stop()
+            killed = time.monotonic()
             plan = Plan(deployment, source, target, accept_data_loss=True)
             result = run_failover(plan, f"crash test {iteration}", "pytest")
             assert result["status"] == "completed", result.get("error")
@@ -69,7 +71,12 @@ def test_no_acknowledged_commit_lost_when_primary_crashes(make_sandbox) -> None:
                 _old_primary_comes_back_read_only(box, _node_of(box, source))
             # The crashed node becomes the standby of the new primary (pg_rewind), ready for the
             # next round in the other direction.
-            rebuild_as_standby(plan, source, target, "rebuild")
+            before_rebuild = time.monotonic()
+            rebuilt = rebuild_as_standby(plan, source, target, "rebuild")
+            print(f"   write+kill {killed - phase:.2f} s, rebuild {time.monotonic() - before_rebuild:.2f} s "
+                  f"{rebuilt['phase_seconds']} {result['step_seconds']}, iteration {time.monotonic() - phase:.2f} s")
+            if os.environ.get("DR_DEBUG_LOG") and iteration == 3:
+                print(box.instance(_node_of(box, source)).log_tail(40))
             source, target = target, source
         print(f"total: acknowledged {totals['acknowledged']}, lost {totals['lost']} in {ITERATIONS} crashes")
         assert totals["lost"] == 0

@@ -96,6 +96,14 @@ def rebuild_as_standby(plan: Plan, node_region: str, source_region: str, step: s
     source, node = plan.pg(source_region), plan.node(node_region)
     synchronous = plan.settings.failover.synchronous_replication
     row = _replication_row(source, name)
+    phases: dict[str, float] = {}
+    began = time.monotonic()
+
+    def phase(label: str) -> None:
+        nonlocal began
+        phases[label] = round(time.monotonic() - began, 3)
+        began = time.monotonic()
+
     if row and row[0] == "streaming":
         status, how = "already_done", "already streaming"
     elif plan.dry_run:
@@ -103,6 +111,7 @@ def rebuild_as_standby(plan: Plan, node_region: str, source_region: str, step: s
                       "start it as a standby")
     else:
         node.stop("fast")
+        phase("stop")
         # A just-promoted source runs its first checkpoint spread out; pg_rewind reads the
         # timeline from the source's control file and the rewound node is consistent only
         # after that checkpoint: finish it now instead of waiting for it.
@@ -112,6 +121,7 @@ def rebuild_as_standby(plan: Plan, node_region: str, source_region: str, step: s
         try:
             node.rewind(source_env)
             how = "pg_rewind"
+            phase("rewind")
         except CommandFailed as exc:
             # Rewind is impossible (WAL gone, no checksums/wal_log_hints...): copy it whole.
             node.clone(source_env, name)
@@ -121,15 +131,18 @@ def rebuild_as_standby(plan: Plan, node_region: str, source_region: str, step: s
                                  password=source.password, application_name=name)
         node.configure_standby(conninfo, name)
         node.start()
+        phase("start")
         status = "done"
     if synchronous:
         set_synchronous(source, name)
     streaming = wait_streaming(plan, source_region, name, synchronous)
+    phase("catch_up")
     node_redis, source_redis = plan.redis(node_region), plan.redis(source_region)
     redisnode.follow(node_redis, source_redis)
     redis_sync = redisnode.wait_in_sync(source_redis, node_redis, plan.settings.failover.sync_timeout.total_seconds())
+    phase("redis")
     return record(step, status, node=node_region, source=source_region, how=how, replication=streaming,
-                  redis=redis_sync)
+                  redis=redis_sync, phase_seconds=phases)
 
 
 def detect_failback(plan: Plan) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def standby_database(endpoint: PostgresEndpoint) -> dict[str, Any]:
         row = conn.execute(
             "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,"
             " pg_last_xact_replay_timestamp(), (SELECT status FROM pg_stat_wal_receiver), now(),"
-            " CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END"
+            " CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END, pg_postmaster_start_time()"
         ).fetchone()
     assert row is not None
     if not row[0]:
@@ -73,7 +73,9 @@ def standby_database(endpoint: PostgresEndpoint) -> dict[str, Any]:
         status = f"not streaming ({row[4] or 'no WAL receiver'})"
     return {"status": status, "receive_lsn": row[1], "replay_lsn": row[2],
             "last_replay_at": row[3].isoformat() if row[3] else None,
-            "seconds_since_replay": (row[5] - row[3]).total_seconds() if row[3] else None,
+            # Replay time is known only once a commit was replayed since the standby started;
+            # before that, behind means behind for at most its uptime.
+            "seconds_since_replay": (row[5] - (row[3] or row[7])).total_seconds(),
             "replay_paused": bool(row[6])}
 
 

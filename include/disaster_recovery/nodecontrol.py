@@ -126,6 +126,9 @@ class LocalNodeControl:
         # Retry streaming quickly after a restart onto a new timeline (default 5 s): a local
         # node's tuning, kept out of the shared config that travels with rewinds.
         self._set_auto("wal_retrieve_retry_interval", "200ms")
+        # A rewound node starts "interrupted" and fsyncs its data directory file by file before
+        # recovery (seconds, growing with the directory); one syncfs() per filesystem is enough.
+        self._set_auto("recovery_init_sync_method", "syncfs")
         self.instance.mark_standby()
 
 
