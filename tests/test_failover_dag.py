@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from disaster_recovery import db, redisnode
@@ -64,6 +65,9 @@ def _topology(box: Sandbox) -> dict[str, Any]:
     }
 
 
+# Rows written through the demo application in each period, checked after failback.
+WRITTEN: dict[str, list[int]] = {"before": [], "during": []}
+
 ORIGINAL = {"primary_in_recovery": False, "standby_in_recovery": True, "redis_replica_role": "slave",
             "dns_east": True}
 
@@ -92,6 +96,10 @@ def test_timeout_aborts_and_never_proceeds(box: Sandbox, airflow_db: None) -> No
 
 
 def test_approve_fails_over_to_secondary(box: Sandbox, airflow_db: None) -> None:
+    for _ in range(5):
+        status, written = http_json(f"{box.app_url('us-east-1')}/write", {})
+        assert status == 200, written
+        WRITTEN["before"].append(written["id"])
     run, outcome = _run("dr_failover", "Approve")
     result = outcome["result"]
     print("approve:", outcome["states"], result["step_seconds"], result["total_time_seconds"])
@@ -108,10 +116,13 @@ def test_approve_fails_over_to_secondary(box: Sandbox, airflow_db: None) -> None
     # The old primary is fenced: reachable, but read-only.
     with db.connect(box.postgres("primary")) as conn:
         assert conn.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("INSERT INTO demo_writes (region) VALUES ('split-brain')")
     # The secondary's demo application writes through DNS to the new primary.
     status, written = http_json(f"{box.app_url('us-west-2')}/write", {})
     assert status == 200, written
     assert written["target"] == "db.us-west-2.litper.internal."
+    WRITTEN["during"].append(written["id"])
     assert db.query_one(box.postgres("standby"), "SELECT region FROM demo_writes WHERE id = %s",
                         (written["id"],)) == "us-west-2"
     # The old region's application obeys its read-only flag.
@@ -134,3 +145,14 @@ def test_failback_dag_restores_original_topology(box: Sandbox, airflow_db: None)
     assert sync_state == "sync"
     status_code, written = http_json(f"{box.app_url('us-east-1')}/write", {})
     assert status_code == 200 and written["target"] == "db.us-east-1.litper.internal."
+    # Every row from both periods is on the original primary, and on its standby.
+    ids = WRITTEN["before"] + WRITTEN["during"] + [written["id"]]
+    assert len(ids) == 7
+    for role in ("primary", "standby"):
+        with db.connect(box.postgres(role)) as conn:
+            found = conn.execute("SELECT count(*) FROM demo_writes WHERE id = ANY(%s)", (ids,)).fetchone()
+        assert found == (7,), role
+    # The secondary's application was stopped again by the failback.
+    assert box.status()["components"]["app_us-east-1"]["healthy"]
+    with pytest.raises(Exception, match="us-west-2|Connection refused|refused"):
+        http_json(f"{box.app_url('us-west-2')}/health")
