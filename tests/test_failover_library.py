@@ -17,7 +17,7 @@ import pytest
 from disaster_recovery import db
 from disaster_recovery.config import load_settings
 from disaster_recovery.endpoints import Deployment
-from disaster_recovery.failback import rebuild_as_standby
+from disaster_recovery.failback import rebuild_as_standby, run_failback
 from disaster_recovery.failover import FailoverOrchestrator, Plan, run_failover
 from disaster_recovery.sandbox import Sandbox
 from failover_support import Writer, sandbox_environment
@@ -113,6 +113,26 @@ def test_sync_refuses_without_accepting_data_loss_when_primary_is_gone(make_sand
         stop = next(r for r in result["steps"] if r["step"] == "stop_writes")
         assert stop["database"]["fenced"] == "unreachable"
         assert "standby.signal" in stop["database"]["on_disk"]
+        # Re-run, accepting the loss: the steps that already happened are not done twice.
+        plan.accept_data_loss = True
+        result = run_failover(plan, "primary gone, loss accepted", "pytest")
+        assert result["status"] == "completed", result.get("error")
+        again = run_failover(plan, "re-run", "pytest")
+        assert again["status"] == "completed"
+        assert {r["step"]: r["status"] for r in again["steps"]}["promote"] in ("already_done", "done")
+        assert not any(r.get("postgres_promoted") for r in again["steps"])
+        with db.connect(box.postgres("standby")) as conn:
+            conn.execute("CREATE TABLE during_outage AS SELECT 42 AS answer")
+        # The old primary lost its WAL: pg_rewind cannot work, failback re-clones it instead.
+        wal = box.instance("primary").data_dir / "pg_wal"
+        for segment in wal.glob("0000000*"):
+            segment.unlink()
+        back = run_failback(Plan(plan.deployment, "us-west-2", "us-east-1"), "region back", "pytest")
+        assert back["status"] == "completed", back.get("error")
+        rebuilt = next(r for r in back["steps"] if r["step"] == "rebuild_old_primary")
+        assert rebuilt["how"].startswith("base backup"), rebuilt
+        assert db.query_one(box.postgres("primary"), "SELECT answer FROM during_outage") == 42
+        assert box.status()["healthy"], box.status()
 
 
 def test_dry_run_and_runbook_cli_change_nothing(make_sandbox) -> None:  # type: ignore[no-untyped-def]
