@@ -117,6 +117,7 @@ def rebuild_as_standby(plan: Plan, node_region: str, source_region: str, step: s
         # after that checkpoint: finish it now instead of waiting for it.
         with db.connect(source, "postgres") as conn:
             conn.execute("CHECKPOINT")
+        phase("checkpoint")
         source_env = source.libpq_env("postgres")
         try:
             node.rewind(source_env)
