@@ -44,17 +44,28 @@ def main() -> int:
         os.environ.update(box.environment())
         deployment = Deployment(load_settings())
         for round_number in range(1, args.rounds + 1):
-            over = run_failover(Plan(deployment, "us-east-1", "us-west-2"), "benchmark", "bench",
-                                approve=lambda _evidence, _body: True)
-            back = run_failback(Plan(deployment, "us-west-2", "us-east-1"), "benchmark", "bench",
-                                approve=lambda _evidence, _body: True)
+            over = run_failover(
+                Plan(deployment, "us-east-1", "us-west-2"),
+                "benchmark",
+                "bench",
+                approve=lambda _evidence, _body: True,
+            )
+            back = run_failback(
+                Plan(deployment, "us-west-2", "us-east-1"),
+                "benchmark",
+                "bench",
+                approve=lambda _evidence, _body: True,
+            )
             for kind, result in (("failover", over), ("failback", back)):
                 if result["status"] != "completed":
                     print(json.dumps(result, indent=2, default=str), file=sys.stderr)
                     return 1
                 runs[kind].append(result)
-            print(f"round {round_number}: failover {over['total_time_seconds']:.2f} s, "
-                  f"failback {back['total_time_seconds']:.2f} s", file=sys.stderr)
+            print(
+                f"round {round_number}: failover {over['total_time_seconds']:.2f} s, "
+                f"failback {back['total_time_seconds']:.2f} s",
+                file=sys.stderr,
+            )
     finally:
         box.down(purge=True)
     for kind, results in runs.items():
@@ -63,12 +74,21 @@ def main() -> int:
         print("| step | median | min | max |\n|---|---:|---:|---:|")
         for step in steps:
             values = [r["step_seconds"][step] for r in results]
-            print(f"| {step} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} |")
+            print(
+                f"| {step} | {statistics.median(values):.2f} | {min(values):.2f} "
+                f"| {max(values):.2f} |"
+            )
         total = statistics.median(r["total_time_seconds"] for r in results)
-        print(f"| **total** | **{total:.2f}** | {min(r['total_time_seconds'] for r in results):.2f} | "
-              f"{max(r['total_time_seconds'] for r in results):.2f} |")
-        print(f"{kind}: {total:.2f} s = {total / TARGET_SECONDS:.3f} of the 30 s target, "
-              f"{total / SEED_EXAMPLE_SECONDS:.4f} of the seed's 847 s, {total / RTO_SECONDS:.4f} of the 30 min RTO")
+        print(
+            f"| **total** | **{total:.2f}** "
+            f"| {min(r['total_time_seconds'] for r in results):.2f} | "
+            f"{max(r['total_time_seconds'] for r in results):.2f} |"
+        )
+        print(
+            f"{kind}: {total:.2f} s = {total / TARGET_SECONDS:.3f} of the 30 s target, "
+            f"{total / SEED_EXAMPLE_SECONDS:.4f} of the seed's 847 s, "
+            f"{total / RTO_SECONDS:.4f} of the 30 min RTO"
+        )
     return 0
 
 

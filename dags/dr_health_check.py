@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, task
-
 from disaster_recovery.airflow_support import failover_dags
 
 
@@ -49,14 +48,18 @@ def dr_health_check() -> None:
         return bool(result["trigger_failover"])
 
     result = check()
-    trigger = TriggerDagRunOperator(
+    trigger_failover = TriggerDagRunOperator(
         task_id="trigger_failover",
         trigger_dag_id="dr_failover",
-        conf={"reason": "{{ ti.xcom_pull(task_ids='check')['reason'] }}", "initiated_by": "auto",
-              "dry_run": False, "accept_data_loss": False},
+        conf={
+            "reason": "{{ ti.xcom_pull(task_ids='check')['reason'] }}",
+            "initiated_by": "auto",
+            "dry_run": False,
+            "accept_data_loss": False,
+        },
         wait_for_completion=False,
     )
-    primary_failed_repeatedly(result) >> trigger
+    primary_failed_repeatedly(result) >> trigger_failover
 
 
 dr_health_check()

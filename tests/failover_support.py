@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-
 from disaster_recovery.sandbox import Sandbox
 
 
@@ -41,10 +40,16 @@ def _awaiting_run(dag_id: str, task_id: str, timeout: float) -> tuple[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with create_session() as session:
-            ti = (session.query(TaskInstance)
-                  .filter(TaskInstance.dag_id == dag_id, TaskInstance.task_id == task_id,
-                          TaskInstance.state == TaskInstanceState.AWAITING_INPUT)
-                  .order_by(TaskInstance.queued_dttm.desc()).first())
+            ti = (
+                session.query(TaskInstance)
+                .filter(
+                    TaskInstance.dag_id == dag_id,
+                    TaskInstance.task_id == task_id,
+                    TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
+                )
+                .order_by(TaskInstance.queued_dttm.desc())
+                .first()
+            )
             if ti is not None:
                 return ti.run_id, ti.id
         time.sleep(0.2)
@@ -54,10 +59,20 @@ def _awaiting_run(dag_id: str, task_id: str, timeout: float) -> tuple[str, Any]:
 class ApprovalAnswerer(threading.Thread):
     """Answers ``decide.approval`` like a person in the UI (REST PATCH), or lets it time out."""
 
-    def __init__(self, dag_id: str, choice: str | None, params_input: dict[str, Any] | None = None,
-                 timeout: float = 120):
+    def __init__(
+        self,
+        dag_id: str,
+        choice: str | None,
+        params_input: dict[str, Any] | None = None,
+        timeout: float = 120,
+    ):
         super().__init__(daemon=True)
-        self.dag_id, self.choice, self.params_input, self.timeout = dag_id, choice, params_input or {}, timeout
+        self.dag_id, self.choice, self.params_input, self.timeout = (
+            dag_id,
+            choice,
+            params_input or {},
+            timeout,
+        )
         self.error: BaseException | None = None
         self.response: Any = None
 
@@ -81,7 +96,8 @@ def answer(dag_id: str, run_id: str, choice: str, params_input: dict[str, Any]) 
     client = TestClient(create_app(apps="core"))
     response = client.patch(
         f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/decide.approval/-1/hitlDetails",
-        json={"chosen_options": [choice], "params_input": params_input})
+        json={"chosen_options": [choice], "params_input": params_input},
+    )
     assert response.status_code == 200, response.text
     return response.json()
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from disaster_recovery import db, redisnode
 from disaster_recovery.config import load_settings
 from disaster_recovery.dns import DnsSwitch
@@ -40,8 +39,12 @@ def box() -> Iterator[Sandbox]:
         sandbox.down(purge=True)
 
 
-def _run(dag_id: str, choice: str | None, conf: dict[str, Any] | None = None,
-         params_input: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+def _run(
+    dag_id: str,
+    choice: str | None,
+    conf: dict[str, Any] | None = None,
+    params_input: dict[str, Any] | None = None,
+) -> tuple[Any, dict[str, Any]]:
     from airflow.models import DagBag
 
     dag = DagBag(dag_folder="dags").get_dag(dag_id)
@@ -51,7 +54,9 @@ def _run(dag_id: str, choice: str | None, conf: dict[str, Any] | None = None,
     answerer.join(30)
     assert answerer.error is None, answerer.error
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    report = next(ti for ti in run.get_task_instances() if ti.task_id == "report").xcom_pull(task_ids="report")
+    report = next(ti for ti in run.get_task_instances() if ti.task_id == "report").xcom_pull(
+        task_ids="report"
+    )
     return run, {"states": states, "result": report}
 
 
@@ -68,12 +73,16 @@ def _topology(box: Sandbox) -> dict[str, Any]:
 # Rows written through the demo application in each period, checked after failback.
 WRITTEN: dict[str, list[int]] = {"before": [], "during": []}
 
-ORIGINAL = {"primary_in_recovery": False, "standby_in_recovery": True, "redis_replica_role": "slave",
-            "dns_east": True}
+ORIGINAL = {
+    "primary_in_recovery": False,
+    "standby_in_recovery": True,
+    "redis_replica_role": "slave",
+    "dns_east": True,
+}
 
 
 def test_reject_aborts_and_changes_nothing(box: Sandbox, airflow_db: None) -> None:
-    run, outcome = _run("dr_failover", "Reject")
+    _, outcome = _run("dr_failover", "Reject")
     print("reject:", outcome["states"])
     assert outcome["result"]["status"] == "aborted"
     assert "rejected" in outcome["result"]["error"]
@@ -82,12 +91,14 @@ def test_reject_aborts_and_changes_nothing(box: Sandbox, airflow_db: None) -> No
     assert _topology(box) == ORIGINAL
     status, body = http_json(f"{box.app_url('us-east-1')}/health")
     assert status == 200 and body["read_only"] is False
-    approval_posts = [m for m in read_messages(box.slack_log) if m.get("alert") == "FailoverApprovalRequired"]
+    approval_posts = [
+        m for m in read_messages(box.slack_log) if m.get("alert") == "FailoverApprovalRequired"
+    ]
     assert approval_posts and "required_actions" in approval_posts[-1]["text"]
 
 
 def test_timeout_aborts_and_never_proceeds(box: Sandbox, airflow_db: None) -> None:
-    run, outcome = _run("dr_failover", None)
+    _, outcome = _run("dr_failover", None)
     print("timeout:", outcome["states"])
     assert outcome["states"]["decide.approval"] == "failed"
     assert outcome["states"]["promote.run"] in ("upstream_failed", "skipped")
@@ -106,8 +117,16 @@ def test_approve_fails_over_to_secondary(box: Sandbox, airflow_db: None) -> None
     assert run.state == "success"
     assert result["status"] == "completed", result
     assert result["new_primary"] == "us-west-2"
-    assert result["steps_completed"] == ["detect", "decide", "stop_writes", "sync", "promote",
-                                         "activate_services", "dns", "validate"]
+    assert result["steps_completed"] == [
+        "detect",
+        "decide",
+        "stop_writes",
+        "sync",
+        "promote",
+        "activate_services",
+        "dns",
+        "validate",
+    ]
     assert not db.is_in_recovery(box.postgres("standby"))
     assert redisnode.state(box.redis("replica")).role == "master"
     assert redisnode.state(box.redis("primary")).role == "slave"
@@ -123,17 +142,25 @@ def test_approve_fails_over_to_secondary(box: Sandbox, airflow_db: None) -> None
     assert status == 200, written
     assert written["target"] == "db.us-west-2.litper.internal."
     WRITTEN["during"].append(written["id"])
-    assert db.query_one(box.postgres("standby"), "SELECT region FROM demo_writes WHERE id = %s",
-                        (written["id"],)) == "us-west-2"
+    assert (
+        db.query_one(
+            box.postgres("standby"),
+            "SELECT region FROM demo_writes WHERE id = %s",
+            (written["id"],),
+        )
+        == "us-west-2"
+    )
     # The old region's application obeys its read-only flag.
     status, _ = http_json(f"{box.app_url('us-east-1')}/write", {})
     assert status == 409
     assert any(m.get("alert") == "FailoverCompleted" for m in read_messages(box.slack_log))
-    assert result["published"]["history"].startswith("s3://litper-dr-backups-us-west-2/litper/failovers/")
+    assert result["published"]["history"].startswith(
+        "s3://litper-dr-backups-us-west-2/litper/failovers/"
+    )
 
 
 def test_failback_dag_restores_original_topology(box: Sandbox, airflow_db: None) -> None:
-    run, outcome = _run("dr_failback", "Approve", {"reason": "region back", "initiated_by": "pytest"})
+    _, outcome = _run("dr_failback", "Approve", {"reason": "region back", "initiated_by": "pytest"})
     result = outcome["result"]
     print("failback:", outcome["states"], result["step_seconds"])
     assert result["status"] == "completed", result
@@ -150,9 +177,11 @@ def test_failback_dag_restores_original_topology(box: Sandbox, airflow_db: None)
     assert len(ids) == 7
     for role in ("primary", "standby"):
         with db.connect(box.postgres(role)) as conn:
-            found = conn.execute("SELECT count(*) FROM demo_writes WHERE id = ANY(%s)", (ids,)).fetchone()
+            found = conn.execute(
+                "SELECT count(*) FROM demo_writes WHERE id = ANY(%s)", (ids,)
+            ).fetchone()
         assert found == (7,), role
     # The secondary's application was stopped again by the failback.
     assert box.status()["components"]["app_us-east-1"]["healthy"]
-    with pytest.raises(Exception, match="us-west-2|Connection refused|refused"):
+    with pytest.raises(Exception, match=r"refused"):
         http_json(f"{box.app_url('us-west-2')}/health")

@@ -13,7 +13,9 @@ def dagbag():  # type: ignore[no-untyped-def]
     from airflow.models import DagBag
 
     bag = DagBag(dag_folder="dags")
-    assert not {path: err for path, err in bag.import_errors.items() if "dr_f" in path or "dr_h" in path}
+    assert not {
+        path: err for path, err in bag.import_errors.items() if "dr_f" in path or "dr_h" in path
+    }
     return bag
 
 
@@ -30,11 +32,21 @@ def test_failover_dag_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
     assert dag.schedule is None
     assert set(dag.params) == {"reason", "initiated_by", "dry_run", "accept_data_loss"}
     groups = [tid.split(".")[0] for tid in dag.task_ids if "." in tid]
-    assert list(dict.fromkeys(groups)) == ["detect", "decide", "stop_writes", "sync", "promote",
-                                          "activate_services", "dns", "validate"]
+    assert list(dict.fromkeys(groups)) == [
+        "detect",
+        "decide",
+        "stop_writes",
+        "sync",
+        "promote",
+        "activate_services",
+        "dns",
+        "validate",
+    ]
     approval = dag.get_task("decide.approval")
     assert type(approval).__mro__[1].__name__ == "ApprovalOperator"
-    assert approval.response_timeout is not None and approval.defaults is None  # timeout never approves
+    assert (
+        approval.response_timeout is not None and approval.defaults is None
+    )  # timeout never approves
     assert dag.get_task("report").trigger_rule == "all_done"
 
 

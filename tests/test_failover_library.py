@@ -13,7 +13,6 @@ import time
 
 import psycopg
 import pytest
-
 from disaster_recovery import db
 from disaster_recovery.config import load_settings
 from disaster_recovery.endpoints import Deployment
@@ -39,7 +38,9 @@ def test_no_acknowledged_commit_lost_when_primary_crashes(make_sandbox) -> None:
     with sandbox_environment(box):
         deployment = Deployment(load_settings())
         with db.connect(box.postgres("primary")) as conn:
-            conn.execute("CREATE TABLE acked (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())")
+            conn.execute(
+                "CREATE TABLE acked (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())"
+            )
         source, target = "us-east-1", "us-west-2"
         totals = {"acknowledged": 0, "lost": 0}
         for iteration in range(1, ITERATIONS + 1):
@@ -58,14 +59,19 @@ def test_no_acknowledged_commit_lost_when_primary_crashes(make_sandbox) -> None:
             assert result["status"] == "completed", result.get("error")
             acknowledged = writer.acknowledged
             with db.connect(box.postgres(_node_of(box, target))) as conn:
-                present = conn.execute("SELECT count(*) FROM acked WHERE id = ANY(%s)", (acknowledged,)).fetchone()
+                present = conn.execute(
+                    "SELECT count(*) FROM acked WHERE id = ANY(%s)", (acknowledged,)
+                ).fetchone()
             assert present is not None
             lost = len(acknowledged) - present[0]
             totals["acknowledged"] += len(acknowledged)
             totals["lost"] += lost
-            print(f"iteration {iteration:2d}: {source} -> {target}: acknowledged {len(acknowledged)}, "
-                  f"on new primary {present[0]}, lost {lost}, writer errors {writer.failures}, "
-                  f"failover {result['total_time_seconds']:.2f} s")
+            print(
+                f"iteration {iteration:2d}: {source} -> {target}: "
+                f"acknowledged {len(acknowledged)}, "
+                f"on new primary {present[0]}, lost {lost}, writer errors {writer.failures}, "
+                f"failover {result['total_time_seconds']:.2f} s"
+            )
             assert lost == 0
             if iteration == 1:
                 _old_primary_comes_back_read_only(box, _node_of(box, source))
@@ -73,12 +79,18 @@ def test_no_acknowledged_commit_lost_when_primary_crashes(make_sandbox) -> None:
             # next round in the other direction.
             before_rebuild = time.monotonic()
             rebuilt = rebuild_as_standby(plan, source, target, "rebuild")
-            print(f"   write+kill {killed - phase:.2f} s, rebuild {time.monotonic() - before_rebuild:.2f} s "
-                  f"{rebuilt['phase_seconds']} {result['step_seconds']}, iteration {time.monotonic() - phase:.2f} s")
+            print(
+                f"   write+kill {killed - phase:.2f} s, "
+                f"rebuild {time.monotonic() - before_rebuild:.2f} s {rebuilt['phase_seconds']} "
+                f"{result['step_seconds']}, iteration {time.monotonic() - phase:.2f} s"
+            )
             if os.environ.get("DR_DEBUG_LOG") and iteration == 3:
                 print(box.instance(_node_of(box, source)).log_tail(40))
             source, target = target, source
-        print(f"total: acknowledged {totals['acknowledged']}, lost {totals['lost']} in {ITERATIONS} crashes")
+        print(
+            f"total: acknowledged {totals['acknowledged']}, lost {totals['lost']} "
+            f"in {ITERATIONS} crashes"
+        )
         assert totals["lost"] == 0
         # An even number of rounds ends in the original topology.
         assert box.status()["healthy"], box.status()
@@ -119,7 +131,10 @@ def test_sync_refuses_without_accepting_data_loss_when_primary_is_gone(make_sand
         assert result["status"] == "completed", result.get("error")
         again = run_failover(plan, "re-run", "pytest")
         assert again["status"] == "completed"
-        assert {r["step"]: r["status"] for r in again["steps"]}["promote"] in ("already_done", "done")
+        assert {r["step"]: r["status"] for r in again["steps"]}["promote"] in (
+            "already_done",
+            "done",
+        )
         assert not any(r.get("postgres_promoted") for r in again["steps"])
         with db.connect(box.postgres("standby")) as conn:
             conn.execute("CREATE TABLE during_outage AS SELECT 42 AS answer")
@@ -127,7 +142,9 @@ def test_sync_refuses_without_accepting_data_loss_when_primary_is_gone(make_sand
         wal = box.instance("primary").data_dir / "pg_wal"
         for segment in wal.glob("0000000*"):
             segment.unlink()
-        back = run_failback(Plan(plan.deployment, "us-west-2", "us-east-1"), "region back", "pytest")
+        back = run_failback(
+            Plan(plan.deployment, "us-west-2", "us-east-1"), "region back", "pytest"
+        )
         assert back["status"] == "completed", back.get("error")
         rebuilt = next(r for r in back["steps"] if r["step"] == "rebuild_old_primary")
         assert rebuilt["how"].startswith("base backup"), rebuilt
@@ -141,31 +158,61 @@ def test_dry_run_and_runbook_cli_change_nothing(make_sandbox) -> None:  # type: 
     with sandbox_environment(box) as env:
         orchestrator = FailoverOrchestrator("us-east-1", "us-west-2", load_settings())
         health = asyncio.run(orchestrator.check_health())
-        assert health["primary"] == {"region": "us-east-1", "database": "healthy", "redis": "healthy",
-                                     "services": "healthy"}
+        assert health["primary"] == {
+            "region": "us-east-1",
+            "database": "healthy",
+            "redis": "healthy",
+            "services": "healthy",
+        }
         assert health["secondary"]["services"] == "standby"
-        dry = asyncio.run(orchestrator.execute_failover("rehearsal", "pytest", dry_run=True, publish=False))
+        dry = asyncio.run(
+            orchestrator.execute_failover("rehearsal", "pytest", dry_run=True, publish=False)
+        )
         assert dry["status"] == "dry_run"
         assert {r["status"] for r in dry["steps"][2:]} == {"would_do"}
         assert db.is_in_recovery(box.postgres("standby"))
         # The runbook: a person answers "no" at DECIDE.
         proc = subprocess.run(
-            [sys.executable, "-m", "disaster_recovery.failover", "--reason", "drill", "--no-publish"],
-            input="no\n", capture_output=True, text=True, env={**os.environ, **env}, timeout=120, check=False)
+            [
+                sys.executable,
+                "-m",
+                "disaster_recovery.failover",
+                "--reason",
+                "drill",
+                "--no-publish",
+            ],
+            input="no\n",
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=120,
+            check=False,
+        )
         assert proc.returncode == 6, proc.stderr
         assert json.loads(proc.stdout)["status"] == "aborted"
         assert "[2/8] DECIDE: rejected" in proc.stderr
         assert "estimated data loss" in proc.stderr
         assert db.is_in_recovery(box.postgres("standby"))
         # dr health through the CLI.
-        proc = subprocess.run([sys.executable, "-m", "disaster_recovery", "health"], capture_output=True,
-                              text=True, env={**os.environ, **env}, timeout=120, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "disaster_recovery", "health"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=120,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["replication_lag_seconds"] == 0.0
         # And "yes": the runbook fails over, printing each step.
         proc = subprocess.run(
             [sys.executable, "-m", "disaster_recovery.failover", "--reason", "drill", "--yes"],
-            capture_output=True, text=True, env={**os.environ, **env}, timeout=120, check=False)
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=120,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stderr
         result = json.loads(proc.stdout)
         assert result["status"] == "completed" and result["new_primary"] == "us-west-2"

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from disaster_recovery import db
 from disaster_recovery.config import load_settings
 from disaster_recovery.endpoints import Deployment
@@ -22,13 +21,23 @@ from disaster_recovery.sandbox.webhook import read_messages
 from failover_support import sandbox_environment
 
 
-def _health(primary_ok: bool = True, lag: float | None = 0.0, secondary_db: str = "streaming") -> dict[str, Any]:
+def _health(
+    primary_ok: bool = True, lag: float | None = 0.0, secondary_db: str = "streaming"
+) -> dict[str, Any]:
     return {
         "checked_at": "2026-01-01T00:00:00+00:00",
-        "primary": {"region": "us-east-1", "database": "healthy" if primary_ok else "down",
-                    "redis": "healthy", "services": "healthy"},
-        "secondary": {"region": "us-west-2", "database": secondary_db, "redis": "replicating",
-                      "services": "standby"},
+        "primary": {
+            "region": "us-east-1",
+            "database": "healthy" if primary_ok else "down",
+            "redis": "healthy",
+            "services": "healthy",
+        },
+        "secondary": {
+            "region": "us-west-2",
+            "database": secondary_db,
+            "redis": "replicating",
+            "services": "standby",
+        },
         "replication_lag_seconds": lag,
         "primary_healthy": primary_ok,
         "errors": {} if primary_ok else {"primary.database": "connection refused"},
@@ -47,8 +56,12 @@ def _sequence(checks: list[dict[str, Any]], failures: int = 3) -> list[dict[str,
 def test_lag_alert_once_per_incident_with_recovery() -> None:
     verdicts = _sequence([_health(lag=61), _health(lag=120), _health(lag=0.0), _health(lag=90)])
     names = [[(a["name"], a["resolved"]) for a in v["alerts"]] for v in verdicts]
-    assert names == [[("ReplicationLagHigh", False)], [], [("ReplicationLagHigh", True)],
-                     [("ReplicationLagHigh", False)]]
+    assert names == [
+        [("ReplicationLagHigh", False)],
+        [],
+        [("ReplicationLagHigh", True)],
+        [("ReplicationLagHigh", False)],
+    ]
 
 
 def test_secondary_unreachable_alert() -> None:
@@ -58,14 +71,17 @@ def test_secondary_unreachable_alert() -> None:
     assert verdicts[2]["alerts"][0]["resolved"] is True
 
 
-@pytest.mark.parametrize(("pattern", "triggers"), [
-    ("FF", []),
-    ("FFF", [3]),
-    ("FFFFF", [3]),            # once per incident
-    ("FFSFF", []),             # one flapping success resets the count
-    ("FFSFFF", [6]),
-    ("FFFSFFF", [3, 7]),       # a new incident after recovery triggers again
-])
+@pytest.mark.parametrize(
+    ("pattern", "triggers"),
+    [
+        ("FF", []),
+        ("FFF", [3]),
+        ("FFFFF", [3]),  # once per incident
+        ("FFSFF", []),  # one flapping success resets the count
+        ("FFSFFF", [6]),
+        ("FFFSFFF", [3, 7]),  # a new incident after recovery triggers again
+    ],
+)
 def test_three_consecutive_primary_failures_trigger(pattern: str, triggers: list[int]) -> None:
     verdicts = _sequence([_health(primary_ok=ch == "S") for ch in pattern])
     assert [i + 1 for i, v in enumerate(verdicts) if v["trigger_failover"]] == triggers
@@ -87,10 +103,18 @@ def test_health_shape_and_idle_lag_is_zero(sandbox: Sandbox, sandbox_env: dict[s
     first = check_health(deployment, "us-east-1", "us-west-2")
     time.sleep(1.5)  # idle: now() - last replay time grows, the lag must not
     health = check_health(deployment, "us-east-1", "us-west-2")
-    assert health["primary"] == {"region": "us-east-1", "database": "healthy", "redis": "healthy",
-                                 "services": "healthy"}
-    assert health["secondary"] == {"region": "us-west-2", "database": "streaming", "redis": "replicating",
-                                   "services": "standby"}
+    assert health["primary"] == {
+        "region": "us-east-1",
+        "database": "healthy",
+        "redis": "healthy",
+        "services": "healthy",
+    }
+    assert health["secondary"] == {
+        "region": "us-west-2",
+        "database": "streaming",
+        "redis": "replicating",
+        "services": "standby",
+    }
     assert first["replication_lag_seconds"] == 0.0 and health["replication_lag_seconds"] == 0.0
     assert health["replication"]["primary_lsn"] == health["replication"]["standby_replay_lsn"]
     assert health["replication"]["sync_state"] == "sync"
@@ -98,6 +122,7 @@ def test_health_shape_and_idle_lag_is_zero(sandbox: Sandbox, sandbox_env: dict[s
 
 
 # -- dr_health_check under dag.test() ------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def box() -> Iterator[Sandbox]:
@@ -111,10 +136,9 @@ def box() -> Iterator[Sandbox]:
         config["thresholds"]["replication_lag"] = "1s"
         strict = root / "dr_config_strict.yaml"
         strict.write_text(yaml.safe_dump(config))
-        with sandbox_environment(sandbox):
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setenv("DR_CONFIG", str(strict))
-                yield sandbox
+        with sandbox_environment(sandbox), pytest.MonkeyPatch.context() as patch:
+            patch.setenv("DR_CONFIG", str(strict))
+            yield sandbox
     finally:
         sandbox.down(purge=True)
 
@@ -125,7 +149,10 @@ def _check(box: Sandbox) -> dict[str, Any]:
     run = DagBag(dag_folder="dags").get_dag("dr_health_check").test(logical_date=None)
     tis = {ti.task_id: ti for ti in run.get_task_instances()}
     assert tis["check"].state == "success"
-    return {"result": tis["check"].xcom_pull(task_ids="check"), "trigger": tis["trigger_failover"].state}
+    return {
+        "result": tis["check"].xcom_pull(task_ids="check"),
+        "trigger": tis["trigger_failover"].state,
+    }
 
 
 def _alerts(box: Sandbox, name: str) -> list[dict[str, Any]]:
@@ -143,9 +170,10 @@ def _auto_failover_runs() -> int:
 
 @pytest.mark.integration
 def test_health_check_dag_alerts_and_triggers_failover(box: Sandbox, airflow_db: None) -> None:
+    # Test code, outside any task: the ORM model is the way to reset the state.
     from airflow.models import Variable
 
-    Variable.delete("dr_health_state")
+    Variable.delete("dr_health_state")  # noqa: AIR311
     assert _check(box)["result"]["alerts"] == []
 
     # Replication lag: a commit is replayed, then replay is paused and the primary commits again.

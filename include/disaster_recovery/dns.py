@@ -27,7 +27,9 @@ class DnsSwitch:
 
     def zone_id(self) -> str:
         if self._zone_id is None:
-            zones = self._client().list_hosted_zones_by_name(DNSName=self.config.zone)["HostedZones"]
+            zones = self._client().list_hosted_zones_by_name(DNSName=self.config.zone)[
+                "HostedZones"
+            ]
             zone = next((z for z in zones if z["Name"] == self.config.zone), None)
             if zone is None:
                 raise ConfigError(f"Route 53 has no hosted zone {self.config.zone!r} (dns.zone)")
@@ -36,7 +38,9 @@ class DnsSwitch:
 
     def targets(self, region: str) -> dict[str, str]:
         """Each record's fully qualified name -> its target in ``region``."""
-        return {self.config.fqdn(name): self.config.target(name, region) for name in self.config.records}
+        return {
+            self.config.fqdn(name): self.config.target(name, region) for name in self.config.records
+        }
 
     def current(self) -> dict[str, str | None]:
         """What each record answers now (its CNAME value), None when it does not exist."""
@@ -44,7 +48,10 @@ class DnsSwitch:
         answers: dict[str, str | None] = {}
         for fqdn in self.targets("any"):
             records = client.list_resource_record_sets(
-                HostedZoneId=self.zone_id(), StartRecordName=fqdn, StartRecordType="CNAME", MaxItems="1",
+                HostedZoneId=self.zone_id(),
+                StartRecordName=fqdn,
+                StartRecordType="CNAME",
+                MaxItems="1",
             )["ResourceRecordSets"]
             match = next((r for r in records if r["Name"] == fqdn and r["Type"] == "CNAME"), None)
             answers[fqdn] = match["ResourceRecords"][0]["Value"] if match else None
@@ -57,9 +64,18 @@ class DnsSwitch:
     def point_to(self, region: str, comment: str = "") -> dict[str, Any]:
         """UPSERT every record to ``region``, wait INSYNC, and check by reading back."""
         targets = self.targets(region)
-        changes = [{"Action": "UPSERT", "ResourceRecordSet": {
-            "Name": fqdn, "Type": "CNAME", "TTL": self.config.ttl,
-            "ResourceRecords": [{"Value": target}]}} for fqdn, target in targets.items()]
+        changes = [
+            {
+                "Action": "UPSERT",
+                "ResourceRecordSet": {
+                    "Name": fqdn,
+                    "Type": "CNAME",
+                    "TTL": self.config.ttl,
+                    "ResourceRecords": [{"Value": target}],
+                },
+            }
+            for fqdn, target in targets.items()
+        ]
         client = self._client()
         change = client.change_resource_record_sets(
             HostedZoneId=self.zone_id(),
@@ -67,7 +83,11 @@ class DnsSwitch:
         )["ChangeInfo"]
         status = self._wait_insync(client, change["Id"], change["Status"])
         current = self.current()
-        wrong = {fqdn: current.get(fqdn) for fqdn, target in targets.items() if current.get(fqdn) != target}
+        wrong = {
+            fqdn: current.get(fqdn)
+            for fqdn, target in targets.items()
+            if current.get(fqdn) != target
+        }
         if wrong:
             raise UnavailableError(f"Route 53 still answers {wrong} after the change to {region}")
         return {"change_id": change["Id"], "change_status": status, "records": targets}
@@ -76,8 +96,10 @@ class DnsSwitch:
         deadline = time.monotonic() + self.config.insync_timeout.total_seconds()
         while status != "INSYNC":
             if time.monotonic() >= deadline:
-                raise UnavailableError(f"Route 53 change {change_id} still {status} after "
-                                       f"{self.config.insync_timeout.total_seconds():g} s")
+                raise UnavailableError(
+                    f"Route 53 change {change_id} still {status} after "
+                    f"{self.config.insync_timeout.total_seconds():g} s"
+                )
             time.sleep(1)
             status = client.get_change(Id=change_id)["ChangeInfo"]["Status"]
         return status

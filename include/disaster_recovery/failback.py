@@ -9,10 +9,10 @@ and has diverged by whatever it wrote that never reached the standby. Failback:
    backup when rewind is impossible), reapply its own role settings (``pg_rewind`` copied the
    source's), start it as a standby, wait until it streams and has caught up, make it the
    synchronous standby; its Redis follows the current master.
-4.–6. STOP WRITES, SYNC, PROMOTE — a planned switchover: writes stopped, LSNs equal before the
+4.-6. STOP WRITES, SYNC, PROMOTE — a planned switchover: writes stopped, LSNs equal before the
    promotion (zero data loss, no ``accept_data_loss`` path).
 7. REBUILD FORMER PRIMARY — the region that served during the outage becomes the standby again.
-8.–10. ACTIVATE SERVICES (and stop the secondary's), DNS, VALIDATE.
+8.-10. ACTIVATE SERVICES (and stop the secondary's), DNS, VALIDATE.
 """
 
 from __future__ import annotations
@@ -42,21 +42,36 @@ from disaster_recovery.failover import (
 )
 from disaster_recovery.health import check_health
 
-FAILBACK_STEPS = ("detect", "decide", "rebuild_old_primary", "stop_writes", "sync", "promote",
-                  "rebuild_former_primary", "activate_services", "dns", "validate")
+FAILBACK_STEPS = (
+    "detect",
+    "decide",
+    "rebuild_old_primary",
+    "stop_writes",
+    "sync",
+    "promote",
+    "rebuild_former_primary",
+    "activate_services",
+    "dns",
+    "validate",
+)
 
 
 def _replication_row(source: Any, name: str) -> tuple[Any, ...] | None:
     with db.connect(source, "postgres") as conn:
         return conn.execute(
-            "SELECT r.state, r.replay_lsn >= pg_current_wal_lsn(), r.sync_state FROM pg_stat_replication r "
-            "WHERE r.application_name = %s", (name,)).fetchone()
+            "SELECT r.state, r.replay_lsn >= pg_current_wal_lsn(), r.sync_state "
+            "FROM pg_stat_replication r "
+            "WHERE r.application_name = %s",
+            (name,),
+        ).fetchone()
 
 
 def ensure_slot(source: Any, slot: str) -> None:
     """A physical slot for the standby on its primary; a stale inactive one is replaced."""
     with db.connect(source, "postgres") as conn:
-        active = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+        active = conn.execute(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+        ).fetchone()
         if active and active[0]:
             return
         if active:
@@ -66,7 +81,9 @@ def ensure_slot(source: Any, slot: str) -> None:
 
 def set_synchronous(source: Any, name: str) -> None:
     with db.connect(source, "postgres") as conn:
-        conn.execute(sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(sql.Literal(name)))
+        conn.execute(
+            sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(sql.Literal(name))
+        )
         conn.execute("SELECT pg_reload_conf()")
 
 
@@ -86,11 +103,15 @@ def wait_streaming(plan: Plan, source_region: str, name: str, synchronous: bool)
         with db.connect(source, "postgres") as conn:
             conn.execute("SELECT pg_log_standby_snapshot()")
         time.sleep(0.1)
-    raise UnavailableError(f"standby {name} not in sync with {source.describe()} after {timeout:g} s "
-                           f"(pg_stat_replication: {row})")
+    raise UnavailableError(
+        f"standby {name} not in sync with {source.describe()} after {timeout:g} s "
+        f"(pg_stat_replication: {row})"
+    )
 
 
-def rebuild_as_standby(plan: Plan, node_region: str, source_region: str, step: str) -> dict[str, Any]:
+def rebuild_as_standby(
+    plan: Plan, node_region: str, source_region: str, step: str
+) -> dict[str, Any]:
     """Make ``node_region``'s node a streaming (synchronous) standby of ``source_region``'s."""
     name = plan.replication_name(node_region)
     source, node = plan.pg(source_region), plan.node(node_region)
@@ -107,8 +128,11 @@ def rebuild_as_standby(plan: Plan, node_region: str, source_region: str, step: s
     if row and row[0] == "streaming":
         status, how = "already_done", "already streaming"
     elif plan.dry_run:
-        return record(step, "would_do", would=f"pg_rewind {node_region} from {source.describe()}, "
-                      "start it as a standby")
+        return record(
+            step,
+            "would_do",
+            would=f"pg_rewind {node_region} from {source.describe()}, start it as a standby",
+        )
     else:
         node.stop("fast")
         phase("stop")
@@ -126,10 +150,16 @@ def rebuild_as_standby(plan: Plan, node_region: str, source_region: str, step: s
         except CommandFailed as exc:
             # Rewind is impossible (WAL gone, no checksums/wal_log_hints...): copy it whole.
             node.clone(source_env, name)
-            how = f"base backup (pg_rewind failed: {exc.stderr_tail.strip().splitlines()[-1:] or exc})"
+            last = exc.stderr_tail.strip().splitlines()[-1:] or [str(exc)]
+            how = f"base backup (pg_rewind failed: {last[0]})"
         ensure_slot(source, name)
-        conninfo = make_conninfo(host=source.host, port=str(source.port), user=source.user,
-                                 password=source.password, application_name=name)
+        conninfo = make_conninfo(
+            host=source.host,
+            port=str(source.port),
+            user=source.user,
+            password=source.password,
+            application_name=name,
+        )
         node.configure_standby(conninfo, name)
         node.start()
         phase("start")
@@ -140,53 +170,90 @@ def rebuild_as_standby(plan: Plan, node_region: str, source_region: str, step: s
     phase("catch_up")
     node_redis, source_redis = plan.redis(node_region), plan.redis(source_region)
     redisnode.follow(node_redis, source_redis)
-    redis_sync = redisnode.wait_in_sync(source_redis, node_redis, plan.settings.failover.sync_timeout.total_seconds())
+    redis_sync = redisnode.wait_in_sync(
+        source_redis, node_redis, plan.settings.failover.sync_timeout.total_seconds()
+    )
     phase("redis")
-    return record(step, status, node=node_region, source=source_region, how=how, replication=streaming,
-                  redis=redis_sync, phase_seconds=phases)
+    return record(
+        step,
+        status,
+        node=node_region,
+        source=source_region,
+        how=how,
+        replication=streaming,
+        redis=redis_sync,
+        phase_seconds=phases,
+    )
 
 
 def detect_failback(plan: Plan) -> dict[str, Any]:
     """The current primary (plan.source) must be a writable primary to give the role back; the
     original primary may be down, fenced or already a standby."""
-    source_role, target_role = _in_recovery(plan.pg(plan.source)), _in_recovery(plan.pg(plan.target))
+    source_role, target_role = (
+        _in_recovery(plan.pg(plan.source)),
+        _in_recovery(plan.pg(plan.target)),
+    )
     if source_role is True and target_role is False:
         return record("detect", "already_done", note=f"{plan.target} is already the primary")
     if source_role is not False:
-        raise AbortedError(f"{plan.source} is not a reachable primary: there is nothing to fail back from")
+        raise AbortedError(
+            f"{plan.source} is not a reachable primary: there is nothing to fail back from"
+        )
     health = check_health(plan.deployment, plan.source, plan.target)
     evidence = {
-        "source_region": plan.source, "target_region": plan.target,
-        "primary": health["primary"], "secondary": health["secondary"],
+        "source_region": plan.source,
+        "target_region": plan.target,
+        "primary": health["primary"],
+        "secondary": health["secondary"],
         "primary_failing_since": None,
         "standby_replay_lsn": health["replication"].get("standby_replay_lsn"),
         "standby_last_replay_at": health["replication"].get("last_replay_at"),
         "newest_archived_wal": None,
-        "estimated_data_loss": {"summary": "none: a planned switchover waits until the LSNs are equal"},
-        "redis_offsets": health["redis_offsets"], "errors": health["errors"],
+        "estimated_data_loss": {
+            "summary": "none: a planned switchover waits until the LSNs are equal"
+        },
+        "redis_offsets": health["redis_offsets"],
+        "errors": health["errors"],
         "old_primary_state": {None: "down", True: "standby", False: "fenced primary"}[target_role],
     }
     return record("detect", "done", evidence=evidence)
 
 
-def run_failback(plan: Plan, reason: str, initiated_by: str, approve: Approver | None = None,
-                 progress: Progress | None = None) -> dict[str, Any]:
+def run_failback(
+    plan: Plan,
+    reason: str,
+    initiated_by: str,
+    *,
+    approve: Approver | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """``plan.source`` is the current primary region, ``plan.target`` the original one."""
     steps = [
         ("detect", lambda _r: detect_failback(plan)),
-        ("decide", lambda r: decide_step(plan, reason, initiated_by, approve,
-                                         r["detect"].get("evidence") or {})),
-        ("rebuild_old_primary", lambda _r: rebuild_as_standby(plan, plan.target, plan.source, "rebuild_old_primary")),
+        (
+            "decide",
+            lambda r: decide_step(
+                plan, reason, initiated_by, approve, r["detect"].get("evidence") or {}
+            ),
+        ),
+        (
+            "rebuild_old_primary",
+            lambda _r: rebuild_as_standby(plan, plan.target, plan.source, "rebuild_old_primary"),
+        ),
         ("stop_writes", lambda _r: stop_writes(plan)),
         ("sync", lambda r: sync(plan, r["stop_writes"].get("final_lsn") or _current_lsn(plan))),
         ("promote", lambda _r: promote(plan)),
-        ("rebuild_former_primary",
-         lambda _r: rebuild_as_standby(plan, plan.source, plan.target, "rebuild_former_primary")),
+        (
+            "rebuild_former_primary",
+            lambda _r: rebuild_as_standby(plan, plan.source, plan.target, "rebuild_former_primary"),
+        ),
         ("activate_services", lambda _r: activate_services(plan, deactivate_source=True)),
         ("dns", lambda _r: switch_dns(plan)),
         ("validate", lambda _r: validate(plan)),
     ]
-    return run_steps("failback", plan, steps, reason, initiated_by, progress)
+    return run_steps(
+        "failback", plan, steps, reason=reason, initiated_by=initiated_by, progress=progress
+    )
 
 
 def _current_lsn(plan: Plan) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import secrets
@@ -37,11 +38,24 @@ from disaster_recovery.services import Services
 
 log = logging.getLogger(__name__)
 
-FAILOVER_STEPS = ("detect", "decide", "stop_writes", "sync", "promote", "activate_services", "dns", "validate")
+FAILOVER_STEPS = (
+    "detect",
+    "decide",
+    "stop_writes",
+    "sync",
+    "promote",
+    "activate_services",
+    "dns",
+    "validate",
+)
 # Settings a promoted node inherits from the node it was cloned or rewound from (NOTES.md):
 # a promoted clone with synchronous_standby_names hangs on its first commit.
-INHERITED_SETTINGS = ("synchronous_standby_names", "primary_conninfo", "primary_slot_name",
-                      "default_transaction_read_only")
+INHERITED_SETTINGS = (
+    "synchronous_standby_names",
+    "primary_conninfo",
+    "primary_slot_name",
+    "default_transaction_read_only",
+)
 PROBE_TABLE = "dr_failover_probe"
 
 Progress = Callable[[str], None]
@@ -54,7 +68,9 @@ class Plan:
     deployment: Deployment
     source: str
     target: str
-    run_id: str = field(default_factory=lambda: utcnow().strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3))
+    run_id: str = field(
+        default_factory=lambda: utcnow().strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+    )
     dry_run: bool = False
     accept_data_loss: bool = False
 
@@ -73,7 +89,11 @@ class Plan:
 
     def replication_name(self, region: str) -> str:
         config = self.settings.failover.nodes.get(region)
-        return (config.replication_name if config and config.replication_name else region.replace("-", "_"))
+        return (
+            config.replication_name
+            if config and config.replication_name
+            else region.replace("-", "_")
+        )
 
     @property
     def services(self) -> Services:
@@ -108,6 +128,7 @@ def target_promoted(plan: Plan) -> bool:
 
 # -- 1. DETECT ----------------------------------------------------------------------------------
 
+
 def newest_archived_wal(plan: Plan) -> str | None:
     """The newest object under the WAL archive prefix in the target region's bucket, if any."""
     from disaster_recovery.storage import ObjectStore
@@ -115,7 +136,9 @@ def newest_archived_wal(plan: Plan) -> str | None:
     settings = plan.settings
     try:
         store = ObjectStore(plan.deployment.aws(plan.target), settings.bucket(plan.target))
-        keys = [item["Key"] for item in store.list_keys(f"{settings.storage.prefix}/postgresql_wal/")]
+        keys = [
+            item["Key"] for item in store.list_keys(f"{settings.storage.prefix}/postgresql_wal/")
+        ]
     except DisasterRecoveryError as exc:
         return f"unknown ({_first_line(exc)})"
     keys = [k for k in keys if not k.endswith(".json")]
@@ -127,14 +150,25 @@ def estimate_loss(health: dict[str, Any]) -> dict[str, Any]:
     replication = health.get("replication", {})
     primary_up = health["primary"].get("database") in ("healthy", "read_only")
     if primary_up:
-        current, replay = lsn_int(replication.get("primary_lsn")), lsn_int(replication.get("standby_replay_lsn"))
+        current, replay = (
+            lsn_int(replication.get("primary_lsn")),
+            lsn_int(replication.get("standby_replay_lsn")),
+        )
         behind = (current - replay) if current is not None and replay is not None else None
-        return {"primary_reachable": True, "wal_bytes_behind": behind,
-                "summary": "none: the old primary is reachable, SYNC waits for its final LSN"}
-    return {"primary_reachable": False, "standby_receive_lsn": replication.get("standby_receive_lsn"),
-            "summary": ("unknown: the old primary is unreachable; anything it wrote after the standby's "
-                        f"received LSN {replication.get('standby_receive_lsn')} is lost. Commits it "
-                        "acknowledged under synchronous replication are on the standby.")}
+        return {
+            "primary_reachable": True,
+            "wal_bytes_behind": behind,
+            "summary": "none: the old primary is reachable, SYNC waits for its final LSN",
+        }
+    return {
+        "primary_reachable": False,
+        "standby_receive_lsn": replication.get("standby_receive_lsn"),
+        "summary": (
+            "unknown: the old primary is unreachable; anything it wrote after the standby's "
+            f"received LSN {replication.get('standby_receive_lsn')} is lost. Commits it "
+            "acknowledged under synchronous replication are on the standby."
+        ),
+    }
 
 
 def detect(plan: Plan, failing_since: str | None = None) -> dict[str, Any]:
@@ -145,7 +179,8 @@ def detect(plan: Plan, failing_since: str | None = None) -> dict[str, Any]:
         "target_region": plan.target,
         "primary": health["primary"],
         "secondary": health["secondary"],
-        "primary_failing_since": failing_since or ("now" if not health["primary_healthy"] else None),
+        "primary_failing_since": failing_since
+        or ("now" if not health["primary_healthy"] else None),
         "standby_replay_lsn": health["replication"].get("standby_replay_lsn"),
         "standby_last_replay_at": health["replication"].get("last_replay_at"),
         "newest_archived_wal": newest_archived_wal(plan),
@@ -154,10 +189,17 @@ def detect(plan: Plan, failing_since: str | None = None) -> dict[str, Any]:
         "errors": health["errors"],
     }
     if target_promoted(plan):
-        return record("detect", "already_done", note=f"{plan.target} is already the primary", evidence=evidence)
+        return record(
+            "detect",
+            "already_done",
+            note=f"{plan.target} is already the primary",
+            evidence=evidence,
+        )
     if health["secondary"]["database"] == "down":
-        raise AbortedError(f"the standby in {plan.target} is unreachable: nothing to fail over to "
-                           f"({health['errors'].get('secondary.database')})")
+        raise AbortedError(
+            f"the standby in {plan.target} is unreachable: nothing to fail over to "
+            f"({health['errors'].get('secondary.database')})"
+        )
     return record("detect", "done", evidence=evidence)
 
 
@@ -168,8 +210,10 @@ def approval_body(evidence: dict[str, Any], reason: str, initiated_by: str) -> s
         f"**Failover {evidence['source_region']} → {evidence['target_region']}** requested by "
         f"`{initiated_by}`: {reason}",
         "",
-        "| fact | value |", "|---|---|",
-        f"| primary | database {evidence['primary'].get('database')}, redis {evidence['primary'].get('redis')}, "
+        "| fact | value |",
+        "|---|---|",
+        f"| primary | database {evidence['primary'].get('database')}, "
+        f"redis {evidence['primary'].get('redis')}, "
         f"services {evidence['primary'].get('services')} |",
         f"| primary failing since | {evidence.get('primary_failing_since') or 'not failing'} |",
         f"| standby | {evidence['secondary'].get('database')} |",
@@ -181,13 +225,20 @@ def approval_body(evidence: dict[str, Any], reason: str, initiated_by: str) -> s
         f"replica {evidence['redis_offsets'].get('replica')} |",
     ]
     if evidence.get("errors"):
-        lines += ["", "Errors seen: " + "; ".join(f"`{k}`: {v}" for k, v in evidence["errors"].items())]
-    lines += ["", "Approve to fence the old primary and promote the standby. Reject (or no answer "
-              "before the timeout) aborts and changes nothing."]
+        lines += [
+            "",
+            "Errors seen: " + "; ".join(f"`{k}`: {v}" for k, v in evidence["errors"].items()),
+        ]
+    lines += [
+        "",
+        "Approve to fence the old primary and promote the standby. Reject (or no answer "
+        "before the timeout) aborts and changes nothing.",
+    ]
     return "\n".join(lines)
 
 
 # -- 3. STOP WRITES -----------------------------------------------------------------------------
+
 
 def fence_database(endpoint: PostgresEndpoint) -> dict[str, Any]:
     """Make the old primary read-only for new transactions and end every client session."""
@@ -197,7 +248,8 @@ def fence_database(endpoint: PostgresEndpoint) -> dict[str, Any]:
         # Sessions opened before the reload keep their old default: end them.
         row = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()").fetchone()
+            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchone()
         final = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
     assert row is not None and final is not None
     return {"fenced": "read_only", "terminated_sessions": int(row[0]), "final_lsn": final[0]}
@@ -209,11 +261,18 @@ def stop_writes(plan: Plan) -> dict[str, Any]:
     source_pg = plan.pg(plan.source)
     role = _in_recovery(source_pg)
     if plan.dry_run:
-        return record("stop_writes", "would_do", source_reachable=role is not None,
-                      would=[f"set the {plan.source} application read-only",
-                             f"fence {source_pg.describe()} (default_transaction_read_only, end sessions)"
-                             if role is not None else f"record {source_pg.describe()} as fenced (unreachable)",
-                             f"pause writes on Redis {plan.redis(plan.source).describe()}"])
+        return record(
+            "stop_writes",
+            "would_do",
+            source_reachable=role is not None,
+            would=[
+                f"set the {plan.source} application read-only",
+                f"fence {source_pg.describe()} (default_transaction_read_only, end sessions)"
+                if role is not None
+                else f"record {source_pg.describe()} as fenced (unreachable)",
+                f"pause writes on Redis {plan.redis(plan.source).describe()}",
+            ],
+        )
     app = plan.services.set_read_only(plan.source, True)
     if role is False:
         database = fence_database(source_pg)
@@ -229,17 +288,29 @@ def stop_writes(plan: Plan) -> dict[str, Any]:
     try:
         redis_state = redisnode.state(plan.redis(plan.source))
         if redis_state.role == "master":
-            redisnode.pause_writes(plan.redis(plan.source), plan.settings.failover.sync_timeout.total_seconds() + 60)
-            redis_facts = {"paused": True, "offset": redisnode.state(plan.redis(plan.source)).offset}
+            redisnode.pause_writes(
+                plan.redis(plan.source), plan.settings.failover.sync_timeout.total_seconds() + 60
+            )
+            redis_facts = {
+                "paused": True,
+                "offset": redisnode.state(plan.redis(plan.source)).offset,
+            }
         else:
             redis_facts = {"paused": False, "role": redis_state.role}
     except DisasterRecoveryError as exc:
         redis_facts = {"paused": False, "unreachable": _first_line(exc)}
-    return record("stop_writes", "done", application=app, database=database, redis=redis_facts,
-                  final_lsn=database.get("final_lsn"))
+    return record(
+        "stop_writes",
+        "done",
+        application=app,
+        database=database,
+        redis=redis_facts,
+        final_lsn=database.get("final_lsn"),
+    )
 
 
 # -- 4. SYNC ------------------------------------------------------------------------------------
+
 
 def wait_replayed(standby: PostgresEndpoint, lsn: str, timeout: float) -> str:
     """Wait until the standby has replayed ``lsn``; its replay LSN."""
@@ -250,7 +321,9 @@ def wait_replayed(standby: PostgresEndpoint, lsn: str, timeout: float) -> str:
         if (lsn_int(replay) or 0) >= wanted:
             return str(replay)
         if time.monotonic() >= deadline:
-            raise UnavailableError(f"standby {standby.describe()} replayed only {replay} of {lsn} after {timeout:g} s")
+            raise UnavailableError(
+                f"standby {standby.describe()} replayed only {replay} of {lsn} after {timeout:g} s"
+            )
         time.sleep(0.02)
 
 
@@ -259,7 +332,9 @@ def wait_replay_settled(standby: PostgresEndpoint, timeout: float) -> dict[str, 
     deadline = time.monotonic() + timeout
     while True:
         with db.connect(standby) as conn:
-            row = conn.execute("SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text").fetchone()
+            row = conn.execute(
+                "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text"
+            ).fetchone()
         assert row is not None
         if (lsn_int(row[1]) or 0) >= (lsn_int(row[0]) or 0) or time.monotonic() >= deadline:
             return {"receive_lsn": row[0], "replay_lsn": row[1]}
@@ -275,8 +350,12 @@ def sync(plan: Plan, final_lsn: str | None) -> dict[str, Any]:
     redis_source, redis_target = plan.redis(plan.source), plan.redis(plan.target)
     if plan.dry_run:
         replay = db.query_one(standby, "SELECT pg_last_wal_replay_lsn()::text")
-        return record("sync", "would_do", standby_replay_lsn=replay,
-                      would=f"wait up to {timeout:g} s for {plan.target} to replay the final LSN")
+        return record(
+            "sync",
+            "would_do",
+            standby_replay_lsn=replay,
+            would=f"wait up to {timeout:g} s for {plan.target} to replay the final LSN",
+        )
     details: dict[str, Any] = {}
     if final_lsn:
         details["final_lsn"] = final_lsn
@@ -287,18 +366,24 @@ def sync(plan: Plan, final_lsn: str | None) -> dict[str, Any]:
         details.update(settled)
         details["possible_data_loss"] = (
             f"the old primary is unreachable: WAL it wrote after {settled['receive_lsn']} (if any) "
-            "is lost; commits it acknowledged under synchronous replication are on the standby")
+            "is lost; commits it acknowledged under synchronous replication are on the standby"
+        )
         if not plan.accept_data_loss:
-            raise AbortedError("SYNC refused: " + details["possible_data_loss"]
-                               + ". Re-run with accept_data_loss to promote anyway.")
+            raise AbortedError(
+                "SYNC refused: "
+                + details["possible_data_loss"]
+                + ". Re-run with accept_data_loss to promote anyway."
+            )
         details["accepted_data_loss"] = True
     try:
         details["redis"] = redisnode.wait_in_sync(redis_source, redis_target, timeout)
     except UnavailableError as exc:
         if not (plan.accept_data_loss or redisnode_unreachable(redis_source)):
             raise
-        details["redis"] = {"not_in_sync": _first_line(exc),
-                            "replica_offset": _offset_or_none(redis_target)}
+        details["redis"] = {
+            "not_in_sync": _first_line(exc),
+            "replica_offset": _offset_or_none(redis_target),
+        }
     return record("sync", "done", **details)
 
 
@@ -318,6 +403,7 @@ def _offset_or_none(endpoint: RedisEndpoint) -> int | None:
 
 
 # -- 5. PROMOTE ---------------------------------------------------------------------------------
+
 
 def reset_inherited_settings(endpoint: PostgresEndpoint) -> None:
     with db.connect(endpoint, "postgres") as conn:
@@ -345,11 +431,20 @@ def promote_database(endpoint: PostgresEndpoint) -> bool:
 def promote(plan: Plan) -> dict[str, Any]:
     """Promote the standby and the Redis replica; reset what the promoted node inherited; the old
     Redis master, if reachable, follows the new one (so it cannot take writes)."""
-    target_pg, target_redis, source_redis = plan.pg(plan.target), plan.redis(plan.target), plan.redis(plan.source)
+    target_pg, target_redis, source_redis = (
+        plan.pg(plan.target),
+        plan.redis(plan.target),
+        plan.redis(plan.source),
+    )
     if plan.dry_run:
-        return record("promote", "would_do", would=[
-            f"pg_promote() on {target_pg.describe()}, reset {', '.join(INHERITED_SETTINGS)}",
-            f"REPLICAOF NO ONE on {target_redis.describe()}"])
+        return record(
+            "promote",
+            "would_do",
+            would=[
+                f"pg_promote() on {target_pg.describe()}, reset {', '.join(INHERITED_SETTINGS)}",
+                f"REPLICAOF NO ONE on {target_redis.describe()}",
+            ],
+        )
     promoted = promote_database(target_pg)
     reset_inherited_settings(target_pg)
     redis_promoted = redisnode.promote(target_redis)
@@ -359,19 +454,29 @@ def promote(plan: Plan) -> dict[str, Any]:
         old_redis = "now a replica of the new master"
     except DisasterRecoveryError as exc:
         old_redis = f"unreachable: {_first_line(exc)}"
-    return record("promote", "done" if promoted or redis_promoted else "already_done",
-                  postgres_promoted=promoted, timeline=timeline(target_pg),
-                  reset_settings=list(INHERITED_SETTINGS), redis_promoted=redis_promoted,
-                  old_redis_master=old_redis)
+    return record(
+        "promote",
+        "done" if promoted or redis_promoted else "already_done",
+        postgres_promoted=promoted,
+        timeline=timeline(target_pg),
+        reset_settings=list(INHERITED_SETTINGS),
+        redis_promoted=redis_promoted,
+        old_redis_master=old_redis,
+    )
 
 
 # -- 6. ACTIVATE SERVICES -----------------------------------------------------------------------
 
+
 def activate_services(plan: Plan, deactivate_source: bool = False) -> dict[str, Any]:
     services = plan.services
     if plan.dry_run:
-        return record("activate_services", "would_do",
-                      would=f"activate {plan.target}: {services.config(plan.target).activate or 'nothing configured'}")
+        return record(
+            "activate_services",
+            "would_do",
+            would=f"activate {plan.target}: "
+            f"{services.config(plan.target).activate or 'nothing configured'}",
+        )
     activated = services.activate(plan.target)
     writable = services.set_read_only(plan.target, False)
     details: dict[str, Any] = {"activated": activated, "read_only_off": writable}
@@ -381,6 +486,7 @@ def activate_services(plan: Plan, deactivate_source: bool = False) -> dict[str, 
 
 
 # -- 7. DNS -------------------------------------------------------------------------------------
+
 
 def switch_dns(plan: Plan) -> dict[str, Any]:
     dns = plan.dns
@@ -393,6 +499,7 @@ def switch_dns(plan: Plan) -> dict[str, Any]:
 
 # -- 8. VALIDATE --------------------------------------------------------------------------------
 
+
 def validate(plan: Plan) -> dict[str, Any]:
     """End to end on the new primary: SQL write and read, Redis writable master, services
     healthy, DNS answering the new targets. Any failure raises (a retry may pass later)."""
@@ -401,14 +508,20 @@ def validate(plan: Plan) -> dict[str, Any]:
         return record("validate", "would_do", health=health)
     target_pg = plan.pg(plan.target).with_database(plan.settings.failover.probe_database)
     with db.connect(target_pg) as conn:
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id bigserial PRIMARY KEY, run_id text, "
-                     "region text, written_at timestamptz DEFAULT now())")
-        row = conn.execute(f"INSERT INTO {PROBE_TABLE} (run_id, region) VALUES (%s, %s) RETURNING id",
-                           (plan.run_id, plan.target)).fetchone()
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id bigserial PRIMARY KEY, run_id text, "
+            "region text, written_at timestamptz DEFAULT now())"
+        )
+        row = conn.execute(
+            f"INSERT INTO {PROBE_TABLE} (run_id, region) VALUES (%s, %s) RETURNING id",
+            (plan.run_id, plan.target),
+        ).fetchone()
         assert row is not None
         back = conn.execute(f"SELECT run_id FROM {PROBE_TABLE} WHERE id = %s", (row[0],)).fetchone()
     if not back or back[0] != plan.run_id:
-        raise UnavailableError(f"validation of {plan.target} failed: the probe row did not read back")
+        raise UnavailableError(
+            f"validation of {plan.target} failed: the probe row did not read back"
+        )
     # Applications notice a DNS change within their resolver's TTL: give them that long.
     deadline = time.monotonic() + plan.settings.dns.ttl + 5
     while True:
@@ -435,7 +548,11 @@ def _validate_platform(plan: Plan) -> tuple[list[str], dict[str, Any]]:
     dns_ok = plan.dns.points_to(plan.target)
     if not dns_ok:
         problems.append(f"DNS does not answer {plan.target}'s targets: {plan.dns.current()}")
-    return problems, {"redis_role": state.role, "services": services, "dns": plan.dns.targets(plan.target)}
+    return problems, {
+        "redis_role": state.role,
+        "services": services,
+        "dns": plan.dns.targets(plan.target),
+    }
 
 
 # -- the whole run ------------------------------------------------------------------------------
@@ -443,9 +560,19 @@ def _validate_platform(plan: Plan) -> tuple[list[str], dict[str, Any]]:
 Approver = Callable[[dict[str, Any], str], bool]
 
 
-def result_document(kind: str, plan: Plan, reason: str, initiated_by: str, status: str,
-                    records: list[dict[str, Any]], timings: dict[str, float], started: float,
-                    started_at: str, error: str | None = None) -> dict[str, Any]:
+def result_document(
+    kind: str,
+    plan: Plan,
+    *,
+    reason: str,
+    initiated_by: str,
+    status: str,
+    records: list[dict[str, Any]],
+    timings: dict[str, float],
+    started: float,
+    started_at: str,
+    error: str | None = None,
+) -> dict[str, Any]:
     """The seed's shape plus per-step timings and records."""
     completed = [r["step"] for r in records if r["status"] in ("done", "already_done", "approved")]
     document: dict[str, Any] = {
@@ -468,8 +595,15 @@ def result_document(kind: str, plan: Plan, reason: str, initiated_by: str, statu
     return document
 
 
-def run_steps(kind: str, plan: Plan, steps: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]],
-              reason: str, initiated_by: str, progress: Progress | None = None) -> dict[str, Any]:
+def run_steps(
+    kind: str,
+    plan: Plan,
+    steps: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]],
+    *,
+    reason: str,
+    initiated_by: str,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Run ``steps`` in order (each gets the records so far by step name), timing each; stop at
     the first failure or abort. Returns the result document (never raises a step's error)."""
     started, started_at = time.monotonic(), utcnow().isoformat()
@@ -490,7 +624,11 @@ def run_steps(kind: str, plan: Plan, steps: list[tuple[str, Callable[[dict[str, 
             # Any error ends the run with a result that names the step (psycopg, botocore and
             # redis errors included): the operator needs the document more than a traceback.
             log.exception("%s step %s failed", kind, name)
-            text = str(exc) if isinstance(exc, DisasterRecoveryError) else f"{type(exc).__name__}: {exc}"
+            text = (
+                str(exc)
+                if isinstance(exc, DisasterRecoveryError)
+                else f"{type(exc).__name__}: {exc}"
+            )
             status, error = "failed", f"{name}: {text}"
             outcome = record(name, "failed", error=text)
         timings[name] = round(time.monotonic() - began, 3)
@@ -503,11 +641,23 @@ def run_steps(kind: str, plan: Plan, steps: list[tuple[str, Callable[[dict[str, 
             break
     if plan.dry_run and status == "completed":
         status = "dry_run"
-    return result_document(kind, plan, reason, initiated_by, status, records, timings, started, started_at, error)
+    return result_document(
+        kind,
+        plan,
+        reason=reason,
+        initiated_by=initiated_by,
+        status=status,
+        records=records,
+        timings=timings,
+        started=started,
+        started_at=started_at,
+        error=error,
+    )
 
 
-def decide_step(plan: Plan, reason: str, initiated_by: str, approve: Approver | None,
-                evidence: dict[str, Any]) -> dict[str, Any]:
+def decide_step(
+    plan: Plan, reason: str, initiated_by: str, approve: Approver | None, evidence: dict[str, Any]
+) -> dict[str, Any]:
     body = approval_body(evidence, reason, initiated_by)
     if approve is None:
         return record("decide", "approved", by=initiated_by, how="the caller decided (API call)")
@@ -516,11 +666,19 @@ def decide_step(plan: Plan, reason: str, initiated_by: str, approve: Approver | 
     return record("decide", "rejected", by=initiated_by)
 
 
-def failover_steps(plan: Plan, reason: str, initiated_by: str, approve: Approver | None,
-                   failing_since: str | None = None) -> list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]]:
+def failover_steps(
+    plan: Plan,
+    reason: str,
+    initiated_by: str,
+    approve: Approver | None,
+    failing_since: str | None = None,
+) -> list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]]:
     return [
         ("detect", lambda _r: detect(plan, failing_since)),
-        ("decide", lambda r: decide_step(plan, reason, initiated_by, approve, r["detect"]["evidence"])),
+        (
+            "decide",
+            lambda r: decide_step(plan, reason, initiated_by, approve, r["detect"]["evidence"]),
+        ),
         ("stop_writes", lambda _r: stop_writes(plan)),
         ("sync", lambda r: sync(plan, r["stop_writes"].get("final_lsn"))),
         ("promote", lambda _r: promote(plan)),
@@ -530,21 +688,37 @@ def failover_steps(plan: Plan, reason: str, initiated_by: str, approve: Approver
     ]
 
 
-def run_failover(plan: Plan, reason: str, initiated_by: str, approve: Approver | None = None,
-                 progress: Progress | None = None, failing_since: str | None = None) -> dict[str, Any]:
-    """The eight steps, in process (the CLI, the orchestrator, tests); the DAG runs them as tasks."""
-    return run_steps("failover", plan, failover_steps(plan, reason, initiated_by, approve, failing_since),
-                     reason, initiated_by, progress)
+def run_failover(
+    plan: Plan,
+    reason: str,
+    initiated_by: str,
+    *,
+    approve: Approver | None = None,
+    progress: Progress | None = None,
+    failing_since: str | None = None,
+) -> dict[str, Any]:
+    """The eight steps, in process (CLI, orchestrator, tests); the DAG runs them as tasks."""
+    return run_steps(
+        "failover",
+        plan,
+        failover_steps(plan, reason, initiated_by, approve, failing_since),
+        reason=reason,
+        initiated_by=initiated_by,
+        progress=progress,
+    )
 
 
 def history_key(settings: Settings, result: dict[str, Any]) -> str:
     finished = result.get("finished_at") or utcnow().isoformat()
-    return (f"{settings.storage.prefix}/failovers/{finished[:4]}/"
-            f"{result['run_id']}_{result.get('kind', 'failover')}.json")
+    return (
+        f"{settings.storage.prefix}/failovers/{finished[:4]}/"
+        f"{result['run_id']}_{result.get('kind', 'failover')}.json"
+    )
 
 
-def publish_result(deployment: Deployment, region: str, result: dict[str, Any],
-                   sink: Any = None) -> dict[str, Any]:
+def publish_result(
+    deployment: Deployment, region: str, result: dict[str, Any], sink: Any = None
+) -> dict[str, Any]:
     """Store the result with the run history in ``region``'s bucket and post it to Slack.
     Neither failure hides the result: each is reported in the returned dict."""
     from disaster_recovery.storage import ObjectStore
@@ -562,11 +736,17 @@ def publish_result(deployment: Deployment, region: str, result: dict[str, Any],
     alert = Alert(
         # FailoverFailed is not in the catalogue of Info alerts, so it goes out as Critical.
         name="FailoverCompleted" if ok else "FailoverFailed",
-        summary=(f"{kind} {result['status']}: primary is {result['new_primary']} "
-                 f"({result['total_time_seconds']:.1f} s)"),
-        details={"reason": result.get("reason"), "initiated_by": result.get("initiated_by"),
-                 "steps": ", ".join(result["steps_completed"]), "error": result.get("error"),
-                 "history": published.get("history")},
+        summary=(
+            f"{kind} {result['status']}: primary is {result['new_primary']} "
+            f"({result['total_time_seconds']:.1f} s)"
+        ),
+        details={
+            "reason": result.get("reason"),
+            "initiated_by": result.get("initiated_by"),
+            "steps": ", ".join(result["steps_completed"]),
+            "error": result.get("error"),
+            "history": published.get("history"),
+        },
     )
     try:
         (sink or SlackWebhookSink(deployment.slack())).send(alert)
@@ -577,15 +757,20 @@ def publish_result(deployment: Deployment, region: str, result: dict[str, Any],
 
 
 class FailoverOrchestrator:
-    """The seed API: ``await FailoverOrchestrator("us-east-1", "us-west-2", config).execute_failover(...)``.
+    """The seed API: ``await FailoverOrchestrator(primary, secondary, config).execute_failover()``.
 
     ``config`` is a :class:`Settings`, a dict of settings sections, or None (``load_settings()``);
     endpoints come from Connections (``AIRFLOW_CONN_*`` outside Airflow) unless a
     :class:`Deployment` is given.
     """
 
-    def __init__(self, primary_region: str, secondary_region: str,
-                 config: Settings | dict[str, Any] | None = None, deployment: Deployment | None = None):
+    def __init__(
+        self,
+        primary_region: str,
+        secondary_region: str,
+        config: Settings | dict[str, Any] | None = None,
+        deployment: Deployment | None = None,
+    ):
         if deployment is not None:
             settings = deployment.settings
         elif isinstance(config, Settings):
@@ -599,41 +784,83 @@ class FailoverOrchestrator:
         self.secondary_region = secondary_region
 
     async def check_health(self) -> dict[str, Any]:
-        return await asyncio.to_thread(check_health, self.deployment, self.primary_region, self.secondary_region)
+        return await asyncio.to_thread(
+            check_health, self.deployment, self.primary_region, self.secondary_region
+        )
 
     def plan(self, *, dry_run: bool = False, accept_data_loss: bool = False) -> Plan:
-        return Plan(self.deployment, self.primary_region, self.secondary_region,
-                    dry_run=dry_run, accept_data_loss=accept_data_loss)
+        return Plan(
+            self.deployment,
+            self.primary_region,
+            self.secondary_region,
+            dry_run=dry_run,
+            accept_data_loss=accept_data_loss,
+        )
 
-    async def execute_failover(self, reason: str, initiated_by: str, *, dry_run: bool = False,
-                               accept_data_loss: bool = False, approve: Approver | None = None,
-                               progress: Progress | None = None, publish: bool = True) -> dict[str, Any]:
+    async def execute_failover(
+        self,
+        reason: str,
+        initiated_by: str,
+        *,
+        dry_run: bool = False,
+        accept_data_loss: bool = False,
+        approve: Approver | None = None,
+        progress: Progress | None = None,
+        publish: bool = True,
+    ) -> dict[str, Any]:
         """Fail over to the secondary region; the result document (status completed, aborted,
         failed or dry_run). Calling it is the decision unless ``approve`` is given."""
         plan = self.plan(dry_run=dry_run, accept_data_loss=accept_data_loss)
-        result = await asyncio.to_thread(run_failover, plan, reason, initiated_by, approve, progress)
+        result = await asyncio.to_thread(
+            functools.partial(run_failover, approve=approve, progress=progress),
+            plan,
+            reason,
+            initiated_by,
+        )
         if publish:
-            result["published"] = await asyncio.to_thread(publish_result, self.deployment, plan.target, result)
+            result["published"] = await asyncio.to_thread(
+                publish_result, self.deployment, plan.target, result
+            )
         return result
 
-    async def execute_failback(self, reason: str, initiated_by: str, *, approve: Approver | None = None,
-                               progress: Progress | None = None, publish: bool = True) -> dict[str, Any]:
+    async def execute_failback(
+        self,
+        reason: str,
+        initiated_by: str,
+        *,
+        approve: Approver | None = None,
+        progress: Progress | None = None,
+        publish: bool = True,
+    ) -> dict[str, Any]:
         """Return the primary role to ``primary_region`` (see :mod:`disaster_recovery.failback`)."""
         from disaster_recovery.failback import run_failback
 
         plan = Plan(self.deployment, self.secondary_region, self.primary_region)
-        result = await asyncio.to_thread(run_failback, plan, reason, initiated_by, approve, progress)
+        result = await asyncio.to_thread(
+            functools.partial(run_failback, approve=approve, progress=progress),
+            plan,
+            reason,
+            initiated_by,
+        )
         if publish:
-            result["published"] = await asyncio.to_thread(publish_result, self.deployment, plan.target, result)
+            result["published"] = await asyncio.to_thread(
+                publish_result, self.deployment, plan.target, result
+            )
         return result
 
 
 # -- the runbook CLI ----------------------------------------------------------------------------
 
+
 def ask_person(evidence: dict[str, Any], body: str) -> bool:
     """The CLI's DECIDE: show the evidence, read yes/no from the terminal."""
     print("\n" + body + "\n", file=sys.stderr)
-    print("Type 'yes' to approve the failover, anything else rejects: ", end="", file=sys.stderr, flush=True)
+    print(
+        "Type 'yes' to approve the failover, anything else rejects: ",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         answer = input()
     except EOFError:
@@ -642,7 +869,9 @@ def ask_person(evidence: dict[str, Any], body: str) -> bool:
 
 
 def build_parser(prog: str = "python -m disaster_recovery.failover") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Fail over to the secondary region (runbook).")
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Fail over to the secondary region (runbook)."
+    )
     add_arguments(parser)
     return parser
 
@@ -652,12 +881,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--initiated-by", default="manual", help="who or what (default: manual)")
     parser.add_argument("--dry-run", action="store_true", help="run every check, change nothing")
     parser.add_argument("--yes", action="store_true", help="approve at DECIDE without asking")
-    parser.add_argument("--accept-data-loss", action="store_true",
-                        help="promote even when the old primary is unreachable")
-    parser.add_argument("--no-publish", action="store_true", help="do not store in S3 or post to Slack")
+    parser.add_argument(
+        "--accept-data-loss",
+        action="store_true",
+        help="promote even when the old primary is unreachable",
+    )
+    parser.add_argument(
+        "--no-publish", action="store_true", help="do not store in S3 or post to Slack"
+    )
 
 
-def cli_run(args: argparse.Namespace, deployment: Deployment, kind: str = "failover") -> dict[str, Any]:
+def cli_run(
+    args: argparse.Namespace, deployment: Deployment, kind: str = "failover"
+) -> dict[str, Any]:
     regions = deployment.settings.regions
     orchestrator = FailoverOrchestrator(regions.primary, regions.secondary, deployment=deployment)
     approve = None if args.yes else ask_person
@@ -666,11 +902,26 @@ def cli_run(args: argparse.Namespace, deployment: Deployment, kind: str = "failo
         print(message, file=sys.stderr, flush=True)
 
     if kind == "failback":
-        return asyncio.run(orchestrator.execute_failback(
-            args.reason, args.initiated_by, approve=approve, progress=progress, publish=not args.no_publish))
-    return asyncio.run(orchestrator.execute_failover(
-        args.reason, args.initiated_by, dry_run=args.dry_run, accept_data_loss=args.accept_data_loss,
-        approve=approve, progress=progress, publish=not args.no_publish))
+        return asyncio.run(
+            orchestrator.execute_failback(
+                args.reason,
+                args.initiated_by,
+                approve=approve,
+                progress=progress,
+                publish=not args.no_publish,
+            )
+        )
+    return asyncio.run(
+        orchestrator.execute_failover(
+            args.reason,
+            args.initiated_by,
+            dry_run=args.dry_run,
+            accept_data_loss=args.accept_data_loss,
+            approve=approve,
+            progress=progress,
+            publish=not args.no_publish,
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

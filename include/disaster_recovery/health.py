@@ -49,20 +49,27 @@ def primary_database(endpoint: PostgresEndpoint) -> dict[str, Any]:
             "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only'),"
             " CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,"
             " (SELECT sync_state FROM pg_stat_replication ORDER BY sync_priority LIMIT 1),"
-            " (SELECT extract(epoch FROM replay_lag) FROM pg_stat_replication ORDER BY sync_priority LIMIT 1)"
+            " (SELECT extract(epoch FROM replay_lag) FROM pg_stat_replication"
+            "  ORDER BY sync_priority LIMIT 1)"
         ).fetchone()
     assert row is not None
     status = "in_recovery" if row[0] else "read_only" if row[1] == "on" else "healthy"
-    return {"status": status, "lsn": row[2], "sync_state": row[3],
-            "replay_lag": float(row[4]) if row[4] is not None else None}
+    return {
+        "status": status,
+        "lsn": row[2],
+        "sync_state": row[3],
+        "replay_lag": float(row[4]) if row[4] is not None else None,
+    }
 
 
 def standby_database(endpoint: PostgresEndpoint) -> dict[str, Any]:
     with db.connect(endpoint, timeout=5) as conn:
         row = conn.execute(
-            "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,"
+            "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text,"
+            " pg_last_wal_replay_lsn()::text,"
             " pg_last_xact_replay_timestamp(), (SELECT status FROM pg_stat_wal_receiver), now(),"
-            " CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END, pg_postmaster_start_time()"
+            " CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END,"
+            " pg_postmaster_start_time()"
         ).fetchone()
     assert row is not None
     if not row[0]:
@@ -71,12 +78,16 @@ def standby_database(endpoint: PostgresEndpoint) -> dict[str, Any]:
         status = "streaming"
     else:
         status = f"not streaming ({row[4] or 'no WAL receiver'})"
-    return {"status": status, "receive_lsn": row[1], "replay_lsn": row[2],
-            "last_replay_at": row[3].isoformat() if row[3] else None,
-            # Replay time is known only once a commit was replayed since the standby started;
-            # before that, behind means behind for at most its uptime.
-            "seconds_since_replay": (row[5] - (row[3] or row[7])).total_seconds(),
-            "replay_paused": bool(row[6])}
+    return {
+        "status": status,
+        "receive_lsn": row[1],
+        "replay_lsn": row[2],
+        "last_replay_at": row[3].isoformat() if row[3] else None,
+        # Replay time is known only once a commit was replayed since the standby started;
+        # before that, behind means behind for at most its uptime.
+        "seconds_since_replay": (row[5] - (row[3] or row[7])).total_seconds(),
+        "replay_paused": bool(row[6]),
+    }
 
 
 def lsn_int(lsn: str | None) -> int | None:
@@ -92,9 +103,13 @@ def replication_lag(primary: PostgresEndpoint, standby: PostgresEndpoint) -> dic
     first = primary_database(primary)
     replica = standby_database(standby)
     current, replay = lsn_int(first["lsn"]), lsn_int(replica["replay_lsn"])
-    facts: dict[str, Any] = {"primary_lsn": first["lsn"], "standby_receive_lsn": replica["receive_lsn"],
-                             "standby_replay_lsn": replica["replay_lsn"],
-                             "last_replay_at": replica["last_replay_at"], "sync_state": first["sync_state"]}
+    facts: dict[str, Any] = {
+        "primary_lsn": first["lsn"],
+        "standby_receive_lsn": replica["receive_lsn"],
+        "standby_replay_lsn": replica["replay_lsn"],
+        "last_replay_at": replica["last_replay_at"],
+        "sync_state": first["sync_state"],
+    }
     if current is None or replay is None:
         return {**facts, "seconds": None, "bytes": None}
     if replay >= current:
@@ -106,8 +121,12 @@ def replication_lag(primary: PostgresEndpoint, standby: PostgresEndpoint) -> dic
         seconds = max(first["replay_lag"] or 0.0, 0.0)
     else:
         seconds = max(later["seconds_since_replay"] or 0.0, first["replay_lag"] or 0.0)
-    return {**facts, "seconds": round(seconds, 3), "bytes": current - replay,
-            "standby_replay_lsn_after_grace": later["replay_lsn"]}
+    return {
+        **facts,
+        "seconds": round(seconds, 3),
+        "bytes": current - replay,
+        "standby_replay_lsn_after_grace": later["replay_lsn"],
+    }
 
 
 def redis_role(endpoint: RedisEndpoint, expected: str) -> tuple[str, int | None]:
@@ -119,11 +138,16 @@ def redis_role(endpoint: RedisEndpoint, expected: str) -> tuple[str, int | None]
     return ("replicating" if state.link == "up" else f"link {state.link}"), state.offset
 
 
-def check_health(deployment: Deployment, primary_region: str, secondary_region: str) -> dict[str, Any]:
+def check_health(
+    deployment: Deployment, primary_region: str, secondary_region: str
+) -> dict[str, Any]:
     """DESIGN.md's shape: primary {database, redis, services}, secondary {database, redis,
     services}, replication_lag_seconds; plus the LSNs, Redis offsets and every error seen."""
     services = Services(deployment)
-    pg_primary, pg_standby = region_postgres(deployment, primary_region), region_postgres(deployment, secondary_region)
+    pg_primary, pg_standby = (
+        region_postgres(deployment, primary_region),
+        region_postgres(deployment, secondary_region),
+    )
     errors: dict[str, str] = {}
     primary: dict[str, Any] = {"region": primary_region}
     secondary: dict[str, Any] = {"region": secondary_region}
@@ -139,9 +163,13 @@ def check_health(deployment: Deployment, primary_region: str, secondary_region: 
     try:
         standby = standby_database(pg_standby)
         secondary["database"] = standby["status"]
-        replication.update({"standby_receive_lsn": standby["receive_lsn"],
-                            "standby_replay_lsn": standby["replay_lsn"],
-                            "last_replay_at": standby["last_replay_at"]})
+        replication.update(
+            {
+                "standby_receive_lsn": standby["receive_lsn"],
+                "standby_replay_lsn": standby["replay_lsn"],
+                "last_replay_at": standby["last_replay_at"],
+            }
+        )
     except (DisasterRecoveryError, psycopg.Error) as exc:
         secondary["database"] = "down"
         errors["secondary.database"] = _error(exc)
@@ -166,8 +194,11 @@ def check_health(deployment: Deployment, primary_region: str, secondary_region: 
     primary["services"] = services.health(primary_region)["status"]
     secondary_app = services.health(secondary_region)["status"]
     secondary["services"] = "active" if secondary_app == "healthy" else "standby"
-    primary_ok = primary["database"] == "healthy" and primary["redis"] == "healthy" \
+    primary_ok = (
+        primary["database"] == "healthy"
+        and primary["redis"] == "healthy"
         and primary["services"] in ("healthy", "none")
+    )
     secondary_ok = secondary["database"] == "streaming" and secondary["redis"] == "replicating"
     return {
         "checked_at": utcnow().isoformat(),
@@ -202,8 +233,14 @@ def current_roles(deployment: Deployment) -> tuple[str, str]:
 
 # -- alerting state across checks -------------------------------------------------------------
 
+
 def empty_state() -> dict[str, Any]:
-    return {"active": {}, "primary_failures": 0, "primary_failing_since": None, "failover_triggered": False}
+    return {
+        "active": {},
+        "primary_failures": 0,
+        "primary_failing_since": None,
+        "failover_triggered": False,
+    }
 
 
 def _conditions(health: dict[str, Any], lag_threshold: float) -> dict[str, str]:
@@ -215,16 +252,25 @@ def _conditions(health: dict[str, Any], lag_threshold: float) -> dict[str, str]:
     secondary = health["secondary"]
     if secondary.get("database") == "down" or secondary.get("redis") == "down":
         down = [part for part in ("database", "redis") if secondary.get(part) == "down"]
-        found["SecondaryUnreachable"] = f"secondary region {secondary['region']}: {', '.join(down)} unreachable"
+        found["SecondaryUnreachable"] = (
+            f"secondary region {secondary['region']}: {', '.join(down)} unreachable"
+        )
     if not health.get("primary_healthy"):
         primary = health["primary"]
-        found["PrimaryDown"] = (f"primary region {primary['region']}: database {primary.get('database')}, "
-                                f"redis {primary.get('redis')}, services {primary.get('services')}")
+        found["PrimaryDown"] = (
+            f"primary region {primary['region']}: database {primary.get('database')}, "
+            f"redis {primary.get('redis')}, services {primary.get('services')}"
+        )
     return found
 
 
-def evaluate(health: dict[str, Any], state: dict[str, Any] | None, lag_threshold: float,
-             failures_before_failover: int, auto_trigger: bool = True) -> dict[str, Any]:
+def evaluate(
+    health: dict[str, Any],
+    state: dict[str, Any] | None,
+    lag_threshold: float,
+    failures_before_failover: int,
+    auto_trigger: bool = True,
+) -> dict[str, Any]:
     """One check against the state left by the previous ones (pure: no I/O).
 
     Returns ``alerts`` (each once per incident: ``{"name", "summary", "resolved"}``), the next
@@ -241,10 +287,19 @@ def evaluate(health: dict[str, Any], state: dict[str, Any] | None, lag_threshold
             alerts.append({"name": name, "summary": summary, "resolved": False})
             active[name] = now
     for name in [n for n in active if n not in conditions]:
-        alerts.append({"name": name, "summary": f"{name} cleared (active since {active[name]})",
-                       "resolved": True})
+        alerts.append(
+            {
+                "name": name,
+                "summary": f"{name} cleared (active since {active[name]})",
+                "resolved": True,
+            }
+        )
         del active[name]
-    failures, since, triggered = state["primary_failures"], state["primary_failing_since"], state["failover_triggered"]
+    failures, since, triggered = (
+        state["primary_failures"],
+        state["primary_failing_since"],
+        state["failover_triggered"],
+    )
     if health.get("primary_healthy"):
         failures, since, triggered = 0, None, False
     else:
@@ -254,13 +309,20 @@ def evaluate(health: dict[str, Any], state: dict[str, Any] | None, lag_threshold
     reason = ""
     if trigger:
         triggered = True
-        reason = (f"auto: primary {health['primary']['region']} failed {failures} consecutive health checks "
-                  f"since {since}: {conditions.get('PrimaryDown', '')}; errors: "
-                  + "; ".join(f"{k}: {v}" for k, v in health.get("errors", {}).items()))
+        reason = (
+            f"auto: primary {health['primary']['region']} failed {failures} "
+            "consecutive health checks "
+            f"since {since}: {conditions.get('PrimaryDown', '')}; errors: "
+            + "; ".join(f"{k}: {v}" for k, v in health.get("errors", {}).items())
+        )
     return {
         "alerts": alerts,
-        "state": {"active": active, "primary_failures": failures, "primary_failing_since": since,
-                  "failover_triggered": triggered},
+        "state": {
+            "active": active,
+            "primary_failures": failures,
+            "primary_failing_since": since,
+            "failover_triggered": triggered,
+        },
         "trigger_failover": trigger,
         "reason": reason,
     }

@@ -41,8 +41,10 @@ class NoControl:
         self.name = name
 
     def _refuse(self, action: str) -> ConfigError:
-        return ConfigError(f"failover.nodes.{self.name}: no node control configured, cannot {action} "
-                           "(configure control: local or command)")
+        return ConfigError(
+            f"failover.nodes.{self.name}: no node control configured, cannot {action} "
+            "(configure control: local or command)"
+        )
 
     def is_running(self) -> bool:
         raise self._refuse("check whether it runs")
@@ -110,10 +112,20 @@ class LocalNodeControl:
         # ("standby mode is not supported by single-user servers"): lift it for the rewind;
         # configure_standby puts it back.
         self.instance.mark_standby(False)
-        run([pgbin.program("pg_rewind"), "-D", self.instance.data_dir,
-             "--source-server", "dbname=postgres", "--no-sync"],
-            user=self.instance.os_user, env=source_env, target=f"rewind {self.instance.describe()}",
-            timeout=3600)
+        run(
+            [
+                pgbin.program("pg_rewind"),
+                "-D",
+                self.instance.data_dir,
+                "--source-server",
+                "dbname=postgres",
+                "--no-sync",
+            ],
+            user=self.instance.os_user,
+            env=source_env,
+            target=f"rewind {self.instance.describe()}",
+            timeout=3600,
+        )
 
     def clone(self, source_env: dict[str, str], slot: str) -> None:
         self.instance.clone_from(source_env)
@@ -121,7 +133,9 @@ class LocalNodeControl:
     def configure_standby(self, primary_conninfo: str, slot: str) -> None:
         """This node's own role settings; the rest of the config came from the source and is
         shared. The fence comes off: the node is a standby now, by standby.signal."""
-        self.instance.set_role_settings({"primary_conninfo": primary_conninfo, "primary_slot_name": slot})
+        self.instance.set_role_settings(
+            {"primary_conninfo": primary_conninfo, "primary_slot_name": slot}
+        )
         self._set_auto(FENCE_SETTING, None)
         # Retry streaming quickly after a restart onto a new timeline (default 5 s): a local
         # node's tuning, kept out of the shared config that travels with rewinds.
@@ -180,9 +194,20 @@ def node_control(region: str, config: NodeControlConfig | None) -> NodeControl:
         return NoControl(region)
     if config.control == "command":
         return CommandNodeControl(region, config.commands)
-    missing = [key for key in ("data_dir", "cluster_name", "socket_dir", "log_file") if not getattr(config, key)]
+    missing = [
+        key
+        for key in ("data_dir", "cluster_name", "socket_dir", "log_file")
+        if not getattr(config, key)
+    ]
     if missing:
         raise ConfigError(f"failover.nodes.{region}: control local needs {', '.join(missing)}")
-    return LocalNodeControl(region, LocalInstance(
-        data_dir=Path(config.data_dir), port=config.port, cluster_name=config.cluster_name,
-        socket_dir=Path(config.socket_dir), log_file=Path(config.log_file)))
+    return LocalNodeControl(
+        region,
+        LocalInstance(
+            data_dir=Path(config.data_dir),
+            port=config.port,
+            cluster_name=config.cluster_name,
+            socket_dir=Path(config.socket_dir),
+            log_file=Path(config.log_file),
+        ),
+    )

@@ -28,29 +28,47 @@ class RedisState:
 
 
 def client(endpoint: RedisEndpoint, timeout: float = 3) -> redis.Redis:
-    return redis.Redis.from_url(endpoint.url(), socket_timeout=timeout, socket_connect_timeout=timeout)
+    return redis.Redis.from_url(
+        endpoint.url(), socket_timeout=timeout, socket_connect_timeout=timeout
+    )
 
 
 def _call(endpoint: RedisEndpoint, what: str, func: Any) -> Any:
     try:
         return func(client(endpoint))
     except redis.RedisError as exc:
-        raise UnavailableError(f"{endpoint.describe()} ({endpoint.conn_id}): {what} failed: {exc}") from None
+        raise UnavailableError(
+            f"{endpoint.describe()} ({endpoint.conn_id}): {what} failed: {exc}"
+        ) from None
 
 
 def state(endpoint: RedisEndpoint) -> RedisState:
     info = _call(endpoint, "INFO replication", lambda c: c.info("replication"))
     role = str(info["role"])
     if role == "master":
-        return RedisState(role, int(info.get("master_repl_offset", 0)), None, None,
-                          int(info.get("connected_slaves", 0)))
-    return RedisState(role, int(info.get("slave_repl_offset", 0)), info.get("master_link_status"),
-                      f"{info.get('master_host')}:{info.get('master_port')}", 0)
+        return RedisState(
+            role,
+            int(info.get("master_repl_offset", 0)),
+            None,
+            None,
+            int(info.get("connected_slaves", 0)),
+        )
+    return RedisState(
+        role,
+        int(info.get("slave_repl_offset", 0)),
+        info.get("master_link_status"),
+        f"{info.get('master_host')}:{info.get('master_port')}",
+        0,
+    )
 
 
 def pause_writes(endpoint: RedisEndpoint, seconds: float) -> None:
     """Stop client writes on a master for ``seconds`` (reads go on): the Redis side of fencing."""
-    _call(endpoint, "CLIENT PAUSE", lambda c: c.execute_command("CLIENT", "PAUSE", int(seconds * 1000), "WRITE"))
+    _call(
+        endpoint,
+        "CLIENT PAUSE",
+        lambda c: c.execute_command("CLIENT", "PAUSE", int(seconds * 1000), "WRITE"),
+    )
 
 
 def unpause(endpoint: RedisEndpoint) -> None:
@@ -70,11 +88,15 @@ def follow(endpoint: RedisEndpoint, master: RedisEndpoint) -> bool:
     current = state(endpoint)
     if current.role == "slave" and current.master == f"{master.host}:{master.port}":
         return False
-    _call(endpoint, "REPLICAOF",
-          lambda c: c.execute_command("REPLICAOF", master.host, str(master.port)))
+    _call(
+        endpoint,
+        "REPLICAOF",
+        lambda c: c.execute_command("REPLICAOF", master.host, str(master.port)),
+    )
     if master.password:
-        _call(endpoint, "CONFIG SET masterauth",
-              lambda c: c.config_set("masterauth", master.password))
+        _call(
+            endpoint, "CONFIG SET masterauth", lambda c: c.config_set("masterauth", master.password)
+        )
     return True
 
 
@@ -88,13 +110,16 @@ def wait_in_sync(master: RedisEndpoint, replica: RedisEndpoint, timeout: float) 
         if time.monotonic() >= deadline:
             raise UnavailableError(
                 f"Redis replica {replica.describe()} not in sync after {timeout:g} s "
-                f"(link {copy.link}, offset {copy.offset} of {source.offset})")
+                f"(link {copy.link}, offset {copy.offset} of {source.offset})"
+            )
         time.sleep(0.05)
 
 
 def write_probe(endpoint: RedisEndpoint, key: str, value: str) -> bool:
     """SET then GET: True when the node accepted the write and reads it back."""
+
     def probe(c: redis.Redis) -> bool:
         c.set(key, value, ex=3600)
         return bool(c.get(key) == value.encode())
+
     return bool(_call(endpoint, "write probe", probe))

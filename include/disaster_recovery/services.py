@@ -23,12 +23,19 @@ from disaster_recovery.runner import run
 log = logging.getLogger(__name__)
 
 
-def http_json(url: str, body: dict[str, Any] | None = None, method: str | None = None,
-              timeout: float = 5) -> tuple[int, Any]:
+def http_json(
+    url: str, body: dict[str, Any] | None = None, method: str | None = None, timeout: float = 5
+) -> tuple[int, Any]:
     """(status, decoded JSON or text); connection errors raise :class:`UnavailableError`."""
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"not an http(s) URL: {url!r}")
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method or ("POST" if data else "GET"),  # noqa: S310
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+        url,
+        data=data,
+        method=method or ("POST" if data else "GET"),
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             status, raw = response.status, response.read()
@@ -85,7 +92,7 @@ class Services:
         return {"read_only": read_only, "answer": body}
 
     def activate(self, region: str) -> dict[str, Any]:
-        """Start (or scale up) the region's application, then wait until every health URL answers."""
+        """Start (or scale up) the region's application; wait until every health URL answers."""
         config = self.config(region)
         done = self._perform(region, config.activate, up=True)
         self.wait_live(region)
@@ -106,8 +113,10 @@ class Services:
                 continue
             except UnavailableError as exc:
                 if time.monotonic() >= deadline:
-                    raise UnavailableError(f"{region} application not answering after "
-                                           f"{config.timeout.total_seconds():g} s: {exc}") from None
+                    raise UnavailableError(
+                        f"{region} application not answering after "
+                        f"{config.timeout.total_seconds():g} s: {exc}"
+                    ) from None
             time.sleep(0.1)
 
     def _perform(self, region: str, action: dict[str, Any], up: bool) -> dict[str, Any]:
@@ -115,12 +124,16 @@ class Services:
         if kind == "none":
             return {"kind": "none"}
         if kind == "command":
-            result = run([str(part) for part in action["command"]], target=f"{region} services",
-                         timeout=float(action.get("timeout", 120)))
+            result = run(
+                [str(part) for part in action["command"]],
+                target=f"{region} services",
+                timeout=float(action.get("timeout", 120)),
+            )
             return {"kind": "command", "output": result.stdout.strip()[-500:]}
         if kind == "http":
-            status, body = http_json(str(action["url"]), action.get("body") or {},
-                                     method=action.get("method", "POST"))
+            status, body = http_json(
+                str(action["url"]), action.get("body") or {}, method=action.get("method", "POST")
+            )
             if not 200 <= status < 300:
                 raise UnavailableError(f"{action['url']} answered {status}: {body}")
             return {"kind": "http", "status": status}
@@ -133,7 +146,11 @@ class Services:
 
         count = int(action.get("desired_count", 2)) if up else 0
         client = boto3.client("ecs", **self.deployment.aws(region).client_kwargs())
-        answer = client.update_service(cluster=action["cluster"], service=action["service"],
-                                       desiredCount=count)
-        return {"kind": "ecs", "service": action["service"],
-                "desired_count": answer["service"]["desiredCount"]}
+        answer = client.update_service(
+            cluster=action["cluster"], service=action["service"], desiredCount=count
+        )
+        return {
+            "kind": "ecs",
+            "service": action["service"],
+            "desired_count": answer["service"]["desiredCount"],
+        }

@@ -50,14 +50,17 @@ def _failback_steps() -> dict[str, StepFunction]:
 
     return {
         "detect": lambda plan, _r: fb.detect_failback(plan),
-        "rebuild_old_primary": lambda plan, _r: fb.rebuild_as_standby(plan, plan.target, plan.source,
-                                                                      "rebuild_old_primary"),
+        "rebuild_old_primary": lambda plan, _r: fb.rebuild_as_standby(
+            plan, plan.target, plan.source, "rebuild_old_primary"
+        ),
         "stop_writes": lambda plan, _r: fo.stop_writes(plan),
-        "sync": lambda plan, r: fo.sync(plan, (r.get("stop_writes") or {}).get("final_lsn")
-                                        or fb._current_lsn(plan)),
+        "sync": lambda plan, r: fo.sync(
+            plan, (r.get("stop_writes") or {}).get("final_lsn") or fb._current_lsn(plan)
+        ),
         "promote": lambda plan, _r: fo.promote(plan),
-        "rebuild_former_primary": lambda plan, _r: fb.rebuild_as_standby(plan, plan.source, plan.target,
-                                                                         "rebuild_former_primary"),
+        "rebuild_former_primary": lambda plan, _r: fb.rebuild_as_standby(
+            plan, plan.source, plan.target, "rebuild_former_primary"
+        ),
         "activate_services": lambda plan, _r: fo.activate_services(plan, deactivate_source=True),
         "dns": lambda plan, _r: fo.switch_dns(plan),
         "validate": lambda plan, _r: fo.validate(plan),
@@ -65,9 +68,28 @@ def _failback_steps() -> dict[str, StepFunction]:
 
 
 STEP_NAMES = {
-    "failover": ("detect", "decide", "stop_writes", "sync", "promote", "activate_services", "dns", "validate"),
-    "failback": ("detect", "decide", "rebuild_old_primary", "stop_writes", "sync", "promote",
-                 "rebuild_former_primary", "activate_services", "dns", "validate"),
+    "failover": (
+        "detect",
+        "decide",
+        "stop_writes",
+        "sync",
+        "promote",
+        "activate_services",
+        "dns",
+        "validate",
+    ),
+    "failback": (
+        "detect",
+        "decide",
+        "rebuild_old_primary",
+        "stop_writes",
+        "sync",
+        "promote",
+        "rebuild_former_primary",
+        "activate_services",
+        "dns",
+        "validate",
+    ),
 }
 
 
@@ -85,11 +107,14 @@ def approval_operator(**kwargs: Any) -> Any:
     class FailoverApproval(ApprovalOperator):
         def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
             if "error" not in event:
-                context["ti"].xcom_push(key="decision", value={
-                    "chosen_options": list(event["chosen_options"]),
-                    "params_input": dict(event.get("params_input") or {}),
-                    "responded_by": str(event.get("responded_by_user") or ""),
-                })
+                context["ti"].xcom_push(
+                    key="decision",
+                    value={
+                        "chosen_options": list(event["chosen_options"]),
+                        "params_input": dict(event.get("params_input") or {}),
+                        "responded_by": str(event.get("responded_by_user") or ""),
+                    },
+                )
             return super().execute_complete(context, event)
 
     return FailoverApproval(**kwargs)
@@ -102,11 +127,23 @@ def _plan(kind: str, context: dict[str, Any]) -> Any:
     params = context["params"]
     answer = _approval(context["ti"]) or {}
     regions = (deployment_settings := deployment()).settings.regions
-    source, target = (regions.primary, regions.secondary) if kind == "failover" else (regions.secondary, regions.primary)
-    accept = bool(params.get("accept_data_loss")) or bool((answer.get("params_input") or {}).get("accept_data_loss"))
+    source, target = (
+        (regions.primary, regions.secondary)
+        if kind == "failover"
+        else (regions.secondary, regions.primary)
+    )
+    accept = bool(params.get("accept_data_loss")) or bool(
+        (answer.get("params_input") or {}).get("accept_data_loss")
+    )
     run_id = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in context["dag_run"].run_id)
-    return Plan(deployment_settings, source, target, run_id=run_id, dry_run=bool(params.get("dry_run")),
-                accept_data_loss=accept)
+    return Plan(
+        deployment_settings,
+        source,
+        target,
+        run_id=run_id,
+        dry_run=bool(params.get("dry_run")),
+        accept_data_loss=accept,
+    )
 
 
 def run_step(kind: str, step: str) -> dict[str, Any]:
@@ -118,7 +155,9 @@ def run_step(kind: str, step: str) -> dict[str, Any]:
 
     context: Any = get_current_context()
     ti = context["ti"]
-    records = {name: ti.xcom_pull(task_ids=f"{name}.run") for name in STEP_NAMES[kind] if name != "decide"}
+    records = {
+        name: ti.xcom_pull(task_ids=f"{name}.run") for name in STEP_NAMES[kind] if name != "decide"
+    }
     function = (_failover_steps() if kind == "failover" else _failback_steps())[step]
     began = time.monotonic()
     try:
@@ -137,8 +176,10 @@ def run_step(kind: str, step: str) -> dict[str, Any]:
 def approval_url(context: dict[str, Any]) -> str:
     settings = load_settings()
     ti = context["ti"]
-    return (f"{settings.alerts.airflow_base_url.rstrip('/')}/dags/{ti.dag_id}/runs/{ti.run_id}"
-            f"/tasks/{APPROVAL_TASK}/required_actions")
+    return (
+        f"{settings.alerts.airflow_base_url.rstrip('/')}/dags/{ti.dag_id}/runs/{ti.run_id}"
+        f"/tasks/{APPROVAL_TASK}/required_actions"
+    )
 
 
 def request_approval(kind: str) -> str:
@@ -161,12 +202,22 @@ def request_approval(kind: str) -> str:
         body = "**DRY RUN: nothing will change.**\n\n" + body
     link = approval_url(context)
     try:
-        AirflowSlackSink().send(Alert(
-            name="FailoverApprovalRequired",
-            summary=f"{kind} waits for approval: {params.get('reason')} (by {params.get('initiated_by')})",
-            details={"estimated data loss": (evidence.get("estimated_data_loss") or {}).get("summary"),
-                     "timeout": f"{APPROVAL_TIMEOUT} (no answer aborts)"},
-            link=link))
+        AirflowSlackSink().send(
+            Alert(
+                name="FailoverApprovalRequired",
+                summary=(
+                    f"{kind} waits for approval: {params.get('reason')} "
+                    f"(by {params.get('initiated_by')})"
+                ),
+                details={
+                    "estimated data loss": (evidence.get("estimated_data_loss") or {}).get(
+                        "summary"
+                    ),
+                    "timeout": f"{APPROVAL_TIMEOUT} (no answer aborts)",
+                },
+                link=link,
+            )
+        )
     except Exception:
         # The approval page works without Slack; a person may already be watching it.
         log.exception("could not post the approval request to Slack")
@@ -191,12 +242,20 @@ def report(kind: str) -> dict[str, Any]:
         if step == "decide":
             answer = _approval(ti)
             if answer is None:
-                status, error = "aborted", "no approval (timed out or failed): aborted, nothing changed"
+                status, error = (
+                    "aborted",
+                    "no approval (timed out or failed): aborted, nothing changed",
+                )
                 records.append(record("decide", "timed_out"))
                 break
             chosen = (answer.get("chosen_options") or [""])[0]
-            records.append(record("decide", "approved" if chosen == "Approve" else "rejected",
-                                  by=answer.get("responded_by")))
+            records.append(
+                record(
+                    "decide",
+                    "approved" if chosen == "Approve" else "rejected",
+                    by=answer.get("responded_by"),
+                )
+            )
             if chosen != "Approve":
                 status, error = "aborted", "rejected at decide: nothing changed"
                 break
@@ -215,10 +274,14 @@ def report(kind: str) -> dict[str, Any]:
     result = {
         "status": status,
         "kind": kind,
-        "steps_completed": [r["step"] for r in records if r["status"] in ("done", "already_done", "approved")],
+        "steps_completed": [
+            r["step"] for r in records if r["status"] in ("done", "already_done", "approved")
+        ],
         "new_primary": plan.target if status == "completed" else plan.source,
         "total_time_seconds": round((datetime.now(timezone.utc) - started).total_seconds(), 3),
-        "step_seconds": {r["step"]: r.get("seconds") for r in records if r.get("seconds") is not None},
+        "step_seconds": {
+            r["step"]: r.get("seconds") for r in records if r.get("seconds") is not None
+        },
         "reason": params.get("reason"),
         "initiated_by": params.get("initiated_by"),
         "run_id": plan.run_id,
@@ -229,7 +292,9 @@ def report(kind: str) -> dict[str, Any]:
     }
     if error:
         result["error"] = error
-    result["published"] = publish_result(plan.deployment, plan.target, result, sink=AirflowSlackSink())
+    result["published"] = publish_result(
+        plan.deployment, plan.target, result, sink=AirflowSlackSink()
+    )
     if status == "failed":
         raise AirflowFailException(f"{kind} failed: {error}")
     return result
@@ -250,41 +315,56 @@ def build_switch_dag(kind: str, dag_id: str, doc_md: str | None, tags: list[str]
         tags=tags,
         default_args={"retries": 1, "retry_delay": timedelta(seconds=10)},
         params={
-            "reason": Param(default_reason, type="string", minLength=1, description="Why (recorded)"),
-            "initiated_by": Param("manual", type="string", description="Who or what: a name, or auto"),
+            "reason": Param(
+                default_reason, type="string", minLength=1, description="Why (recorded)"
+            ),
+            "initiated_by": Param(
+                "manual", type="string", description="Who or what: a name, or auto"
+            ),
             "dry_run": Param(False, type="boolean", description="Run every check, change nothing"),
-            "accept_data_loss": Param(False, type="boolean",
-                                      description="Promote even when the old primary is unreachable"),
+            "accept_data_loss": Param(
+                False,
+                type="boolean",
+                description="Promote even when the old primary is unreachable",
+            ),
         },
     ) as dag:
         previous: Any = None
         for step in STEP_NAMES[kind]:
             with TaskGroup(group_id=step) as group:
                 if step == "decide":
-                    body = task(task_id="notify", retries=0, multiple_outputs=False)(request_approval)(kind)
+                    body = task(task_id="notify", retries=0, multiple_outputs=False)(
+                        request_approval
+                    )(kind)
                     approval = approval_operator(
                         task_id="approval",
                         subject=f"Approve the {kind} ({{{{ params.reason }}}})?",
                         body="{{ ti.xcom_pull(task_ids='decide.notify') }}",
                         response_timeout=APPROVAL_TIMEOUT,
-                        params={"accept_data_loss": Param(False, type="boolean",
-                                                          description="Accept possible data loss")},
+                        params={
+                            "accept_data_loss": Param(
+                                False, type="boolean", description="Accept possible data loss"
+                            )
+                        },
                         retries=0,
                     )
                     body >> approval
                 else:
-                    task(task_id="run", retries=0 if step == "detect" else 1,
-                         multiple_outputs=False)(run_step)(kind, step)
+                    task(
+                        task_id="run", retries=0 if step == "detect" else 1, multiple_outputs=False
+                    )(run_step)(kind, step)
             if previous is not None:
                 previous >> group
             previous = group
-        finish = task(task_id="report", trigger_rule="all_done", retries=1,
-                      multiple_outputs=False)(report)(kind)
+        finish = task(task_id="report", trigger_rule="all_done", retries=1, multiple_outputs=False)(
+            report
+        )(kind)
         previous >> finish
     return dag
 
 
 # -- dr_health_check ----------------------------------------------------------------------------
+
 
 def health_check() -> dict[str, Any]:
     """One check: measure, record in S3, alert once per incident (state in an Airflow Variable),
@@ -301,22 +381,42 @@ def health_check() -> dict[str, Any]:
     primary, secondary = current_roles(found)
     health = check_health(found, primary, secondary)
     state = Variable.get(HEALTH_STATE_VARIABLE, default=None, deserialize_json=True)
-    verdict = evaluate(health, state, settings.thresholds.replication_lag.total_seconds(),
-                       settings.thresholds.health_failures_before_failover, settings.failover.auto_trigger)
+    verdict = evaluate(
+        health,
+        state,
+        settings.thresholds.replication_lag.total_seconds(),
+        settings.thresholds.health_failures_before_failover,
+        settings.failover.auto_trigger,
+    )
     Variable.set(HEALTH_STATE_VARIABLE, verdict["state"], serialize_json=True)
     sink = AirflowSlackSink(settings)
     for alert in verdict["alerts"]:
         try:
-            sink.send(Alert(alert["name"], alert["summary"], details={
-                "lag_seconds": health["replication_lag_seconds"], "errors": "; ".join(health["errors"].values())},
-                resolved=alert["resolved"]))
+            sink.send(
+                Alert(
+                    alert["name"],
+                    alert["summary"],
+                    details={
+                        "lag_seconds": health["replication_lag_seconds"],
+                        "errors": "; ".join(health["errors"].values()),
+                    },
+                    resolved=alert["resolved"],
+                )
+            )
         except Exception:
             log.exception("could not send %s", alert["name"])
     try:
         stamp = datetime.now(timezone.utc).strftime("%Y/%m/%d/%H%M%S")
         store = ObjectStore(found.aws(secondary), settings.bucket(secondary))
-        store.put_json(f"{settings.storage.prefix}/health/{stamp}.json", {"health": health, **verdict})
+        store.put_json(
+            f"{settings.storage.prefix}/health/{stamp}.json", {"health": health, **verdict}
+        )
     except DisasterRecoveryError:
         log.exception("could not record the health check in S3")
-    return {"health": health, "alerts": verdict["alerts"], "primary_failures": verdict["state"]["primary_failures"],
-            "trigger_failover": verdict["trigger_failover"], "reason": verdict["reason"]}
+    return {
+        "health": health,
+        "alerts": verdict["alerts"],
+        "primary_failures": verdict["state"]["primary_failures"],
+        "trigger_failover": verdict["trigger_failover"],
+        "reason": verdict["reason"],
+    }

@@ -13,14 +13,20 @@ def register(commands: Any) -> None:
 
     health = commands.add_parser("health", help="both regions' health and the replication lag")
     health.set_defaults(handler=run_health)
-    failover = commands.add_parser("failover", help="fail over to the secondary region (asks to confirm)")
+    failover = commands.add_parser(
+        "failover", help="fail over to the secondary region (asks to confirm)"
+    )
     add_arguments(failover)
     failover.set_defaults(handler=run_failover)
-    failback = commands.add_parser("failback", help="give the primary role back to the primary region")
+    failback = commands.add_parser(
+        "failback", help="give the primary role back to the primary region"
+    )
     failback.add_argument("--reason", default="primary region recovered", help="why (recorded)")
     failback.add_argument("--initiated-by", default="manual", help="who or what (default: manual)")
     failback.add_argument("--yes", action="store_true", help="approve without asking")
-    failback.add_argument("--no-publish", action="store_true", help="do not store in S3 or post to Slack")
+    failback.add_argument(
+        "--no-publish", action="store_true", help="do not store in S3 or post to Slack"
+    )
     failback.set_defaults(handler=run_failback)
 
 

@@ -17,6 +17,7 @@ Self-contained (psycopg, boto3, stdlib) so it runs as a plain script:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -61,14 +62,24 @@ class App:
 
         if self._route53 is None:
             aws = self.config["aws"]
-            self._route53 = boto3.client("route53", endpoint_url=aws["endpoint_url"], region_name="us-east-1",
-                                         aws_access_key_id=aws["key"], aws_secret_access_key=aws["secret"])
-            zones = self._route53.list_hosted_zones_by_name(DNSName=self.config["zone"])["HostedZones"]
+            self._route53 = boto3.client(
+                "route53",
+                endpoint_url=aws["endpoint_url"],
+                region_name="us-east-1",
+                aws_access_key_id=aws["key"],
+                aws_secret_access_key=aws["secret"],
+            )
+            zones = self._route53.list_hosted_zones_by_name(DNSName=self.config["zone"])[
+                "HostedZones"
+            ]
             self._zone_id = next(z["Id"] for z in zones if z["Name"] == self.config["zone"])
         name = f"{self.config.get('record', 'db')}.{self.config['zone']}"
         records = self._route53.list_resource_record_sets(
-            HostedZoneId=self._zone_id, StartRecordName=name, StartRecordType="CNAME", MaxItems="1")
-        match = [r for r in records["ResourceRecordSets"] if r["Name"] == name and r["Type"] == "CNAME"]
+            HostedZoneId=self._zone_id, StartRecordName=name, StartRecordType="CNAME", MaxItems="1"
+        )
+        match = [
+            r for r in records["ResourceRecordSets"] if r["Name"] == name and r["Type"] == "CNAME"
+        ]
         target = match[0]["ResourceRecords"][0]["Value"] if match else None
         self._resolved = (time.monotonic(), target)
         return target
@@ -82,15 +93,16 @@ class App:
         if self._conn is not None and (self._conn_target != target or self._conn.closed):
             self._close()
         if self._conn is None:
-            self._conn = psycopg.connect(self.config["targets"][target], autocommit=True, connect_timeout=3)
+            self._conn = psycopg.connect(
+                self.config["targets"][target], autocommit=True, connect_timeout=3
+            )
             self._conn_target = target
         return self._conn, target
 
     def _close(self) -> None:
-        try:
+        # Closing a broken connection may fail; it is being dropped anyway.
+        with contextlib.suppress(Exception):
             self._conn.close()
-        except Exception:  # noqa: S110 - closing a broken connection
-            pass
         self._conn, self._conn_target = None, None
 
     # -- writing --------------------------------------------------------------------------
@@ -102,13 +114,19 @@ class App:
             self.seq += 1
             try:
                 conn, target = self.connection()
-                conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id bigserial PRIMARY KEY, "
-                             "region text, seq bigint, written_at timestamptz DEFAULT now())")
-                row = conn.execute(f"INSERT INTO {TABLE} (region, seq) VALUES (%s, %s) RETURNING id",
-                                   (self.region, self.seq)).fetchone()
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {TABLE} (id bigserial PRIMARY KEY, "
+                    "region text, seq bigint, written_at timestamptz DEFAULT now())"
+                )
+                row = conn.execute(
+                    f"INSERT INTO {TABLE} (region, seq) VALUES (%s, %s) RETURNING id",
+                    (self.region, self.seq),
+                ).fetchone()
             except Exception as exc:
                 self.errors += 1
-                self.last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                self.last_error = (
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                )
                 self._close()
                 raise
             # The commit returned: PostgreSQL acknowledged this row.
@@ -122,7 +140,7 @@ class App:
             if self.writer_enabled and not self.read_only:
                 try:
                     self.write_once()
-                except Exception:  # noqa: S110 - counted in errors, the writer goes on
+                except Exception:
                     time.sleep(0.1)
             time.sleep(interval)
 
@@ -139,15 +157,21 @@ class App:
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
-            return {"region": self.region, "read_only": self.read_only, "writer": self.writer_enabled,
-                    "acknowledged": len(self.acknowledged), "ids": list(self.acknowledged),
-                    "errors": self.errors, "last_error": self.last_error,
-                    "targets_used": dict(self.targets_used)}
+            return {
+                "region": self.region,
+                "read_only": self.read_only,
+                "writer": self.writer_enabled,
+                "acknowledged": len(self.acknowledged),
+                "ids": list(self.acknowledged),
+                "errors": self.errors,
+                "last_error": self.last_error,
+                "targets_used": dict(self.targets_used),
+            }
 
 
 def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base signature
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
         def _send(self, status: int, body: dict[str, Any]) -> None:
@@ -165,8 +189,15 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if self.path == "/health":
                 ok, detail = app.healthy()
-                self._send(200 if ok else 503, {"status": "ok" if ok else "degraded", "region": app.region,
-                                                "read_only": app.read_only, "database": detail})
+                self._send(
+                    200 if ok else 503,
+                    {
+                        "status": "ok" if ok else "degraded",
+                        "region": app.region,
+                        "read_only": app.read_only,
+                        "database": detail,
+                    },
+                )
             elif self.path == "/stats":
                 self._send(200, app.stats())
             else:
@@ -222,9 +253,13 @@ def start(config_path: Path, config: dict[str, Any]) -> dict[str, Any]:
     log = Path(config["log"])
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "serve", "--config", str(config_path)],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "serve", "--config", str(config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     pidfile.write_text(str(proc.pid))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
