@@ -229,3 +229,8 @@ def test_health_check_dag_alerts_and_triggers_failover(box: Sandbox, airflow_db:
     fourth = _check(box)
     assert fourth["trigger"] == "skipped"
     assert _auto_failover_runs() == before + 1
+    # Every check was recorded in the secondary region's bucket.
+    from disaster_recovery.storage import ObjectStore
+
+    store = ObjectStore(box.aws("us-west-2"), "litper-dr-backups-us-west-2")
+    assert len(list(store.list_keys("litper/health/"))) >= 10

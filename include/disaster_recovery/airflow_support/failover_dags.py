@@ -34,7 +34,7 @@ def _failover_steps() -> dict[str, StepFunction]:
     from disaster_recovery import failover as fo
 
     return {
-        "detect": lambda plan, _r: fo.detect(plan),
+        "detect": lambda plan, _r: fo.detect(plan, _failing_since()),
         "stop_writes": lambda plan, _r: fo.stop_writes(plan),
         "sync": lambda plan, r: fo.sync(plan, (r.get("stop_writes") or {}).get("final_lsn")),
         "promote": lambda plan, _r: fo.promote(plan),
@@ -91,6 +91,14 @@ STEP_NAMES = {
         "validate",
     ),
 }
+
+
+def _failing_since() -> str | None:
+    """When dr_health_check first saw the primary fail in this incident (its Variable)."""
+    from airflow.sdk import Variable
+
+    state = Variable.get(HEALTH_STATE_VARIABLE, default=None, deserialize_json=True)
+    return (state or {}).get("primary_failing_since")
 
 
 def _approval(ti: Any) -> dict[str, Any] | None:
