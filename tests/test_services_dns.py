@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import boto3
 import pytest
-
 from disaster_recovery.config import load_settings, settings_from_dict
 from disaster_recovery.dns import DnsSwitch
 from disaster_recovery.endpoints import Deployment
@@ -94,5 +93,5 @@ def test_dns_switch_upserts_waits_and_reads_back(
     dns.point_to("us-east-1")
     assert dns.points_to("us-east-1")
     missing = _deployment_with({}, {"zone": "nowhere.internal"})
-    with pytest.raises(ConfigError, match="no hosted zone 'nowhere.internal.'"):
+    with pytest.raises(ConfigError, match=r"no hosted zone 'nowhere\.internal\.'"):
         DnsSwitch(missing.aws("us-west-2"), missing.settings.dns).point_to("us-west-2")
