@@ -3,7 +3,8 @@
 
 Checks the primary (database, Redis, application) and the secondary (standby database, Redis
 replica, application on standby), and measures replication lag from LSNs (0 when idle and caught
-up). Each check is recorded in S3 (`<prefix>/health/YYYY/MM/DD/HHMMSS.json`) and returned in XCom.
+up). Each check is recorded in S3 (`<prefix>/health/YYYY/MM/DD/HHMMSS_micro.json`) and
+returned in XCom.
 
 Alerts to Slack, each **once per incident** with a recovery message when it clears:
 `ReplicationLagHigh` (High, lag above `thresholds.replication_lag`, 60 s), `SecondaryUnreachable`

@@ -414,7 +414,7 @@ def health_check() -> dict[str, Any]:
         except Exception:
             log.exception("could not send %s", alert["name"])
     try:
-        stamp = datetime.now(timezone.utc).strftime("%Y/%m/%d/%H%M%S")
+        stamp = datetime.now(timezone.utc).strftime("%Y/%m/%d/%H%M%S_%f")
         store = ObjectStore(found.aws(secondary), settings.bucket(secondary))
         store.put_json(
             f"{settings.storage.prefix}/health/{stamp}.json", {"health": health, **verdict}
