@@ -218,3 +218,16 @@ def test_dry_run_and_runbook_cli_change_nothing(make_sandbox) -> None:  # type: 
         assert result["status"] == "completed" and result["new_primary"] == "us-west-2"
         assert "[8/8] VALIDATE: done" in proc.stderr
         assert not db.is_in_recovery(box.postgres("standby"))
+        # And back: `dr failback --yes`.
+        proc = subprocess.run(
+            [sys.executable, "-m", "disaster_recovery", "failback", "--yes"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=180,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["new_primary"] == "us-east-1"
+        assert "[3/10] REBUILD_OLD_PRIMARY: done" in proc.stderr
+        assert box.status()["healthy"]
