@@ -16,7 +16,7 @@ def register(commands: Any) -> None:
     up.add_argument("--scale", type=float, default=None,
                     help="sample data size: 1 is about 20 MB, 80 about 1 GB (default 1)")
     up.add_argument("--base-port", type=int, default=None,
-                    help="first of six consecutive ports (default 25432, 25433, 26379, 26380, 25500, 25501)")
+                    help="first of eight consecutive ports (default 25432, 25433, 26379, 26380, 25500-25503)")
     for action in (up, actions.add_parser("down", help="stop what `up` started"),
                    actions.add_parser("status", help="each component's health; exit 1 if any is down")):
         action.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="state folder (default .sandbox)")
