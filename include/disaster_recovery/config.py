@@ -173,6 +173,11 @@ class Backup(_Section):
     restore_jobs: int = Field(2, ge=1)
     # Extra pg_dump/pg_restore time budget; a dump that runs longer is killed and aborted.
     command_timeout: Duration = timedelta(hours=6)
+    # postgresql_backup_cleanup runs daily after the backups (in `timezone`).
+    cleanup_schedule: Cron = "30 4 * * *"
+    # Airflow retries of a failed backup task (transient errors only: a failed check never retries).
+    task_retries: int = Field(2, ge=0)
+    retry_delay: Duration = timedelta(minutes=5)
 
 
 class Environment(_Section):

@@ -1,0 +1,203 @@
+"""The logical backup DAGs (full daily, weekly, monthly) from one factory, and the cleanup DAG.
+
+Each backup DAG: dump -> checksum -> verify -> replicate -> publish. Tasks pass only the backup's
+file name (a small dict) through XCom; every task reads the manifest from S3, so any task can
+run on any worker. Schedules are the tiers' cron expressions in ``settings.timezone``.
+Parse time reads only the local policy file (``dr_config.yaml``): no network, no Connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from disaster_recovery.alerts import Alert, one_line
+from disaster_recovery.config import Settings, load_settings
+from disaster_recovery.errors import VerificationError
+
+log = logging.getLogger(__name__)
+
+BACKUP_DAG_IDS = {
+    "postgresql_full": "postgresql_backup_full",
+    "postgresql_weekly": "postgresql_backup_weekly",
+    "postgresql_monthly": "postgresql_backup_monthly",
+}
+TIER_LABELS = {"postgresql_full": "full (daily)", "postgresql_weekly": "weekly",
+               "postgresql_monthly": "monthly"}
+START_DATE = datetime(2024, 1, 1)
+
+
+def default_args(settings: Settings) -> dict[str, Any]:
+    return {"owner": "dr", "retries": settings.backup.task_retries,
+            "retry_delay": settings.backup.retry_delay}
+
+
+def run_time(context: Any) -> datetime:
+    """The run's nominal time: its logical date when scheduled, its trigger time otherwise
+    (a run triggered from the UI may have no logical date)."""
+    dag_run = context["dag_run"]
+    return dag_run.logical_date or dag_run.run_after  # type: ignore[no-any-return]
+
+
+def task_deployment(context: Any) -> Any:
+    """The deployment for a task, with the run's ``dump_from`` Param applied."""
+    from disaster_recovery.airflow_support.connections import deployment
+
+    settings = load_settings()
+    dump_from = (context.get("params") or {}).get("dump_from") or "configured"
+    if dump_from != "configured":
+        settings = settings.model_copy(update={"backup": settings.backup.model_copy(update={"dump_from": dump_from})})
+    return deployment(settings)
+
+
+def backup_alert(context: dict[str, Any], backup_type: str) -> Alert:
+    """BackupVerificationFailed when a check failed, BackupFailed otherwise; the message names
+    the tier, the file, the failed check, the error in one line and the task log."""
+    from disaster_recovery.airflow_support.alerting import root_error
+    from disaster_recovery.logical import run_file
+
+    ti = context["ti"]
+    error = root_error(context.get("exception"))
+    verification = isinstance(error, VerificationError)
+    check = (error.check if verification else "") or ti.task_id  # type: ignore[union-attr]
+    try:
+        file = run_file(backup_type, run_time(context))
+    except Exception:
+        file = "(unknown)"
+    name = "BackupVerificationFailed" if verification else "BackupFailed"
+    message = one_line(str(error) if error else "no error recorded")
+    return Alert(
+        name=name,
+        summary=f"{TIER_LABELS[backup_type]} backup {file}: {check} failed: {message}",
+        details={"tier": backup_type, "file": file, "check": check, "error": message,
+                 "dag": ti.dag_id, "run": ti.run_id, "task": ti.task_id,
+                 "try": getattr(ti, "try_number", None)},
+        link=getattr(ti, "log_url", None),
+    )
+
+
+def alert_callback(backup_type: str) -> Callable[[dict[str, Any]], None]:
+    """A task ``on_failure_callback``: it fires on the final failure only, never on a try that
+    is retried."""
+
+    def callback(context: dict[str, Any]) -> None:
+        from disaster_recovery.airflow_support.alerting import AirflowSlackSink
+
+        alert = backup_alert(context, backup_type)
+        try:
+            AirflowSlackSink().send(alert)
+        except Exception:
+            log.exception("could not send alert %s", alert.name)
+
+    return callback
+
+
+def backup_dag(backup_type: str, doc_md: str, settings: Settings | None = None) -> Any:
+    """The DAG of one logical tier: dump -> checksum -> verify -> replicate -> publish."""
+    from airflow.sdk import DAG, CronTriggerTimetable, Param, get_current_context, task
+
+    from disaster_recovery.airflow_support.alerting import fail_fast
+
+    settings = settings or load_settings()
+    tier = settings.tiers.get(backup_type)
+    on_failure = alert_callback(backup_type)
+    with DAG(
+        dag_id=BACKUP_DAG_IDS[backup_type],
+        doc_md=doc_md,
+        schedule=CronTriggerTimetable(tier.schedule, timezone=settings.timezone),
+        start_date=START_DATE.replace(tzinfo=settings.tz),
+        catchup=False,
+        max_active_runs=1,
+        default_args={**default_args(settings), "on_failure_callback": on_failure},
+        tags=["dr", "backup"],
+        params={"dump_from": Param("configured", type="string", enum=["configured", "primary", "standby"],
+                                   description="Node to dump: the configured one (backup.dump_from), "
+                                               "the primary, or the standby")},
+    ) as dag:
+
+        @task(task_id="dump", execution_timeout=settings.backup.command_timeout)
+        @fail_fast
+        def dump() -> dict[str, Any]:
+            from disaster_recovery.logical import dump_to_s3
+
+            context = get_current_context()
+            return dump_to_s3(task_deployment(context), backup_type, run_time(context), who=_who(context))
+
+        @task(task_id="checksum")
+        @fail_fast
+        def checksum(dumped: dict[str, Any]) -> dict[str, Any]:
+            from disaster_recovery.logical import check_checksum
+
+            return check_checksum(task_deployment(get_current_context()), backup_type, dumped["file"])
+
+        @task(task_id="verify", execution_timeout=settings.backup.command_timeout)
+        @fail_fast
+        def verify(dumped: dict[str, Any], _checksum: dict[str, Any]) -> dict[str, Any]:
+            from disaster_recovery.logical import check_readable
+
+            return check_readable(task_deployment(get_current_context()), backup_type, dumped["file"])
+
+        @task(task_id="replicate")
+        @fail_fast
+        def replicate(dumped: dict[str, Any], _verified: dict[str, Any]) -> dict[str, Any]:
+            from disaster_recovery.logical import replicate as replicate_backup
+
+            return replicate_backup(task_deployment(get_current_context()), backup_type, dumped["file"])
+
+        @task(task_id="publish")
+        @fail_fast
+        def publish(dumped: dict[str, Any], checksum_result: dict[str, Any], verified: dict[str, Any],
+                    replica: dict[str, Any]) -> dict[str, Any]:
+            from disaster_recovery.logical import publish as publish_backup
+            from disaster_recovery.manager import format_manifest
+
+            context = get_current_context()
+            checks = {"checksum": checksum_result, **verified, "replica": replica}
+            manifest = publish_backup(task_deployment(context), backup_type, dumped["file"], checks,
+                                      who=_who(context))
+            return format_manifest(manifest)
+
+        dumped = dump()
+        summed = checksum(dumped)
+        read = verify(dumped, summed)
+        copied = replicate(dumped, read)
+        publish(dumped, summed, read, copied)
+    return dag
+
+
+def cleanup_dag(doc_md: str, settings: Settings | None = None) -> Any:
+    """``postgresql_backup_cleanup``: the retention policy, daily after the backups."""
+    from airflow.sdk import DAG, CronTriggerTimetable, Param, get_current_context, task
+
+    from disaster_recovery.airflow_support.alerting import alert_on_failure, fail_fast
+
+    settings = settings or load_settings()
+    with DAG(
+        dag_id="postgresql_backup_cleanup",
+        doc_md=doc_md,
+        schedule=CronTriggerTimetable(settings.backup.cleanup_schedule, timezone=settings.timezone),
+        start_date=START_DATE.replace(tzinfo=settings.tz),
+        catchup=False,
+        max_active_runs=1,
+        default_args={**default_args(settings), "on_failure_callback": alert_on_failure("BackupFailed", check="cleanup")},
+        tags=["dr", "backup", "maintenance"],
+        params={"dry_run": Param(False, type="boolean", description="Only list what would be deleted")},
+    ) as dag:
+
+        @task(task_id="apply_retention")
+        @fail_fast
+        def apply_retention() -> dict[str, Any]:
+            from disaster_recovery.cleanup import cleanup_old_backups
+
+            context = get_current_context()
+            return cleanup_old_backups(task_deployment(context), dry_run=bool(context["params"]["dry_run"]))
+
+        apply_retention()
+    return dag
+
+
+def _who(context: Any) -> str:
+    ti = context["ti"]
+    return f"airflow:{ti.dag_id}/{ti.run_id}/{ti.task_id}"

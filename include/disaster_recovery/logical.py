@@ -1,0 +1,638 @@
+"""Logical backups (full daily, weekly, monthly): dump -> S3, checksum, verify, replicate, publish.
+
+Each step is a function of (deployment, backup type, file) that an Airflow task, the CLI and the
+seed API all call. Between steps only the file name travels; the truth is the manifest in S3.
+
+- :func:`dump_to_s3` takes the per-table row counts and the dump in one exported snapshot and
+  streams ``pg_dump -Fc`` through a SHA-256 hasher into a multipart upload; if pg_dump fails,
+  is killed or S3 fails, the upload is aborted and nothing is left. Re-running it for a backup
+  that exists reuses that backup instead of overwriting it.
+- :func:`check_checksum` streams the object back: size and SHA-256 must match the manifest.
+- :func:`check_readable` runs ``pg_restore -l`` (every manifest table listed) and a full read
+  (``pg_restore -f /dev/null``), which catches what the table of contents does not show.
+- :func:`replicate` puts the object in the secondary region's bucket (copy mode) or waits for S3
+  replication (native mode), then checks the copy's SHA-256.
+- :func:`publish` records the checks in the manifest: only now is the backup a restore candidate.
+
+A failed check marks the manifest ``failed`` (so it never counts) and raises
+:class:`VerificationError` naming the check.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import logging
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import psycopg
+from psycopg import sql
+
+from disaster_recovery import db, pgbin, pgdump
+from disaster_recovery.catalog import (
+    LOGICAL_TYPES,
+    Catalog,
+    Manifest,
+    Verification,
+    backup_file_name,
+)
+from disaster_recovery.config import Settings
+from disaster_recovery.endpoints import Deployment, PostgresEndpoint
+from disaster_recovery.errors import (
+    CommandFailed,
+    ConfigError,
+    VerificationError,
+)
+from disaster_recovery.runner import streaming
+from disaster_recovery.storage import ObjectStore, ProducerFailed
+
+log = logging.getLogger(__name__)
+
+# The checks a published manifest records, in the order they run.
+CHECKS = ("checksum", "pg_restore_list", "full_read", "replica")
+
+# User tables whose rows pg_dump copies: ordinary tables and partitions (relkind 'r'), outside
+# the system schemas. Partitioned parents ('p') hold no rows of their own.
+_USER_TABLES = """
+SELECT n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND c.relpersistence <> 't'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%'
+  AND n.nspname NOT LIKE 'pg\\_temp%%'
+ORDER BY 1, 2
+"""
+
+
+def actor() -> str:
+    """Who runs this step, for the manifest: ``user@host``."""
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def check_backup_type(backup_type: str) -> str:
+    if backup_type not in LOGICAL_TYPES:
+        raise ConfigError(
+            f"{backup_type!r} is not a logical backup type; known: {', '.join(LOGICAL_TYPES)}"
+        )
+    return backup_type
+
+
+@dataclass
+class Stores:
+    """The buckets of both regions and the catalog in the primary one."""
+
+    primary: ObjectStore
+    secondary: ObjectStore
+    settings: Settings
+
+    @classmethod
+    def of(cls, deployment: Deployment) -> Stores:
+        settings = deployment.settings
+        chunk = settings.storage.multipart_chunk_mib
+        regions = settings.regions
+        return cls(
+            ObjectStore(
+                deployment.aws(regions.primary), settings.bucket(regions.primary), chunk_mib=chunk
+            ),
+            ObjectStore(
+                deployment.aws(regions.secondary),
+                settings.bucket(regions.secondary),
+                chunk_mib=chunk,
+            ),
+            settings,
+        )
+
+    @property
+    def catalog(self) -> Catalog:
+        return Catalog(self.primary, self.settings.storage.prefix)
+
+    @property
+    def secondary_catalog(self) -> Catalog:
+        return Catalog(self.secondary, self.settings.storage.prefix)
+
+
+def source_endpoint(deployment: Deployment) -> tuple[str, PostgresEndpoint]:
+    """The node to dump: ``backup.dump_from`` (the standby keeps the load off the primary)."""
+    role = deployment.settings.backup.dump_from
+    return role, deployment.postgres(role)
+
+
+# -- dump ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def exported_snapshot(endpoint: PostgresEndpoint) -> Iterator[tuple[psycopg.Connection[Any], str]]:
+    """A REPEATABLE READ transaction and its exported snapshot id, held open for the caller.
+
+    pg_dump imports the snapshot with ``--snapshot``; the exporting transaction must stay open
+    until pg_dump has taken it, so it lives for the whole block. Works on a hot standby too.
+    """
+    with db.connect(endpoint, autocommit=False) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+        assert row is not None
+        try:
+            yield conn, str(row[0])
+        finally:
+            conn.rollback()
+
+
+def exact_row_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """``{"schema.table": rows}`` for every user table, counted in the connection's snapshot."""
+    counts: dict[str, int] = {}
+    for schema, table in conn.execute(_USER_TABLES).fetchall():
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+            sql.Identifier(schema), sql.Identifier(table)
+        )
+        row = conn.execute(query).fetchone()
+        counts[f"{schema}.{table}"] = int(row[0]) if row else 0
+    return counts
+
+
+def run_file(backup_type: str, run_time: datetime) -> str:
+    """The backup file a run makes: named after the run's time, so a re-run finds its backup."""
+    return backup_file_name(check_backup_type(backup_type), run_time)
+
+
+def dump_to_s3(
+    deployment: Deployment, backup_type: str, run_time: datetime, *, who: str | None = None
+) -> dict[str, Any]:
+    """Dump the database straight into the primary bucket and write an ``uploaded`` manifest.
+
+    Idempotent: when this run's backup already exists (object and manifest), it is reused and
+    the later steps check it; an object without its manifest is never overwritten.
+    Returns ``{"file", "key", "bucket", "reused"}`` (small enough for an XCom).
+    """
+    stores = Stores.of(deployment)
+    file = run_file(backup_type, run_time)
+    catalog = stores.catalog
+    key = catalog.key_for(file)
+    existing = catalog.find(file)
+    object_head = stores.primary.head(key)
+    if existing is not None and object_head is not None:
+        log.info(
+            "backup %s already exists; reusing it (the next steps check it)",
+            stores.primary.url(key),
+        )
+        return {"file": file, "key": key, "bucket": stores.primary.bucket, "reused": True}
+    if object_head is not None:
+        raise VerificationError(
+            f"{stores.primary.url(key)} exists but its manifest is missing (an earlier run died "
+            "after the upload, or the manifest was deleted); refusing to overwrite it. Inspect it, "
+            "delete it if it is garbage, then re-run.",
+            check="manifest",
+            key=key,
+        )
+    manifest = _dump(deployment, stores, backup_type, file, who or actor())
+    return {"file": manifest.file, "key": manifest.key, "bucket": manifest.bucket, "reused": False}
+
+
+def _dump(
+    deployment: Deployment, stores: Stores, backup_type: str, file: str, who: str
+) -> Manifest:
+    settings = deployment.settings
+    role, endpoint = source_endpoint(deployment)
+    compression = pgdump.Compression.parse(settings.backup.compression)
+    key = stores.catalog.key_for(file)
+    started_at = datetime.now(UTC)
+    with exported_snapshot(endpoint) as (conn, snapshot):
+        server_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        server_major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
+        pgbin.require_at_least("pg_dump", server_major)
+        counts = exact_row_counts(conn)
+        log.info("row counts in snapshot %s: %s", snapshot, counts)
+        env = {**endpoint.libpq_env(), "PGAPPNAME": pgdump.PG_DUMP_APPLICATION}
+        timeout = settings.backup.command_timeout.total_seconds()
+        with streaming(
+            pgdump.dump_args(compression=compression, snapshot=snapshot),
+            target=endpoint.describe(),
+            env=env,
+            timeout=timeout,
+        ) as dump:
+
+            def dump_must_succeed() -> None:
+                # Called at the end of pg_dump's output, before the upload completes: a pg_dump
+                # that died mid-stream aborts the multipart upload instead of completing a
+                # truncated object (boto3 would complete it otherwise).
+                code = dump.wait()
+                if code != 0:
+                    raise ProducerFailed(str(dump.failure(code)))
+
+            stored = stores.primary.upload_stream(key, dump.stdout, at_eof=dump_must_succeed)
+            dump.finish()
+    manifest = Manifest.model_validate(
+        {
+            "backup_type": backup_type,
+            "file": file,
+            "bucket": stores.primary.bucket,
+            "key": key,
+            "size_bytes": stored.size,
+            "sha256": stored.sha256,
+            "started_at": started_at,
+            "finished_at": datetime.now(UTC),
+            "server_version": server_version,
+            "database": endpoint.dbname,
+            "format": "custom",
+            "status": "uploaded",
+            "compression": compression.flag(),
+            "snapshot": snapshot,
+            "table_counts": counts,
+            "source": {
+                "role": role,
+                "connection": endpoint.conn_id,
+                "host": f"{endpoint.host}:{endpoint.port}",
+            },
+            "pg_dump_version": pgbin.program_major("pg_dump"),
+            "dumped_by": who,
+        }
+    )
+    stores.catalog.save(manifest)
+    log.info(
+        "uploaded %s (%d bytes, sha256 %s)", stores.primary.url(key), stored.size, stored.sha256
+    )
+    return manifest
+
+
+# -- checks -------------------------------------------------------------------------------------
+
+
+def load_manifest(stores: Stores, backup_type: str, file: str) -> Manifest:
+    """The manifest of ``file``; a missing one is a verification failure, not a lookup miss."""
+    check_backup_type(backup_type)
+    if not file.startswith(backup_type + "_"):
+        raise ConfigError(f"{file!r} is not a {backup_type} backup file")
+    key = stores.catalog.key_for(file)
+    manifest = stores.catalog.find(file)
+    if manifest is None:
+        raise VerificationError(
+            f"no manifest for {file} ({stores.primary.url(key)}.manifest.json): the backup cannot "
+            "be checked and is not a restore candidate",
+            check="manifest",
+            key=key,
+        )
+    return manifest
+
+
+def _record_failure(stores: Stores, manifest: Manifest, error: VerificationError) -> None:
+    """Mark the manifest failed so the backup never counts; the original error still raises."""
+    failed = manifest.model_copy(
+        update={
+            "status": "failed",
+            "verification": None,
+            "error": f"{error.check}: {error}",
+            "failed_check": error.check,
+        }
+    )
+    try:
+        stores.catalog.save(failed)
+    except Exception:
+        log.exception("could not record the failed check in %s", manifest.manifest_key)
+
+
+@contextmanager
+def _failures_recorded(stores: Stores, manifest: Manifest) -> Iterator[None]:
+    try:
+        yield
+    except VerificationError as exc:
+        _record_failure(stores, manifest, exc)
+        raise
+
+
+def _compare(manifest: Manifest, size: int, sha256: str, where: str, check: str) -> None:
+    if size != manifest.size_bytes:
+        raise VerificationError(
+            f"{where}: size {size} bytes, the manifest says {manifest.size_bytes} (truncated or replaced)",
+            check=check,
+            key=manifest.key,
+        )
+    if sha256 != manifest.sha256:
+        raise VerificationError(
+            f"{where}: SHA-256 {sha256} does not match the manifest's {manifest.sha256}",
+            check=check,
+            key=manifest.key,
+        )
+
+
+def check_checksum(deployment: Deployment, backup_type: str, file: str) -> dict[str, Any]:
+    """The object exists, and its size and SHA-256 (streamed back) match the manifest."""
+    stores = Stores.of(deployment)
+    manifest = load_manifest(stores, backup_type, file)
+    started = time.monotonic()
+    with _failures_recorded(stores, manifest):
+        if not stores.primary.exists(manifest.key):
+            raise VerificationError(
+                f"{stores.primary.url(manifest.key)} does not exist",
+                check="exists",
+                key=manifest.key,
+            )
+        stored = stores.primary.digest(manifest.key)
+        _compare(manifest, stored.size, stored.sha256, stores.primary.url(manifest.key), "checksum")
+    return {
+        "ok": True,
+        "size_bytes": stored.size,
+        "sha256": stored.sha256,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+@dataclass
+class FedResult:
+    stdout: str
+    size: int
+    sha256: str
+    complete: bool  # the whole object went through (the program did not stop reading early)
+
+
+def feed_object(
+    store: ObjectStore,
+    key: str,
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    target: str = "",
+    timeout: float | None = None,
+    capture_stdout: bool = False,
+) -> FedResult:
+    """Stream an object into a program's stdin (hashing it on the way) and wait for the program.
+
+    A program that stops reading early (``pg_restore -l`` after the table of contents) is not an
+    error; a program that exits non-zero raises :class:`CommandFailed`.
+    """
+    hasher = hashlib.sha256()
+    size = 0
+    complete = True
+    chunks: list[bytes] = []
+    with streaming(
+        args,
+        target=target,
+        env=env,
+        timeout=timeout,
+        stdin=True,
+        stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
+    ) as proc:
+        reader = None
+        if capture_stdout:
+            reader = threading.Thread(target=_drain_into, args=(proc.stdout, chunks), daemon=True)
+            reader.start()
+        try:
+            for data in store.iter_bytes(key):
+                try:
+                    proc.stdin.write(data)
+                except BrokenPipeError:
+                    complete = False
+                    break
+                hasher.update(data)
+                size += len(data)
+        finally:
+            with suppress(BrokenPipeError):
+                proc.stdin.close()
+        proc.finish()
+        if reader is not None:
+            reader.join(timeout=30)
+    return FedResult(b"".join(chunks).decode(errors="replace"), size, hasher.hexdigest(), complete)
+
+
+def _drain_into(pipe: IO[bytes], chunks: list[bytes]) -> None:
+    for data in iter(lambda: pipe.read(65536), b""):
+        chunks.append(data)
+
+
+def check_readable(deployment: Deployment, backup_type: str, file: str) -> dict[str, Any]:
+    """``pg_restore -l`` lists every table of the manifest, then a full read of the archive
+    (``pg_restore -f /dev/null``) succeeds, with the bytes read matching the manifest's SHA-256."""
+    stores = Stores.of(deployment)
+    manifest = load_manifest(stores, backup_type, file)
+    url = stores.primary.url(manifest.key)
+    timeout = deployment.settings.backup.command_timeout.total_seconds()
+    expected = sorted((manifest.model_extra or {}).get("table_counts", {}))
+    with _failures_recorded(stores, manifest):
+        started = time.monotonic()
+        try:
+            listing = feed_object(
+                stores.primary,
+                manifest.key,
+                pgdump.list_args(),
+                target=url,
+                timeout=timeout,
+                capture_stdout=True,
+            )
+        except CommandFailed as exc:
+            raise VerificationError(
+                f"pg_restore -l cannot read {url}: {exc}", check="pg_restore_list", key=manifest.key
+            ) from None
+        missing = pgdump.missing_tables(listing.stdout, expected)
+        if missing:
+            raise VerificationError(
+                f"pg_restore -l of {url} does not list {len(missing)} table(s) of the manifest: "
+                f"{', '.join(missing)} (the object is not this database's dump)",
+                check="pg_restore_list",
+                key=manifest.key,
+            )
+        listed = time.monotonic()
+        try:
+            read = feed_object(
+                stores.primary, manifest.key, pgdump.full_read_args(), target=url, timeout=timeout
+            )
+        except CommandFailed as exc:
+            raise VerificationError(
+                f"full read of {url} failed: {exc}", check="full_read", key=manifest.key
+            ) from None
+        if not read.complete:
+            raise VerificationError(
+                f"full read of {url}: pg_restore stopped before the end of the object",
+                check="full_read",
+                key=manifest.key,
+            )
+        # The bytes pg_restore read are the bytes the checksum covered (no swap in between).
+        _compare(manifest, read.size, read.sha256, url, "full_read")
+    return {
+        "pg_restore_list": {
+            "ok": True,
+            "tables": len(expected),
+            "seconds": round(listed - started, 3),
+        },
+        "full_read": {
+            "ok": True,
+            "bytes": read.size,
+            "seconds": round(time.monotonic() - listed, 3),
+        },
+    }
+
+
+# -- replicate ----------------------------------------------------------------------------------
+
+
+def replicate(deployment: Deployment, backup_type: str, file: str) -> dict[str, Any]:
+    """The object in the secondary region's bucket with the manifest's SHA-256.
+
+    ``copy`` mode copies it (server-side) unless an identical copy is there; a different object
+    there is an error, never overwritten. ``native`` mode waits, at most
+    ``storage.replication_wait``, for S3 replication to deliver it.
+    """
+    stores = Stores.of(deployment)
+    manifest = load_manifest(stores, backup_type, file)
+    mode = deployment.settings.storage.replication
+    url = stores.secondary.url(manifest.key)
+    started = time.monotonic()
+    with _failures_recorded(stores, manifest):
+        copied = False
+        if mode == "copy":
+            if stores.secondary.head(manifest.key) is None:
+                stores.secondary.copy_from(stores.primary, manifest.key)
+                copied = True
+        else:
+            _wait_for_replica(
+                stores.secondary,
+                manifest,
+                deployment.settings.storage.replication_wait.total_seconds(),
+            )
+        replica = stores.secondary.digest(manifest.key)
+        if (replica.size, replica.sha256) != (manifest.size_bytes, manifest.sha256):
+            detail = (
+                "was just copied" if copied else "was already there and differs; not overwritten"
+            )
+            raise VerificationError(
+                f"replica {url} ({mode} mode) has SHA-256 {replica.sha256} and {replica.size} bytes, "
+                f"the manifest says {manifest.sha256} and {manifest.size_bytes} bytes: it {detail}",
+                check="replica",
+                key=manifest.key,
+            )
+    return {
+        "ok": True,
+        "mode": mode,
+        "region": stores.secondary.endpoint.region,
+        "bucket": stores.secondary.bucket,
+        "copied": copied,
+        "sha256": replica.sha256,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def _wait_for_replica(
+    store: ObjectStore, manifest: Manifest, budget: float, poll: float = 2.0
+) -> None:
+    deadline = time.monotonic() + budget
+    while True:
+        head = store.head(manifest.key)
+        if head is not None and int(head.get("ContentLength", -1)) == manifest.size_bytes:
+            return
+        if time.monotonic() >= deadline:
+            state = "absent" if head is None else f"{head.get('ContentLength')} bytes so far"
+            raise VerificationError(
+                f"S3 replication did not deliver {store.url(manifest.key)} within {budget:g} s "
+                f"({state}); check the bucket's replication rule",
+                check="replica",
+                key=manifest.key,
+            )
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())) or 0.05)
+
+
+# -- publish ------------------------------------------------------------------------------------
+
+
+def publish(
+    deployment: Deployment,
+    backup_type: str,
+    file: str,
+    checks: dict[str, Any],
+    *,
+    who: str | None = None,
+) -> Manifest:
+    """Record the passed checks in the manifest (both regions): the backup becomes a restore
+    candidate. Every check of :data:`CHECKS` must be present and ok; a published backup is left
+    as it is (re-running a finished run changes nothing)."""
+    stores = Stores.of(deployment)
+    manifest = load_manifest(stores, backup_type, file)
+    if manifest.verified:
+        log.info("%s is already published (verified %s)", file, manifest.verification.verified_at)  # type: ignore[union-attr]
+        return manifest
+    missing = [name for name in CHECKS if not (checks.get(name) or {}).get("ok")]
+    if missing:
+        raise VerificationError(
+            f"{file}: cannot publish, checks not passed: {', '.join(missing)}",
+            check=missing[0],
+            key=manifest.key,
+        )
+    replica = checks["replica"]
+    verified = manifest.model_copy(
+        update={
+            "status": "verified",
+            "error": None,
+            "verification": Verification(
+                checks=checks, verified_at=datetime.now(UTC), verified_by=who or actor()
+            ),
+            "replicas": {
+                replica["region"]: {
+                    "bucket": replica["bucket"],
+                    "key": manifest.key,
+                    "sha256": replica["sha256"],
+                    "mode": replica["mode"],
+                }
+            },
+        }
+    )
+    if deployment.settings.storage.replication == "copy":
+        # The replica's manifest first: the primary's published manifest is the commit point.
+        stores.secondary_catalog.save(verified)
+    stores.catalog.save(verified)
+    return verified
+
+
+# -- the whole pipeline ---------------------------------------------------------------------------
+
+
+def run_backup(
+    deployment: Deployment,
+    backup_type: str,
+    run_time: datetime | None = None,
+    *,
+    who: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Manifest:
+    """Every step in order, as the DAG runs them: dump, checksum, verify, replicate, publish."""
+    say = progress or (lambda message: log.info("%s", message))
+    when = run_time or datetime.now(UTC)
+    say(f"dumping {backup_type} to S3")
+    dumped = dump_to_s3(deployment, backup_type, when, who=who)
+    file = dumped["file"]
+    say(f"checking the SHA-256 of {file}")
+    checks: dict[str, Any] = {"checksum": check_checksum(deployment, backup_type, file)}
+    say(f"reading {file} with pg_restore")
+    checks.update(check_readable(deployment, backup_type, file))
+    say(f"replicating {file} to {deployment.settings.regions.secondary}")
+    checks["replica"] = replicate(deployment, backup_type, file)
+    return publish(deployment, backup_type, file, checks, who=who)
+
+
+def verify_existing(deployment: Deployment, backup_type: str, file: str) -> dict[str, Any]:
+    """Re-run every check on an existing backup; each check's result, failures included.
+
+    A failed check marks the backup failed (it stops counting); an unreachable server raises.
+    """
+    results: dict[str, Any] = {"backup_type": backup_type, "file": file}
+    steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("checksum", lambda: {"checksum": check_checksum(deployment, backup_type, file)}),
+        ("readable", lambda: check_readable(deployment, backup_type, file)),
+        ("replica", lambda: {"replica": replicate(deployment, backup_type, file)}),
+    ]
+    valid = True
+    for name, step in steps:
+        try:
+            results.update(step())
+        except VerificationError as exc:
+            valid = False
+            results[exc.check or name] = {"ok": False, "error": str(exc)}
+            break
+    results["valid"] = valid
+    return results
