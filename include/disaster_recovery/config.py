@@ -180,6 +180,20 @@ class Backup(_Section):
     retry_delay: Duration = timedelta(minutes=5)
 
 
+class Pitr(_Section):
+    """Point-in-time recovery: the WAL archiver and the physical chain (issue 4)."""
+
+    # PostgreSQL's archive_timeout on the primary: a partly filled segment is archived after
+    # this long, which bounds the data a lost primary can take with it (keep it far below the RPO).
+    archive_timeout: Duration = timedelta(seconds=60)
+    # Base backups: kept while younger than max_age or among the newest keep_last; the newest
+    # one that ends before the WAL window (tiers.postgresql_wal max_age) is kept too, so every
+    # point in that window stays restorable.
+    base_retention: Retention = Retention(max_age=timedelta(days=7), keep_last=7)
+    # Budget of one point-in-time restore (download, combine, WAL replay).
+    restore_timeout: Duration = timedelta(hours=2)
+
+
 class Environment(_Section):
     name: str = "sandbox"
     # Drills refuse a production target unless allow_drills_on_production is set.
@@ -200,6 +214,7 @@ class Settings(_Section):
     storage: Storage = Storage()
     connections: Connections = Connections()
     backup: Backup = Backup()
+    pitr: Pitr = Pitr()
     # Free-form sections that later parts own (failover, services, dns, drills) live below.
     failover: dict[str, Any] = {}
     services: dict[str, Any] = {}

@@ -12,11 +12,13 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from disaster_recovery.config import Settings
 from disaster_recovery.errors import ConfigError
+
+if TYPE_CHECKING:  # the WAL archiver reads Connections without loading the settings model
+    from disaster_recovery.config import Settings
 
 
 @dataclass(frozen=True)

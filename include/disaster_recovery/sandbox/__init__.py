@@ -223,9 +223,9 @@ class Sandbox:
                 "wal_keep_size": "'256MB'",
                 "synchronous_commit": "on",
                 "archive_mode": "on",
-                # Replaced by the WAL archiver (`dr wal push`) once it is configured.
-                "archive_command": "'/bin/true'",
-                "archive_timeout": "60",
+                # The WAL archiver (`dr wal push`), to both regions' buckets (docs/pitr.md).
+                "archive_command": quote_conf(self._archive_command()),
+                "archive_timeout": str(int(self.settings().pitr.archive_timeout.total_seconds())),
                 "log_line_prefix": "'%m [%p] %q%u@%d '",
                 "fsync": "on",
             })
@@ -244,6 +244,19 @@ class Sandbox:
             with db.connect(self.postgres("primary", "postgres")) as conn:
                 conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = {quote_conf(STANDBY_SLOT)}")
                 conn.execute("SELECT pg_reload_conf()")
+
+    def _archive_command(self) -> str:
+        """`dr wal push %p` as the server's OS user runs it: absolute paths and an env file
+        (S3 Connections and the policy) under the sandbox root, readable only by that user."""
+        from disaster_recovery.endpoints import Deployment, env_var_name, parse_connection
+        from disaster_recovery.localpg import server_os_user
+        from disaster_recovery.wal import archiver_command, write_archiver_files
+
+        env = self.environment()
+        deployment = Deployment(self.settings(), lookup=lambda conn_id: parse_connection(
+            conn_id, env[env_var_name(conn_id)]))
+        env_file = write_archiver_files(self.root / "wal", self.settings(), deployment, server_os_user())
+        return archiver_command("push", env_file)
 
     def _standby_conninfo(self) -> str:
         return (f"host=127.0.0.1 port={self.ports.pg_primary} user={SUPERUSER} "

@@ -1,0 +1,117 @@
+"""The point-in-time recovery DAGs: ``postgresql_wal_archive`` (every 5 minutes) and
+``postgresql_backup_incremental`` (hourly; it also takes the day's base backup).
+
+Tasks pass only small dicts through XCom (a report, a file name); every task reads what it
+needs from S3, so any task can run on any worker. Parse time reads only the local policy file.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from disaster_recovery.config import Settings, load_settings
+
+START_DATE = datetime(2024, 1, 1)
+WAL_DAG_ID = "postgresql_wal_archive"
+INCREMENTAL_DAG_ID = "postgresql_backup_incremental"
+
+
+def _schedule(settings: Settings, tier: str) -> Any:
+    from airflow.sdk import CronTriggerTimetable
+
+    return CronTriggerTimetable(settings.tiers.get(tier).schedule, timezone=settings.timezone)
+
+
+def _deployment() -> Any:
+    from disaster_recovery.airflow_support.connections import deployment
+
+    return deployment()
+
+
+def wal_archive_dag(doc_md: str, settings: Settings | None = None) -> Any:
+    """inspect the archive -> (continuity, freshness), each alerting on its own failure."""
+    from airflow.sdk import DAG, Param, task
+
+    from disaster_recovery.airflow_support.alerting import alert_on_failure, fail_fast
+
+    settings = settings or load_settings()
+    with DAG(
+        dag_id=WAL_DAG_ID, doc_md=doc_md, schedule=_schedule(settings, "postgresql_wal"),
+        start_date=START_DATE.replace(tzinfo=settings.tz), catchup=False, max_active_runs=1,
+        default_args={"owner": "dr", "retries": 1, "retry_delay": timedelta(seconds=30)},
+        tags=["dr", "wal", "health"],
+        params={"deep": Param(False, type="boolean",
+                              description="hash every archived segment, not only new ones")},
+    ) as dag:
+
+        @task(on_failure_callback=alert_on_failure("WALArchiveStale", check="inspect"))
+        def inspect_archive(params: dict[str, Any] | None = None) -> dict[str, Any]:
+            from disaster_recovery.wal import check_archive
+
+            return check_archive(_deployment(), deep=bool((params or {}).get("deep"))).to_dict()
+
+        @task(on_failure_callback=alert_on_failure("WALArchiveGap"))
+        @fail_fast
+        def check_continuity(report: dict[str, Any]) -> dict[str, Any]:
+            from disaster_recovery.wal import raise_for_gap
+
+            raise_for_gap(report)
+            return {"checked_from": report["checked_from"], "checked_to": report["checked_to"]}
+
+        @task(on_failure_callback=alert_on_failure("WALArchiveStale"))
+        @fail_fast
+        def check_freshness(report: dict[str, Any]) -> dict[str, Any]:
+            from disaster_recovery.wal import raise_for_staleness
+
+            raise_for_staleness(report)
+            return {"newest": report["newest"], "archiver": report["archiver"]}
+
+        report = inspect_archive()
+        check_continuity(report)
+        check_freshness(report)
+    return dag
+
+
+def incremental_backup_dag(doc_md: str, settings: Settings | None = None) -> Any:
+    """take (incremental, or the day's base) -> verify -> replicate."""
+    from airflow.sdk import DAG, Param, task
+
+    from disaster_recovery.airflow_support.alerting import alert_on_failure, fail_fast
+
+    settings = settings or load_settings()
+    with DAG(
+        dag_id=INCREMENTAL_DAG_ID, doc_md=doc_md,
+        schedule=_schedule(settings, "postgresql_incremental"),
+        start_date=START_DATE.replace(tzinfo=settings.tz), catchup=False, max_active_runs=1,
+        default_args={"owner": "dr", "retries": 2, "retry_delay": timedelta(minutes=2),
+                      "on_failure_callback": alert_on_failure("BackupFailed", tier="physical")},
+        tags=["dr", "backup"],
+        params={"kind": Param("auto", type="string", enum=["auto", "base", "incremental"],
+                              description="auto: a base backup when the chain has none for today "
+                                          "(or after a failover), an incremental otherwise")},
+    ) as dag:
+
+        @task
+        @fail_fast
+        def take_backup(params: dict[str, Any] | None = None) -> dict[str, Any]:
+            from disaster_recovery.physical import summary, take_backup
+
+            return summary(take_backup(_deployment(), (params or {}).get("kind", "auto")))
+
+        @task
+        @fail_fast
+        def verify_backup(taken: dict[str, Any]) -> dict[str, Any]:
+            from disaster_recovery.physical import summary, verify_backup
+
+            return summary(verify_backup(_deployment(), taken["file"]))
+
+        @task
+        @fail_fast
+        def replicate_backup(verified: dict[str, Any]) -> dict[str, Any]:
+            from disaster_recovery.physical import replicate_backup, summary
+
+            return summary(replicate_backup(_deployment(), verified["file"]))
+
+        replicate_backup(verify_backup(take_backup()))
+    return dag

@@ -1,0 +1,144 @@
+"""Helpers for the point-in-time recovery tests: a ticker writing rows continuously, waiting
+for WAL to be archived, and deployments bound to one sandbox."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from disaster_recovery import db
+from disaster_recovery.endpoints import Deployment, PostgresEndpoint, env_var_name, parse_connection
+from disaster_recovery.sandbox import Sandbox, SandboxPorts
+
+TICKER_DB = "ticker"
+
+
+def deployment_for(box: Sandbox) -> Deployment:
+    """A deployment whose Connections are this sandbox's (not the process environment's)."""
+    env = box.environment()
+    return Deployment(box.settings(), lookup=lambda conn_id: parse_connection(conn_id, env[env_var_name(conn_id)]))
+
+
+@contextlib.contextmanager
+def private_sandbox(scale: float = 0.2) -> Iterator[Sandbox]:
+    root = Path(tempfile.mkdtemp(prefix="dr-private-pitr-", dir="/tmp"))
+    root.chmod(0o755)
+    box = Sandbox(root, SandboxPorts.free(), scale=scale)
+    try:
+        box.up()
+        yield box
+    finally:
+        box.down(purge=True)
+
+
+@dataclass
+class Tick:
+    id: int
+    before: datetime  # clock before the INSERT was sent
+    after: datetime  # clock after its COMMIT returned
+    lsn: str  # WAL insert position just after the commit
+
+
+@dataclass
+class Ticker:
+    """Inserts one row per transaction into ``ticker.ticks`` every ``interval`` seconds, on a
+    thread, recording when each commit happened (client clock = server clock here)."""
+
+    endpoint: PostgresEndpoint
+    interval: float = 0.02
+    ticks: list[Tick] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    error: BaseException | None = None
+
+    @staticmethod
+    def prepare(endpoint: PostgresEndpoint) -> None:
+        with db.connect(endpoint, "postgres") as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (TICKER_DB,)).fetchone() is None:
+                conn.execute(f"CREATE DATABASE {TICKER_DB}")
+        with db.connect(endpoint, TICKER_DB) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS ticks (id bigint PRIMARY KEY, note text)")
+            conn.execute("TRUNCATE ticks")
+
+    def start(self, first_id: int = 1) -> Ticker:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(first_id,), daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self, next_id: int) -> None:
+        try:
+            with db.connect(self.endpoint, TICKER_DB) as conn:
+                while not self._stop.is_set():
+                    before = datetime.now(UTC)
+                    conn.execute("INSERT INTO ticks VALUES (%s, 'tick')", (next_id,))
+                    after = datetime.now(UTC)
+                    # Autocommit: the row is committed; this LSN is just past its commit record.
+                    row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+                    assert row is not None
+                    self.ticks.append(Tick(next_id, before, after, row[0]))
+                    next_id += 1
+                    time.sleep(self.interval)
+        except BaseException as exc:
+            self.error = exc
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        assert self.error is None, f"ticker failed: {self.error!r}"
+
+    def pause_between(self, index: int) -> datetime:
+        """A time strictly between tick ``index``'s commit and the next tick's INSERT."""
+        this, following = self.ticks[index], self.ticks[index + 1]
+        assert following.before - this.after > timedelta(milliseconds=5)
+        return this.after + (following.before - this.after) / 2
+
+    def index_at(self, when: datetime) -> int:
+        """The last tick committed before ``when``."""
+        return max(i for i, t in enumerate(self.ticks) if t.after < when)
+
+
+def switch_and_wait_archived(endpoint: PostgresEndpoint, timeout: float = 30) -> str:
+    """Force a segment switch and wait until the archiver has stored it; returns its name."""
+    with db.connect(endpoint, "postgres") as conn:
+        conn.execute("SELECT txid_current()")  # something to switch away from
+        row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        assert row is not None
+        segment = row[0]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+            last = (row[0] if row else None) or ""
+            # Same timeline: names sort in WAL order (a .backup file sorts after its segment).
+            if last == segment or last[:24] > segment:
+                return str(segment)
+            time.sleep(0.1)
+    raise AssertionError(f"segment {segment} was not archived within {timeout} s")
+
+
+def rows_in(port: int, source: PostgresEndpoint) -> tuple[int, int]:
+    endpoint = PostgresEndpoint("restored", "127.0.0.1", port, source.user, TICKER_DB, source.password)
+    with db.connect(endpoint) as conn:
+        row = conn.execute("SELECT count(*), coalesce(max(id), 0) FROM ticks").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def stop_restored(result: dict[str, Any]) -> None:
+    from disaster_recovery import pgbin
+    from disaster_recovery.localpg import server_os_user
+    from disaster_recovery.runner import run
+
+    run([pgbin.program("pg_ctl"), "stop", "-m", "immediate", "-w", "-D", result["data_dir"]],
+        user=server_os_user(), check=False, timeout=60)
+    shutil.rmtree(result["data_dir"], ignore_errors=True)
+    shutil.rmtree(result["data_dir"] + ".dr", ignore_errors=True)

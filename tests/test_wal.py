@@ -1,0 +1,241 @@
+"""The WAL archiver: segment arithmetic, ``dr wal push``/``fetch`` exactly as PostgreSQL runs
+them, and the faults the archive must survive (S3 down, a different object under the name, a
+corrupted or deleted segment, the failback case of an identical segment offered again)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from disaster_recovery import db
+from disaster_recovery.sandbox import Sandbox
+from disaster_recovery.wal import (
+    FETCH_FATAL_EXIT,
+    TimelineSwitch,
+    WalArchive,
+    WalStaleError,
+    archiver_command,
+    check_archive,
+    expected_segments,
+    is_archivable,
+    load_env_file,
+    parse_history,
+    parse_lsn,
+    parse_segment,
+    raise_for_gap,
+    raise_for_staleness,
+    segment_name,
+    timeline_of_segment,
+)
+from pitr_support import deployment_for, private_sandbox, switch_and_wait_archived
+
+MB16 = 16 * 1024 * 1024
+FAKE_TIMELINE = 0xAA  # names no real timeline of the sandbox uses
+
+
+# -- pure logic -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("timeline", "segno", "name"), [
+    (1, 1, "000000010000000000000001"),
+    (1, 255, "0000000100000000000000FF"),
+    (2, 256, "000000020000000100000000"),
+    (0xA, 0x1234, "0000000A0000001200000034"),
+])
+def test_segment_names_round_trip(timeline: int, segno: int, name: str) -> None:
+    assert segment_name(timeline, segno) == name
+    assert parse_segment(name) == (timeline, segno)
+    assert parse_segment(name + ".partial") == (timeline, segno)
+
+
+@pytest.mark.parametrize(("name", "ok"), [
+    ("000000010000000000000001", True), ("00000002.history", True),
+    ("000000010000000000000003.00000028.backup", True), ("000000010000000000000003.partial", True),
+    ("RECOVERYXLOG", False), ("../etc/passwd", False), ("00000001000000000000000g", False),
+])
+def test_only_wal_file_names_are_archivable(name: str, ok: bool) -> None:
+    assert is_archivable(name) is ok
+
+
+def test_lsn_parsing() -> None:
+    assert parse_lsn("0/16B3748") == 0x16B3748
+    assert parse_lsn("1/0") == 1 << 32
+    with pytest.raises(ValueError, match="not an LSN"):
+        parse_lsn("nonsense")
+
+
+def test_recovery_reads_each_segment_from_the_newest_timeline_begun_by_then() -> None:
+    history = parse_history("1\t0/5000028\tno recovery target specified\n\n"
+                            "2\t0/9000000\tbefore 2024-01-15 14:30:00-05\n")
+    assert history == [TimelineSwitch(1, 0x5000028), TimelineSwitch(2, 0x9000000)]
+    assert [timeline_of_segment(s, 3, history, MB16) for s in (3, 4, 5, 8, 9, 12)] == [1, 1, 2, 2, 3, 3]
+    assert expected_segments(4, 6, 3, history, MB16) == [
+        "000000010000000000000004", "000000020000000000000005", "000000020000000000000006"]
+
+
+def test_env_file_accepts_the_sandbox_env_format(tmp_path: Path) -> None:
+    env = tmp_path / "wal.env"
+    env.write_text("# comment\nexport DR_CONFIG=/etc/dr.yaml\n"
+                   "export AIRFLOW_CONN_DR_AWS_PRIMARY='{\"conn_type\": \"aws\", \"login\": \"it'\"'\"'s\"}'\n"
+                   "PLAIN=value\n")
+    assert load_env_file(env) == {"DR_CONFIG": "/etc/dr.yaml",
+                                  "AIRFLOW_CONN_DR_AWS_PRIMARY": '{"conn_type": "aws", "login": "it\'s"}',
+                                  "PLAIN": "value"}
+
+
+def test_archiver_command_needs_no_shell_environment(tmp_path: Path) -> None:
+    command = archiver_command("push", tmp_path / "wal.env")
+    assert command.startswith("env PYTHONPATH=/")
+    python = command.split()[2]
+    assert Path(python).is_absolute()
+    assert command.endswith(f"-m disaster_recovery.wal --env-file {tmp_path / 'wal.env'} push %p")
+    assert archiver_command("fetch", tmp_path / "wal.env").endswith("fetch %f %p")
+
+
+def test_the_archiver_imports_no_airflow_and_no_settings_model(sandbox: Sandbox) -> None:
+    probe = ("import sys, runpy; sys.argv = ['wal', '--env-file', sys.argv[1], 'fetch', "
+             "'000000AA00000000000000FF', '/nonexistent/x']\n"
+             "try:\n    runpy.run_module('disaster_recovery.wal', run_name='__main__')\n"
+             "except SystemExit as exc:\n    code = exc.code\n"
+             "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'airflow', 'pydantic', 'croniter'})\n"
+             "print(code, heavy)")
+    out = subprocess.run([sys.executable, "-c", probe, str(sandbox.root / "wal" / "wal.env")],
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "1 []"
+
+
+# -- push and fetch as PostgreSQL runs them ---------------------------------------------------
+
+
+def _wal(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "disaster_recovery.wal", "--env-file", str(env_file), *args],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_sandbox_primary_archives_each_segment_to_both_regions(sandbox: Sandbox) -> None:
+    segment = switch_and_wait_archived(sandbox.postgres("primary"))
+    archive = WalArchive.for_deployment(deployment_for(sandbox))
+    digests = set()
+    for region in archive.regions:
+        store = archive.store(region)
+        head = store.head(archive.key(segment))
+        assert head is not None, f"{segment} missing in {region}"
+        assert head["Metadata"]["sha256"] == _sha(store.get_bytes(archive.key(segment)))
+        digests.add(head["Metadata"]["sha256"])
+    assert len(digests) == 1
+
+
+def test_identical_segment_offered_again_is_success_and_different_is_refused(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    env_file = sandbox.root / "wal" / "wal.env"
+    segment = switch_and_wait_archived(sandbox.postgres("primary"))
+    fetched = tmp_path / "pg_wal" / segment
+    assert _wal(env_file, "fetch", segment, str(fetched)).returncode == 0
+    original = fetched.read_bytes()
+    # Failback: the rewound node offers a segment the archive already holds, byte for byte.
+    again = _wal(env_file, "push", str(fetched))
+    assert again.returncode == 0, again.stderr
+    cli = subprocess.run([sys.executable, "-m", "disaster_recovery", "wal", "push", "--env-file",
+                          str(env_file), str(fetched)], capture_output=True, text=True, timeout=60, check=False)
+    assert cli.returncode == 0, cli.stderr
+    # Another cluster's segment under the same name: refused loudly, never overwritten.
+    fetched.write_bytes(original[:100] + b"\x00" * 8 + original[108:])
+    refused = _wal(env_file, "push", str(fetched))
+    assert refused.returncode == 1
+    assert "conflict" in refused.stderr.lower() and segment in refused.stderr
+    archive = WalArchive.for_deployment(deployment_for(sandbox))
+    for region in archive.regions:
+        assert _sha(archive.store(region).get_bytes(archive.key(segment))) == _sha(original)
+
+
+def test_fetch_of_a_segment_never_archived_exits_1(sandbox: Sandbox, tmp_path: Path) -> None:
+    result = _wal(sandbox.root / "wal" / "wal.env", "fetch", "000000AA00000000000000FE", str(tmp_path / "x"))
+    assert result.returncode == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_fetch_refuses_a_corrupted_segment(sandbox: Sandbox, tmp_path: Path) -> None:
+    env_file = sandbox.root / "wal" / "wal.env"
+    name = segment_name(FAKE_TIMELINE, int(time.time()) % 100000)
+    source = tmp_path / name
+    source.write_bytes(os.urandom(64 * 1024))
+    assert _wal(env_file, "push", str(source)).returncode == 0
+    archive = WalArchive.for_deployment(deployment_for(sandbox))
+    primary, secondary = (archive.store(r) for r in archive.regions)
+    recorded = primary.head(archive.key(name))["Metadata"]["sha256"]
+    # Bit rot in the primary region: same name and recorded checksum, other bytes.
+    primary.put_bytes(archive.key(name), b"rotten" + source.read_bytes()[6:], metadata={"sha256": recorded})
+    out = tmp_path / "restore" / "RECOVERYXLOG"
+    fallback = _wal(env_file, "fetch", name, str(out))
+    assert fallback.returncode == 0, fallback.stderr
+    assert out.read_bytes() == source.read_bytes()
+    out.unlink()
+    secondary.put_bytes(archive.key(name), b"rotten" + source.read_bytes()[6:], metadata={"sha256": recorded})
+    refused = _wal(env_file, "fetch", name, str(out))
+    # > 125: PostgreSQL aborts recovery instead of taking damage for the end of the archive.
+    assert refused.returncode == FETCH_FATAL_EXIT
+    assert "SHA-256" in refused.stderr
+    assert not out.exists() and not list(out.parent.iterdir())
+    primary.delete([archive.key(name)])
+    secondary.delete([archive.key(name)])
+
+
+# -- faults on a private sandbox -------------------------------------------------------------
+
+
+def _archiver_stats(endpoint: object) -> tuple[int, int]:
+    row = db.connect(endpoint, "postgres")  # type: ignore[arg-type]
+    with row as conn:
+        stats = conn.execute("SELECT archived_count, failed_count FROM pg_stat_archiver").fetchone()
+    assert stats is not None
+    return int(stats[0]), int(stats[1])
+
+
+def test_s3_down_archiving_retries_and_loses_nothing() -> None:
+    with private_sandbox() as box:
+        deployment = deployment_for(box)
+        primary = box.postgres("primary")
+        first = switch_and_wait_archived(primary)
+        env_file = box.root / "wal" / "wal.env"
+        good = env_file.read_text()
+        # The database host loses S3: the archiver's endpoint points at a closed port.
+        env_file.write_text(good.replace(box.s3_endpoint, "http://127.0.0.1:9"))
+        _, failed_before = _archiver_stats(primary)
+        with db.connect(primary) as conn:
+            conn.execute("CREATE TABLE during_outage AS SELECT generate_series(1, 1000) AS n")
+            held = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+        deadline = time.monotonic() + 30
+        while _archiver_stats(primary)[1] <= failed_before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _archiver_stats(primary)[1] > failed_before, "the archiver never failed"
+        assert (box.instance("primary").data_dir / "pg_wal" / "archive_status" / f"{held}.ready").exists()
+
+        with db.connect(primary) as conn:
+            conn.execute("INSERT INTO during_outage VALUES (1001)")  # unarchived WAL exists now
+        time.sleep(1.1)
+        strict = deployment.settings.model_copy(update={"thresholds": deployment.settings.thresholds.model_copy(
+            update={"wal_stale": __import__("datetime").timedelta(seconds=1)})})
+        deployment.settings = strict
+        report = check_archive(deployment)
+        assert report.stale and report.archiver["failed_count"] > failed_before
+        with pytest.raises(WalStaleError, match="failed_count="):
+            raise_for_staleness(report.to_dict())
+
+        env_file.write_text(good)  # S3 is back: PostgreSQL's retry succeeds, nothing is lost
+        last = switch_and_wait_archived(primary, timeout=90)
+        report = check_archive(deployment, start_segment=first)
+        assert not report.gap, report.to_dict()
+        assert report.checked_to is not None and report.checked_to >= last >= held
+        archive = WalArchive.for_deployment(deployment)
+        for region in archive.regions:
+            assert archive.store(region).exists(archive.key(held))
