@@ -201,6 +201,100 @@ class Environment(_Section):
     allow_drills_on_production: bool = False
 
 
+class NodeControlConfig(_Section):
+    """How the failover drives one PostgreSQL node beyond SQL: stop, start, fence, rewind, clone.
+
+    ``local``: a data directory on this machine (the sandbox, :class:`LocalInstance`).
+    ``command``: argument-list templates per action (SSH, Patroni, pg_ctl on the host), with
+    ``{source_conninfo}``, ``{primary_conninfo}``, ``{slot}`` filled in; the source's password
+    goes through ``PGPASSWORD``, never the command line. ``none``: SQL only (no rewind, no fence
+    of an unreachable node).
+    """
+
+    control: Literal["local", "command", "none"] = "none"
+    # The node's replication identity: its application_name and slot on the other node.
+    replication_name: str = ""
+    data_dir: str = ""
+    port: int = Field(default=5432, ge=1, le=65535)
+    cluster_name: str = ""
+    socket_dir: str = ""
+    log_file: str = ""
+    commands: dict[str, list[str]] = {}
+
+    @field_validator("commands")
+    @classmethod
+    def _known_actions(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = set(value) - {"start", "stop", "fence", "rewind", "clone", "configure_standby",
+                                "is_running"}
+        if unknown:
+            raise ValueError(f"unknown node control action(s): {', '.join(sorted(unknown))}")
+        return value
+
+
+class FailoverConfig(_Section):
+    # Per region: how to drive its database node (see NodeControlConfig).
+    nodes: dict[str, NodeControlConfig] = {}
+    # DECIDE: how long a person has to answer; no answer aborts (never proceeds).
+    approval_timeout: Duration = timedelta(minutes=30)
+    # SYNC: how long to wait for the standby to replay the old primary's final LSN.
+    sync_timeout: Duration = timedelta(seconds=60)
+    # Failback: how long a rebuilt node may take to stream and catch up.
+    rebuild_timeout: Duration = timedelta(minutes=30)
+    # After promotion / rebuild, make the surviving pair synchronous again.
+    synchronous_replication: bool = True
+    # dr_health_check triggers dr_failover after thresholds.health_failures_before_failover.
+    auto_trigger: bool = True
+    # Database (in every node) where VALIDATE writes its probe row.
+    probe_database: str = "litper"
+
+
+class RegionServices(_Section):
+    """One region's application: health URLs, a read-only switch, how to start and stop it."""
+
+    health_urls: list[str] = []
+    # POST {"read_only": true|false} here makes the application stop / resume writing.
+    read_only_url: str = ""
+    activate: dict[str, Any] = {}
+    deactivate: dict[str, Any] = {}
+    timeout: Duration = timedelta(seconds=60)
+
+    @field_validator("activate", "deactivate")
+    @classmethod
+    def _known_kind(cls, value: dict[str, Any]) -> dict[str, Any]:
+        kind = value.get("kind", "none") if value else "none"
+        needs = {"none": (), "command": ("command",), "http": ("url",), "ecs": ("cluster", "service")}
+        if kind not in needs:
+            raise ValueError(f"unknown kind {kind!r} (use none, command, http or ecs)")
+        missing = [key for key in needs[kind] if not value.get(key)]
+        if missing:
+            raise ValueError(f"kind {kind!r} needs {', '.join(missing)}")
+        return value
+
+
+class DnsConfig(_Section):
+    zone: str = "litper.internal."
+    # Record names in the zone (db, redis, app): each a CNAME to the active region's target.
+    records: list[str] = ["db", "redis", "app"]
+    # A record's target in a region; {name}, {region}, {zone}. Override per record in targets.
+    target_template: str = "{name}.{region}.{zone}"
+    targets: dict[str, dict[str, str]] = {}
+    ttl: int = Field(default=30, ge=0)
+    insync_timeout: Duration = timedelta(minutes=5)
+
+    @field_validator("zone")
+    @classmethod
+    def _absolute_zone(cls, value: str) -> str:
+        return value if value.endswith(".") else value + "."
+
+    def fqdn(self, name: str) -> str:
+        return name if name.endswith(".") else f"{name}.{self.zone}"
+
+    def target(self, name: str, region: str) -> str:
+        explicit = self.targets.get(name, {}).get(region)
+        value = explicit or self.target_template.format(name=name, region=region, zone=self.zone)
+        return value if value.endswith(".") else value + "."
+
+
 class Settings(_Section):
     """Everything policy-like the library needs, validated once."""
 
@@ -215,10 +309,11 @@ class Settings(_Section):
     connections: Connections = Connections()
     backup: Backup = Backup()
     pitr: Pitr = Pitr()
-    # Free-form sections that later parts own (failover, services, dns, drills) live below.
-    failover: dict[str, Any] = {}
-    services: dict[str, Any] = {}
-    dns: dict[str, Any] = {}
+    failover: FailoverConfig = FailoverConfig()
+    # Per region: the application's endpoints and controls.
+    services: dict[str, RegionServices] = {}
+    dns: DnsConfig = DnsConfig()
+    # Free-form sections that later parts own (drills) live below.
     drills: dict[str, Any] = {}
 
     @field_validator("timezone")

@@ -39,6 +39,8 @@ STANDBY_SLOT = "us_west_2"
 ZONE_NAME = "litper.internal."
 AWS_TEST_KEY = "testing"
 WEBHOOK_PATH = "/services/T0SANDBOX/B0ALERTS/sandboxsecret"
+PRIMARY_REGION, SECONDARY_REGION = "us-east-1", "us-west-2"
+DEMO_APP = Path(__file__).resolve().parent / "demo_app.py"
 
 
 @dataclass
@@ -49,14 +51,17 @@ class SandboxPorts:
     redis_replica: int = 26380
     moto: int = 25500
     webhook: int = 25501
+    # The demo application of each region (us-east-1, us-west-2).
+    app_primary: int = 25502
+    app_secondary: int = 25503
 
     @classmethod
     def from_base(cls, base: int) -> SandboxPorts:
-        return cls(base, base + 1, base + 2, base + 3, base + 4, base + 5)
+        return cls(base, base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 7)
 
     @classmethod
     def free(cls) -> SandboxPorts:
-        return cls(*(processes.free_port() for _ in range(6)))
+        return cls(*(processes.free_port() for _ in range(8)))
 
 
 @dataclass
@@ -165,6 +170,9 @@ class Sandbox:
         self._prepare_aws()
         self.state.save(self.state_file)
         self._write_env()
+        # The primary region's application runs; the secondary's is started by a failover.
+        self._write_app_config(SECONDARY_REGION)
+        self._demo_app(PRIMARY_REGION, "start")
         return self.summary()
 
     def _start_moto(self) -> None:
@@ -326,10 +334,71 @@ class Sandbox:
         data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
         data["environment"] = {"name": "sandbox", "production": False, "allow_drills_on_production": False}
         data["dns"] = {"zone": ZONE_NAME, "records": ["db", "redis", "app"]}
+        data["services"] = {region: self._services_config(region) for region in (PRIMARY_REGION, SECONDARY_REGION)}
+        data["failover"] = {"nodes": {region: self._node_config(region)
+                                      for region in (PRIMARY_REGION, SECONDARY_REGION)}}
         self.config_file.write_text(
             "# Written by `dr sandbox up`: the default policy with the sandbox's own endpoints.\n"
             + yaml.safe_dump(data, sort_keys=False)
         )
+
+    # -- the demo application and the failover's view of the nodes ----------------------------
+
+    def app_port(self, region: str) -> int:
+        return self.ports.app_primary if region == PRIMARY_REGION else self.ports.app_secondary
+
+    def app_url(self, region: str) -> str:
+        return f"http://127.0.0.1:{self.app_port(region)}"
+
+    def _app_config_file(self, region: str) -> Path:
+        return self.root / "apps" / f"{region}.json"
+
+    def _services_config(self, region: str) -> dict[str, Any]:
+        command = [sys.executable, str(DEMO_APP), "{action}", "--config", str(self._app_config_file(region))]
+        return {
+            "health_urls": [f"{self.app_url(region)}/health"],
+            "read_only_url": f"{self.app_url(region)}/read-only",
+            "activate": {"kind": "command", "command": [p.replace("{action}", "start") for p in command]},
+            "deactivate": {"kind": "command", "command": [p.replace("{action}", "stop") for p in command]},
+            "timeout": "30s",
+        }
+
+    def _node_config(self, region: str) -> dict[str, Any]:
+        node = self.instance("primary" if region == PRIMARY_REGION else "standby")
+        return {"control": "local", "replication_name": node.cluster_name, "data_dir": str(node.data_dir),
+                "port": node.port, "cluster_name": node.cluster_name, "socket_dir": str(node.socket_dir),
+                "log_file": str(node.log_file)}
+
+    def _demo_app(self, region: str, action: str) -> dict[str, Any]:
+        config_file = self._write_app_config(region)
+        from disaster_recovery.runner import run
+
+        result = run([sys.executable, str(DEMO_APP), action, "--config", str(config_file)],
+                     target=f"demo app {region}", timeout=60)
+        return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+    def _write_app_config(self, region: str) -> Path:
+        """The app's config (DSNs with the password: 0600); ACTIVATE SERVICES starts it from here."""
+        config_file = self._app_config_file(region)
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        targets = {f"db.{r}.{ZONE_NAME}": self.postgres(role).uri()
+                   for r, role in ((PRIMARY_REGION, "primary"), (SECONDARY_REGION, "standby"))}
+        config_file.write_text(json.dumps({
+            "region": region, "port": self.app_port(region), "zone": ZONE_NAME, "record": "db",
+            "aws": {"endpoint_url": self.s3_endpoint, "key": AWS_TEST_KEY, "secret": AWS_TEST_KEY},
+            "targets": targets, "pidfile": str(config_file.with_suffix(".pid")),
+            "log": str(self.root / "logs" / f"app-{region}.log"), "writer": False, "write_interval": 0.02,
+        }, indent=2))
+        config_file.chmod(0o600)
+        return config_file
+
+    def _check_app(self, region: str) -> dict[str, Any]:
+        from disaster_recovery.services import http_json
+
+        status, body = http_json(f"{self.app_url(region)}/health", timeout=3)
+        if status != 200:
+            raise DisasterRecoveryError(f"{region} application answered {status}: {body}")
+        return {"url": self.app_url(region), "read_only": body.get("read_only")}
 
     def environment(self) -> dict[str, str]:
         """The variables of ``sandbox.env``: exactly those of DESIGN.md's contract."""
@@ -379,6 +448,7 @@ class Sandbox:
             "s3": self._check_s3,
             "route53": self._check_route53,
             "slack_webhook": self._check_webhook,
+            f"app_{PRIMARY_REGION}": lambda: self._check_app(PRIMARY_REGION),
         }
         components: dict[str, Any] = {}
         for name, check in checks.items():
@@ -446,6 +516,9 @@ class Sandbox:
     def down(self, purge: bool = False) -> dict[str, Any]:
         """Stop everything ``up`` started (and only that); ``purge`` also deletes the state."""
         stopped = []
+        for region in (PRIMARY_REGION, SECONDARY_REGION):
+            if self._app_config_file(region).exists() and self._demo_app(region, "stop").get("stopped"):
+                stopped.append(f"app_{region}")
         for role in ("standby", "primary"):
             node = self.instance(role)
             if node.is_running():
@@ -473,9 +546,11 @@ class Sandbox:
             "config": str(self.config_file),
             "regions": {
                 "us-east-1": {"postgres": f"127.0.0.1:{ports['pg_primary']}",
-                              "redis": f"127.0.0.1:{ports['redis_primary']}"},
+                              "redis": f"127.0.0.1:{ports['redis_primary']}",
+                              "app": self.app_url(PRIMARY_REGION)},
                 "us-west-2": {"postgres": f"127.0.0.1:{ports['pg_standby']} (synchronous standby)",
-                              "redis": f"127.0.0.1:{ports['redis_replica']} (replica)"},
+                              "redis": f"127.0.0.1:{ports['redis_replica']} (replica)",
+                              "app": f"{self.app_url(SECONDARY_REGION)} (started by a failover)"},
             },
             "s3_and_route53": self.s3_endpoint,
             "slack_webhook": self.webhook_url.split("/services/")[0],

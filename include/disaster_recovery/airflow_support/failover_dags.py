@@ -1,0 +1,322 @@
+"""The Airflow side of health checks, failover and failback.
+
+``dr_failover`` and ``dr_failback`` differ only by their steps and direction, so one factory
+(:func:`build_switch_dag`) builds both: one TaskGroup per step, the DECIDE group a Slack message
+with the approval link plus an ``ApprovalOperator`` (a timeout fails it: never "proceed"), and a
+final ``report`` task that runs whatever happened, turns the steps' XComs into the result
+document, stores it in S3 with the run history and posts it to Slack. Task bodies call
+:func:`run_step`, which calls the library's step functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from disaster_recovery.alerts import Alert
+from disaster_recovery.config import load_settings
+from disaster_recovery.errors import AbortedError, DisasterRecoveryError, PermanentError
+
+log = logging.getLogger(__name__)
+
+HEALTH_STATE_VARIABLE = "dr_health_state"
+# How long a person has to answer the approval. Not read from dr_config.yaml: a DAG file must
+# not do I/O at parse time, and the operator needs the value when the DAG is built.
+APPROVAL_TIMEOUT = timedelta(minutes=30)
+APPROVAL_TASK = "decide.approval"
+StepFunction = Callable[[Any, dict[str, Any]], dict[str, Any]]
+
+
+def _failover_steps() -> dict[str, StepFunction]:
+    from disaster_recovery import failover as fo
+
+    return {
+        "detect": lambda plan, _r: fo.detect(plan),
+        "stop_writes": lambda plan, _r: fo.stop_writes(plan),
+        "sync": lambda plan, r: fo.sync(plan, (r.get("stop_writes") or {}).get("final_lsn")),
+        "promote": lambda plan, _r: fo.promote(plan),
+        "activate_services": lambda plan, _r: fo.activate_services(plan),
+        "dns": lambda plan, _r: fo.switch_dns(plan),
+        "validate": lambda plan, _r: fo.validate(plan),
+    }
+
+
+def _failback_steps() -> dict[str, StepFunction]:
+    from disaster_recovery import failback as fb
+    from disaster_recovery import failover as fo
+
+    return {
+        "detect": lambda plan, _r: fb.detect_failback(plan),
+        "rebuild_old_primary": lambda plan, _r: fb.rebuild_as_standby(plan, plan.target, plan.source,
+                                                                      "rebuild_old_primary"),
+        "stop_writes": lambda plan, _r: fo.stop_writes(plan),
+        "sync": lambda plan, r: fo.sync(plan, (r.get("stop_writes") or {}).get("final_lsn")
+                                        or fb._current_lsn(plan)),
+        "promote": lambda plan, _r: fo.promote(plan),
+        "rebuild_former_primary": lambda plan, _r: fb.rebuild_as_standby(plan, plan.source, plan.target,
+                                                                         "rebuild_former_primary"),
+        "activate_services": lambda plan, _r: fo.activate_services(plan, deactivate_source=True),
+        "dns": lambda plan, _r: fo.switch_dns(plan),
+        "validate": lambda plan, _r: fo.validate(plan),
+    }
+
+
+STEP_NAMES = {
+    "failover": ("detect", "decide", "stop_writes", "sync", "promote", "activate_services", "dns", "validate"),
+    "failback": ("detect", "decide", "rebuild_old_primary", "stop_writes", "sync", "promote",
+                 "rebuild_former_primary", "activate_services", "dns", "validate"),
+}
+
+
+def _approval(ti: Any) -> dict[str, Any] | None:
+    answer = ti.xcom_pull(task_ids=APPROVAL_TASK, key="decision")
+    return answer if isinstance(answer, dict) else None
+
+
+def approval_operator(**kwargs: Any) -> Any:
+    """An ``ApprovalOperator`` that also records the decision in XCom (key ``decision``): the
+    value a resumed HITL task returns is not kept, and later tasks need the answer and the
+    form's ``accept_data_loss``."""
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    class FailoverApproval(ApprovalOperator):
+        def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+            if "error" not in event:
+                context["ti"].xcom_push(key="decision", value={
+                    "chosen_options": list(event["chosen_options"]),
+                    "params_input": dict(event.get("params_input") or {}),
+                    "responded_by": str(event.get("responded_by_user") or ""),
+                })
+            return super().execute_complete(context, event)
+
+    return FailoverApproval(**kwargs)
+
+
+def _plan(kind: str, context: dict[str, Any]) -> Any:
+    from disaster_recovery.airflow_support.connections import deployment
+    from disaster_recovery.failover import Plan
+
+    params = context["params"]
+    answer = _approval(context["ti"]) or {}
+    regions = (deployment_settings := deployment()).settings.regions
+    source, target = (regions.primary, regions.secondary) if kind == "failover" else (regions.secondary, regions.primary)
+    accept = bool(params.get("accept_data_loss")) or bool((answer.get("params_input") or {}).get("accept_data_loss"))
+    run_id = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in context["dag_run"].run_id)
+    return Plan(deployment_settings, source, target, run_id=run_id, dry_run=bool(params.get("dry_run")),
+                accept_data_loss=accept)
+
+
+def run_step(kind: str, step: str) -> dict[str, Any]:
+    """One step of ``kind`` (failover/failback) inside its task; the record goes to XCom.
+    Errors are noted in XCom (key ``error``) for the report; permanent ones and aborts fail the
+    task without retries."""
+    from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowFailException
+
+    context: Any = get_current_context()
+    ti = context["ti"]
+    records = {name: ti.xcom_pull(task_ids=f"{name}.run") for name in STEP_NAMES[kind] if name != "decide"}
+    function = (_failover_steps() if kind == "failover" else _failback_steps())[step]
+    began = time.monotonic()
+    try:
+        outcome = function(_plan(kind, context), {k: v for k, v in records.items() if v})
+    except (AbortedError, PermanentError) as exc:
+        ti.xcom_push(key="error", value=f"{type(exc).__name__}: {exc}")
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        ti.xcom_push(key="error", value=f"{type(exc).__name__}: {exc}")
+        raise
+    outcome["seconds"] = round(time.monotonic() - began, 3)
+    log.info("%s %s: %s", kind, step, outcome["status"])
+    return outcome
+
+
+def approval_url(context: dict[str, Any]) -> str:
+    settings = load_settings()
+    ti = context["ti"]
+    return (f"{settings.alerts.airflow_base_url.rstrip('/')}/dags/{ti.dag_id}/runs/{ti.run_id}"
+            f"/tasks/{APPROVAL_TASK}/required_actions")
+
+
+def request_approval(kind: str) -> str:
+    """Post the approval request (with the link to the approval page) to Slack; the Markdown body
+    for the ApprovalOperator."""
+    from airflow.sdk import get_current_context
+
+    from disaster_recovery.airflow_support.alerting import AirflowSlackSink
+    from disaster_recovery.failover import approval_body
+
+    context: Any = get_current_context()
+    params = context["params"]
+    detected = context["ti"].xcom_pull(task_ids="detect.run") or {}
+    evidence = detected.get("evidence") or {}
+    if not evidence:
+        body = f"**{kind}**: {detected.get('note', 'no evidence recorded')}"
+    else:
+        body = approval_body(evidence, params.get("reason", ""), params.get("initiated_by", ""))
+    if params.get("dry_run"):
+        body = "**DRY RUN: nothing will change.**\n\n" + body
+    link = approval_url(context)
+    try:
+        AirflowSlackSink().send(Alert(
+            name="FailoverApprovalRequired",
+            summary=f"{kind} waits for approval: {params.get('reason')} (by {params.get('initiated_by')})",
+            details={"estimated data loss": (evidence.get("estimated_data_loss") or {}).get("summary"),
+                     "timeout": f"{APPROVAL_TIMEOUT} (no answer aborts)"},
+            link=link))
+    except Exception:
+        # The approval page works without Slack; a person may already be watching it.
+        log.exception("could not post the approval request to Slack")
+    return body + f"\n\n[Approval page]({link})"
+
+
+def report(kind: str) -> dict[str, Any]:
+    """The run's result from the steps' XComs: completed, aborted (rejected, timed out, refused)
+    or failed; stored with the run history and posted to Slack. Fails the task when failed."""
+    from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from disaster_recovery.airflow_support.alerting import AirflowSlackSink
+    from disaster_recovery.failover import publish_result, record
+
+    context: Any = get_current_context()
+    ti, params = context["ti"], context["params"]
+    plan = _plan(kind, context)
+    records: list[dict[str, Any]] = []
+    status, error = "completed", None
+    for step in STEP_NAMES[kind]:
+        if step == "decide":
+            answer = _approval(ti)
+            if answer is None:
+                status, error = "aborted", "no approval (timed out or failed): aborted, nothing changed"
+                records.append(record("decide", "timed_out"))
+                break
+            chosen = (answer.get("chosen_options") or [""])[0]
+            records.append(record("decide", "approved" if chosen == "Approve" else "rejected",
+                                  by=answer.get("responded_by")))
+            if chosen != "Approve":
+                status, error = "aborted", "rejected at decide: nothing changed"
+                break
+            continue
+        outcome = ti.xcom_pull(task_ids=f"{step}.run")
+        if not outcome:
+            failure = ti.xcom_pull(task_ids=f"{step}.run", key="error") or "did not complete"
+            status = "aborted" if str(failure).startswith("AbortedError") else "failed"
+            error = f"{step}: {failure}"
+            records.append(record(step, status, error=str(failure)))
+            break
+        records.append(outcome)
+    if status == "completed" and plan.dry_run:
+        status = "dry_run"
+    started = context["dag_run"].start_date or datetime.now(timezone.utc)
+    result = {
+        "status": status,
+        "kind": kind,
+        "steps_completed": [r["step"] for r in records if r["status"] in ("done", "already_done", "approved")],
+        "new_primary": plan.target if status == "completed" else plan.source,
+        "total_time_seconds": round((datetime.now(timezone.utc) - started).total_seconds(), 3),
+        "step_seconds": {r["step"]: r.get("seconds") for r in records if r.get("seconds") is not None},
+        "reason": params.get("reason"),
+        "initiated_by": params.get("initiated_by"),
+        "run_id": plan.run_id,
+        "dry_run": plan.dry_run,
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "steps": records,
+    }
+    if error:
+        result["error"] = error
+    result["published"] = publish_result(plan.deployment, plan.target, result, sink=AirflowSlackSink())
+    if status == "failed":
+        raise AirflowFailException(f"{kind} failed: {error}")
+    return result
+
+
+def build_switch_dag(kind: str, dag_id: str, doc_md: str | None, tags: list[str]) -> Any:
+    """``dr_failover`` / ``dr_failback``: manual trigger form, one TaskGroup per step, approval."""
+    from airflow.sdk import DAG, Param, TaskGroup, task
+
+    default_reason = "manual failover" if kind == "failover" else "primary region recovered"
+    with DAG(
+        dag_id=dag_id,
+        doc_md=doc_md,
+        schedule=None,
+        start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
+        catchup=False,
+        max_active_runs=1,
+        tags=tags,
+        default_args={"retries": 1, "retry_delay": timedelta(seconds=10)},
+        params={
+            "reason": Param(default_reason, type="string", minLength=1, description="Why (recorded)"),
+            "initiated_by": Param("manual", type="string", description="Who or what: a name, or auto"),
+            "dry_run": Param(False, type="boolean", description="Run every check, change nothing"),
+            "accept_data_loss": Param(False, type="boolean",
+                                      description="Promote even when the old primary is unreachable"),
+        },
+    ) as dag:
+        previous: Any = None
+        for step in STEP_NAMES[kind]:
+            with TaskGroup(group_id=step) as group:
+                if step == "decide":
+                    body = task(task_id="notify", retries=0, multiple_outputs=False)(request_approval)(kind)
+                    approval = approval_operator(
+                        task_id="approval",
+                        subject=f"Approve the {kind} ({{{{ params.reason }}}})?",
+                        body="{{ ti.xcom_pull(task_ids='decide.notify') }}",
+                        response_timeout=APPROVAL_TIMEOUT,
+                        params={"accept_data_loss": Param(False, type="boolean",
+                                                          description="Accept possible data loss")},
+                        retries=0,
+                    )
+                    body >> approval
+                else:
+                    task(task_id="run", retries=0 if step == "detect" else 1,
+                         multiple_outputs=False)(run_step)(kind, step)
+            if previous is not None:
+                previous >> group
+            previous = group
+        finish = task(task_id="report", trigger_rule="all_done", retries=1,
+                      multiple_outputs=False)(report)(kind)
+        previous >> finish
+    return dag
+
+
+# -- dr_health_check ----------------------------------------------------------------------------
+
+def health_check() -> dict[str, Any]:
+    """One check: measure, record in S3, alert once per incident (state in an Airflow Variable),
+    and say whether to trigger dr_failover (N consecutive primary failures)."""
+    from airflow.sdk import Variable
+
+    from disaster_recovery.airflow_support.alerting import AirflowSlackSink
+    from disaster_recovery.airflow_support.connections import deployment
+    from disaster_recovery.health import check_health, current_roles, evaluate
+    from disaster_recovery.storage import ObjectStore
+
+    found = deployment()
+    settings = found.settings
+    primary, secondary = current_roles(found)
+    health = check_health(found, primary, secondary)
+    state = Variable.get(HEALTH_STATE_VARIABLE, default=None, deserialize_json=True)
+    verdict = evaluate(health, state, settings.thresholds.replication_lag.total_seconds(),
+                       settings.thresholds.health_failures_before_failover, settings.failover.auto_trigger)
+    Variable.set(HEALTH_STATE_VARIABLE, verdict["state"], serialize_json=True)
+    sink = AirflowSlackSink(settings)
+    for alert in verdict["alerts"]:
+        try:
+            sink.send(Alert(alert["name"], alert["summary"], details={
+                "lag_seconds": health["replication_lag_seconds"], "errors": "; ".join(health["errors"].values())},
+                resolved=alert["resolved"]))
+        except Exception:
+            log.exception("could not send %s", alert["name"])
+    try:
+        stamp = datetime.now(timezone.utc).strftime("%Y/%m/%d/%H%M%S")
+        store = ObjectStore(found.aws(secondary), settings.bucket(secondary))
+        store.put_json(f"{settings.storage.prefix}/health/{stamp}.json", {"health": health, **verdict})
+    except DisasterRecoveryError:
+        log.exception("could not record the health check in S3")
+    return {"health": health, "alerts": verdict["alerts"], "primary_failures": verdict["state"]["primary_failures"],
+            "trigger_failover": verdict["trigger_failover"], "reason": verdict["reason"]}
