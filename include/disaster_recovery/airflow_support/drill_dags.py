@@ -1,8 +1,8 @@
 """The DR drill DAGs (monthly, quarterly) from one factory.
 
 A drill is one continuous, timed procedure (its RTO is measured across its steps), so it runs
-as one task; the evidence record in S3 carries the per-step detail. A second task checks, from
-the evidence in S3 alone, that no kind of drill is overdue. A failed drill is never retried (a
+as one task; the evidence record in S3 carries the per-step detail. A task before it checks,
+from the evidence in S3 alone, that no kind of drill is overdue. A failed drill is never retried (a
 retry would repeat a failover): the task fails at once and the drill has already posted
 ``DRDrillFailed`` with its evidence.
 """
@@ -53,7 +53,8 @@ def drill_dag(kind: str, doc_md: str, settings: Settings | None = None) -> Any:
                               description="Seed of the random point-in-time target (to repeat a drill)")},
     ) as dag:
 
-        @task(task_id="drill", retries=0)
+        # The drill is the last task, so its outcome is the run's outcome.
+        @task(task_id="drill", retries=0, trigger_rule="all_done")
         @fail_fast
         def drill() -> dict[str, Any]:
             from disaster_recovery.airflow_support.alerting import AirflowSlackSink
@@ -65,11 +66,11 @@ def drill_dag(kind: str, doc_md: str, settings: Settings | None = None) -> Any:
             record = run_drill(target, kind, seed=seed, sink=AirflowSlackSink(target.settings))  # type: ignore[arg-type]
             return record.model_dump(mode="json")
 
-        @task(task_id="check_overdue", trigger_rule="all_done")
+        @task(task_id="check_overdue")
         def overdue() -> dict[str, Any]:
             from disaster_recovery.airflow_support.connections import deployment
 
             return check_overdue(deployment())
 
-        drill() >> overdue()
+        overdue() >> drill()
     return dag

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from disaster_recovery import db
+from disaster_recovery import db, heartbeat
 from disaster_recovery.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from disaster_recovery.endpoints import AwsEndpoint, PostgresEndpoint, RedisEndpoint
 from disaster_recovery.errors import DisasterRecoveryError, UnavailableError
@@ -225,6 +225,8 @@ class Sandbox:
                 "wal_level": "replica",
                 "summarize_wal": "on",
                 "wal_log_hints": "on",
+                # Heartbeats are judged by their real commit time (drills, point-in-time checks).
+                "track_commit_timestamp": "on",
                 "max_wal_senders": "10",
                 "max_replication_slots": "10",
                 "hot_standby": "on",
@@ -249,6 +251,7 @@ class Sandbox:
                 conn.execute("SELECT pg_reload_conf()")
                 conn.execute(f"CREATE DATABASE {DATABASE}")
             load_sample_data(self.postgres("primary"), self.state.scale)
+            heartbeat.ensure_schema(self.postgres("primary"))
             with db.connect(self.postgres("primary", "postgres")) as conn:
                 conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = {quote_conf(STANDBY_SLOT)}")
                 conn.execute("SELECT pg_reload_conf()")
@@ -388,6 +391,8 @@ class Sandbox:
             "aws": {"endpoint_url": self.s3_endpoint, "key": AWS_TEST_KEY, "secret": AWS_TEST_KEY},
             "targets": targets, "pidfile": str(config_file.with_suffix(".pid")),
             "log": str(self.root / "logs" / f"app-{region}.log"), "writer": False, "write_interval": 0.02,
+            # A heartbeat a second: drills measure RPO from it (disaster_recovery.heartbeat).
+            "heartbeat_interval": 1.0,
         }, indent=2))
         config_file.chmod(0o600)
         return config_file
