@@ -102,7 +102,8 @@ def test_quarterly_drill_measures_real_rto_and_rpo(box: Sandbox, airflow_db: Non
     assert state == "success", tasks
     record = newest_record(box, "quarterly")
     steps = {s.name: s for s in record.steps}
-    assert list(steps) == ["preflight", "kill_primary_region", "detect", "failover", "archive_rpo", "failback"]
+    assert list(steps) == ["preflight", "kill_primary_region", "detect", "failover", "archive_rpo",
+                           "revive_region", "failback"]
     assert steps["detect"].details["consecutive_failures"] == 3
     assert record.rto_seconds is not None and 0 < record.rto_seconds < 1800
     # The synchronous standby lost no acknowledged heartbeat; the RPO is the time since the

@@ -307,6 +307,15 @@ class Drills(_Section):
     pitr_window: Duration = timedelta(hours=24)
     # The quarterly drill's detection checks health this often (dr_health_check: every minute).
     health_check_interval: Duration = timedelta(seconds=2)
+    # How the quarterly drill loses the primary region and later brings its machines back
+    # (argument lists, e.g. stopping instances). Without a loss command the drill crashes
+    # PostgreSQL through failover.nodes, shuts Redis down without saving and stops services.
+    region_loss_command: list[str] = []
+    region_revive_command: list[str] = []
+    # With the primary region lost, SYNC cannot confirm the final LSN: the drill accepts the
+    # possible loss as an operator would (acknowledged commits are on the synchronous standby,
+    # and the drill checks that none is missing).
+    accept_data_loss_on_region_loss: bool = True
 
 
 class Settings(_Section):

@@ -273,14 +273,21 @@ def simulated_failover(ctx: DrillContext) -> dict[str, Any]:
 
 
 def lose_primary_region(ctx: DrillContext) -> dict[str, Any]:
-    """Crash the primary region at once: PostgreSQL (immediate stop: no checkpoint, no clean
-    shutdown), the Redis master (SHUTDOWN NOSAVE), and the region's services."""
+    """Lose the primary region at once, with the configured command, or else: PostgreSQL
+    crashed (immediate stop: no checkpoint), the Redis master shut down without saving, the
+    region's services stopped."""
     import redis as redis_client
 
     from disaster_recovery.failover import Plan
     from disaster_recovery.services import Services
 
     regions = ctx.settings.regions
+    command = ctx.settings.drills.region_loss_command
+    if command:
+        killed_at = datetime.now(UTC)
+        result = run(command, target=f"lose {regions.primary}", timeout=120)
+        ctx.notes["killed_at"] = killed_at
+        return {"killed_at": killed_at.isoformat(), "command": command[-3:], "output": result.stdout[-500:]}
     plan = Plan(ctx.deployment, regions.primary, regions.secondary)
     services = Services(ctx.deployment)
     killed_at = datetime.now(UTC)
@@ -334,6 +341,15 @@ def archive_rpo(ctx: DrillContext) -> dict[str, Any]:
             "rpo_seconds": round(rpo, 2)}
 
 
+def revive_region(ctx: DrillContext) -> dict[str, Any]:
+    command = ctx.settings.drills.region_revive_command
+    if not command or ctx.notes.get("revived"):
+        return {"revived": False}
+    result = run(command, target="revive the lost region", timeout=120)
+    ctx.notes["revived"] = True
+    return {"revived": True, "output": result.stdout[-500:]}
+
+
 def region_loss(ctx: DrillContext) -> dict[str, Any]:
     acknowledged = [heartbeat.beat(ctx.primary(), "drill:quarterly")[0] for _ in range(5)]
     with ctx.record.step("kill_primary_region") as step:
@@ -343,7 +359,8 @@ def region_loss(ctx: DrillContext) -> dict[str, Any]:
         # What the archive alone holds now, before a promoted standby adds its own timeline.
         ctx.notes["archive_latest"] = restorable_window(ctx)[1]
     with ctx.record.step("failover") as step:
-        result = failover(ctx, "quarterly DR drill: primary region lost", accept_data_loss=False)
+        accept = ctx.settings.drills.accept_data_loss_on_region_loss
+        result = failover(ctx, "quarterly DR drill: primary region lost", accept_data_loss=accept)
         step.details = {"total_time_seconds": result["total_time_seconds"],
                         "step_seconds": result.get("step_seconds"), "approval": ctx.notes.get("approval")}
     validated_at = datetime.now(UTC)
@@ -357,6 +374,9 @@ def region_loss(ctx: DrillContext) -> dict[str, Any]:
         raise VerificationError(f"{lost} acknowledged heartbeats are missing on the new primary", check="rpo")
     with ctx.record.step("archive_rpo") as step:
         step.details = archive_rpo(ctx)
+    if ctx.settings.drills.region_revive_command:
+        with ctx.record.step("revive_region") as step:
+            step.details = revive_region(ctx)
     return {"heartbeats_lost": lost, "rto_seconds": ctx.record.rto_seconds,
             "rpo_seconds": ctx.record.rpo_seconds}
 
@@ -373,13 +393,21 @@ def new_record(deployment: Deployment, drill: DrillKind) -> DrillRecord:
 
 
 def return_to_original_topology(ctx: DrillContext) -> dict[str, Any] | None:
-    """After a failed drill: bring the primary role back to the primary region if it moved."""
+    """After a failed drill: bring the lost region's machines back, then the primary role to the
+    primary region if it moved, or restart the crashed primary if it did not."""
+    from disaster_recovery.failover import Plan
     from disaster_recovery.health import current_roles
 
+    regions = ctx.settings.regions
+    if "killed_at" in ctx.notes:
+        revive_region(ctx)
     primary, _ = current_roles(ctx.deployment)
-    if primary == ctx.settings.regions.primary:
-        return None
-    return failback(ctx)
+    if primary == regions.secondary:
+        return failback(ctx)
+    if "killed_at" in ctx.notes:
+        Plan(ctx.deployment, regions.primary, regions.secondary).node(regions.primary).start()
+        return {"status": "restarted the crashed primary"}
+    return None
 
 
 def judge(record: DrillRecord) -> None:

@@ -197,7 +197,7 @@ class Sandbox:
         self.state.save(self.state_file)
         processes.wait_for_port(self.ports.webhook, "webhook receiver", log_file=log_file)
 
-    def _start_redis(self, role: str) -> None:
+    def _start_redis(self, role: str, follow_primary: bool = True) -> None:
         key = f"redis_{role}"
         if processes.pid_alive(self.state.pids.get(key), "redis-server"):
             return
@@ -210,7 +210,7 @@ class Sandbox:
         args = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
                 "--save", "", "--appendonly", "no", "--protected-mode", "no",
                 "--repl-diskless-sync-delay", "0", "--daemonize", "no"]
-        if role == "replica":
+        if role == "replica" and follow_primary:
             args += ["--replicaof", "127.0.0.1", str(self.ports.redis_primary)]
         log_file = self.root / "logs" / f"redis-{role}.log"
         self.state.pids[key] = processes.start_detached(args, log_file)
@@ -340,6 +340,13 @@ class Sandbox:
         data["services"] = {region: self._services_config(region) for region in (PRIMARY_REGION, SECONDARY_REGION)}
         data["failover"] = {"nodes": {region: self._node_config(region)
                                       for region in (PRIMARY_REGION, SECONDARY_REGION)}}
+        # The quarterly drill loses the primary region through the sandbox's own commands.
+        region_command = [sys.executable, "-m", "disaster_recovery", "sandbox", "{action}", PRIMARY_REGION,
+                          "--root", str(self.root)]
+        data["drills"] = {
+            "region_loss_command": [p.replace("{action}", "kill-region") for p in region_command],
+            "region_revive_command": [p.replace("{action}", "revive-region") for p in region_command],
+        }
         self.config_file.write_text(
             "# Written by `dr sandbox up`: the default policy with the sandbox's own endpoints.\n"
             + yaml.safe_dump(data, sort_keys=False)
@@ -517,6 +524,31 @@ class Sandbox:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.ports.webhook}/health", timeout=2) as resp:
             resp.read()
         return {"url": f"http://127.0.0.1:{self.ports.webhook}", "log": str(self.slack_log)}
+
+    def _region_parts(self, region: str) -> tuple[str, str]:
+        """(postgres role, redis role) of the nodes living in ``region``."""
+        return ("primary", "primary") if region == PRIMARY_REGION else ("standby", "replica")
+
+    def kill_region(self, region: str) -> dict[str, Any]:
+        """Lose a region at once: SIGKILL its PostgreSQL postmaster and Redis server, and its
+        application. Nothing is shut down cleanly."""
+        pg_role, redis_role = self._region_parts(region)
+        self.instance(pg_role).kill()
+        pid = self.state.pids.get(f"redis_{redis_role}")
+        if processes.pid_alive(pid, "redis-server"):
+            processes.kill_group(pid)  # type: ignore[arg-type]
+        app = self._demo_app(region, "stop") if self._app_config_file(region).exists() else {}
+        return {"region": region, "killed": [f"postgres_{pg_role}", f"redis_{redis_role}", "app"],
+                "app_was_running": bool(app.get("stopped"))}
+
+    def revive_region(self, region: str) -> dict[str, Any]:
+        """Bring a lost region's machines back: its Redis server starts (empty, as after a
+        crash without persistence). PostgreSQL stays down: failback rebuilds it (pg_rewind
+        needs it stopped)."""
+        _, redis_role = self._region_parts(region)
+        self._start_redis(redis_role, follow_primary=False)
+        self.state.save(self.state_file)
+        return {"region": region, "revived": [f"redis_{redis_role}"]}
 
     def down(self, purge: bool = False) -> dict[str, Any]:
         """Stop everything ``up`` started (and only that); ``purge`` also deletes the state."""
