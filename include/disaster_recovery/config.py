@@ -293,6 +293,29 @@ class DnsConfig(_Section):
         return value if value.endswith(".") else value + "."
 
 
+class Drills(_Section):
+    """DR drills. Schedules avoid the 03:00 backups; the target is the environment this file
+    describes (its own Connections), refused when marked production unless allowed."""
+
+    monthly_schedule: Cron = "0 5 15 * *"
+    quarterly_schedule: Cron = "0 5 20 1,4,7,10 *"
+    # DECIDE during a drill is answered by this policy and recorded as such.
+    auto_approve: bool = True
+    # The point-in-time check restores to a random moment within this window.
+    pitr_window: Duration = timedelta(hours=24)
+    # The quarterly drill's detection checks health this often (dr_health_check: every minute).
+    health_check_interval: Duration = timedelta(seconds=2)
+    # How the quarterly drill loses the primary region and later brings its machines back
+    # (argument lists, e.g. stopping instances). Without a loss command the drill crashes
+    # PostgreSQL through failover.nodes, shuts Redis down without saving and stops services.
+    region_loss_command: list[str] = []
+    region_revive_command: list[str] = []
+    # With the primary region lost, SYNC cannot confirm the final LSN: the drill accepts the
+    # possible loss as an operator would (acknowledged commits are on the synchronous standby,
+    # and the drill checks that none is missing).
+    accept_data_loss_on_region_loss: bool = True
+
+
 class Settings(_Section):
     """Everything policy-like the library needs, validated once."""
 
@@ -311,8 +334,7 @@ class Settings(_Section):
     # Per region: the application's endpoints and controls.
     services: dict[str, RegionServices] = {}
     dns: DnsConfig = DnsConfig()
-    # Free-form sections that later parts own (drills) live below.
-    drills: dict[str, Any] = {}
+    drills: Drills = Drills()
 
     @field_validator("timezone")
     @classmethod

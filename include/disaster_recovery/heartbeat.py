@@ -54,9 +54,16 @@ def newest(endpoint: PostgresEndpoint, dbname: str | None = None) -> dict[str, A
 
 
 def ids_up_to(endpoint: PostgresEndpoint, moment: datetime, dbname: str | None = None) -> list[int]:
-    """Ids of the heartbeats committed at or before ``moment``."""
+    """Ids of the heartbeats committed at or before ``moment``.
+
+    With ``track_commit_timestamp`` on, the transaction's real commit time decides, which is
+    what ``recovery_target_time`` compares; the row's own time is taken a moment before its
+    commit, so near the target it could disagree.
+    """
     with connect(endpoint, dbname) as conn:
+        exact = conn.execute("SELECT current_setting('track_commit_timestamp') = 'on'").fetchone()
+        when = "pg_xact_commit_timestamp(xmin)" if exact and exact[0] else "committed_at"
         rows = conn.execute(
-            "SELECT id FROM dr.heartbeat WHERE committed_at <= %s ORDER BY id", (moment,)
+            f"SELECT id FROM dr.heartbeat WHERE {when} <= %s ORDER BY id", (moment,)
         ).fetchall()
     return [int(r[0]) for r in rows]

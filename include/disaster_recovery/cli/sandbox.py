@@ -22,6 +22,12 @@ def register(commands: Any) -> None:
         action.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="state folder (default .sandbox)")
         action.set_defaults(handler=run)
     actions.choices["down"].add_argument("--purge", action="store_true", help="also delete the state folder")
+    for name, text in (("kill-region", "lose a region at once (drills): SIGKILL its PostgreSQL, Redis, app"),
+                       ("revive-region", "restart a lost region's Redis (failback rebuilds PostgreSQL)")):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("region", choices=["us-east-1", "us-west-2"])
+        action.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="state folder (default .sandbox)")
+        action.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -33,4 +39,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sandbox = Sandbox(args.root)
     if args.action == "down":
         return sandbox.down(purge=args.purge)
+    if args.action == "kill-region":
+        return sandbox.kill_region(args.region)
+    if args.action == "revive-region":
+        return sandbox.revive_region(args.region)
     return sandbox.status()

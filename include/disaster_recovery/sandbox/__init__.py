@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from disaster_recovery import db
+from disaster_recovery import db, heartbeat
 from disaster_recovery.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from disaster_recovery.endpoints import AwsEndpoint, PostgresEndpoint, RedisEndpoint
 from disaster_recovery.errors import DisasterRecoveryError, UnavailableError
@@ -198,7 +198,7 @@ class Sandbox:
         self.state.save(self.state_file)
         processes.wait_for_port(self.ports.webhook, "webhook receiver", log_file=log_file)
 
-    def _start_redis(self, role: str) -> None:
+    def _start_redis(self, role: str, follow_primary: bool = True) -> None:
         key = f"redis_{role}"
         if processes.pid_alive(self.state.pids.get(key), "redis-server"):
             return
@@ -211,7 +211,7 @@ class Sandbox:
         args = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
                 "--save", "", "--appendonly", "no", "--protected-mode", "no",
                 "--repl-diskless-sync-delay", "0", "--daemonize", "no"]
-        if role == "replica":
+        if role == "replica" and follow_primary:
             args += ["--replicaof", "127.0.0.1", str(self.ports.redis_primary)]
         log_file = self.root / "logs" / f"redis-{role}.log"
         self.state.pids[key] = processes.start_detached(args, log_file)
@@ -226,6 +226,8 @@ class Sandbox:
                 "wal_level": "replica",
                 "summarize_wal": "on",
                 "wal_log_hints": "on",
+                # Heartbeats are judged by their real commit time (drills, point-in-time checks).
+                "track_commit_timestamp": "on",
                 "max_wal_senders": "10",
                 "max_replication_slots": "10",
                 "hot_standby": "on",
@@ -250,6 +252,7 @@ class Sandbox:
                 conn.execute("SELECT pg_reload_conf()")
                 conn.execute(f"CREATE DATABASE {DATABASE}")
             load_sample_data(self.postgres("primary"), self.state.scale)
+            heartbeat.ensure_schema(self.postgres("primary"))
             with db.connect(self.postgres("primary", "postgres")) as conn:
                 conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = {quote_conf(STANDBY_SLOT)}")
                 conn.execute("SELECT pg_reload_conf()")
@@ -339,6 +342,13 @@ class Sandbox:
         data["services"] = {region: self._services_config(region) for region in (PRIMARY_REGION, SECONDARY_REGION)}
         data["failover"] = {"nodes": {region: self._node_config(region)
                                       for region in (PRIMARY_REGION, SECONDARY_REGION)}}
+        # The quarterly drill loses the primary region through the sandbox's own commands.
+        region_command = [sys.executable, "-m", "disaster_recovery", "sandbox", "{action}", PRIMARY_REGION,
+                          "--root", str(self.root)]
+        data["drills"] = {
+            "region_loss_command": [p.replace("{action}", "kill-region") for p in region_command],
+            "region_revive_command": [p.replace("{action}", "revive-region") for p in region_command],
+        }
         self.config_file.write_text(
             "# Written by `dr sandbox up`: the default policy with the sandbox's own endpoints.\n"
             + yaml.safe_dump(data, sort_keys=False)
@@ -390,6 +400,8 @@ class Sandbox:
             "aws": {"endpoint_url": self.s3_endpoint, "key": AWS_TEST_KEY, "secret": AWS_TEST_KEY},
             "targets": targets, "pidfile": str(config_file.with_suffix(".pid")),
             "log": str(self.root / "logs" / f"app-{region}.log"), "writer": False, "write_interval": 0.02,
+            # A heartbeat a second: drills measure RPO from it (disaster_recovery.heartbeat).
+            "heartbeat_interval": 1.0,
         }, indent=2))
         config_file.chmod(0o600)
         return config_file
@@ -514,6 +526,31 @@ class Sandbox:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.ports.webhook}/health", timeout=2) as resp:
             resp.read()
         return {"url": f"http://127.0.0.1:{self.ports.webhook}", "log": str(self.slack_log)}
+
+    def _region_parts(self, region: str) -> tuple[str, str]:
+        """(postgres role, redis role) of the nodes living in ``region``."""
+        return ("primary", "primary") if region == PRIMARY_REGION else ("standby", "replica")
+
+    def kill_region(self, region: str) -> dict[str, Any]:
+        """Lose a region at once: SIGKILL its PostgreSQL postmaster and Redis server, and its
+        application. Nothing is shut down cleanly."""
+        pg_role, redis_role = self._region_parts(region)
+        self.instance(pg_role).kill()
+        pid = self.state.pids.get(f"redis_{redis_role}")
+        if processes.pid_alive(pid, "redis-server"):
+            processes.kill_group(pid)  # type: ignore[arg-type]
+        app = self._demo_app(region, "stop") if self._app_config_file(region).exists() else {}
+        return {"region": region, "killed": [f"postgres_{pg_role}", f"redis_{redis_role}", "app"],
+                "app_was_running": bool(app.get("stopped"))}
+
+    def revive_region(self, region: str) -> dict[str, Any]:
+        """Bring a lost region's machines back: its Redis server starts (empty, as after a
+        crash without persistence). PostgreSQL stays down: failback rebuilds it (pg_rewind
+        needs it stopped)."""
+        _, redis_role = self._region_parts(region)
+        self._start_redis(redis_role, follow_primary=False)
+        self.state.save(self.state_file)
+        return {"region": region, "revived": [f"redis_{redis_role}"]}
 
     def down(self, purge: bool = False) -> dict[str, Any]:
         """Stop everything ``up`` started (and only that); ``purge`` also deletes the state."""

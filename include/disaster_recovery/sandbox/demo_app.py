@@ -144,6 +144,20 @@ class App:
                     time.sleep(0.1)
             time.sleep(interval)
 
+    def heartbeat_loop(self) -> None:
+        """Commit a row in dr.heartbeat every ``heartbeat_interval`` seconds through the primary
+        the DNS names, so restores and failovers can measure the data they lost."""
+        interval = float(self.config.get("heartbeat_interval", 0) or 0)
+        while interval > 0:
+            with self.lock:
+                if not self.read_only:
+                    try:
+                        conn, _ = self.connection()
+                        conn.execute("INSERT INTO dr.heartbeat (source) VALUES (%s)", (f"demo-app:{self.region}",))
+                    except Exception:  # noqa: BLE001 - the primary may be down: try again next beat
+                        self._close()
+            time.sleep(interval)
+
     def healthy(self) -> tuple[bool, str]:
         try:
             with self.lock:
@@ -227,6 +241,7 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
 def serve(config: dict[str, Any]) -> None:
     app = App(config)
     threading.Thread(target=app.writer_loop, daemon=True).start()
+    threading.Thread(target=app.heartbeat_loop, daemon=True).start()
     server = ThreadingHTTPServer(("127.0.0.1", int(config["port"])), make_handler(app))
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(0)))
     try:

@@ -1,0 +1,76 @@
+"""The DR drill DAGs (monthly, quarterly) from one factory.
+
+A drill is one continuous, timed procedure (its RTO is measured across its steps), so it runs
+as one task; the evidence record in S3 carries the per-step detail. A task before it checks,
+from the evidence in S3 alone, that no kind of drill is overdue. A failed drill is never retried (a
+retry would repeat a failover): the task fails at once and the drill has already posted
+``DRDrillFailed`` with its evidence.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from disaster_recovery.config import Settings, load_settings
+
+START_DATE = datetime(2024, 1, 1)
+
+
+def check_overdue(deployment: Any) -> dict[str, Any]:
+    """DRDrillOverdue for each kind of drill with no passed record in its window."""
+    from disaster_recovery.airflow_support.alerting import AirflowSlackSink
+    from disaster_recovery.evidence import EvidenceStore, overdue_alerts
+    from disaster_recovery.storage import ObjectStore
+
+    settings = deployment.settings
+    region = settings.regions.primary
+    records = EvidenceStore(ObjectStore(deployment.aws(region), settings.bucket(region))).records()
+    alerts = overdue_alerts(records, datetime.now(UTC))
+    sink = AirflowSlackSink(settings)
+    for alert in alerts:
+        sink.send(alert)
+    return {"overdue": [a.details["drill"] for a in alerts], "records": len(records)}
+
+
+def drill_dag(kind: str, doc_md: str, settings: Settings | None = None) -> Any:
+    from airflow.sdk import DAG, CronTriggerTimetable, Param, get_current_context, task
+
+    from disaster_recovery.airflow_support.alerting import fail_fast
+
+    settings = settings or load_settings()
+    schedule = settings.drills.monthly_schedule if kind == "monthly" else settings.drills.quarterly_schedule
+    with DAG(
+        dag_id=f"dr_drill_{kind}",
+        doc_md=doc_md,
+        schedule=CronTriggerTimetable(schedule, timezone=settings.timezone),
+        start_date=START_DATE.replace(tzinfo=settings.tz),
+        catchup=False,
+        max_active_runs=1,
+        default_args={"owner": "dr", "retries": 1},
+        tags=["dr", "drill"],
+        params={"seed": Param(None, type=["null", "integer"],
+                              description="Seed of the random point-in-time target (to repeat a drill)")},
+    ) as dag:
+
+        # The drill is the last task, so its outcome is the run's outcome.
+        @task(task_id="drill", retries=0, trigger_rule="all_done")
+        @fail_fast
+        def drill() -> dict[str, Any]:
+            from disaster_recovery.airflow_support.alerting import AirflowSlackSink
+            from disaster_recovery.airflow_support.connections import deployment
+            from disaster_recovery.drills import run_drill
+
+            target = deployment()
+            seed = get_current_context()["params"].get("seed")
+            record = run_drill(target, kind, seed=seed, sink=AirflowSlackSink(target.settings))  # type: ignore[arg-type]
+            return record.model_dump(mode="json")
+
+        @task(task_id="check_overdue")
+        def overdue() -> dict[str, Any]:
+            from disaster_recovery.airflow_support.connections import deployment
+
+            return check_overdue(deployment())
+
+        overdue() >> drill()
+    return dag

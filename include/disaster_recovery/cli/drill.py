@@ -1,0 +1,45 @@
+"""``dr drill monthly|quarterly`` (a drill outside Airflow) and ``dr drills`` (the evidence)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(commands: Any) -> None:
+    drill = commands.add_parser("drill", help="run a DR drill against the configured drill target")
+    drill.add_argument("kind", choices=["monthly", "quarterly"])
+    drill.add_argument("--seed", type=int, help="seed of the random point-in-time target")
+    drill.set_defaults(handler=run_drill)
+    drills = commands.add_parser("drills", help="list drill evidence records and overdue drills")
+    drills.add_argument("--kind", choices=["monthly", "quarterly"])
+    drills.set_defaults(handler=list_drills)
+
+
+def run_drill(args: argparse.Namespace) -> dict[str, Any]:
+    from disaster_recovery.cli.common import deployment, progress
+    from disaster_recovery.drills import run_drill as run
+
+    record = run(deployment(args), args.kind, seed=args.seed, progress=progress)
+    return record.model_dump(mode="json")
+
+
+def list_drills(args: argparse.Namespace) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    from disaster_recovery.cli.common import deployment
+    from disaster_recovery.evidence import EvidenceStore, overdue_alerts
+    from disaster_recovery.storage import ObjectStore
+
+    target = deployment(args)
+    settings = target.settings
+    region = settings.regions.primary
+    records = EvidenceStore(ObjectStore(target.aws(region), settings.bucket(region))).records(args.kind)
+    return {
+        "records": [
+            {"drill": r.drill, "started_at": r.started_at.isoformat(), "passed": r.passed,
+             "rto_seconds": r.rto_seconds, "rpo_seconds": r.rpo_seconds, "key": r.key, "error": r.error}
+            for r in records
+        ],
+        "overdue": [a.summary for a in overdue_alerts(records, datetime.now(UTC))],
+    }
