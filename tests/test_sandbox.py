@@ -101,7 +101,8 @@ def test_up_is_idempotent_and_status_healthy(sandbox: Sandbox) -> None:
     status = json.loads(result.stdout)
     assert status["healthy"] is True
     assert set(status["components"]) == {"postgres_primary", "postgres_standby", "redis_primary",
-                                         "redis_replica", "s3", "route53", "slack_webhook"}
+                                         "redis_replica", "s3", "route53", "slack_webhook",
+                                         "app_us-east-1"}
 
 
 def _listening(port: int) -> bool:

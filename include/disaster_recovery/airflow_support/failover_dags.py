@@ -374,6 +374,24 @@ def build_switch_dag(kind: str, dag_id: str, doc_md: str | None, tags: list[str]
 # -- dr_health_check ----------------------------------------------------------------------------
 
 
+def write_heartbeat(found: Any, primary: str, health: dict[str, Any]) -> dict[str, Any] | None:
+    """One row in dr.heartbeat on a healthy primary: restores and failovers measure their data
+    loss against these rows."""
+    from disaster_recovery import heartbeat
+    from disaster_recovery.health import region_postgres
+
+    if health["primary"]["database"] != "healthy":
+        return None
+    try:
+        endpoint = region_postgres(found, primary)
+        heartbeat.ensure_schema(endpoint)
+        beat_id, at = heartbeat.beat(endpoint, "dr_health_check")
+    except DisasterRecoveryError as exc:
+        log.warning("could not write a heartbeat: %s", exc)
+        return None
+    return {"id": beat_id, "committed_at": at.isoformat()}
+
+
 def health_check() -> dict[str, Any]:
     """One check: measure, record in S3, alert once per incident (state in an Airflow Variable),
     and say whether to trigger dr_failover (N consecutive primary failures)."""
@@ -388,6 +406,7 @@ def health_check() -> dict[str, Any]:
     settings = found.settings
     primary, secondary = current_roles(found)
     health = check_health(found, primary, secondary)
+    health["heartbeat"] = write_heartbeat(found, primary, health)
     state = Variable.get(HEALTH_STATE_VARIABLE, default=None, deserialize_json=True)
     verdict = evaluate(
         health,
