@@ -227,7 +227,8 @@ def failover(ctx: DrillContext, reason: str, **options: Any) -> dict[str, Any]:
 
     regions = ctx.settings.regions
     plan = Plan(ctx.deployment, regions.primary, regions.secondary, **options)
-    result = run_failover(plan, reason, f"drill:{ctx.record.drill}", drill_approval(ctx), ctx.progress)
+    result = run_failover(plan, reason, f"drill:{ctx.record.drill}", approve=drill_approval(ctx),
+                          progress=ctx.progress)
     if result["status"] != "completed":
         raise AbortedError(f"failover {result['status']}: {result.get('error') or 'see steps'}")
     return result
@@ -240,7 +241,7 @@ def failback(ctx: DrillContext) -> dict[str, Any]:
     regions = ctx.settings.regions
     plan = Plan(ctx.deployment, regions.secondary, regions.primary)
     result = run_failback(plan, f"{ctx.record.drill} drill: return to {regions.primary}",
-                          f"drill:{ctx.record.drill}", lambda _e, _b: True, ctx.progress)
+                          f"drill:{ctx.record.drill}", approve=lambda _e, _b: True, progress=ctx.progress)
     if result["status"] != "completed":
         raise AbortedError(f"failback {result['status']}: {result.get('error') or 'see steps'}")
     return result

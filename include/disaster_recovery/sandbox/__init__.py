@@ -554,6 +554,11 @@ class Sandbox:
 
     def down(self, purge: bool = False) -> dict[str, Any]:
         """Stop everything ``up`` started (and only that); ``purge`` also deletes the state."""
+        # Another process (the CLI, a drill reviving a region) may have started components
+        # since this object was made: stop what the state file records now.
+        saved = SandboxState.load(self.state_file)
+        if saved is not None:
+            self.state.pids = {**self.state.pids, **saved.pids}
         stopped = []
         for region in (PRIMARY_REGION, SECONDARY_REGION):
             if self._app_config_file(region).exists() and self._demo_app(region, "stop").get("stopped"):
