@@ -257,7 +257,7 @@ def simulated_failover(ctx: DrillContext) -> dict[str, Any]:
     """Fail over to the secondary (a planned switch: the old primary stays up and is fenced),
     validate, count the acknowledged heartbeats the new primary holds."""
     primary = ctx.primary()
-    acknowledged = [heartbeat.beat(primary, f"drill:{ctx.record.drill}")[0] for _ in range(5)]
+    acknowledged = [heartbeat.beat(primary, f"drill:{ctx.record.drill}", synchronous=True)[0] for _ in range(5)]
     result = failover(ctx, f"{ctx.record.drill} DR drill (simulated failover)")
     lost = lost_heartbeats(acknowledged, ctx.deployment.postgres("standby"))
     ctx.record.rto_seconds = result["total_time_seconds"]
@@ -352,7 +352,7 @@ def revive_region(ctx: DrillContext) -> dict[str, Any]:
 
 
 def region_loss(ctx: DrillContext) -> dict[str, Any]:
-    acknowledged = [heartbeat.beat(ctx.primary(), "drill:quarterly")[0] for _ in range(5)]
+    acknowledged = [heartbeat.beat(ctx.primary(), "drill:quarterly", synchronous=True)[0] for _ in range(5)]
     with ctx.record.step("kill_primary_region") as step:
         step.details = lose_primary_region(ctx)
     with ctx.record.step("detect") as step:

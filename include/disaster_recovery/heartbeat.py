@@ -29,12 +29,20 @@ def ensure_schema(endpoint: PostgresEndpoint) -> None:
         conn.execute(SCHEMA_SQL)
 
 
-def beat(endpoint: PostgresEndpoint, source: str) -> tuple[int, datetime]:
-    """Commit one heartbeat; returns its id and time (taken just before the commit)."""
-    with connect(endpoint) as conn:
+def beat(endpoint: PostgresEndpoint, source: str, *, synchronous: bool = False) -> tuple[int, datetime]:
+    """Commit one heartbeat; returns its id and time (taken just before the commit).
+
+    By default the commit does not wait for a synchronous standby: a health check must never
+    hang because the standby it is about to report as down does not acknowledge. Drills that
+    count acknowledged heartbeats ask for ``synchronous=True``.
+    """
+    with connect(endpoint, autocommit=False) as conn:
+        if not synchronous:
+            conn.execute("SET LOCAL synchronous_commit TO local")
         row = conn.execute(
             "INSERT INTO dr.heartbeat (source) VALUES (%s) RETURNING id, committed_at", (source,)
         ).fetchone()
+        conn.commit()
     assert row is not None
     return int(row[0]), row[1]
 

@@ -153,7 +153,12 @@ class App:
                 if not self.read_only:
                     try:
                         conn, _ = self.connection()
-                        conn.execute("INSERT INTO dr.heartbeat (source) VALUES (%s)", (f"demo-app:{self.region}",))
+                        # Not waiting for the synchronous standby: a stopped standby must not
+                        # freeze the application (its health answers share this lock).
+                        with conn.transaction():
+                            conn.execute("SET LOCAL synchronous_commit TO local")
+                            conn.execute("INSERT INTO dr.heartbeat (source) VALUES (%s)",
+                                         (f"demo-app:{self.region}",))
                     except Exception:  # noqa: BLE001 - the primary may be down: try again next beat
                         self._close()
             time.sleep(interval)
