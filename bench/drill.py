@@ -41,7 +41,9 @@ def quarterly_at(scale: float) -> dict[str, Any]:
         backup_and_verify(deployment, "base")
         time.sleep(3)
         archive_now(box)
-        record = run_drill(deployment, "quarterly", progress=lambda m: print(f"  {m}", file=sys.stderr))
+        record = run_drill(
+            deployment, "quarterly", progress=lambda m: print(f"  {m}", file=sys.stderr)
+        )
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -52,9 +54,16 @@ def quarterly_at(scale: float) -> dict[str, Any]:
         "database_mb": round(size / 1e6, 1),
         "rto_seconds": record.rto_seconds,
         "rpo_seconds": record.rpo_seconds,
-        "archive_rpo_seconds": next(s.details["rpo_seconds"] for s in record.steps if s.name == "archive_rpo"),
-        "steps": {s.name: {"seconds": s.seconds, "share_percent": round(100 * (s.seconds or 0) / total, 1)}
-                  for s in record.steps},
+        "archive_rpo_seconds": next(
+            s.details["rpo_seconds"] for s in record.steps if s.name == "archive_rpo"
+        ),
+        "steps": {
+            s.name: {
+                "seconds": s.seconds,
+                "share_percent": round(100 * (s.seconds or 0) / total, 1),
+            }
+            for s in record.steps
+        },
         "rto_vs_objective": round((record.rto_seconds or 0) / record.objectives["rto_seconds"], 4),
         "rto_vs_seed_example": round((record.rto_seconds or 0) / SEED_EXAMPLE_SECONDS, 4),
     }
@@ -66,14 +75,21 @@ def main() -> None:
     args = parser.parse_args()
     results = [quarterly_at(scale) for scale in args.scales]
     print(json.dumps(results, indent=2))
-    print("\n| database | RTO (s) | RPO sync (s) | RPO archive (s) | RTO / objective 1800 s | RTO / seed 847 s |")
+    print(
+        "\n| database | RTO (s) | RPO sync (s) | RPO archive (s) | RTO / objective 1800 s | RTO / seed 847 s |"
+    )
     print("|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['database_mb']} MB | {r['rto_seconds']} | {r['rpo_seconds']} | {r['archive_rpo_seconds']} "
-              f"| {r['rto_vs_objective']:.3f} | {r['rto_vs_seed_example']:.3f} |")
+        print(
+            f"| {r['database_mb']} MB | {r['rto_seconds']} | {r['rpo_seconds']} | {r['archive_rpo_seconds']} "
+            f"| {r['rto_vs_objective']:.3f} | {r['rto_vs_seed_example']:.3f} |"
+        )
     print("\nstep shares (percent of the drill):")
     for r in results:
-        print(f"  {r['database_mb']} MB: " + ", ".join(f"{k} {v['share_percent']}%" for k, v in r["steps"].items()))
+        print(
+            f"  {r['database_mb']} MB: "
+            + ", ".join(f"{k} {v['share_percent']}%" for k, v in r["steps"].items())
+        )
 
 
 if __name__ == "__main__":

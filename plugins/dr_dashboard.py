@@ -38,10 +38,12 @@ def page() -> str:
 class DisasterRecoveryPlugin(AirflowPlugin):
     name = "litper_disaster_recovery"
     fastapi_apps = [{"app": app, "url_prefix": "/dr", "name": "DR dashboard"}]
-    external_views = [{
-        "name": "DR dashboard",
-        "href": "/dr/",
-        "destination": "nav",
-        "category": "browse",
-        "url_route": "dr-dashboard",
-    }]
+    external_views = [
+        {
+            "name": "DR dashboard",
+            "href": "/dr/",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "dr-dashboard",
+        }
+    ]

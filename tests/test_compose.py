@@ -15,13 +15,32 @@ from disaster_recovery.endpoints import env_var_name, parse_connection
 REPO = Path(__file__).resolve().parent.parent
 TOP_LEVEL = {"name", "services", "volumes", "networks", "configs", "secrets"}
 SERVICE_KEYS = {
-    "image", "build", "command", "entrypoint", "environment", "volumes", "ports", "depends_on",
-    "healthcheck", "user", "restart",
+    "image",
+    "build",
+    "command",
+    "entrypoint",
+    "environment",
+    "volumes",
+    "ports",
+    "depends_on",
+    "healthcheck",
+    "user",
+    "restart",
 }
 # What README.md promises a Docker user.
 SERVICES = {
-    "airflow-db", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-    "airflow-triggerer", "pg-primary", "pg-standby", "redis-primary", "redis-replica", "s3", "slack",
+    "airflow-db",
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "pg-primary",
+    "pg-standby",
+    "redis-primary",
+    "redis-replica",
+    "s3",
+    "slack",
 }
 
 
@@ -77,8 +96,15 @@ def test_connections_match_the_code(compose: dict[str, Any]) -> None:
     for conn_id in settings.connections.model_dump().values():
         parsed = parse_connection(conn_id, airflow_env[env_var_name(conn_id)])
         assert parsed.conn_type, conn_id
-    hosts = {parse_connection(c, airflow_env[env_var_name(c)]).host for c in
-             ("dr_postgres_primary", "dr_postgres_standby", "dr_redis_primary", "dr_redis_replica")}
+    hosts = {
+        parse_connection(c, airflow_env[env_var_name(c)]).host
+        for c in (
+            "dr_postgres_primary",
+            "dr_postgres_standby",
+            "dr_redis_primary",
+            "dr_redis_replica",
+        )
+    }
     assert hosts == {"pg-primary", "pg-standby", "redis-primary", "redis-replica"}
     aws = json.loads(airflow_env["AIRFLOW_CONN_DR_AWS_SECONDARY"])
     assert aws["extra"]["region_name"] == settings.regions.secondary

@@ -47,7 +47,9 @@ def test_default_file_holds_the_design_policy() -> None:
     assert settings.wal_stale_after == settings.objectives.rpo
 
 
-def test_dr_config_env_var_points_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dr_config_env_var_points_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write(tmp_path, {"timezone": "UTC", "objectives": {"rpo": "5m"}})
     monkeypatch.setenv("DR_CONFIG", str(path))
     settings = load_settings()
@@ -69,8 +71,17 @@ def test_unknown_key_is_named_with_its_path(tmp_path: Path) -> None:
 
 
 def test_bad_cron_is_reported(tmp_path: Path) -> None:
-    path = write(tmp_path, {"tiers": {"postgresql_full": {"schedule": "0 25 * * *",
-                                                         "retention": {"max_age": "7d", "keep_last": 7}}}})
+    path = write(
+        tmp_path,
+        {
+            "tiers": {
+                "postgresql_full": {
+                    "schedule": "0 25 * * *",
+                    "retention": {"max_age": "7d", "keep_last": 7},
+                }
+            }
+        },
+    )
     with pytest.raises(ConfigError, match=r"tiers\.postgresql_full\.schedule: .*not a valid cron"):
         load_settings(path)
 
@@ -82,24 +93,41 @@ def test_bad_duration_is_reported(tmp_path: Path) -> None:
 
 
 def test_negative_retention_is_reported(tmp_path: Path) -> None:
-    path = write(tmp_path, {"tiers": {"postgresql_weekly": {"schedule": "0 3 * * 1",
-                                                           "retention": {"max_age": "4w", "keep_last": -1}}}})
+    path = write(
+        tmp_path,
+        {
+            "tiers": {
+                "postgresql_weekly": {
+                    "schedule": "0 3 * * 1",
+                    "retention": {"max_age": "4w", "keep_last": -1},
+                }
+            }
+        },
+    )
     with pytest.raises(ConfigError, match=r"tiers\.postgresql_weekly\.retention\.keep_last"):
         load_settings(path)
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
-    path = write(tmp_path, {
-        "timezone": "Mars/Olympus",
-        "objectives": {"rto": "-3m"},
-        "thresholds": {"health_failures_before_failover": 0},
-        "extra_section": True,
-    })
+    path = write(
+        tmp_path,
+        {
+            "timezone": "Mars/Olympus",
+            "objectives": {"rto": "-3m"},
+            "thresholds": {"health_failures_before_failover": 0},
+            "extra_section": True,
+        },
+    )
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
     message = str(caught.value)
     assert "4 problem(s)" in message
-    for key in ("timezone", "objectives.rto", "thresholds.health_failures_before_failover", "extra_section"):
+    for key in (
+        "timezone",
+        "objectives.rto",
+        "thresholds.health_failures_before_failover",
+        "extra_section",
+    ):
         assert f"\n  {key}:" in message
 
 
@@ -112,8 +140,14 @@ def test_not_a_mapping(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("90s", timedelta(seconds=90)), ("15m", timedelta(minutes=15)), ("24h", timedelta(hours=24)),
-     ("7d", timedelta(days=7)), ("4w", timedelta(weeks=4)), (60, timedelta(seconds=60))],
+    [
+        ("90s", timedelta(seconds=90)),
+        ("15m", timedelta(minutes=15)),
+        ("24h", timedelta(hours=24)),
+        ("7d", timedelta(days=7)),
+        ("4w", timedelta(weeks=4)),
+        (60, timedelta(seconds=60)),
+    ],
 )
 def test_durations(text: object, expected: timedelta) -> None:
     assert parse_duration(text) == expected
@@ -126,10 +160,14 @@ def test_bad_durations(text: object) -> None:
 
 
 def test_seed_dict_maps_onto_the_same_settings() -> None:
-    settings = settings_from_seed({
-        "db_host": "10.0.0.5", "db_name": "litper", "backup_bucket": "litper-backups",
-        "retention": {"daily": 7, "weekly": 4, "monthly": 12},
-    })
+    settings = settings_from_seed(
+        {
+            "db_host": "10.0.0.5",
+            "db_name": "litper",
+            "backup_bucket": "litper-backups",
+            "retention": {"daily": 7, "weekly": 4, "monthly": 12},
+        }
+    )
     assert settings.storage.buckets["us-east-1"] == "litper-backups"
     assert settings.tiers.postgresql_full.retention.keep_last == 7
     assert settings.tiers.postgresql_full.retention.max_age == timedelta(days=7)
@@ -138,7 +176,9 @@ def test_seed_dict_maps_onto_the_same_settings() -> None:
 
 
 def test_seed_dict_rejects_unknown_and_negative() -> None:
-    with pytest.raises(ConfigError, match=r"(?s)db_hots: unknown key.*retention\.yearly: unknown key"):
+    with pytest.raises(
+        ConfigError, match=r"(?s)db_hots: unknown key.*retention\.yearly: unknown key"
+    ):
         settings_from_seed({"db_hots": "x", "retention": {"yearly": 1}})
     with pytest.raises(ConfigError, match=r"retention\.daily: must be a whole number >= 0"):
         settings_from_seed({"retention": {"daily": -2}})

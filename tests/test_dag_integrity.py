@@ -14,9 +14,17 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DAGS = REPO / "dags"
 CONTRACT_DAG_IDS = {
-    "postgresql_backup_full", "postgresql_backup_incremental", "postgresql_wal_archive",
-    "postgresql_backup_weekly", "postgresql_backup_monthly", "postgresql_backup_cleanup",
-    "dr_health_check", "dr_failover", "dr_failback", "dr_drill_monthly", "dr_drill_quarterly",
+    "postgresql_backup_full",
+    "postgresql_backup_incremental",
+    "postgresql_wal_archive",
+    "postgresql_backup_weekly",
+    "postgresql_backup_monthly",
+    "postgresql_backup_cleanup",
+    "dr_health_check",
+    "dr_failover",
+    "dr_failback",
+    "dr_drill_monthly",
+    "dr_drill_quarterly",
 }
 ALLOWED_TAGS = {"dr", "backup", "restore", "wal", "failover", "health", "drill", "maintenance"}
 PARSE_BUDGET_SECONDS = 10.0
@@ -24,11 +32,16 @@ PARSE_BUDGET_SECONDS = 10.0
 # retry would repeat a failover; DETECT records the evidence of its moment; a person's approval
 # (and the message asking for it) is not a thing to repeat.
 NEVER_RETRIED = {
-    ("dr_health_check", "check"), ("dr_health_check", "primary_failed_repeatedly"),
-    ("dr_health_check", "trigger_failover"), ("dr_drill_monthly", "drill"),
+    ("dr_health_check", "check"),
+    ("dr_health_check", "primary_failed_repeatedly"),
+    ("dr_health_check", "trigger_failover"),
+    ("dr_drill_monthly", "drill"),
     ("dr_drill_quarterly", "drill"),
-    *((dag, task) for dag in ("dr_failover", "dr_failback")
-      for task in ("detect.run", "decide.notify", "decide.approval")),
+    *(
+        (dag, task)
+        for dag in ("dr_failover", "dr_failback")
+        for task in ("detect.run", "decide.notify", "decide.approval")
+    ),
 }
 
 # Runs in a fresh interpreter: sockets and the metadata database are made to explode, so any
@@ -65,8 +78,13 @@ print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "
 
 @pytest.fixture(scope="module")
 def parsed() -> dict[str, Any]:
-    result = subprocess.run([sys.executable, "-c", PARSE_SCRIPT, str(DAGS)], capture_output=True,
-                            text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", PARSE_SCRIPT, str(DAGS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -102,7 +120,12 @@ def test_the_guard_catches_io_at_parse_time(tmp_path: Path) -> None:
         "socket.create_connection(('127.0.0.1', 9))\n"
         "dag = DAG('bad_dag', schedule=None)\n"
     )
-    result = subprocess.run([sys.executable, "-c", PARSE_SCRIPT, str(tmp_path)], capture_output=True,
-                            text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", PARSE_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     errors = json.loads(result.stdout.strip().splitlines()[-1])["errors"]
     assert any("network access at DAG parse time" in e for e in errors.values())

@@ -8,12 +8,11 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from fastapi.testclient import TestClient
-
 from disaster_recovery.catalog import Catalog, Manifest, Verification, backup_file_name
 from disaster_recovery.endpoints import Deployment
 from disaster_recovery.sandbox import Sandbox
 from disaster_recovery.storage import ObjectStore
+from fastapi.testclient import TestClient
 
 PLUGIN = Path(__file__).resolve().parent.parent / "plugins" / "dr_dashboard.py"
 
@@ -34,8 +33,15 @@ def recorded_backup(sandbox: Sandbox, sandbox_env: dict[str, str]) -> Manifest:
     started = datetime.now(UTC) - timedelta(hours=2)
     file = backup_file_name("postgresql_weekly", started)
     manifest = Manifest(
-        backup_type="postgresql_weekly", file=file, bucket=store.bucket, key=catalog.key_for(file),
-        size_bytes=1234, sha256="0" * 64, started_at=started, finished_at=started, status="verified",
+        backup_type="postgresql_weekly",
+        file=file,
+        bucket=store.bucket,
+        key=catalog.key_for(file),
+        size_bytes=1234,
+        sha256="0" * 64,
+        started_at=started,
+        finished_at=started,
+        status="verified",
         verification=Verification(checks={"sha256": "ok"}, verified_at=started, verified_by="test"),
         replicas={"us-west-2": {"sha256": "0" * 64}},
     )
@@ -48,7 +54,9 @@ def test_page_and_json_show_the_newest_verified_backup(
     recorded_backup: Manifest, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     config = tmp_path / "dr_config.yaml"
-    config.write_text(sandbox.config_file.read_text().replace("prefix: litper", "prefix: dashboard-test"))
+    config.write_text(
+        sandbox.config_file.read_text().replace("prefix: litper", "prefix: dashboard-test")
+    )
     monkeypatch.setenv("DR_CONFIG", str(config))
     client = TestClient(load_plugin().app)
 
@@ -69,8 +77,13 @@ def test_an_unreadable_section_shows_its_error_and_the_rest_renders(sandbox: San
     from disaster_recovery.endpoints import ConnectionFields
 
     def broken_lookup(conn_id: str) -> ConnectionFields:
-        return ConnectionFields(conn_id, "aws", login="testing", password="testing", extra={"endpoint_url": "http://127.0.0.1:9",
-                                                       "region_name": "us-east-1"})
+        return ConnectionFields(
+            conn_id,
+            "aws",
+            login="testing",
+            password="testing",
+            extra={"endpoint_url": "http://127.0.0.1:9", "region_name": "us-east-1"},
+        )
 
     status = dashboard.collect(Deployment(sandbox.settings(), lookup=broken_lookup))
     assert "cannot reach S3" in status["backups"]["error"]

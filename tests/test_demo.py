@@ -14,9 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from disaster_recovery.sandbox import Sandbox, SandboxPorts, processes
-from disaster_recovery.sandbox.demo import AirflowApi, main_job, start_airflow, stop_airflow, wait_for_dags
+from disaster_recovery.sandbox.demo import (
+    AirflowApi,
+    main_job,
+    start_airflow,
+    stop_airflow,
+    wait_for_dags,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,7 +61,9 @@ def test_dashboard_plugin_is_served(airflow: AirflowApi) -> None:
     assert isinstance(status["backups"], list), status["backups"]
 
 
-def test_main_job_runs_end_to_end_under_a_real_scheduler(airflow: AirflowApi, demo_box: Sandbox) -> None:
+def test_main_job_runs_end_to_end_under_a_real_scheduler(
+    airflow: AirflowApi, demo_box: Sandbox
+) -> None:
     wait_for_dags(airflow, expected=len(list((REPO / "dags").glob("*.py"))))
     result = main_job(airflow, demo_box, lambda m: print(m, file=sys.stderr))
     backup = result["backup"]

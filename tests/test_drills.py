@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from disaster_recovery import heartbeat
 from disaster_recovery.catalog import Catalog
 from disaster_recovery.endpoints import Deployment
@@ -85,7 +84,9 @@ def test_monthly_drill_dag_produces_checked_evidence(box: Sandbox, airflow_db: N
     restored = steps["restore_full"].details
     assert restored["counts_match"] and restored["rows"] > 1000 and restored["amcheck"]
     assert record.restore_throughput_mb_s and record.restore_throughput_mb_s > 0
-    assert steps["point_in_time"].details["exact"] and steps["point_in_time"].details["heartbeats"] > 0
+    assert (
+        steps["point_in_time"].details["exact"] and steps["point_in_time"].details["heartbeats"] > 0
+    )
     assert steps["failover"].details["heartbeats_lost"] == 0
     assert steps["failover"].details["approval"]["by"].startswith("drill policy")
     assert record.rpo_seconds == 0.0
@@ -102,8 +103,15 @@ def test_quarterly_drill_measures_real_rto_and_rpo(box: Sandbox, airflow_db: Non
     assert state == "success", tasks
     record = newest_record(box, "quarterly")
     steps = {s.name: s for s in record.steps}
-    assert list(steps) == ["preflight", "kill_primary_region", "detect", "failover", "archive_rpo",
-                           "revive_region", "failback"]
+    assert list(steps) == [
+        "preflight",
+        "kill_primary_region",
+        "detect",
+        "failover",
+        "archive_rpo",
+        "revive_region",
+        "failback",
+    ]
     assert steps["detect"].details["consecutive_failures"] == 3
     assert record.rto_seconds is not None and 0 < record.rto_seconds < 1800
     # The synchronous standby lost no acknowledged heartbeat; the RPO is the time since the
@@ -122,7 +130,9 @@ def flip_byte(store: ObjectStore, key: str) -> bytes:
     return original
 
 
-def test_corrupted_backup_fails_the_drill_and_keeps_the_topology(box: Sandbox, airflow_db: None) -> None:
+def test_corrupted_backup_fails_the_drill_and_keeps_the_topology(
+    box: Sandbox, airflow_db: None
+) -> None:
     settings = box.settings()
     store = ObjectStore(box.aws("us-east-1"), settings.bucket("us-east-1"))
     newest = Catalog(store, settings.storage.prefix).newest_verified("postgresql_full")
@@ -135,7 +145,11 @@ def test_corrupted_backup_fails_the_drill_and_keeps_the_topology(box: Sandbox, a
         store.put_bytes(newest.key, original)
     assert state == "failed" and tasks["drill"] == "failed"
     record = newest_record(box, "monthly")
-    assert not record.passed and record.steps[1].name == "restore_full" and record.steps[1].result == "failed"
+    assert (
+        not record.passed
+        and record.steps[1].name == "restore_full"
+        and record.steps[1].result == "failed"
+    )
     assert "DRDrillFailed" in alerts(box)[before:]
     assert_original_topology(box)
 
@@ -184,11 +198,19 @@ def test_dr_drills_cli_lists_records_and_overdue(box: Sandbox) -> None:
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "disaster_recovery", "drills"], capture_output=True,
-                            text=True, timeout=120, check=False, env={**os.environ, **box.environment()})
+    result = subprocess.run(
+        [sys.executable, "-m", "disaster_recovery", "drills"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **box.environment()},
+    )
     assert result.returncode == 0, result.stderr
     listing = json.loads(result.stdout)
     assert {r["drill"] for r in listing["records"]} == {"monthly", "quarterly"}
     assert any(r["passed"] for r in listing["records"])
     assert listing["overdue"] == []
-    assert datetime.now(UTC) - datetime.fromisoformat(listing["records"][-1]["started_at"]) < timedelta(hours=1)
+    assert datetime.now(UTC) - datetime.fromisoformat(
+        listing["records"][-1]["started_at"]
+    ) < timedelta(hours=1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from disaster_recovery import heartbeat
 from disaster_recovery.evidence import DrillRecord, EvidenceStore, overdue_alerts
 from disaster_recovery.sandbox import Sandbox
@@ -15,8 +14,9 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 def record(kind: str, days_ago: float, passed: bool = True) -> DrillRecord:
-    return DrillRecord(drill=kind, environment="sandbox", started_at=NOW - timedelta(days=days_ago),
-                       passed=passed)  # type: ignore[arg-type]
+    return DrillRecord(
+        drill=kind, environment="sandbox", started_at=NOW - timedelta(days=days_ago), passed=passed
+    )  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -27,7 +27,10 @@ def record(kind: str, days_ago: float, passed: bool = True) -> DrillRecord:
         ([record("monthly", 36), record("quarterly", 30)], {"monthly"}),
         ([record("monthly", 34), record("quarterly", 96)], {"quarterly"}),
         # A failed drill does not count, however recent.
-        ([record("monthly", 1, passed=False), record("monthly", 40), record("quarterly", 1)], {"monthly"}),
+        (
+            [record("monthly", 1, passed=False), record("monthly", 40), record("quarterly", 1)],
+            {"monthly"},
+        ),
         ([record("monthly", 35), record("quarterly", 95)], set()),
     ],
 )
@@ -43,8 +46,14 @@ def test_records_round_trip_through_s3(sandbox: Sandbox) -> None:
     saved = [record("monthly", 50), record("quarterly", 20), record("monthly", 2, passed=False)]
     keys = [evidence.save(r) for r in saved]
     try:
-        assert keys[0] == f"drills/{saved[0].started_at:%Y}/monthly_{saved[0].started_at:%Y%m%dT%H%M%SZ}.json"
-        assert [r.started_at for r in evidence.records("monthly")] == [saved[0].started_at, saved[2].started_at]
+        assert (
+            keys[0]
+            == f"drills/{saved[0].started_at:%Y}/monthly_{saved[0].started_at:%Y%m%dT%H%M%SZ}.json"
+        )
+        assert [r.started_at for r in evidence.records("monthly")] == [
+            saved[0].started_at,
+            saved[2].started_at,
+        ]
         alerts = overdue_alerts(evidence.records(), NOW)
         assert [a.details["drill"] for a in alerts] == ["monthly"]
     finally:

@@ -17,23 +17,42 @@ from disaster_recovery.sandbox import Sandbox, processes
 from disaster_recovery.sandbox.webhook import read_messages
 
 CONTRACT_VARIABLES = {
-    "AIRFLOW_CONN_DR_POSTGRES_PRIMARY", "AIRFLOW_CONN_DR_POSTGRES_STANDBY",
-    "AIRFLOW_CONN_DR_REDIS_PRIMARY", "AIRFLOW_CONN_DR_REDIS_REPLICA",
-    "AIRFLOW_CONN_DR_AWS_PRIMARY", "AIRFLOW_CONN_DR_AWS_SECONDARY", "AIRFLOW_CONN_DR_SLACK_ALERTS",
-    "DR_CONFIG", "DR_S3_ENDPOINT", "DR_PRIMARY_DSN", "DR_STANDBY_DSN",
-    "DR_REDIS_PRIMARY_URL", "DR_REDIS_REPLICA_URL", "DR_SLACK_LOG",
+    "AIRFLOW_CONN_DR_POSTGRES_PRIMARY",
+    "AIRFLOW_CONN_DR_POSTGRES_STANDBY",
+    "AIRFLOW_CONN_DR_REDIS_PRIMARY",
+    "AIRFLOW_CONN_DR_REDIS_REPLICA",
+    "AIRFLOW_CONN_DR_AWS_PRIMARY",
+    "AIRFLOW_CONN_DR_AWS_SECONDARY",
+    "AIRFLOW_CONN_DR_SLACK_ALERTS",
+    "DR_CONFIG",
+    "DR_S3_ENDPOINT",
+    "DR_PRIMARY_DSN",
+    "DR_STANDBY_DSN",
+    "DR_REDIS_PRIMARY_URL",
+    "DR_REDIS_REPLICA_URL",
+    "DR_SLACK_LOG",
 }
 
 
 def dr(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "disaster_recovery", *args], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, **(env or {})}, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "disaster_recovery", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 def sourced_env(env_file: Path) -> dict[str, str]:
     """What a shell has after `. sandbox.env` (proves the file is valid shell)."""
-    out = subprocess.run(["bash", "-c", f"set -a; . {shlex.quote(str(env_file))}; env -0"],
-                         capture_output=True, check=True, env={"PATH": os.environ["PATH"]}).stdout
+    out = subprocess.run(
+        ["bash", "-c", f"set -a; . {shlex.quote(str(env_file))}; env -0"],
+        capture_output=True,
+        check=True,
+        env={"PATH": os.environ["PATH"]},
+    ).stdout
     pairs = (item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
     return dict(pairs)
 
@@ -45,8 +64,10 @@ def test_env_file_has_exactly_the_contract_variables(sandbox: Sandbox) -> None:
     env = sourced_env(sandbox.env_file)
     # The DSNs are libpq URIs of database litper, as a superuser, on each node.
     with psycopg.connect(env["DR_PRIMARY_DSN"]) as conn:
-        row = conn.execute("SELECT current_database(), rolsuper, pg_is_in_recovery() FROM pg_roles "
-                           "WHERE rolname = current_user").fetchone()
+        row = conn.execute(
+            "SELECT current_database(), rolsuper, pg_is_in_recovery() FROM pg_roles "
+            "WHERE rolname = current_user"
+        ).fetchone()
         assert row == ("litper", True, False)
     with psycopg.connect(env["DR_STANDBY_DSN"]) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
@@ -64,16 +85,21 @@ def test_standby_is_synchronous_and_streaming(sandbox: Sandbox) -> None:
     assert state == [("sync", "streaming")]
     # A synchronous commit is on the standby once acknowledged (remote_flush at least; the
     # replay may trail by milliseconds, so poll briefly).
-    settings = db.query_one(sandbox.postgres("primary"), "SELECT string_agg(name || '=' || setting, ',') "
-                            "FROM pg_settings WHERE name IN ('wal_level','summarize_wal','wal_log_hints')")
+    settings = db.query_one(
+        sandbox.postgres("primary"),
+        "SELECT string_agg(name || '=' || setting, ',') "
+        "FROM pg_settings WHERE name IN ('wal_level','summarize_wal','wal_log_hints')",
+    )
     assert settings == "summarize_wal=on,wal_level=replica,wal_log_hints=on"
 
 
 def test_sample_data_has_foreign_keys_and_rows(sandbox: Sandbox) -> None:
     with db.connect(sandbox.postgres("primary")) as conn:
         fks = conn.execute("SELECT count(*) FROM pg_constraint WHERE contype = 'f'").fetchone()
-        counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
-                  for t in ("customers", "orders", "shipments", "payments")}
+        counts = {
+            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
+            for t in ("customers", "orders", "shipments", "payments")
+        }
     assert fks == (3,)
     assert all(n > 1000 for n in counts.values()), counts
 
@@ -83,8 +109,9 @@ def test_webhook_receiver_logs_json_lines(sandbox: Sandbox) -> None:
     from disaster_recovery.endpoints import SlackEndpoint
 
     before = len(read_messages(sandbox.slack_log))
-    SlackWebhookSink(SlackEndpoint("dr_slack_alerts", sandbox.webhook_url, "#alerts-critical")).send(
-        Alert("BackupFailed", "pg_dump exited 1 (db=litper host=127.0.0.1:1): boom"))
+    SlackWebhookSink(
+        SlackEndpoint("dr_slack_alerts", sandbox.webhook_url, "#alerts-critical")
+    ).send(Alert("BackupFailed", "pg_dump exited 1 (db=litper host=127.0.0.1:1): boom"))
     messages = read_messages(sandbox.slack_log)
     assert len(messages) == before + 1
     assert messages[-1]["channel"] == "#alerts-critical"
@@ -100,9 +127,16 @@ def test_up_is_idempotent_and_status_healthy(sandbox: Sandbox) -> None:
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert status["healthy"] is True
-    assert set(status["components"]) == {"postgres_primary", "postgres_standby", "redis_primary",
-                                         "redis_replica", "s3", "route53", "slack_webhook",
-                                         "app_us-east-1"}
+    assert set(status["components"]) == {
+        "postgres_primary",
+        "postgres_standby",
+        "redis_primary",
+        "redis_replica",
+        "s3",
+        "route53",
+        "slack_webhook",
+        "app_us-east-1",
+    }
 
 
 def _listening(port: int) -> bool:
@@ -124,7 +158,9 @@ def test_killed_component_is_named_and_down_leaves_nothing(make_sandbox) -> None
     assert unhealthy == ["redis_replica"]
 
     ports = list(vars(box.ports).values())
-    pids = list(box.state.pids.values()) + [box.instance(r).postmaster_pid() for r in ("primary", "standby")]
+    pids = list(box.state.pids.values()) + [
+        box.instance(r).postmaster_pid() for r in ("primary", "standby")
+    ]
     down = dr("sandbox", "down", "--root", str(box.root))
     assert down.returncode == 0, down.stderr
     assert not any(_listening(port) for port in ports)

@@ -41,7 +41,11 @@ ALERTS: dict[str, Severity] = {
     "DRDrillReport": Severity.INFO,
 }
 
-_ICONS = {Severity.CRITICAL: ":red_circle:", Severity.HIGH: ":large_orange_circle:", Severity.INFO: ":information_source:"}
+_ICONS = {
+    Severity.CRITICAL: ":red_circle:",
+    Severity.HIGH: ":large_orange_circle:",
+    Severity.INFO: ":information_source:",
+}
 
 
 @dataclass(frozen=True)
@@ -74,15 +78,27 @@ def slack_message(alert: Alert, channel: str) -> dict[str, Any]:
     facts = [f"*{key}:* {value}" for key, value in alert.details.items() if value not in (None, "")]
     text = f"{alert.title}: {alert.summary}"
     blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{alert.title}*\n{alert.summary}"}},
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": f"*{alert.title}*\n{alert.summary}"},
+        },
     ]
     if facts:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(facts)}})
     if alert.link:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"<{alert.link}|Open in Airflow>"}})
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": f"<{alert.link}|Open in Airflow>"},
+            }
+        )
         text += f" — {alert.link}"
-    body: dict[str, Any] = {"text": text, "blocks": blocks, "alert": alert.name,
-                            "severity": alert.severity.value}
+    body: dict[str, Any] = {
+        "text": text,
+        "blocks": blocks,
+        "alert": alert.name,
+        "severity": alert.severity.value,
+    }
     if channel:
         body["channel"] = channel
     return body
@@ -105,7 +121,9 @@ class SlackWebhookSink:
         try:
             response = WebhookClient(self.endpoint.webhook_url, timeout=10).send_dict(body)
         except Exception as exc:
-            raise UnavailableError(f"Slack webhook ({self.endpoint.conn_id}) unreachable: {exc}") from None
+            raise UnavailableError(
+                f"Slack webhook ({self.endpoint.conn_id}) unreachable: {exc}"
+            ) from None
         if response.status_code != 200:
             raise UnavailableError(
                 f"Slack webhook ({self.endpoint.conn_id}) answered {response.status_code}: {response.body}"

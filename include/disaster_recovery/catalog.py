@@ -123,7 +123,9 @@ class Catalog:
     def load(self, file: str) -> Manifest:
         key = manifest_key(self.key_for(file))
         if not self.store.exists(key):
-            raise NotFoundError(f"no manifest for {file} ({self.store.url(key)}): the backup is not in the catalog")
+            raise NotFoundError(
+                f"no manifest for {file} ({self.store.url(key)}): the backup is not in the catalog"
+            )
         return Manifest.model_validate(self.store.get_json(key))
 
     def find(self, file: str) -> Manifest | None:

@@ -111,7 +111,9 @@ class Tiers(_Section):
     def get(self, backup_type: str) -> Tier:
         tier = getattr(self, backup_type, None)
         if not isinstance(tier, Tier):
-            raise ConfigError(f"unknown backup type {backup_type!r}; known: {', '.join(TIER_NAMES)}")
+            raise ConfigError(
+                f"unknown backup type {backup_type!r}; known: {', '.join(TIER_NAMES)}"
+            )
         return tier
 
 
@@ -224,8 +226,15 @@ class NodeControlConfig(_Section):
     @field_validator("commands")
     @classmethod
     def _known_actions(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        unknown = set(value) - {"start", "stop", "fence", "rewind", "clone", "configure_standby",
-                                "is_running"}
+        unknown = set(value) - {
+            "start",
+            "stop",
+            "fence",
+            "rewind",
+            "clone",
+            "configure_standby",
+            "is_running",
+        }
         if unknown:
             raise ValueError(f"unknown node control action(s): {', '.join(sorted(unknown))}")
         return value
@@ -260,7 +269,12 @@ class RegionServices(_Section):
     @classmethod
     def _known_kind(cls, value: dict[str, Any]) -> dict[str, Any]:
         kind = value.get("kind", "none") if value else "none"
-        needs = {"none": (), "command": ("command",), "http": ("url",), "ecs": ("cluster", "service")}
+        needs = {
+            "none": (),
+            "command": ("command",),
+            "http": ("url",),
+            "ecs": ("cluster", "service"),
+        }
         if kind not in needs:
             raise ValueError(f"unknown kind {kind!r} (use none, command, http or ecs)")
         missing = [key for key in needs[kind] if not value.get(key)]
@@ -403,7 +417,11 @@ def load_settings(path: str | Path | None = None) -> Settings:
 # The seed API's dict: {"db_host", "db_name", "backup_bucket", "retention": {daily, weekly, monthly}}.
 _SEED_KEYS = {"db_host", "db_port", "db_name", "db_user", "backup_bucket", "retention", "region"}
 _SEED_RETENTION_DAYS = {"daily": 1, "weekly": 7, "monthly": 31}
-_SEED_TIER = {"daily": "postgresql_full", "weekly": "postgresql_weekly", "monthly": "postgresql_monthly"}
+_SEED_TIER = {
+    "daily": "postgresql_full",
+    "weekly": "postgresql_weekly",
+    "monthly": "postgresql_monthly",
+}
 
 
 def settings_from_seed(config: dict[str, Any], base: Settings | None = None) -> Settings:
@@ -420,7 +438,9 @@ def settings_from_seed(config: dict[str, Any], base: Settings | None = None) -> 
         for key in sorted(set(retention) - set(_SEED_RETENTION_DAYS))
     ]
     if problems:
-        raise ConfigError("BackupManager config: " + f"{len(problems)} problem(s):\n" + "\n".join(problems))
+        raise ConfigError(
+            "BackupManager config: " + f"{len(problems)} problem(s):\n" + "\n".join(problems)
+        )
     data = (base or Settings()).model_dump(mode="python")
     for name, count in retention.items():
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
@@ -434,5 +454,7 @@ def settings_from_seed(config: dict[str, Any], base: Settings | None = None) -> 
         region = config.get("region") or data["regions"]["primary"]
         data["storage"]["buckets"][region] = bucket
     if problems:
-        raise ConfigError("BackupManager config: " + f"{len(problems)} problem(s):\n" + "\n".join(problems))
+        raise ConfigError(
+            "BackupManager config: " + f"{len(problems)} problem(s):\n" + "\n".join(problems)
+        )
     return settings_from_dict(data, "BackupManager config")

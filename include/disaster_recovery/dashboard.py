@@ -62,15 +62,17 @@ def newest_backups(deployment: Deployment, now: datetime | None = None) -> list[
         manifests = catalog.manifests([backup_type])
         verified = [m for m in manifests if m.verified]
         newest = verified[-1] if verified else None
-        rows.append({
-            "backup_type": backup_type,
-            "count": len(manifests),
-            "verified": len(verified),
-            "newest_verified": newest.file if newest else None,
-            "age": human_age(now - newest.started_at) if newest else None,
-            "size_bytes": newest.size_bytes if newest else None,
-            "replicated_to": sorted(newest.replicas) if newest else [],
-        })
+        rows.append(
+            {
+                "backup_type": backup_type,
+                "count": len(manifests),
+                "verified": len(verified),
+                "newest_verified": newest.file if newest else None,
+                "age": human_age(now - newest.started_at) if newest else None,
+                "size_bytes": newest.size_bytes if newest else None,
+                "replicated_to": sorted(newest.replicas) if newest else [],
+            }
+        )
     return rows
 
 
@@ -102,7 +104,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "<p>No records yet.</p>"
     head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row.values()) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row.values()) + "</tr>" for row in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -119,8 +123,11 @@ def _section(title: str, data: Any) -> str:
 
 
 def render_html(status: dict[str, Any]) -> str:
-    parts = [_section(name.replace("_", " ").capitalize(), data)
-             for name, data in status.items() if name != "generated_at"]
+    parts = [
+        _section(name.replace("_", " ").capitalize(), data)
+        for name, data in status.items()
+        if name != "generated_at"
+    ]
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Litper DR</title>"
         "<meta http-equiv='refresh' content='60'>"
@@ -129,5 +136,6 @@ def render_html(status: dict[str, Any]) -> str:
         ".fail{color:#b00;font-weight:bold}.pass{color:#080}</style></head><body>"
         "<h1>Litper disaster recovery</h1>"
         f"<p>Generated {html.escape(status['generated_at'])} · <a href='api/status'>JSON</a></p>"
-        + "".join(parts) + "</body></html>"
+        + "".join(parts)
+        + "</body></html>"
     )

@@ -14,7 +14,10 @@ from disaster_recovery.errors import ConfigError, UnavailableError
 
 @contextmanager
 def connect(
-    endpoint: PostgresEndpoint, dbname: str | None = None, *, autocommit: bool = True,
+    endpoint: PostgresEndpoint,
+    dbname: str | None = None,
+    *,
+    autocommit: bool = True,
     timeout: int = 10,
 ) -> Iterator[psycopg.Connection[Any]]:
     """A connection that is closed on exit; unreachable servers raise :class:`UnavailableError`,
@@ -35,7 +38,9 @@ def connect(
         conn.close()
 
 
-def query_one(endpoint: PostgresEndpoint, sql: str, params: tuple[Any, ...] = (), dbname: str | None = None) -> Any:
+def query_one(
+    endpoint: PostgresEndpoint, sql: str, params: tuple[Any, ...] = (), dbname: str | None = None
+) -> Any:
     """The first column of the first row of ``sql``."""
     with connect(endpoint, dbname) as conn:
         row = conn.execute(sql, params).fetchone()

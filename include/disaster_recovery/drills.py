@@ -33,7 +33,12 @@ from typing import Any
 from disaster_recovery import db, heartbeat, pgbin
 from disaster_recovery.alerts import Alert, AlertSink, SlackWebhookSink
 from disaster_recovery.endpoints import Deployment, PostgresEndpoint
-from disaster_recovery.errors import AbortedError, DisasterRecoveryError, PermanentError, VerificationError
+from disaster_recovery.errors import (
+    AbortedError,
+    DisasterRecoveryError,
+    PermanentError,
+    VerificationError,
+)
 from disaster_recovery.evidence import DrillKind, DrillRecord, EvidenceStore
 from disaster_recovery.runner import run
 from disaster_recovery.storage import ObjectStore
@@ -75,8 +80,11 @@ def check_target(deployment: Deployment) -> dict[str, Any]:
             f"drill target {environment.name!r} runs its primary in {primary}, not {regions.primary}: "
             "fail back before drilling"
         )
-    return {"environment": environment.name, "production": environment.production,
-            "primary_region": primary}
+    return {
+        "environment": environment.name,
+        "production": environment.production,
+        "primary_region": primary,
+    }
 
 
 @dataclass
@@ -112,16 +120,25 @@ def restore_newest_full(ctx: DrillContext) -> dict[str, Any]:
         if not result["counts_match"]:
             raise VerificationError(
                 f"restored {result['backup_file']} into {scratch}: row counts differ from the "
-                f"manifest: {result['differences']}", check="row_counts")
+                f"manifest: {result['differences']}",
+                check="row_counts",
+            )
         amcheck = run_amcheck(ctx.primary().with_database(scratch))
     finally:
         drop_database(ctx.primary(), scratch)
     size = _backup_size(ctx, result["backup_file"])
     throughput = round(size / 1_000_000 / seconds, 2) if seconds > 0 else None
     ctx.record.restore_throughput_mb_s = throughput
-    return {"backup_file": result["backup_file"], "tables": result["tables"], "rows": result["rows"],
-            "counts_match": True, "amcheck": amcheck, "restore_seconds": round(seconds, 2),
-            "backup_bytes": size, "throughput_mb_s": throughput}
+    return {
+        "backup_file": result["backup_file"],
+        "tables": result["tables"],
+        "rows": result["rows"],
+        "counts_match": True,
+        "amcheck": amcheck,
+        "restore_seconds": round(seconds, 2),
+        "backup_bytes": size,
+        "throughput_mb_s": throughput,
+    }
 
 
 def _backup_size(ctx: DrillContext, file: str) -> int:
@@ -137,9 +154,19 @@ def run_amcheck(endpoint: PostgresEndpoint) -> str:
     major = db.server_major(endpoint)
     with db.connect(endpoint) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
-    run([pgbin.require_at_least("pg_amcheck", major), "--no-password", "--heapallindexed",
-         "--install-missing", "-d", endpoint.dbname],
-        env=endpoint.libpq_env(), target=endpoint.describe(), timeout=3600)
+    run(
+        [
+            pgbin.require_at_least("pg_amcheck", major),
+            "--no-password",
+            "--heapallindexed",
+            "--install-missing",
+            "-d",
+            endpoint.dbname,
+        ],
+        env=endpoint.libpq_env(),
+        target=endpoint.describe(),
+        timeout=3600,
+    )
     return "no corruption found"
 
 
@@ -156,19 +183,33 @@ def restorable_window(ctx: DrillContext) -> tuple[datetime, datetime]:
     if not described.get("earliest_restorable") or not described.get("latest_restorable"):
         raise VerificationError(
             f"the {region} archive cannot restore to any point in time: "
-            f"{described.get('note') or 'no verified base backup with its WAL'}", check="pitr")
-    return (datetime.fromisoformat(described["earliest_restorable"]),
-            datetime.fromisoformat(described["latest_restorable"]))
+            f"{described.get('note') or 'no verified base backup with its WAL'}",
+            check="pitr",
+        )
+    return (
+        datetime.fromisoformat(described["earliest_restorable"]),
+        datetime.fromisoformat(described["latest_restorable"]),
+    )
 
 
-def restore_to(ctx: DrillContext, moment: datetime, label: str) -> tuple[dict[str, Any], PostgresEndpoint]:
+def restore_to(
+    ctx: DrillContext, moment: datetime, label: str
+) -> tuple[dict[str, Any], PostgresEndpoint]:
     """A point-in-time restore into the drill's work folder, on a free port."""
     from disaster_recovery.pitr import restore_to_point_in_time
 
-    result = restore_to_point_in_time(ctx.deployment, target_dir=ctx.work_dir / label, target_time=moment)
+    result = restore_to_point_in_time(
+        ctx.deployment, target_dir=ctx.work_dir / label, target_time=moment
+    )
     primary = ctx.primary()
-    restored = PostgresEndpoint(f"drill-{label}", "127.0.0.1", int(result["port"]), primary.user,
-                                primary.dbname, primary.password)
+    restored = PostgresEndpoint(
+        f"drill-{label}",
+        "127.0.0.1",
+        int(result["port"]),
+        primary.user,
+        primary.dbname,
+        primary.password,
+    )
     return result, restored
 
 
@@ -176,8 +217,13 @@ def stop_restored(result: dict[str, Any]) -> None:
     from disaster_recovery.localpg import LocalInstance
 
     data_dir = Path(result["data_dir"])
-    instance = LocalInstance(data_dir, int(result["port"]), "pitr_restore",
-                             data_dir.with_name(data_dir.name + ".dr") / "run", Path(result["log"]))
+    instance = LocalInstance(
+        data_dir,
+        int(result["port"]),
+        "pitr_restore",
+        data_dir.with_name(data_dir.name + ".dr") / "run",
+        Path(result["log"]),
+    )
     instance.stop(mode="immediate")
     shutil.rmtree(data_dir, ignore_errors=True)
     shutil.rmtree(data_dir.with_name(data_dir.name + ".dr"), ignore_errors=True)
@@ -192,8 +238,11 @@ def point_in_time_check(ctx: DrillContext) -> dict[str, Any]:
     # Stay a little inside the archive: recovery must see a commit after the target to stop.
     high = latest - timedelta(seconds=2)
     if high <= low:
-        raise VerificationError(f"the restorable window {earliest.isoformat()} .. {latest.isoformat()} "
-                                "is too short for a point-in-time drill", check="pitr")
+        raise VerificationError(
+            f"the restorable window {earliest.isoformat()} .. {latest.isoformat()} "
+            "is too short for a point-in-time drill",
+            check="pitr",
+        )
     moment = low + (high - low) * ctx.rng.random()
     ctx.progress(f"point-in-time restore to {moment.isoformat()}")
     started = time.monotonic()
@@ -208,17 +257,26 @@ def point_in_time_check(ctx: DrillContext) -> dict[str, Any]:
         extra = sorted(set(recovered) - set(expected))[:5]
         raise VerificationError(
             f"restore to {moment.isoformat()} holds {len(recovered)} heartbeats, the primary "
-            f"committed {len(expected)} by then (missing {missing}, extra {extra})", check="pitr")
-    return {"target": moment.isoformat(), "recovered_to": result["recovered_to"],
-            "heartbeats": len(recovered), "exact": True, "seconds": round(time.monotonic() - started, 2)}
+            f"committed {len(expected)} by then (missing {missing}, extra {extra})",
+            check="pitr",
+        )
+    return {
+        "target": moment.isoformat(),
+        "recovered_to": result["recovered_to"],
+        "heartbeats": len(recovered),
+        "exact": True,
+        "seconds": round(time.monotonic() - started, 2),
+    }
 
 
 def drill_approval(ctx: DrillContext) -> Callable[[dict[str, Any], str], bool]:
     """DECIDE during a drill: the drill's policy answers, and the record says so."""
+
     def approve(evidence: dict[str, Any], body: str) -> bool:
         approved = bool(ctx.settings.drills.auto_approve)
         ctx.notes["approval"] = {"by": "drill policy (drills.auto_approve)", "approved": approved}
         return approved
+
     return approve
 
 
@@ -227,8 +285,13 @@ def failover(ctx: DrillContext, reason: str, **options: Any) -> dict[str, Any]:
 
     regions = ctx.settings.regions
     plan = Plan(ctx.deployment, regions.primary, regions.secondary, **options)
-    result = run_failover(plan, reason, f"drill:{ctx.record.drill}", approve=drill_approval(ctx),
-                          progress=ctx.progress)
+    result = run_failover(
+        plan,
+        reason,
+        f"drill:{ctx.record.drill}",
+        approve=drill_approval(ctx),
+        progress=ctx.progress,
+    )
     if result["status"] != "completed":
         raise AbortedError(f"failover {result['status']}: {result.get('error') or 'see steps'}")
     return result
@@ -240,8 +303,13 @@ def failback(ctx: DrillContext) -> dict[str, Any]:
 
     regions = ctx.settings.regions
     plan = Plan(ctx.deployment, regions.secondary, regions.primary)
-    result = run_failback(plan, f"{ctx.record.drill} drill: return to {regions.primary}",
-                          f"drill:{ctx.record.drill}", approve=lambda _e, _b: True, progress=ctx.progress)
+    result = run_failback(
+        plan,
+        f"{ctx.record.drill} drill: return to {regions.primary}",
+        f"drill:{ctx.record.drill}",
+        approve=lambda _e, _b: True,
+        progress=ctx.progress,
+    )
     if result["status"] != "completed":
         raise AbortedError(f"failback {result['status']}: {result.get('error') or 'see steps'}")
     return result
@@ -257,17 +325,25 @@ def simulated_failover(ctx: DrillContext) -> dict[str, Any]:
     """Fail over to the secondary (a planned switch: the old primary stays up and is fenced),
     validate, count the acknowledged heartbeats the new primary holds."""
     primary = ctx.primary()
-    acknowledged = [heartbeat.beat(primary, f"drill:{ctx.record.drill}", synchronous=True)[0] for _ in range(5)]
+    acknowledged = [
+        heartbeat.beat(primary, f"drill:{ctx.record.drill}", synchronous=True)[0] for _ in range(5)
+    ]
     result = failover(ctx, f"{ctx.record.drill} DR drill (simulated failover)")
     lost = lost_heartbeats(acknowledged, ctx.deployment.postgres("standby"))
     ctx.record.rto_seconds = result["total_time_seconds"]
     ctx.record.rpo_seconds = 0.0 if lost == 0 else None
     if lost:
-        raise VerificationError(f"{lost} acknowledged heartbeats are missing on the new primary",
-                                check="rpo")
-    return {"status": result["status"], "new_primary": result["new_primary"],
-            "total_time_seconds": result["total_time_seconds"], "step_seconds": result.get("step_seconds"),
-            "approval": ctx.notes.get("approval"), "heartbeats_lost": lost}
+        raise VerificationError(
+            f"{lost} acknowledged heartbeats are missing on the new primary", check="rpo"
+        )
+    return {
+        "status": result["status"],
+        "new_primary": result["new_primary"],
+        "total_time_seconds": result["total_time_seconds"],
+        "step_seconds": result.get("step_seconds"),
+        "approval": ctx.notes.get("approval"),
+        "heartbeats_lost": lost,
+    }
 
 
 # -- quarterly steps ----------------------------------------------------------------------------
@@ -288,19 +364,29 @@ def lose_primary_region(ctx: DrillContext) -> dict[str, Any]:
         killed_at = datetime.now(UTC)
         result = run(command, target=f"lose {regions.primary}", timeout=120)
         ctx.notes["killed_at"] = killed_at
-        return {"killed_at": killed_at.isoformat(), "command": command[-3:], "output": result.stdout[-500:]}
+        return {
+            "killed_at": killed_at.isoformat(),
+            "command": command[-3:],
+            "output": result.stdout[-500:],
+        }
     plan = Plan(ctx.deployment, regions.primary, regions.secondary)
     services = Services(ctx.deployment)
     killed_at = datetime.now(UTC)
     plan.node(regions.primary).stop("immediate")
     try:
-        redis_client.Redis.from_url(ctx.deployment.redis("primary").url(), socket_timeout=2).shutdown(nosave=True)
+        redis_client.Redis.from_url(
+            ctx.deployment.redis("primary").url(), socket_timeout=2
+        ).shutdown(nosave=True)
     except redis_client.ConnectionError:
         pass  # the server went away while answering: that is the shutdown
     services.deactivate(regions.primary)
     ctx.notes["killed_at"] = killed_at
-    return {"killed_at": killed_at.isoformat(), "postgres": "crashed (immediate)",
-            "redis": "shut down without saving", "services": "stopped"}
+    return {
+        "killed_at": killed_at.isoformat(),
+        "postgres": "crashed (immediate)",
+        "redis": "shut down without saving",
+        "services": "stopped",
+    }
 
 
 def detect_loss(ctx: DrillContext) -> dict[str, Any]:
@@ -322,8 +408,11 @@ def detect_loss(ctx: DrillContext) -> dict[str, Any]:
         if failures < needed:
             time.sleep(interval)
     detected_at = datetime.now(UTC)
-    return {"consecutive_failures": failures, "checks": checks,
-            "detected_after_seconds": round((detected_at - ctx.notes["killed_at"]).total_seconds(), 2)}
+    return {
+        "consecutive_failures": failures,
+        "checks": checks,
+        "detected_after_seconds": round((detected_at - ctx.notes["killed_at"]).total_seconds(), 2),
+    }
 
 
 def archive_rpo(ctx: DrillContext) -> dict[str, Any]:
@@ -338,8 +427,11 @@ def archive_rpo(ctx: DrillContext) -> dict[str, Any]:
     if newest is None:
         raise VerificationError("the archive restore holds no heartbeat", check="rpo")
     rpo = (ctx.notes["killed_at"] - newest["committed_at"]).total_seconds()
-    return {"restored_to": moment.isoformat(), "newest_heartbeat": newest["committed_at"].isoformat(),
-            "rpo_seconds": round(rpo, 2)}
+    return {
+        "restored_to": moment.isoformat(),
+        "newest_heartbeat": newest["committed_at"].isoformat(),
+        "rpo_seconds": round(rpo, 2),
+    }
 
 
 def revive_region(ctx: DrillContext) -> dict[str, Any]:
@@ -352,7 +444,9 @@ def revive_region(ctx: DrillContext) -> dict[str, Any]:
 
 
 def region_loss(ctx: DrillContext) -> dict[str, Any]:
-    acknowledged = [heartbeat.beat(ctx.primary(), "drill:quarterly", synchronous=True)[0] for _ in range(5)]
+    acknowledged = [
+        heartbeat.beat(ctx.primary(), "drill:quarterly", synchronous=True)[0] for _ in range(5)
+    ]
     with ctx.record.step("kill_primary_region") as step:
         step.details = lose_primary_region(ctx)
     with ctx.record.step("detect") as step:
@@ -362,24 +456,35 @@ def region_loss(ctx: DrillContext) -> dict[str, Any]:
     with ctx.record.step("failover") as step:
         accept = ctx.settings.drills.accept_data_loss_on_region_loss
         result = failover(ctx, "quarterly DR drill: primary region lost", accept_data_loss=accept)
-        step.details = {"total_time_seconds": result["total_time_seconds"],
-                        "step_seconds": result.get("step_seconds"), "approval": ctx.notes.get("approval")}
+        step.details = {
+            "total_time_seconds": result["total_time_seconds"],
+            "step_seconds": result.get("step_seconds"),
+            "approval": ctx.notes.get("approval"),
+        }
     validated_at = datetime.now(UTC)
     survivor = ctx.deployment.postgres("standby")
     newest = heartbeat.newest(survivor)
     lost = lost_heartbeats(acknowledged, survivor)
     ctx.record.rto_seconds = round((validated_at - ctx.notes["killed_at"]).total_seconds(), 2)
-    ctx.record.rpo_seconds = round((ctx.notes["killed_at"] - newest["committed_at"]).total_seconds(), 2) \
-        if newest else None
+    ctx.record.rpo_seconds = (
+        round((ctx.notes["killed_at"] - newest["committed_at"]).total_seconds(), 2)
+        if newest
+        else None
+    )
     if lost:
-        raise VerificationError(f"{lost} acknowledged heartbeats are missing on the new primary", check="rpo")
+        raise VerificationError(
+            f"{lost} acknowledged heartbeats are missing on the new primary", check="rpo"
+        )
     with ctx.record.step("archive_rpo") as step:
         step.details = archive_rpo(ctx)
     if ctx.settings.drills.region_revive_command:
         with ctx.record.step("revive_region") as step:
             step.details = revive_region(ctx)
-    return {"heartbeats_lost": lost, "rto_seconds": ctx.record.rto_seconds,
-            "rpo_seconds": ctx.record.rpo_seconds}
+    return {
+        "heartbeats_lost": lost,
+        "rto_seconds": ctx.record.rto_seconds,
+        "rpo_seconds": ctx.record.rpo_seconds,
+    }
 
 
 # -- running a drill ----------------------------------------------------------------------------
@@ -387,10 +492,15 @@ def region_loss(ctx: DrillContext) -> dict[str, Any]:
 
 def new_record(deployment: Deployment, drill: DrillKind) -> DrillRecord:
     objectives = deployment.settings.objectives
-    return DrillRecord(drill=drill, environment=deployment.settings.environment.name,
-                       started_at=datetime.now(UTC),
-                       objectives={"rpo_seconds": objectives.rpo.total_seconds(),
-                                   "rto_seconds": objectives.rto.total_seconds()})
+    return DrillRecord(
+        drill=drill,
+        environment=deployment.settings.environment.name,
+        started_at=datetime.now(UTC),
+        objectives={
+            "rpo_seconds": objectives.rpo.total_seconds(),
+            "rto_seconds": objectives.rto.total_seconds(),
+        },
+    )
 
 
 def return_to_original_topology(ctx: DrillContext) -> dict[str, Any] | None:
@@ -415,9 +525,13 @@ def judge(record: DrillRecord) -> None:
     """Pass only if every step passed and the measured figures are within the objectives."""
     failures = [f"{s.name}: {s.error}" for s in record.steps if s.result == "failed"]
     if record.rto_seconds is not None and record.rto_seconds > record.objectives["rto_seconds"]:
-        failures.append(f"RTO {record.rto_seconds:.0f} s exceeds the objective {record.objectives['rto_seconds']:.0f} s")
+        failures.append(
+            f"RTO {record.rto_seconds:.0f} s exceeds the objective {record.objectives['rto_seconds']:.0f} s"
+        )
     if record.rpo_seconds is not None and record.rpo_seconds > record.objectives["rpo_seconds"]:
-        failures.append(f"RPO {record.rpo_seconds:.0f} s exceeds the objective {record.objectives['rpo_seconds']:.0f} s")
+        failures.append(
+            f"RPO {record.rpo_seconds:.0f} s exceeds the objective {record.objectives['rpo_seconds']:.0f} s"
+        )
     record.passed = not failures
     record.error = "; ".join(failures) or None
 
@@ -441,11 +555,20 @@ def quarterly_steps(ctx: DrillContext) -> None:
         step.details = {"total_time_seconds": result["total_time_seconds"]}
 
 
-STEPS: dict[str, Callable[[DrillContext], None]] = {"monthly": monthly_steps, "quarterly": quarterly_steps}
+STEPS: dict[str, Callable[[DrillContext], None]] = {
+    "monthly": monthly_steps,
+    "quarterly": quarterly_steps,
+}
 
 
-def run_drill(deployment: Deployment, drill: DrillKind, *, seed: int | None = None,
-              progress: Progress | None = None, sink: AlertSink | None = None) -> DrillRecord:
+def run_drill(
+    deployment: Deployment,
+    drill: DrillKind,
+    *,
+    seed: int | None = None,
+    progress: Progress | None = None,
+    sink: AlertSink | None = None,
+) -> DrillRecord:
     """Run one drill end to end; write its evidence; alert. Raises :class:`DrillFailed` (after
     writing the evidence) when it did not pass, :class:`DrillRefused` before touching anything."""
     record = new_record(deployment, drill)
@@ -461,7 +584,9 @@ def run_drill(deployment: Deployment, drill: DrillKind, *, seed: int | None = No
     except DisasterRecoveryError as exc:
         log.error("%s drill failed: %s", drill, exc)
         with record.step("restore_topology") as step:
-            step.details = {"failback": (return_to_original_topology(ctx) or {}).get("status", "not needed")}
+            step.details = {
+                "failback": (return_to_original_topology(ctx) or {}).get("status", "not needed")
+            }
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
         record.finished_at = datetime.now(UTC)
@@ -481,14 +606,21 @@ def publish(deployment: Deployment, record: DrillRecord, sink: AlertSink | None 
         except DisasterRecoveryError as exc:
             log.error("could not store drill evidence in %s: %s", region, exc)
     sink = sink or SlackWebhookSink(deployment.slack())
-    summary = (f"{record.drill} drill {'passed' if record.passed else 'FAILED'} on {record.environment}: "
-               f"RTO {_seconds(record.rto_seconds)} (objective {_seconds(record.objectives['rto_seconds'])}), "
-               f"RPO {_seconds(record.rpo_seconds)} (objective {_seconds(record.objectives['rpo_seconds'])})")
+    summary = (
+        f"{record.drill} drill {'passed' if record.passed else 'FAILED'} on {record.environment}: "
+        f"RTO {_seconds(record.rto_seconds)} (objective {_seconds(record.objectives['rto_seconds'])}), "
+        f"RPO {_seconds(record.rpo_seconds)} (objective {_seconds(record.objectives['rpo_seconds'])})"
+    )
     details = {step.name: f"{step.result} in {step.seconds} s" for step in record.steps}
     alerts = [Alert("DRDrillReport", summary, details=details)]
     if not record.passed:
-        alerts.append(Alert("DRDrillFailed", f"{record.drill} DR drill failed: {record.error}",
-                            details={"environment": record.environment, "record": record.key}))
+        alerts.append(
+            Alert(
+                "DRDrillFailed",
+                f"{record.drill} DR drill failed: {record.error}",
+                details={"environment": record.environment, "record": record.key},
+            )
+        )
     for alert in alerts:
         try:
             sink.send(alert)

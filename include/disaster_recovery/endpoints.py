@@ -49,7 +49,9 @@ def parse_connection(conn_id: str, value: str) -> ConnectionFields:
         try:
             data = json.loads(value)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"connection {conn_id!r}: {env_var_name(conn_id)} is not valid JSON: {exc}") from None
+            raise ConfigError(
+                f"connection {conn_id!r}: {env_var_name(conn_id)} is not valid JSON: {exc}"
+            ) from None
         extra = data.get("extra") or {}
         if isinstance(extra, str):
             extra = json.loads(extra) if extra.strip() else {}
@@ -65,7 +67,9 @@ def parse_connection(conn_id: str, value: str) -> ConnectionFields:
         )
     parts = urlsplit(value)
     if not parts.scheme:
-        raise ConfigError(f"connection {conn_id!r}: {env_var_name(conn_id)} is neither JSON nor a URI")
+        raise ConfigError(
+            f"connection {conn_id!r}: {env_var_name(conn_id)} is neither JSON nor a URI"
+        )
     extra = dict(parse_qsl(parts.query))
     if "__extra__" in extra:
         extra = json.loads(extra["__extra__"])
@@ -137,7 +141,9 @@ class PostgresEndpoint:
         return f"postgresql://{auth}@{self.host}:{self.port}/{dbname or self.dbname}"
 
     def with_database(self, dbname: str) -> PostgresEndpoint:
-        return PostgresEndpoint(self.conn_id, self.host, self.port, self.user, dbname, self.password)
+        return PostgresEndpoint(
+            self.conn_id, self.host, self.port, self.user, dbname, self.password
+        )
 
 
 @dataclass(frozen=True)
@@ -213,7 +219,8 @@ def aws_endpoint(conn: ConnectionFields, default_region: str) -> AwsEndpoint:
         region=extra.get("region_name") or default_region,
         access_key=conn.login or extra.get("aws_access_key_id", ""),
         secret_key=conn.password or extra.get("aws_secret_access_key", ""),
-        endpoint_url=extra.get("endpoint_url") or (extra.get("service_config") or {}).get("s3", {}).get("endpoint_url"),
+        endpoint_url=extra.get("endpoint_url")
+        or (extra.get("service_config") or {}).get("s3", {}).get("endpoint_url"),
     )
 
 

@@ -21,7 +21,10 @@ from disaster_recovery.storage import ObjectStore
 DrillKind = Literal["monthly", "quarterly"]
 EVIDENCE_PREFIX = "drills"
 # A monthly drill must have passed within 35 days, a quarterly one within 95.
-OVERDUE_AFTER: dict[str, timedelta] = {"monthly": timedelta(days=35), "quarterly": timedelta(days=95)}
+OVERDUE_AFTER: dict[str, timedelta] = {
+    "monthly": timedelta(days=35),
+    "quarterly": timedelta(days=95),
+}
 
 
 class DrillStep(BaseModel):
@@ -98,9 +101,11 @@ def overdue_alerts(records: list[DrillRecord], now: datetime) -> list[Alert]:
         last = max((r.started_at for r in passed), default=None)
         if last is None or now - last > window:
             since = f"last passed {last:%Y-%m-%d}" if last else "none has ever passed"
-            alerts.append(Alert(
-                "DRDrillOverdue",
-                f"no {kind} DR drill has passed in {window.days} days ({since})",
-                details={"drill": kind, "last_passed": last.isoformat() if last else None},
-            ))
+            alerts.append(
+                Alert(
+                    "DRDrillOverdue",
+                    f"no {kind} DR drill has passed in {window.days} days ({since})",
+                    details={"drill": kind, "last_passed": last.isoformat() if last else None},
+                )
+            )
     return alerts

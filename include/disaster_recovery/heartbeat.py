@@ -29,7 +29,9 @@ def ensure_schema(endpoint: PostgresEndpoint) -> None:
         conn.execute(SCHEMA_SQL)
 
 
-def beat(endpoint: PostgresEndpoint, source: str, *, synchronous: bool = False) -> tuple[int, datetime]:
+def beat(
+    endpoint: PostgresEndpoint, source: str, *, synchronous: bool = False
+) -> tuple[int, datetime]:
     """Commit one heartbeat; returns its id and time (taken just before the commit).
 
     By default the commit does not wait for a synchronous standby: a health check must never

@@ -26,10 +26,18 @@ log = logging.getLogger(__name__)
 
 # PostgreSQL refuses to run as root; when we are root the server runs as this user.
 SERVER_OS_USER = "drsandbox"
-ROLE_SETTINGS = ("primary_conninfo", "primary_slot_name", "synchronous_standby_names",
-                 "restore_command", "recovery_target_time", "recovery_target_lsn",
-                 "recovery_target_name", "recovery_target_action", "recovery_target_inclusive",
-                 "recovery_target_timeline")
+ROLE_SETTINGS = (
+    "primary_conninfo",
+    "primary_slot_name",
+    "synchronous_standby_names",
+    "restore_command",
+    "recovery_target_time",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_action",
+    "recovery_target_inclusive",
+    "recovery_target_timeline",
+)
 
 
 def server_os_user() -> str | None:
@@ -39,8 +47,17 @@ def server_os_user() -> str | None:
     try:
         pwd.getpwnam(SERVER_OS_USER)
     except KeyError:
-        run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-             SERVER_OS_USER], timeout=30)
+        run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVER_OS_USER,
+            ],
+            timeout=30,
+        )
     return SERVER_OS_USER
 
 
@@ -96,12 +113,14 @@ class LocalInstance:
         return f"{self.cluster_name} ({self.host}:{self.port}, {self.data_dir})"
 
     def _options(self) -> str:
-        return " ".join([
-            f"-p {self.port}",
-            f"-c listen_addresses={self.host}",
-            f"-c unix_socket_directories={self.socket_dir}",
-            f"-c cluster_name={self.cluster_name}",
-        ])
+        return " ".join(
+            [
+                f"-p {self.port}",
+                f"-c listen_addresses={self.host}",
+                f"-c unix_socket_directories={self.socket_dir}",
+                f"-c cluster_name={self.cluster_name}",
+            ]
+        )
 
     def _prepare_dirs(self) -> None:
         for folder in (self.socket_dir, self.log_file.parent):
@@ -118,10 +137,26 @@ class LocalInstance:
         hand_over(self.data_dir, self.os_user)
         hand_over(pwfile, self.os_user)
         try:
-            run([server_program("initdb", self.os_user), "-D", self.data_dir, "-U", superuser, "--pwfile", pwfile,
-                 "--auth-local=trust", "--auth-host=scram-sha-256", "--data-checksums",
-                 "-E", "UTF8", "--locale=C"],
-                user=self.os_user, target=self.describe(), timeout=120)
+            run(
+                [
+                    server_program("initdb", self.os_user),
+                    "-D",
+                    self.data_dir,
+                    "-U",
+                    superuser,
+                    "--pwfile",
+                    pwfile,
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "--data-checksums",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ],
+                user=self.os_user,
+                target=self.describe(),
+                timeout=120,
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         with (self.data_dir / "pg_hba.conf").open("a") as hba:
@@ -159,9 +194,24 @@ class LocalInstance:
         if self.is_running():
             return
         try:
-            run([server_program("pg_ctl", self.os_user), "start", "-w", "-t", str(timeout), "-D", self.data_dir,
-                 "-l", self.log_file, "-o", self._options()],
-                user=self.os_user, target=self.describe(), timeout=timeout + 15)
+            run(
+                [
+                    server_program("pg_ctl", self.os_user),
+                    "start",
+                    "-w",
+                    "-t",
+                    str(timeout),
+                    "-D",
+                    self.data_dir,
+                    "-l",
+                    self.log_file,
+                    "-o",
+                    self._options(),
+                ],
+                user=self.os_user,
+                target=self.describe(),
+                timeout=timeout + 15,
+            )
         except CommandFailed as exc:
             raise UnavailableError(f"{exc}\n--- server log ---\n{self.log_tail()}") from None
 
@@ -169,8 +219,22 @@ class LocalInstance:
         """Stop the server; ``mode="immediate"`` is a crash (no checkpoint), as in a region loss."""
         if not self.is_running():
             return
-        run([server_program("pg_ctl", self.os_user), "stop", "-w", "-t", str(timeout), "-m", mode, "-D", self.data_dir],
-            user=self.os_user, target=self.describe(), timeout=timeout + 15)
+        run(
+            [
+                server_program("pg_ctl", self.os_user),
+                "stop",
+                "-w",
+                "-t",
+                str(timeout),
+                "-m",
+                mode,
+                "-D",
+                self.data_dir,
+            ],
+            user=self.os_user,
+            target=self.describe(),
+            timeout=timeout + 15,
+        )
 
     def kill(self) -> None:
         """SIGKILL the postmaster: the harshest way to lose a node."""
@@ -206,27 +270,57 @@ class LocalInstance:
     def is_running(self) -> bool:
         if not (self.data_dir / "PG_VERSION").exists():
             return False
-        result = run([server_program("pg_ctl", self.os_user), "status", "-D", self.data_dir],
-                     user=self.os_user, check=False, timeout=30)
+        result = run(
+            [server_program("pg_ctl", self.os_user), "status", "-D", self.data_dir],
+            user=self.os_user,
+            check=False,
+            timeout=30,
+        )
         return result.returncode == 0
 
     def promote(self, timeout: int = 60) -> None:
-        run([server_program("pg_ctl", self.os_user), "promote", "-w", "-t", str(timeout), "-D", self.data_dir],
-            user=self.os_user, target=self.describe(), timeout=timeout + 15)
+        run(
+            [
+                server_program("pg_ctl", self.os_user),
+                "promote",
+                "-w",
+                "-t",
+                str(timeout),
+                "-D",
+                self.data_dir,
+            ],
+            user=self.os_user,
+            target=self.describe(),
+            timeout=timeout + 15,
+        )
 
-    def clone_from(self, source_env: dict[str, str], slot: str | None = None, timeout: int = 3600) -> None:
+    def clone_from(
+        self, source_env: dict[str, str], slot: str | None = None, timeout: int = 3600
+    ) -> None:
         """Make this data directory a physical copy of a running server (``pg_basebackup``)."""
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         hand_over(self.data_dir.parent, self.os_user)
         self._prepare_dirs()
-        args: list[str | Path] = [server_program("pg_basebackup", self.os_user), "-D", self.data_dir, "-X", "stream",
-                "--checkpoint=fast", "--no-password"]
+        args: list[str | Path] = [
+            server_program("pg_basebackup", self.os_user),
+            "-D",
+            self.data_dir,
+            "-X",
+            "stream",
+            "--checkpoint=fast",
+            "--no-password",
+        ]
         if slot:
             args += ["-C", "-S", slot]
-        run(args, user=self.os_user, env=source_env, target=f"clone into {self.describe()}",
-            timeout=timeout)
+        run(
+            args,
+            user=self.os_user,
+            env=source_env,
+            target=f"clone into {self.describe()}",
+            timeout=timeout,
+        )
 
     def log_tail(self, lines: int = 20) -> str:
         try:

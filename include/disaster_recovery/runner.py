@@ -118,7 +118,9 @@ class StreamingProcess:
     blocks on a full pipe. :meth:`finish` waits and raises :class:`CommandFailed` on failure.
     """
 
-    def __init__(self, proc: subprocess.Popen[bytes], program: str, target: str, timeout: float | None):
+    def __init__(
+        self, proc: subprocess.Popen[bytes], program: str, target: str, timeout: float | None
+    ):
         self.proc = proc
         self.program = program
         self.target = target

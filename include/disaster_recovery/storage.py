@@ -89,12 +89,16 @@ def _translate(exc: Exception, what: str, endpoint: AwsEndpoint) -> DisasterReco
         if code == "NoSuchBucket":
             return ConfigError(f"{where}: bucket does not exist")
         if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
-            return ConfigError(f"{where}: access denied ({code}); check the connection's credentials")
+            return ConfigError(
+                f"{where}: access denied ({code}); check the connection's credentials"
+            )
         if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "InternalError"):
             return UnavailableError(f"{where}: S3 error {code or status}: {message}")
         return DisasterRecoveryError(f"{where}: S3 error {code or status}: {message}")
     if isinstance(exc, EndpointConnectionError):
-        return UnavailableError(f"{where}: cannot reach S3 at {endpoint.endpoint_url or 'AWS'}: {exc}")
+        return UnavailableError(
+            f"{where}: cannot reach S3 at {endpoint.endpoint_url or 'AWS'}: {exc}"
+        )
     return UnavailableError(f"{where}: {exc}")
 
 
@@ -154,7 +158,9 @@ class ObjectStore:
 
     def open(self, key: str) -> Any:
         """A streaming body (``read``, ``iter_chunks``) of the object."""
-        response = self._call(f"GET {self.url(key)}", self.client.get_object, Bucket=self.bucket, Key=key)
+        response = self._call(
+            f"GET {self.url(key)}", self.client.get_object, Bucket=self.bucket, Key=key
+        )
         return response["Body"]
 
     def iter_bytes(self, key: str, chunk: int = READ_CHUNK) -> Iterator[bytes]:
@@ -218,7 +224,9 @@ class ObjectStore:
         if metadata:
             extra["Metadata"] = metadata
         try:
-            self.client.upload_fileobj(reader, self.bucket, key, ExtraArgs=extra, Config=self.transfer)
+            self.client.upload_fileobj(
+                reader, self.bucket, key, ExtraArgs=extra, Config=self.transfer
+            )
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, f"upload to {self.url(key)}", self.endpoint) from exc
         except Exception as exc:
@@ -233,18 +241,33 @@ class ObjectStore:
             raise
         return StoredObject(self.bucket, key, reader.size, reader.sha256)
 
-    def put_bytes(self, key: str, data: bytes, *, content_type: str = "application/octet-stream",
-                  metadata: dict[str, str] | None = None) -> None:
+    def put_bytes(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         extra: dict[str, Any] = {"ContentType": content_type}
         if metadata:
             extra["Metadata"] = metadata
-        self._call(f"PUT {self.url(key)}", self.client.put_object, Bucket=self.bucket, Key=key, Body=data, **extra)
+        self._call(
+            f"PUT {self.url(key)}",
+            self.client.put_object,
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            **extra,
+        )
 
     def put_json(self, key: str, document: dict[str, Any]) -> None:
         body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
         self.put_bytes(key, body, content_type="application/json")
 
-    def put_if_absent(self, key: str, data: bytes, *, metadata: dict[str, str] | None = None) -> bool:
+    def put_if_absent(
+        self, key: str, data: bytes, *, metadata: dict[str, str] | None = None
+    ) -> bool:
         """Write ``data`` unless the object exists. Returns True if written, False if an identical
         object was already there; raises :class:`ConflictError` for a different one."""
         sha = hashlib.sha256(data).hexdigest()
@@ -252,7 +275,9 @@ class ObjectStore:
         if existing is not None:
             if existing.get("Metadata", {}).get("sha256") == sha or self.digest(key).sha256 == sha:
                 return False
-            raise ConflictError(f"{self.url(key)} already exists with different content; refusing to overwrite")
+            raise ConflictError(
+                f"{self.url(key)} already exists with different content; refusing to overwrite"
+            )
         self.put_bytes(key, data, metadata={**(metadata or {}), "sha256": sha})
         return True
 
@@ -283,8 +308,10 @@ class ObjectStore:
 
     def open_multipart_uploads(self, prefix: str = "") -> list[str]:
         response = self._call(
-            f"LIST uploads in s3://{self.bucket}", self.client.list_multipart_uploads,
-            Bucket=self.bucket, Prefix=prefix,
+            f"LIST uploads in s3://{self.bucket}",
+            self.client.list_multipart_uploads,
+            Bucket=self.bucket,
+            Prefix=prefix,
         )
         return [u["Key"] for u in response.get("Uploads", [])]
 

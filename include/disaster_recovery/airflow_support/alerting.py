@@ -26,7 +26,9 @@ class AirflowSlackSink:
     def send(self, alert: Alert) -> None:
         from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
-        hook = SlackWebhookHook(slack_webhook_conn_id=self.settings.connections.slack_alerts, timeout=10)
+        hook = SlackWebhookHook(
+            slack_webhook_conn_id=self.settings.connections.slack_alerts, timeout=10
+        )
         hook.send_dict(slack_message(alert, self.settings.alerts.slack_channel))
 
 
@@ -63,8 +65,12 @@ def task_alert(context: dict[str, Any], name: str, details: dict[str, Any] | Non
     """An alert about the task in ``context``: its DAG, run, task, try, error and log link."""
     ti = context["ti"]
     error = root_error(context.get("exception"))
-    facts: dict[str, Any] = {"dag": ti.dag_id, "run": ti.run_id, "task": ti.task_id,
-                             "try": getattr(ti, "try_number", None)}
+    facts: dict[str, Any] = {
+        "dag": ti.dag_id,
+        "run": ti.run_id,
+        "task": ti.task_id,
+        "try": getattr(ti, "try_number", None),
+    }
     if isinstance(error, VerificationError):
         name = "BackupVerificationFailed"
         facts["check"] = error.check
@@ -72,8 +78,12 @@ def task_alert(context: dict[str, Any], name: str, details: dict[str, Any] | Non
     facts.update(details or {})
     message = str(error).strip() if error else "no error recorded"
     first_line = next((ln for ln in message.splitlines() if ln.strip()), message)
-    return Alert(name=name, summary=f"{ti.task_id} failed: {first_line}", details=facts,
-                 link=getattr(ti, "log_url", None))
+    return Alert(
+        name=name,
+        summary=f"{ti.task_id} failed: {first_line}",
+        details=facts,
+        link=getattr(ti, "log_url", None),
+    )
 
 
 def alert_on_failure(name: str, **details: Any) -> Callable[[dict[str, Any]], None]:

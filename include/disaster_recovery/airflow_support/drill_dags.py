@@ -39,7 +39,11 @@ def drill_dag(kind: str, doc_md: str, settings: Settings | None = None) -> Any:
     from disaster_recovery.airflow_support.alerting import fail_fast
 
     settings = settings or load_settings()
-    schedule = settings.drills.monthly_schedule if kind == "monthly" else settings.drills.quarterly_schedule
+    schedule = (
+        settings.drills.monthly_schedule
+        if kind == "monthly"
+        else settings.drills.quarterly_schedule
+    )
     with DAG(
         dag_id=f"dr_drill_{kind}",
         doc_md=doc_md,
@@ -49,10 +53,14 @@ def drill_dag(kind: str, doc_md: str, settings: Settings | None = None) -> Any:
         max_active_runs=1,
         default_args={"owner": "dr", "retries": 1},
         tags=["dr", "drill"],
-        params={"seed": Param(None, type=["null", "integer"],
-                              description="Seed of the random point-in-time target (to repeat a drill)")},
+        params={
+            "seed": Param(
+                None,
+                type=["null", "integer"],
+                description="Seed of the random point-in-time target (to repeat a drill)",
+            )
+        },
     ) as dag:
-
         # The drill is the last task, so its outcome is the run's outcome.
         @task(task_id="drill", retries=0, trigger_rule="all_done")
         @fail_fast

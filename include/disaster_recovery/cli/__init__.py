@@ -23,7 +23,9 @@ COMMAND_MODULES = ("sandbox", "backup", "wal", "physical", "failover", "drill")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dr", description="Litper disaster recovery")
-    parser.add_argument("--config", help="policy file (default: $DR_CONFIG or include/dr_config.yaml)")
+    parser.add_argument(
+        "--config", help="policy file (default: $DR_CONFIG or include/dr_config.yaml)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:

@@ -34,11 +34,20 @@ def list_drills(args: argparse.Namespace) -> dict[str, Any]:
     target = deployment(args)
     settings = target.settings
     region = settings.regions.primary
-    records = EvidenceStore(ObjectStore(target.aws(region), settings.bucket(region))).records(args.kind)
+    records = EvidenceStore(ObjectStore(target.aws(region), settings.bucket(region))).records(
+        args.kind
+    )
     return {
         "records": [
-            {"drill": r.drill, "started_at": r.started_at.isoformat(), "passed": r.passed,
-             "rto_seconds": r.rto_seconds, "rpo_seconds": r.rpo_seconds, "key": r.key, "error": r.error}
+            {
+                "drill": r.drill,
+                "started_at": r.started_at.isoformat(),
+                "passed": r.passed,
+                "rto_seconds": r.rto_seconds,
+                "rpo_seconds": r.rpo_seconds,
+                "key": r.key,
+                "error": r.error,
+            }
             for r in records
         ],
         "overdue": [a.summary for a in overdue_alerts(records, datetime.now(UTC))],

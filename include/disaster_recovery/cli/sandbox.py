@@ -13,20 +13,39 @@ def register(commands: Any) -> None:
     parser = commands.add_parser("sandbox", help="the local two-region sandbox on loopback")
     actions = parser.add_subparsers(dest="action", required=True)
     up = actions.add_parser("up", help="start every component (idempotent)")
-    up.add_argument("--scale", type=float, default=None,
-                    help="sample data size: 1 is about 20 MB, 80 about 1 GB (default 1)")
-    up.add_argument("--base-port", type=int, default=None,
-                    help="first of eight consecutive ports (default 25432, 25433, 26379, 26380, 25500-25503)")
-    for action in (up, actions.add_parser("down", help="stop what `up` started"),
-                   actions.add_parser("status", help="each component's health; exit 1 if any is down")):
-        action.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="state folder (default .sandbox)")
+    up.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="sample data size: 1 is about 20 MB, 80 about 1 GB (default 1)",
+    )
+    up.add_argument(
+        "--base-port",
+        type=int,
+        default=None,
+        help="first of eight consecutive ports (default 25432, 25433, 26379, 26380, 25500-25503)",
+    )
+    for action in (
+        up,
+        actions.add_parser("down", help="stop what `up` started"),
+        actions.add_parser("status", help="each component's health; exit 1 if any is down"),
+    ):
+        action.add_argument(
+            "--root", type=Path, default=DEFAULT_ROOT, help="state folder (default .sandbox)"
+        )
         action.set_defaults(handler=run)
-    actions.choices["down"].add_argument("--purge", action="store_true", help="also delete the state folder")
-    for name, text in (("kill-region", "lose a region at once (drills): SIGKILL its PostgreSQL, Redis, app"),
-                       ("revive-region", "restart a lost region's Redis (failback rebuilds PostgreSQL)")):
+    actions.choices["down"].add_argument(
+        "--purge", action="store_true", help="also delete the state folder"
+    )
+    for name, text in (
+        ("kill-region", "lose a region at once (drills): SIGKILL its PostgreSQL, Redis, app"),
+        ("revive-region", "restart a lost region's Redis (failback rebuilds PostgreSQL)"),
+    ):
         action = actions.add_parser(name, help=text)
         action.add_argument("region", choices=["us-east-1", "us-west-2"])
-        action.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="state folder (default .sandbox)")
+        action.add_argument(
+            "--root", type=Path, default=DEFAULT_ROOT, help="state folder (default .sandbox)"
+        )
         action.set_defaults(handler=run)
 
 

@@ -133,7 +133,9 @@ class Sandbox:
 
     def postgres(self, role: str = "primary", dbname: str = DATABASE) -> PostgresEndpoint:
         port = self.ports.pg_primary if role == "primary" else self.ports.pg_standby
-        return PostgresEndpoint(f"dr_postgres_{role}", "127.0.0.1", port, SUPERUSER, dbname, self.state.password)
+        return PostgresEndpoint(
+            f"dr_postgres_{role}", "127.0.0.1", port, SUPERUSER, dbname, self.state.password
+        )
 
     def redis(self, role: str = "primary") -> RedisEndpoint:
         port = self.ports.redis_primary if role == "primary" else self.ports.redis_replica
@@ -181,7 +183,8 @@ class Sandbox:
             return
         log_file = self.root / "logs" / "moto.log"
         self.state.pids["moto"] = processes.start_detached(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.moto)], log_file
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.moto)],
+            log_file,
         )
         self.state.save(self.state_file)
         processes.wait_for_port(self.ports.moto, "moto server", log_file=log_file)
@@ -191,8 +194,15 @@ class Sandbox:
             return
         log_file = self.root / "logs" / "webhook.log"
         self.state.pids["webhook"] = processes.start_detached(
-            [sys.executable, "-m", "disaster_recovery.sandbox.webhook", "--port", str(self.ports.webhook),
-             "--log", str(self.slack_log)],
+            [
+                sys.executable,
+                "-m",
+                "disaster_recovery.sandbox.webhook",
+                "--port",
+                str(self.ports.webhook),
+                "--log",
+                str(self.slack_log),
+            ],
             log_file,
         )
         self.state.save(self.state_file)
@@ -204,13 +214,31 @@ class Sandbox:
             return
         server = shutil.which("redis-server")
         if not server:
-            raise DisasterRecoveryError("redis-server not found: install Debian's redis-server package")
+            raise DisasterRecoveryError(
+                "redis-server not found: install Debian's redis-server package"
+            )
         port = self.ports.redis_primary if role == "primary" else self.ports.redis_replica
         folder = self.root / "redis" / role
         folder.mkdir(parents=True, exist_ok=True)
-        args = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-                "--save", "", "--appendonly", "no", "--protected-mode", "no",
-                "--repl-diskless-sync-delay", "0", "--daemonize", "no"]
+        args = [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(folder),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+            "--repl-diskless-sync-delay",
+            "0",
+            "--daemonize",
+            "no",
+        ]
         if role == "replica" and follow_primary:
             args += ["--replicaof", "127.0.0.1", str(self.ports.redis_primary)]
         log_file = self.root / "logs" / f"redis-{role}.log"
@@ -222,24 +250,28 @@ class Sandbox:
         node = self.instance("primary")
         if not (node.data_dir / "PG_VERSION").exists():
             node.initdb(SUPERUSER, self.state.password)
-            node.append_config({
-                "wal_level": "replica",
-                "summarize_wal": "on",
-                "wal_log_hints": "on",
-                # Heartbeats are judged by their real commit time (drills, point-in-time checks).
-                "track_commit_timestamp": "on",
-                "max_wal_senders": "10",
-                "max_replication_slots": "10",
-                "hot_standby": "on",
-                "wal_keep_size": "'256MB'",
-                "synchronous_commit": "on",
-                "archive_mode": "on",
-                # The WAL archiver (`dr wal push`), to both regions' buckets (docs/pitr.md).
-                "archive_command": quote_conf(self._archive_command()),
-                "archive_timeout": str(int(self.settings().pitr.archive_timeout.total_seconds())),
-                "log_line_prefix": "'%m [%p] %q%u@%d '",
-                "fsync": "on",
-            })
+            node.append_config(
+                {
+                    "wal_level": "replica",
+                    "summarize_wal": "on",
+                    "wal_log_hints": "on",
+                    # Heartbeats are judged by their real commit time (drills, point-in-time checks).
+                    "track_commit_timestamp": "on",
+                    "max_wal_senders": "10",
+                    "max_replication_slots": "10",
+                    "hot_standby": "on",
+                    "wal_keep_size": "'256MB'",
+                    "synchronous_commit": "on",
+                    "archive_mode": "on",
+                    # The WAL archiver (`dr wal push`), to both regions' buckets (docs/pitr.md).
+                    "archive_command": quote_conf(self._archive_command()),
+                    "archive_timeout": str(
+                        int(self.settings().pitr.archive_timeout.total_seconds())
+                    ),
+                    "log_line_prefix": "'%m [%p] %q%u@%d '",
+                    "fsync": "on",
+                }
+            )
             node.set_role_settings({"synchronous_standby_names": STANDBY_SLOT})
             fresh = True
         else:
@@ -254,7 +286,9 @@ class Sandbox:
             load_sample_data(self.postgres("primary"), self.state.scale)
             heartbeat.ensure_schema(self.postgres("primary"))
             with db.connect(self.postgres("primary", "postgres")) as conn:
-                conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = {quote_conf(STANDBY_SLOT)}")
+                conn.execute(
+                    f"ALTER SYSTEM SET synchronous_standby_names = {quote_conf(STANDBY_SLOT)}"
+                )
                 conn.execute("SELECT pg_reload_conf()")
 
     def _archive_command(self) -> str:
@@ -265,15 +299,20 @@ class Sandbox:
         from disaster_recovery.wal import archiver_command, write_archiver_files
 
         env = self.environment()
-        deployment = Deployment(self.settings(), lookup=lambda conn_id: parse_connection(
-            conn_id, env[env_var_name(conn_id)]))
-        env_file = write_archiver_files(self.root / "wal", self.settings(), deployment,
-                                        server_os_user())
+        deployment = Deployment(
+            self.settings(),
+            lookup=lambda conn_id: parse_connection(conn_id, env[env_var_name(conn_id)]),
+        )
+        env_file = write_archiver_files(
+            self.root / "wal", self.settings(), deployment, server_os_user()
+        )
         return archiver_command("push", env_file)
 
     def _standby_conninfo(self) -> str:
-        return (f"host=127.0.0.1 port={self.ports.pg_primary} user={SUPERUSER} "
-                f"password={self.state.password} application_name={STANDBY_SLOT}")
+        return (
+            f"host=127.0.0.1 port={self.ports.pg_primary} user={SUPERUSER} "
+            f"password={self.state.password} application_name={STANDBY_SLOT}"
+        )
 
     def _start_standby(self) -> None:
         node = self.instance("standby")
@@ -285,10 +324,12 @@ class Sandbox:
                     (STANDBY_SLOT,),
                 )
             node.clone_from(primary.libpq_env(), slot=STANDBY_SLOT)
-            node.set_role_settings({
-                "primary_conninfo": self._standby_conninfo(),
-                "primary_slot_name": STANDBY_SLOT,
-            })
+            node.set_role_settings(
+                {
+                    "primary_conninfo": self._standby_conninfo(),
+                    "primary_slot_name": STANDBY_SLOT,
+                }
+            )
             node.mark_standby()
         node.start()
         self._wait_for_sync_standby()
@@ -305,7 +346,9 @@ class Sandbox:
             if state == "sync":
                 return
             time.sleep(0.1)
-        raise UnavailableError(f"standby did not become a synchronous standby in {timeout} s (state {state})")
+        raise UnavailableError(
+            f"standby did not become a synchronous standby in {timeout} s (state {state})"
+        )
 
     def _prepare_aws(self) -> None:
         from disaster_recovery.storage import ObjectStore  # boto3 is slow to import
@@ -325,29 +368,58 @@ class Sandbox:
         zones = client.list_hosted_zones_by_name(DNSName=ZONE_NAME)["HostedZones"]
         zone = next((z for z in zones if z["Name"] == ZONE_NAME), None)
         if zone is None:
-            zone = client.create_hosted_zone(Name=ZONE_NAME, CallerReference=secrets.token_hex(8))["HostedZone"]
+            zone = client.create_hosted_zone(Name=ZONE_NAME, CallerReference=secrets.token_hex(8))[
+                "HostedZone"
+            ]
             changes = [
-                {"Action": "UPSERT", "ResourceRecordSet": {
-                    "Name": f"{name}.{ZONE_NAME}", "Type": "CNAME", "TTL": 30,
-                    "ResourceRecords": [{"Value": f"{name}.us-east-1.{ZONE_NAME}"}]}}
+                {
+                    "Action": "UPSERT",
+                    "ResourceRecordSet": {
+                        "Name": f"{name}.{ZONE_NAME}",
+                        "Type": "CNAME",
+                        "TTL": 30,
+                        "ResourceRecords": [{"Value": f"{name}.us-east-1.{ZONE_NAME}"}],
+                    },
+                }
                 for name in ("db", "redis", "app")
             ]
-            client.change_resource_record_sets(HostedZoneId=zone["Id"], ChangeBatch={"Changes": changes})
+            client.change_resource_record_sets(
+                HostedZoneId=zone["Id"], ChangeBatch={"Changes": changes}
+            )
         return str(zone["Id"]).split("/")[-1]
 
     def _write_config(self) -> None:
         data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-        data["environment"] = {"name": "sandbox", "production": False, "allow_drills_on_production": False}
+        data["environment"] = {
+            "name": "sandbox",
+            "production": False,
+            "allow_drills_on_production": False,
+        }
         data["dns"] = {"zone": ZONE_NAME, "records": ["db", "redis", "app"]}
-        data["services"] = {region: self._services_config(region) for region in (PRIMARY_REGION, SECONDARY_REGION)}
-        data["failover"] = {"nodes": {region: self._node_config(region)
-                                      for region in (PRIMARY_REGION, SECONDARY_REGION)}}
+        data["services"] = {
+            region: self._services_config(region) for region in (PRIMARY_REGION, SECONDARY_REGION)
+        }
+        data["failover"] = {
+            "nodes": {
+                region: self._node_config(region) for region in (PRIMARY_REGION, SECONDARY_REGION)
+            }
+        }
         # The quarterly drill loses the primary region through the sandbox's own commands.
-        region_command = [sys.executable, "-m", "disaster_recovery", "sandbox", "{action}", PRIMARY_REGION,
-                          "--root", str(self.root)]
+        region_command = [
+            sys.executable,
+            "-m",
+            "disaster_recovery",
+            "sandbox",
+            "{action}",
+            PRIMARY_REGION,
+            "--root",
+            str(self.root),
+        ]
         data["drills"] = {
             "region_loss_command": [p.replace("{action}", "kill-region") for p in region_command],
-            "region_revive_command": [p.replace("{action}", "revive-region") for p in region_command],
+            "region_revive_command": [
+                p.replace("{action}", "revive-region") for p in region_command
+            ],
         }
         self.config_file.write_text(
             "# Written by `dr sandbox up`: the default policy with the sandbox's own endpoints.\n"
@@ -366,43 +438,81 @@ class Sandbox:
         return self.root / "apps" / f"{region}.json"
 
     def _services_config(self, region: str) -> dict[str, Any]:
-        command = [sys.executable, str(DEMO_APP), "{action}", "--config", str(self._app_config_file(region))]
+        command = [
+            sys.executable,
+            str(DEMO_APP),
+            "{action}",
+            "--config",
+            str(self._app_config_file(region)),
+        ]
         return {
             "health_urls": [f"{self.app_url(region)}/health"],
             "read_only_url": f"{self.app_url(region)}/read-only",
-            "activate": {"kind": "command", "command": [p.replace("{action}", "start") for p in command]},
-            "deactivate": {"kind": "command", "command": [p.replace("{action}", "stop") for p in command]},
+            "activate": {
+                "kind": "command",
+                "command": [p.replace("{action}", "start") for p in command],
+            },
+            "deactivate": {
+                "kind": "command",
+                "command": [p.replace("{action}", "stop") for p in command],
+            },
             "timeout": "30s",
         }
 
     def _node_config(self, region: str) -> dict[str, Any]:
         node = self.instance("primary" if region == PRIMARY_REGION else "standby")
-        return {"control": "local", "replication_name": node.cluster_name, "data_dir": str(node.data_dir),
-                "port": node.port, "cluster_name": node.cluster_name, "socket_dir": str(node.socket_dir),
-                "log_file": str(node.log_file)}
+        return {
+            "control": "local",
+            "replication_name": node.cluster_name,
+            "data_dir": str(node.data_dir),
+            "port": node.port,
+            "cluster_name": node.cluster_name,
+            "socket_dir": str(node.socket_dir),
+            "log_file": str(node.log_file),
+        }
 
     def _demo_app(self, region: str, action: str) -> dict[str, Any]:
         config_file = self._write_app_config(region)
         from disaster_recovery.runner import run
 
-        result = run([sys.executable, str(DEMO_APP), action, "--config", str(config_file)],
-                     target=f"demo app {region}", timeout=60)
+        result = run(
+            [sys.executable, str(DEMO_APP), action, "--config", str(config_file)],
+            target=f"demo app {region}",
+            timeout=60,
+        )
         return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
     def _write_app_config(self, region: str) -> Path:
         """The app's config (DSNs with the password: 0600); ACTIVATE SERVICES starts it from here."""
         config_file = self._app_config_file(region)
         config_file.parent.mkdir(parents=True, exist_ok=True)
-        targets = {f"db.{r}.{ZONE_NAME}": self.postgres(role).uri()
-                   for r, role in ((PRIMARY_REGION, "primary"), (SECONDARY_REGION, "standby"))}
-        config_file.write_text(json.dumps({
-            "region": region, "port": self.app_port(region), "zone": ZONE_NAME, "record": "db",
-            "aws": {"endpoint_url": self.s3_endpoint, "key": AWS_TEST_KEY, "secret": AWS_TEST_KEY},
-            "targets": targets, "pidfile": str(config_file.with_suffix(".pid")),
-            "log": str(self.root / "logs" / f"app-{region}.log"), "writer": False, "write_interval": 0.02,
-            # A heartbeat a second: drills measure RPO from it (disaster_recovery.heartbeat).
-            "heartbeat_interval": 1.0,
-        }, indent=2))
+        targets = {
+            f"db.{r}.{ZONE_NAME}": self.postgres(role).uri()
+            for r, role in ((PRIMARY_REGION, "primary"), (SECONDARY_REGION, "standby"))
+        }
+        config_file.write_text(
+            json.dumps(
+                {
+                    "region": region,
+                    "port": self.app_port(region),
+                    "zone": ZONE_NAME,
+                    "record": "db",
+                    "aws": {
+                        "endpoint_url": self.s3_endpoint,
+                        "key": AWS_TEST_KEY,
+                        "secret": AWS_TEST_KEY,
+                    },
+                    "targets": targets,
+                    "pidfile": str(config_file.with_suffix(".pid")),
+                    "log": str(self.root / "logs" / f"app-{region}.log"),
+                    "writer": False,
+                    "write_interval": 0.02,
+                    # A heartbeat a second: drills measure RPO from it (disaster_recovery.heartbeat).
+                    "heartbeat_interval": 1.0,
+                },
+                indent=2,
+            )
+        )
         config_file.chmod(0o600)
         return config_file
 
@@ -416,25 +526,40 @@ class Sandbox:
 
     def environment(self) -> dict[str, str]:
         """The variables of ``sandbox.env``: exactly those of DESIGN.md's contract."""
+
         def conn(value: dict[str, Any]) -> str:
             return json.dumps(value)
 
         primary, standby = self.postgres("primary"), self.postgres("standby")
         env = {}
         for role, endpoint in (("primary", primary), ("standby", standby)):
-            env[f"AIRFLOW_CONN_DR_POSTGRES_{role.upper()}"] = conn({
-                "conn_type": "postgres", "host": endpoint.host, "port": endpoint.port,
-                "login": endpoint.user, "password": endpoint.password, "schema": endpoint.dbname})
+            env[f"AIRFLOW_CONN_DR_POSTGRES_{role.upper()}"] = conn(
+                {
+                    "conn_type": "postgres",
+                    "host": endpoint.host,
+                    "port": endpoint.port,
+                    "login": endpoint.user,
+                    "password": endpoint.password,
+                    "schema": endpoint.dbname,
+                }
+            )
         for role in ("primary", "replica"):
             redis = self.redis(role)
             env[f"AIRFLOW_CONN_DR_REDIS_{role.upper()}"] = conn(
-                {"conn_type": "redis", "host": redis.host, "port": redis.port})
+                {"conn_type": "redis", "host": redis.host, "port": redis.port}
+            )
         for role, region in (("primary", "us-east-1"), ("secondary", "us-west-2")):
-            env[f"AIRFLOW_CONN_DR_AWS_{role.upper()}"] = conn({
-                "conn_type": "aws", "login": AWS_TEST_KEY, "password": AWS_TEST_KEY,
-                "extra": {"endpoint_url": self.s3_endpoint, "region_name": region}})
+            env[f"AIRFLOW_CONN_DR_AWS_{role.upper()}"] = conn(
+                {
+                    "conn_type": "aws",
+                    "login": AWS_TEST_KEY,
+                    "password": AWS_TEST_KEY,
+                    "extra": {"endpoint_url": self.s3_endpoint, "region_name": region},
+                }
+            )
         env["AIRFLOW_CONN_DR_SLACK_ALERTS"] = conn(
-            {"conn_type": "slackwebhook", "password": self.webhook_url})
+            {"conn_type": "slackwebhook", "password": self.webhook_url}
+        )
         env["DR_CONFIG"] = str(self.config_file)
         env["DR_S3_ENDPOINT"] = self.s3_endpoint
         env["DR_PRIMARY_DSN"] = primary.uri()
@@ -446,7 +571,9 @@ class Sandbox:
 
     def _write_env(self) -> None:
         lines = ["# Written by `dr sandbox up`. Source it: `. .sandbox/sandbox.env`"]
-        lines += [f"export {key}={_shell_quote(value)}" for key, value in self.environment().items()]
+        lines += [
+            f"export {key}={_shell_quote(value)}" for key, value in self.environment().items()
+        ]
         self.env_file.write_text("\n".join(lines) + "\n")
         self.env_file.chmod(0o600)
 
@@ -486,7 +613,8 @@ class Sandbox:
         endpoint = self.postgres("standby")
         with db.connect(endpoint) as conn:
             row = conn.execute(
-                "SELECT pg_is_in_recovery(), (SELECT status FROM pg_stat_wal_receiver)").fetchone()
+                "SELECT pg_is_in_recovery(), (SELECT status FROM pg_stat_wal_receiver)"
+            ).fetchone()
         assert row is not None
         if not row[0]:
             raise DisasterRecoveryError("standby is not in recovery (it was promoted)")
@@ -523,7 +651,9 @@ class Sandbox:
     def _check_webhook(self) -> dict[str, Any]:
         import urllib.request
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports.webhook}/health", timeout=2) as resp:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.ports.webhook}/health", timeout=2
+        ) as resp:
             resp.read()
         return {"url": f"http://127.0.0.1:{self.ports.webhook}", "log": str(self.slack_log)}
 
@@ -540,8 +670,11 @@ class Sandbox:
         if processes.pid_alive(pid, "redis-server"):
             processes.kill_group(pid)  # type: ignore[arg-type]
         app = self._demo_app(region, "stop") if self._app_config_file(region).exists() else {}
-        return {"region": region, "killed": [f"postgres_{pg_role}", f"redis_{redis_role}", "app"],
-                "app_was_running": bool(app.get("stopped"))}
+        return {
+            "region": region,
+            "killed": [f"postgres_{pg_role}", f"redis_{redis_role}", "app"],
+            "app_was_running": bool(app.get("stopped")),
+        }
 
     def revive_region(self, region: str) -> dict[str, Any]:
         """Bring a lost region's machines back: its Redis server starts (empty, as after a
@@ -561,15 +694,21 @@ class Sandbox:
             self.state.pids = {**self.state.pids, **saved.pids}
         stopped = []
         for region in (PRIMARY_REGION, SECONDARY_REGION):
-            if self._app_config_file(region).exists() and self._demo_app(region, "stop").get("stopped"):
+            if self._app_config_file(region).exists() and self._demo_app(region, "stop").get(
+                "stopped"
+            ):
                 stopped.append(f"app_{region}")
         for role in ("standby", "primary"):
             node = self.instance(role)
             if node.is_running():
                 node.stop(mode="fast")
                 stopped.append(f"postgres_{role}")
-        markers = {"moto": "moto", "webhook": "webhook", "redis_primary": "redis-server",
-                   "redis_replica": "redis-server"}
+        markers = {
+            "moto": "moto",
+            "webhook": "webhook",
+            "redis_primary": "redis-server",
+            "redis_replica": "redis-server",
+        }
         for key, marker in markers.items():
             pid = self.state.pids.get(key)
             if processes.pid_alive(pid, marker):
@@ -589,12 +728,16 @@ class Sandbox:
             "env_file": str(self.env_file),
             "config": str(self.config_file),
             "regions": {
-                "us-east-1": {"postgres": f"127.0.0.1:{ports['pg_primary']}",
-                              "redis": f"127.0.0.1:{ports['redis_primary']}",
-                              "app": self.app_url(PRIMARY_REGION)},
-                "us-west-2": {"postgres": f"127.0.0.1:{ports['pg_standby']} (synchronous standby)",
-                              "redis": f"127.0.0.1:{ports['redis_replica']} (replica)",
-                              "app": f"{self.app_url(SECONDARY_REGION)} (started by a failover)"},
+                "us-east-1": {
+                    "postgres": f"127.0.0.1:{ports['pg_primary']}",
+                    "redis": f"127.0.0.1:{ports['redis_primary']}",
+                    "app": self.app_url(PRIMARY_REGION),
+                },
+                "us-west-2": {
+                    "postgres": f"127.0.0.1:{ports['pg_standby']} (synchronous standby)",
+                    "redis": f"127.0.0.1:{ports['redis_replica']} (replica)",
+                    "app": f"{self.app_url(SECONDARY_REGION)} (started by a failover)",
+                },
             },
             "s3_and_route53": self.s3_endpoint,
             "slack_webhook": self.webhook_url.split("/services/")[0],

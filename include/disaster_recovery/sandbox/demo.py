@@ -40,14 +40,18 @@ class AirflowApi:
         if auth:
             headers["Authorization"] = f"Bearer {self.token()}"
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base_url + path, data=data, headers=headers, method=method)
+        request = urllib.request.Request(
+            self.base_url + path, data=data, headers=headers, method=method
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             payload = response.read()
         return json.loads(payload) if payload else None
 
     def token(self) -> str:
         if self._token is None:
-            answer = self._request("POST", "/auth/token", {"username": ADMIN, "password": self.password}, auth=False)
+            answer = self._request(
+                "POST", "/auth/token", {"username": ADMIN, "password": self.password}, auth=False
+            )
             self._token = answer["access_token"]
         return self._token
 
@@ -63,21 +67,27 @@ class AirflowApi:
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
-        run = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        run = self._request(
+            "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}}
+        )
         return str(run["dag_run_id"])
 
     def wait(self, dag_id: str, run_id: str, timeout: float = 900) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            run = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}")
+            run = self._request(
+                "GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}"
+            )
             if run["state"] in ("success", "failed"):
                 return dict(run)
             time.sleep(2)
         raise UnavailableError(f"{dag_id} run {run_id} did not finish within {timeout:g} s")
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        path = (f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/"
-                f"{task_id}/xcomEntries/{key}")
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/"
+            f"{task_id}/xcomEntries/{key}"
+        )
         return self._request("GET", path)["value"]
 
 
@@ -125,9 +135,14 @@ def start_airflow(sandbox: Sandbox, port: int) -> AirflowApi:
     running = pidfile.exists() and processes.pid_alive(int(pidfile.read_text()), "airflow")
     if not running:
         if processes.port_open(port):
-            raise DisasterRecoveryError(f"port {port} is taken by another program; use --airflow-port")
-        pid = processes.start_detached([str(Path(sys.executable).parent / "airflow"), "standalone"], log_file,
-                                       env=airflow_environment(sandbox, port))
+            raise DisasterRecoveryError(
+                f"port {port} is taken by another program; use --airflow-port"
+            )
+        pid = processes.start_detached(
+            [str(Path(sys.executable).parent / "airflow"), "standalone"],
+            log_file,
+            env=airflow_environment(sandbox, port),
+        )
         pidfile.write_text(str(pid))
         (pidfile.parent / "api.port").write_text(str(port))
     api = AirflowApi(f"http://127.0.0.1:{port}", admin_password(sandbox.root))
@@ -173,7 +188,9 @@ def run_dag(api: AirflowApi, dag_id: str, task_id: str, say: Callable[[str], Non
     run_id = api.trigger(dag_id)
     run = api.wait(dag_id, run_id)
     if run["state"] != "success":
-        raise DisasterRecoveryError(f"{dag_id} run {run_id} {run['state']}: see its logs in the Airflow UI")
+        raise DisasterRecoveryError(
+            f"{dag_id} run {run_id} {run['state']}: see its logs in the Airflow UI"
+        )
     return api.xcom(dag_id, run_id, task_id)
 
 
@@ -187,7 +204,9 @@ def archive_now(sandbox: Sandbox, timeout: float = 60) -> str:
         segment = str(row[0]) if row else ""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            last = conn.execute("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").fetchone()
+            last = conn.execute(
+                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver"
+            ).fetchone()
             if last and str(last[0])[:24] >= segment:
                 return segment
             time.sleep(0.2)
@@ -203,8 +222,18 @@ def main_job(api: AirflowApi, sandbox: Sandbox, say: Callable[[str], None]) -> d
     drill = run_dag(api, "dr_drill_monthly", "drill", say)
     steps = {step["name"]: step for step in drill["steps"]}
     return {
-        "backup": {key: backup.get(key) for key in
-                   ("backup_file", "location", "size_bytes", "sha256", "status", "checks", "replicated_to")},
+        "backup": {
+            key: backup.get(key)
+            for key in (
+                "backup_file",
+                "location",
+                "size_bytes",
+                "sha256",
+                "status",
+                "checks",
+                "replicated_to",
+            )
+        },
         "drill": {
             "passed": drill["passed"],
             "restore_seconds": steps["restore_full"]["details"]["restore_seconds"],
@@ -229,7 +258,9 @@ def main() -> int:
     parser.add_argument("--root", type=Path, default=Path(".sandbox"))
     parser.add_argument("--airflow-port", type=int, default=8080)
     parser.add_argument("--stop", action="store_true", help="stop Airflow started by the demo")
-    parser.add_argument("--no-job", action="store_true", help="only start Airflow; do not run the main job")
+    parser.add_argument(
+        "--no-job", action="store_true", help="only start Airflow; do not run the main job"
+    )
     args = parser.parse_args()
     if args.stop:
         print(json.dumps({"airflow_stopped": stop_airflow(args.root)}))
@@ -246,8 +277,11 @@ def main() -> int:
     if not args.no_job:
         result["main_job"] = main_job(api, sandbox, lambda m: print(m, file=sys.stderr, flush=True))
     print(json.dumps(result, indent=2, default=str))
-    print(f"\nAirflow UI: http://localhost:{args.airflow_port}  (user {ADMIN}, password {api.password})\n"
-          f"Use the sandbox from a shell: . {sandbox.env_file}\nStop everything: make down", file=sys.stderr)
+    print(
+        f"\nAirflow UI: http://localhost:{args.airflow_port}  (user {ADMIN}, password {api.password})\n"
+        f"Use the sandbox from a shell: . {sandbox.env_file}\nStop everything: make down",
+        file=sys.stderr,
+    )
     return 0
 
 

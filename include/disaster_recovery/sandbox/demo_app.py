@@ -157,9 +157,11 @@ class App:
                         # freeze the application (its health answers share this lock).
                         with conn.transaction():
                             conn.execute("SET LOCAL synchronous_commit TO local")
-                            conn.execute("INSERT INTO dr.heartbeat (source) VALUES (%s)",
-                                         (f"demo-app:{self.region}",))
-                    except Exception:  # noqa: BLE001 - the primary may be down: try again next beat
+                            conn.execute(
+                                "INSERT INTO dr.heartbeat (source) VALUES (%s)",
+                                (f"demo-app:{self.region}",),
+                            )
+                    except Exception:
                         self._close()
             time.sleep(interval)
 

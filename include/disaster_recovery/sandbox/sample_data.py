@@ -101,8 +101,12 @@ def load_sample_data(endpoint: PostgresEndpoint, scale: float = 1.0) -> dict[str
                 for statement in FILL_UNIT:
                     # Int8: psycopg sends small Python ints as smallint, and smallint sums
                     # overflow past 32767 rows (any scale above ~4).
-                    params = {"c0": Int8(have_customers), "nc": Int8(nc), "o0": Int8(have_orders),
-                              "no": Int8(no)}
+                    params = {
+                        "c0": Int8(have_customers),
+                        "nc": Int8(nc),
+                        "o0": Int8(have_orders),
+                        "no": Int8(no),
+                    }
                     conn.execute(statement, params)
             have_customers += nc
             have_orders += no

@@ -68,7 +68,9 @@ def read_messages(log_file: Path) -> list[dict[str, object]]:
     """Every message received so far (the payloads)."""
     if not log_file.exists():
         return []
-    return [json.loads(line)["payload"] for line in log_file.read_text().splitlines() if line.strip()]
+    return [
+        json.loads(line)["payload"] for line in log_file.read_text().splitlines() if line.strip()
+    ]
 
 
 def main() -> None:
