@@ -250,9 +250,10 @@ def test_cli_plans_lists_and_checks(history: dict[str, Any], sandbox: Sandbox) -
     )
     assert plan.returncode == 0, plan.stderr
     assert json.loads(plan.stdout)["base"] == history["base"]["file"]
+    # The same planner through `dr restore`, as the issue spells the command.
     refused = _dr(
         sandbox,
-        "pitr",
+        "restore",
         "--plan-only",
         "--point-in-time",
         "2999-01-01T00:00:00+00:00",
@@ -262,6 +263,10 @@ def test_cli_plans_lists_and_checks(history: dict[str, Any], sandbox: Sandbox) -
     assert refused.returncode != 0 and "in the future" in json.loads(refused.stdout)["error"]
     listing = _dr(sandbox, "chain", "list")
     assert listing.returncode == 0 and history["inc2"]["file"] in listing.stdout
+    # `dr list` shows the chain and the restorable window beside the logical tiers.
+    full_listing = _dr(sandbox, "list")
+    assert full_listing.returncode == 0 and history["inc2"]["file"] in full_listing.stdout
+    assert "latest_restorable" in json.loads(full_listing.stdout)["physical_chain"]["regions"]["us-east-1"]
     check = _dr(sandbox, "wal", "check")
     assert check.returncode == 0, check.stdout
     assert json.loads(check.stdout)["healthy"] is True

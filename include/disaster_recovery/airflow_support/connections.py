@@ -21,7 +21,11 @@ def connection_from_airflow(conn_id: str) -> ConnectionFields:
         conn = Connection.get(conn_id)
     except AirflowNotFoundException:
         raise ConfigError(f"Airflow connection {conn_id!r} is not defined") from None
-    extra: Any = conn.extra_dejson or {}
+    return fields_of(conn_id, conn)
+
+
+def fields_of(conn_id: str, conn: Any) -> ConnectionFields:
+    """The fields we read, from either kind of Airflow Connection object."""
     return ConnectionFields(
         conn_id=conn_id,
         conn_type=conn.conn_type or "",
@@ -30,7 +34,7 @@ def connection_from_airflow(conn_id: str) -> ConnectionFields:
         login=conn.login or "",
         password=conn.password or "",
         schema=conn.schema or "",
-        extra=extra,
+        extra=conn.extra_dejson or {},
     )
 
 
@@ -47,16 +51,7 @@ def connection_from_airflow_server(conn_id: str) -> ConnectionFields:
         conn = Connection.get_connection_from_secrets(conn_id)
     except Exception as exc:
         raise ConfigError(f"Airflow connection {conn_id!r}: {exc}") from None
-    return ConnectionFields(
-        conn_id=conn_id,
-        conn_type=conn.conn_type or "",
-        host=conn.host or "",
-        port=conn.port,
-        login=conn.login or "",
-        password=conn.password or "",
-        schema=conn.schema or "",
-        extra=conn.extra_dejson or {},
-    )
+    return fields_of(conn_id, conn)
 
 
 def server_deployment(settings: Settings | None = None) -> Deployment:

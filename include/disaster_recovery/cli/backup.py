@@ -4,9 +4,10 @@ the logical backup tiers from a terminal, calling the same functions as the DAGs
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from disaster_recovery.cli.physical import parse_timestamp
 
 # `dr backup <kind>` -> backup type; physical kinds (base, incremental) register next to these.
 LOGICAL_KINDS = {
@@ -59,7 +60,9 @@ def register(commands: Any) -> None:
     )
     restore.add_argument("--target-db", help="database to restore into (created if missing)")
     pitr = restore.add_argument_group("point in time (physical chain + WAL)")
-    pitr.add_argument("--point-in-time", type=_timestamp, help="e.g. 2024-01-15T14:30:00-05:00")
+    pitr.add_argument(
+        "--point-in-time", type=parse_timestamp, help="e.g. 2024-01-15T14:30:00-05:00"
+    )
     pitr.add_argument("--target-lsn", help="e.g. 0/16B3748")
     pitr.add_argument("--target-name", help="a restore point (dr restore-point create NAME)")
     pitr.add_argument("--target-dir", type=Path, help="new, empty data folder for the instance")
@@ -122,15 +125,6 @@ def run_physical_backup(args: argparse.Namespace) -> dict[str, Any]:
 
     args.kind = args.physical_kind
     return backup_physical(args)
-
-
-def _timestamp(text: str) -> datetime:
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not an ISO time: {text!r} (like 2024-01-15T14:30:00-05:00)"
-        ) from None
 
 
 def run_restore(args: argparse.Namespace) -> dict[str, Any]:

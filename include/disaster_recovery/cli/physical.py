@@ -45,7 +45,7 @@ def add_pitr_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument(
         "--point-in-time",
-        type=_timestamp,
+        type=parse_timestamp,
         help="e.g. 2024-01-15T14:30:00-05:00 (no offset: the configured time zone)",
     )
     target.add_argument("--target-lsn", help="e.g. 0/16B3748")
@@ -62,7 +62,7 @@ def add_pitr_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _timestamp(text: str) -> datetime:
+def parse_timestamp(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text)
     except ValueError:
