@@ -266,7 +266,10 @@ def test_cli_plans_lists_and_checks(history: dict[str, Any], sandbox: Sandbox) -
     # `dr list` shows the chain and the restorable window beside the logical tiers.
     full_listing = _dr(sandbox, "list")
     assert full_listing.returncode == 0 and history["inc2"]["file"] in full_listing.stdout
-    assert "latest_restorable" in json.loads(full_listing.stdout)["physical_chain"]["regions"]["us-east-1"]
+    assert (
+        "latest_restorable"
+        in json.loads(full_listing.stdout)["physical_chain"]["regions"]["us-east-1"]
+    )
     check = _dr(sandbox, "wal", "check")
     assert check.returncode == 0, check.stdout
     assert json.loads(check.stdout)["healthy"] is True
