@@ -95,6 +95,9 @@ def test_monthly_drill_dag_produces_checked_evidence(box: Sandbox, airflow_db: N
     secondary = ObjectStore(box.aws("us-west-2"), box.settings().bucket("us-west-2"))
     assert secondary.exists(record.key)
     assert "DRDrillReport" in alerts(box)
+    # Before this first drill the evidence held nothing: check_overdue raised both overdue
+    # alerts from the (empty) records in S3.
+    assert alerts(box).count("DRDrillOverdue") >= 2
     assert_original_topology(box)
 
 
@@ -193,7 +196,7 @@ def test_production_target_is_refused_without_touching_it(
     assert heartbeat.newest(box.postgres("standby")) is not None and newest_before is not None
 
 
-def test_dr_drills_cli_lists_records_and_overdue(box: Sandbox) -> None:
+def test_dr_drills_cli_lists_records_and_overdue(box: Sandbox, tmp_path: Path) -> None:
     import json
     import subprocess
     import sys
@@ -208,6 +211,17 @@ def test_dr_drills_cli_lists_records_and_overdue(box: Sandbox) -> None:
     )
     assert result.returncode == 0, result.stderr
     listing = json.loads(result.stdout)
+    # `dr drill` runs one outside Airflow; against a production target it refuses (exit 1).
+    config = config_with(box, tmp_path, environment={"production": True})
+    refused = subprocess.run(
+        [sys.executable, "-m", "disaster_recovery", "--config", config, "drill", "monthly"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **box.environment()},
+    )
+    assert refused.returncode != 0 and "marked production" in json.loads(refused.stdout)["error"]
     assert {r["drill"] for r in listing["records"]} == {"monthly", "quarterly"}
     assert any(r["passed"] for r in listing["records"])
     assert listing["overdue"] == []

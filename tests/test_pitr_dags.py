@@ -5,6 +5,10 @@ gap is refused. Plus a restore right after a failover's timeline change."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -163,8 +167,17 @@ def test_restore_right_after_a_failover_timeline_change() -> None:
         Ticker.prepare(old_primary)
         before = Ticker(old_primary).start()
         time.sleep(0.3)
-        # `dr backup-physical incremental` on an empty chain takes the base backup first.
-        taken = physical.backup_and_verify(deployment, "incremental")
+        # `dr backup incremental` on an empty chain takes the base backup first.
+        cli = subprocess.run(
+            [sys.executable, "-m", "disaster_recovery", "backup", "incremental"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            env={**os.environ, **box.environment()},
+        )
+        assert cli.returncode == 0, cli.stderr
+        taken = json.loads(cli.stdout)
         chain = physical.Chain(deployment, "us-east-1").verified()
         assert [m.backup_type for m in chain] == ["postgresql_base", "postgresql_incremental"]
         assert taken["parent"] == chain[0].file

@@ -243,6 +243,8 @@ class NodeControlConfig(_Section):
 class FailoverConfig(_Section):
     # Per region: how to drive its database node (see NodeControlConfig).
     nodes: dict[str, NodeControlConfig] = {}
+    # DECIDE: how long a person has to answer; no answer aborts (never proceeds).
+    approval_timeout: Duration = timedelta(minutes=30)
     # SYNC: how long to wait for the standby to replay the old primary's final LSN.
     sync_timeout: Duration = timedelta(seconds=60)
     # Failback: how long a rebuilt node may take to stream and catch up.

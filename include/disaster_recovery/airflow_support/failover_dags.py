@@ -23,9 +23,6 @@ from disaster_recovery.errors import AbortedError, DisasterRecoveryError, Perman
 log = logging.getLogger(__name__)
 
 HEALTH_STATE_VARIABLE = "dr_health_state"
-# How long a person has to answer the approval. Not read from dr_config.yaml: a DAG file must
-# not do I/O at parse time, and the operator needs the value when the DAG is built.
-APPROVAL_TIMEOUT = timedelta(minutes=30)
 APPROVAL_TASK = "decide.approval"
 StepFunction = Callable[[Any, dict[str, Any]], dict[str, Any]]
 
@@ -221,7 +218,7 @@ def request_approval(kind: str) -> str:
                     "estimated data loss": (evidence.get("estimated_data_loss") or {}).get(
                         "summary"
                     ),
-                    "timeout": f"{APPROVAL_TIMEOUT} (no answer aborts)",
+                    "timeout": f"{load_settings().failover.approval_timeout} (no answer aborts)",
                 },
                 link=link,
             )
@@ -348,7 +345,9 @@ def build_switch_dag(kind: str, dag_id: str, doc_md: str | None, tags: list[str]
                         task_id="approval",
                         subject=f"Approve the {kind} ({{{{ params.reason }}}})?",
                         body="{{ ti.xcom_pull(task_ids='decide.notify') }}",
-                        response_timeout=APPROVAL_TIMEOUT,
+                        # failover.approval_timeout, read from the local policy file when the
+                        # DAG is built (no network at parse time), like every schedule.
+                        response_timeout=load_settings().failover.approval_timeout,
                         params={
                             "accept_data_loss": Param(
                                 False, type="boolean", description="Accept possible data loss"
