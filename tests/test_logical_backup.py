@@ -163,7 +163,10 @@ def test_native_replication_waits_then_checks(env: BackupEnv) -> None:
     dumped = logical.dump_to_s3(deployment, "postgresql_full", unique_time())
     with pytest.raises(VerificationError, match="did not deliver"):
         logical.replicate(deployment, "postgresql_full", dumped["file"])
-    # S3 replication (played by a thread here: moto does not replicate) delivers it late.
+    # S3 replication (played by a thread here: moto does not replicate) delivers it late; the
+    # wait is generous so a loaded machine cannot turn the late delivery into a miss.
+    env.write_config(storage={"replication": "native", "replication_wait": "60s"})
+    deployment = env.deployment()
     stores = env.stores()
     dumped2 = logical.dump_to_s3(deployment, "postgresql_full", unique_time())
     delivery = threading.Timer(1.0, stores.secondary.copy_from, (stores.primary, dumped2["key"]))
