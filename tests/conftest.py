@@ -56,17 +56,10 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.fixture(scope="session")
 def sandbox_env(sandbox: Sandbox) -> Iterator[dict[str, str]]:
     """The sandbox's ``sandbox.env`` variables, exported into this process for the session."""
-    env = sandbox.environment()
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
+    from failover_support import sandbox_environment
+
+    with sandbox_environment(sandbox) as env:
         yield env
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="session")
