@@ -21,6 +21,7 @@ from disaster_recovery.dns import DnsSwitch
 from disaster_recovery.sandbox import Sandbox, SandboxPorts
 from disaster_recovery.sandbox.webhook import read_messages
 from disaster_recovery.services import http_json
+from disaster_recovery.steps import FAILOVER_STEPS
 from failover_support import ApprovalAnswerer, sandbox_environment
 
 pytestmark = pytest.mark.integration
@@ -117,16 +118,7 @@ def test_approve_fails_over_to_secondary(box: Sandbox, airflow_db: None) -> None
     assert run.state == "success"
     assert result["status"] == "completed", result
     assert result["new_primary"] == "us-west-2"
-    assert result["steps_completed"] == [
-        "detect",
-        "decide",
-        "stop_writes",
-        "sync",
-        "promote",
-        "activate_services",
-        "dns",
-        "validate",
-    ]
+    assert result["steps_completed"] == list(FAILOVER_STEPS)
     assert not db.is_in_recovery(box.postgres("standby"))
     assert redisnode.state(box.redis("replica")).role == "master"
     assert redisnode.state(box.redis("primary")).role == "slave"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from disaster_recovery.steps import FAILBACK_STEPS, FAILOVER_STEPS
 
 DAG_IDS = ("dr_health_check", "dr_failover", "dr_failback")
 ALLOWED_TAGS = {"dr", "backup", "restore", "wal", "failover", "health", "drill", "maintenance"}
@@ -32,7 +33,8 @@ def test_failover_dag_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
     assert dag.schedule is None
     assert set(dag.params) == {"reason", "initiated_by", "dry_run", "accept_data_loss"}
     groups = [tid.split(".")[0] for tid in dag.task_ids if "." in tid]
-    assert list(dict.fromkeys(groups)) == [
+    assert tuple(dict.fromkeys(groups)) == FAILOVER_STEPS
+    assert FAILOVER_STEPS == (  # the eight steps of DESIGN.md, in order
         "detect",
         "decide",
         "stop_writes",
@@ -41,7 +43,7 @@ def test_failover_dag_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
         "activate_services",
         "dns",
         "validate",
-    ]
+    )
     approval = dag.get_task("decide.approval")
     assert type(approval).__mro__[1].__name__ == "ApprovalOperator"
     assert (
@@ -54,3 +56,24 @@ def test_health_dag_runs_every_minute(dagbag) -> None:  # type: ignore[no-untype
     dag = dagbag.dags["dr_health_check"]
     assert dag.schedule == "* * * * *"
     assert dag.get_task("trigger_failover").trigger_dag_id == "dr_failover"
+
+
+def test_failback_dag_runs_the_failback_steps(dagbag) -> None:  # type: ignore[no-untyped-def]
+    dag = dagbag.dags["dr_failback"]
+    groups = [tid.split(".")[0] for tid in dag.task_ids if "." in tid]
+    assert tuple(dict.fromkeys(groups)) == FAILBACK_STEPS
+
+
+def test_library_and_dags_run_the_same_steps() -> None:
+    """The in-process runs (CLI, API) and the DAG tasks call the same step functions."""
+    from typing import Any, cast
+
+    from disaster_recovery.airflow_support import failover_dags
+    from disaster_recovery.failback import failback_steps
+    from disaster_recovery.failover import failover_steps
+
+    plan = cast(Any, None)  # the step lists are lambdas: building them runs nothing
+    assert tuple(n for n, _ in failover_steps(plan, "r", "me", None)) == FAILOVER_STEPS
+    assert tuple(n for n, _ in failback_steps(plan, "r", "me", None)) == FAILBACK_STEPS
+    assert set(failover_dags._failover_steps()) == set(FAILOVER_STEPS) - {"decide"}
+    assert set(failover_dags._failback_steps()) == set(FAILBACK_STEPS) - {"decide"}

@@ -18,6 +18,7 @@ and has diverged by whatever it wrote that never reached the standby. Failback:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from psycopg import sql
@@ -41,19 +42,6 @@ from disaster_recovery.failover import (
     validate,
 )
 from disaster_recovery.health import check_health
-
-FAILBACK_STEPS = (
-    "detect",
-    "decide",
-    "rebuild_old_primary",
-    "stop_writes",
-    "sync",
-    "promote",
-    "rebuild_former_primary",
-    "activate_services",
-    "dns",
-    "validate",
-)
 
 
 def _replication_row(source: Any, name: str) -> tuple[Any, ...] | None:
@@ -219,16 +207,10 @@ def detect_failback(plan: Plan) -> dict[str, Any]:
     return record("detect", "done", evidence=evidence)
 
 
-def run_failback(
-    plan: Plan,
-    reason: str,
-    initiated_by: str,
-    *,
-    approve: Approver | None = None,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """``plan.source`` is the current primary region, ``plan.target`` the original one."""
-    steps = [
+def failback_steps(
+    plan: Plan, reason: str, initiated_by: str, approve: Approver | None
+) -> list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]]:
+    return [
         ("detect", lambda _r: detect_failback(plan)),
         (
             "decide",
@@ -251,8 +233,24 @@ def run_failback(
         ("dns", lambda _r: switch_dns(plan)),
         ("validate", lambda _r: validate(plan)),
     ]
+
+
+def run_failback(
+    plan: Plan,
+    reason: str,
+    initiated_by: str,
+    *,
+    approve: Approver | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """``plan.source`` is the current primary region, ``plan.target`` the original one."""
     return run_steps(
-        "failback", plan, steps, reason=reason, initiated_by=initiated_by, progress=progress
+        "failback",
+        plan,
+        failback_steps(plan, reason, initiated_by, approve),
+        reason=reason,
+        initiated_by=initiated_by,
+        progress=progress,
     )
 
 

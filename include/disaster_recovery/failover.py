@@ -38,16 +38,6 @@ from disaster_recovery.services import Services
 
 log = logging.getLogger(__name__)
 
-FAILOVER_STEPS = (
-    "detect",
-    "decide",
-    "stop_writes",
-    "sync",
-    "promote",
-    "activate_services",
-    "dns",
-    "validate",
-)
 # Settings a promoted node inherits from the node it was cloned or rewound from (NOTES.md):
 # a promoted clone with synchronous_standby_names hangs on its first commit.
 INHERITED_SETTINGS = (

@@ -19,6 +19,7 @@ from typing import Any
 from disaster_recovery.alerts import Alert
 from disaster_recovery.config import load_settings
 from disaster_recovery.errors import AbortedError, DisasterRecoveryError, PermanentError
+from disaster_recovery.steps import FAILBACK_STEPS, FAILOVER_STEPS
 
 log = logging.getLogger(__name__)
 
@@ -64,30 +65,7 @@ def _failback_steps() -> dict[str, StepFunction]:
     }
 
 
-STEP_NAMES = {
-    "failover": (
-        "detect",
-        "decide",
-        "stop_writes",
-        "sync",
-        "promote",
-        "activate_services",
-        "dns",
-        "validate",
-    ),
-    "failback": (
-        "detect",
-        "decide",
-        "rebuild_old_primary",
-        "stop_writes",
-        "sync",
-        "promote",
-        "rebuild_former_primary",
-        "activate_services",
-        "dns",
-        "validate",
-    ),
-}
+STEP_NAMES = {"failover": FAILOVER_STEPS, "failback": FAILBACK_STEPS}
 
 
 def _failing_since() -> str | None:
