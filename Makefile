@@ -40,8 +40,9 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Every benchmark with its defaults, one after the other (each starts its own sandbox).
 bench: install
-	$(PY) bench/run_all.py
+	@set -e; for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done
 
 # Regenerate the lock from the current virtualenv.
 lock: $(STAMP)

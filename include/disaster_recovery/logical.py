@@ -178,24 +178,28 @@ def dump_to_s3(
     file = run_file(backup_type, run_time)
     catalog = stores.catalog
     key = catalog.key_for(file)
-    existing = catalog.find(file)
-    object_head = stores.primary.head(key)
-    if existing is not None and object_head is not None:
+    # One HEAD in the usual case (no object yet); the manifest is read only when there is one.
+    if stores.primary.head(key) is None:
+        manifest = _dump(deployment, stores, backup_type, file, who or actor())
+        return {
+            "file": manifest.file,
+            "key": manifest.key,
+            "bucket": manifest.bucket,
+            "reused": False,
+        }
+    if catalog.find(file) is not None:
         log.info(
             "backup %s already exists; reusing it (the next steps check it)",
             stores.primary.url(key),
         )
         return {"file": file, "key": key, "bucket": stores.primary.bucket, "reused": True}
-    if object_head is not None:
-        raise VerificationError(
-            f"{stores.primary.url(key)} exists but its manifest is missing (an earlier run died "
-            "after the upload, or the manifest was deleted); refusing to overwrite it. Inspect it, "
-            "delete it if it is garbage, then re-run.",
-            check="manifest",
-            key=key,
-        )
-    manifest = _dump(deployment, stores, backup_type, file, who or actor())
-    return {"file": manifest.file, "key": manifest.key, "bucket": manifest.bucket, "reused": False}
+    raise VerificationError(
+        f"{stores.primary.url(key)} exists but its manifest is missing (an earlier run died "
+        "after the upload, or the manifest was deleted); refusing to overwrite it. Inspect it, "
+        "delete it if it is garbage, then re-run.",
+        check="manifest",
+        key=key,
+    )
 
 
 def _dump(

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 READ_CHUNK = 1 * MIB
+UPLOAD_THREADS = 4
 
 
 class ProducerFailed(DisasterRecoveryError):
@@ -111,9 +112,13 @@ class ObjectStore:
         self.transfer = TransferConfig(
             multipart_threshold=chunk_mib * MIB,
             multipart_chunksize=chunk_mib * MIB,
-            max_concurrency=4,
+            max_concurrency=UPLOAD_THREADS,
             use_threads=True,
         )
+        # A stream's parts wait in memory for a free thread; s3transfer allows 10 by default
+        # (160 MiB at 16 MiB parts). One per thread plus one being read bounds memory, and a slow
+        # S3 then slows pg_dump down (pipe back-pressure) instead of growing the worker.
+        self.transfer.max_in_memory_upload_chunks = UPLOAD_THREADS + 1
 
     def __repr__(self) -> str:
         return f"ObjectStore(s3://{self.bucket}, region={self.endpoint.region})"
