@@ -6,8 +6,11 @@
    entry point and for the full ``dr`` CLI.
 2. Sustained WAL rate under pgbench with the archiver in place: WAL produced vs archived per
    second, and the ``.ready`` backlog in ``pg_wal`` sampled every second (it must not grow).
+3. A burst (one statement writing ~320 MB of WAL) until the last segment is archived, with
+   ``pitr.push_ahead`` 0 (one file per archive_command call) and 4 (upload-ahead).
 
 Usage: PYTHONPATH=include python bench/wal_archive.py [--segments 8] [--pgbench-seconds 30]
+       [--burst-mb 320] [--push-ahead 0 4]
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from disaster_recovery import db, pgbin
 from disaster_recovery.localpg import server_os_user
-from disaster_recovery.wal import archiver_python
+from disaster_recovery.wal import archiver_python, load_env_file
 from pitr_support import private_sandbox
 
 SEGMENT = 16 * 1024 * 1024
@@ -158,11 +163,24 @@ def sustained_rate(box: object, seconds: int) -> dict[str, float]:
     }
 
 
-def burst_throughput(box: object, megabytes: int) -> dict[str, float]:
+def set_push_ahead(box: object, files: int) -> None:
+    """Rewrite ``pitr.push_ahead`` in the policy file the archiver reads (its env file's
+    DR_CONFIG); the next archive_command call uses it."""
+    env = load_env_file(box.root / "wal" / "wal.env")  # type: ignore[attr-defined]
+    policy = Path(env["DR_CONFIG"])
+    document = yaml.safe_load(policy.read_text())
+    document.setdefault("pitr", {})["push_ahead"] = files
+    policy.write_text(yaml.safe_dump(document))
+
+
+def burst_throughput(box: object, megabytes: int, push_ahead: int) -> dict[str, float]:
     """Write ~``megabytes`` of WAL in one statement, then time until every segment is archived:
     the archiver's sustained rate when it, not the workload, is the bottleneck."""
     primary = box.postgres("primary")  # type: ignore[attr-defined]
+    set_push_ahead(box, push_ahead)
     with db.connect(primary, "postgres") as conn:
+        conn.execute("DROP TABLE IF EXISTS burst")
+        conn.execute("CHECKPOINT")
         start_lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
         started = time.perf_counter()
         conn.execute(
@@ -183,10 +201,12 @@ def burst_throughput(box: object, megabytes: int) -> dict[str, float]:
                 break
             time.sleep(0.2)
         total = time.perf_counter() - started
+    label = f"burst, push_ahead={push_ahead}"
     return {
-        "burst WAL written (MB)": wal_bytes / 1e6,
-        "burst: WAL written at MB/s": wal_bytes / 1e6 / written,
-        "burst: archived at MB/s (write start -> all archived)": wal_bytes / 1e6 / total,
+        f"{label}: WAL written (MB)": wal_bytes / 1e6,
+        f"{label}: WAL written at MB/s": wal_bytes / 1e6 / written,
+        f"{label}: archived at MB/s (write start -> all archived)": wal_bytes / 1e6 / total,
+        f"{label}: write start -> all archived (s)": total,
     }
 
 
@@ -194,12 +214,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--segments", type=int, default=8)
     parser.add_argument("--pgbench-seconds", type=int, default=30)
-    parser.add_argument("--burst-mb", type=int, default=160)
+    parser.add_argument("--burst-mb", type=int, default=320)
+    parser.add_argument(
+        "--push-ahead",
+        type=int,
+        nargs="+",
+        default=[0, 4],
+        help="pitr.push_ahead values to compare",
+    )
     args = parser.parse_args()
     with private_sandbox(scale=0.2) as box:
         results = segment_costs(box, args.segments)
         results.update(sustained_rate(box, args.pgbench_seconds))
-        results.update(burst_throughput(box, args.burst_mb))
+        for push_ahead in args.push_ahead:
+            results.update(burst_throughput(box, args.burst_mb, push_ahead))
     width = max(len(k) for k in results)
     for key, value in results.items():
         print(f"{key:<{width}}  {value:10.3f}")

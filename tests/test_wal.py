@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from disaster_recovery import db
+from disaster_recovery.errors import ConflictError
 from disaster_recovery.sandbox import Sandbox
 from disaster_recovery.sandbox.webhook import read_messages
 from disaster_recovery.wal import (
@@ -211,6 +212,75 @@ def test_identical_segment_offered_again_is_success_and_different_is_refused(
     archive = WalArchive.for_deployment(deployment_for(sandbox))
     for region in archive.regions:
         assert _sha(archive.store(region).get_bytes(archive.key(segment))) == _sha(original)
+
+
+def _pg_wal_with_ready_files(folder: Path, timeline: int, count: int) -> list[Path]:
+    """A pg_wal folder as PostgreSQL leaves it: ``count`` finished segments marked ``.ready``."""
+    status = folder / "pg_wal" / "archive_status"
+    status.mkdir(parents=True)
+    files = []
+    for segno in range(1, count + 1):
+        file = folder / "pg_wal" / segment_name(timeline, segno)
+        file.write_bytes(os.urandom(64 * 1024))
+        (status / f"{file.name}.ready").touch()
+        files.append(file)
+    (folder / "pg_wal" / "00000001.history").write_bytes(b"not marked ready")
+    return files
+
+
+def test_push_takes_the_next_finished_segments_along(sandbox: Sandbox, tmp_path: Path) -> None:
+    """WAL-G's upload-ahead: one call archives the file asked for and the next ``.ready`` ones;
+    when PostgreSQL offers those, their markers answer without S3."""
+    files = _pg_wal_with_ready_files(tmp_path, FAKE_TIMELINE + 1, 4)
+    status = tmp_path / "pg_wal" / "archive_status"
+    archive = WalArchive.for_deployment(deployment_for(sandbox))
+    archive.push_ahead = 2
+    first = archive.push(files[0])
+    assert first["pushed_ahead"] == [files[1].name, files[2].name]  # oldest first, at most 2
+    assert "ahead_failed" not in first
+    for region in archive.regions:
+        store = archive.store(region)
+        for file in files[:3]:
+            assert store.get_bytes(archive.key(file.name)) == file.read_bytes()
+        assert store.head(archive.key(files[3].name)) is None
+        assert store.head(archive.key("00000001.history")) is None  # not .ready: not taken
+    (status / f"{files[0].name}.ready").rename(status / f"{files[0].name}.done")
+
+    # PostgreSQL offers the next file: a new process, no S3 client built, marker consumed.
+    fresh = WalArchive.for_deployment(deployment_for(sandbox))
+    second = fresh.push(files[1])
+    assert set(second["regions"].values()) == {"archived ahead by an earlier call"}
+    assert second["sha256"] == _sha(files[1].read_bytes()) and fresh._stores == {}
+    assert not (tmp_path / "pg_wal" / "dr_archive_status" / files[1].name).exists()
+    (status / f"{files[1].name}.ready").rename(status / f"{files[1].name}.done")
+
+    # A file whose bytes changed since its marker is pushed for real (and compared in S3).
+    files[2].write_bytes(b"changed")
+    with pytest.raises(ConflictError):
+        fresh.push(files[2])
+    for region in archive.regions:
+        assert archive.store(region).get_bytes(archive.key(files[2].name)) != b"changed"
+
+
+def test_a_failure_pushing_ahead_does_not_fail_the_file_asked_for(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    files = _pg_wal_with_ready_files(tmp_path, FAKE_TIMELINE + 2, 2)
+    archive = WalArchive.for_deployment(deployment_for(sandbox))
+    archive.push_ahead = 4
+    secondary = archive.store(archive.regions[1])
+    # Another cluster's object under the next segment's name in one region.
+    secondary.put_bytes(archive.key(files[1].name), b"someone else's segment")
+    result = archive.push(files[0])
+    assert set(result["regions"].values()) == {"archived"}
+    assert result["pushed_ahead"] == []
+    assert "conflict" in result["ahead_failed"][files[1].name].lower()
+    assert secondary.get_bytes(archive.key(files[1].name)) == b"someone else's segment"
+    # Its own turn reports the conflict to PostgreSQL (exit 1), still without overwriting.
+    env_file = sandbox.root / "wal" / "wal.env"
+    refused = _wal(env_file, "push", str(files[1]))
+    assert refused.returncode == 1 and "conflict" in refused.stderr.lower()
+    assert secondary.get_bytes(archive.key(files[1].name)) == b"someone else's segment"
 
 
 def test_fetch_of_a_segment_never_archived_exits_1(sandbox: Sandbox, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from croniter import croniter
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from disaster_recovery.errors import ConfigError
+from disaster_recovery.wal import DEFAULT_PUSH_AHEAD
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "dr_config.yaml"
 CONFIG_ENV_VAR = "DR_CONFIG"
@@ -194,6 +195,9 @@ class Pitr(_Section):
     base_retention: Retention = Retention(max_age=timedelta(days=7), keep_last=7)
     # Budget of one point-in-time restore (download, combine, WAL replay).
     restore_timeout: Duration = timedelta(hours=2)
+    # archive_command also pushes up to this many other finished WAL files, in parallel, so a
+    # burst of writes drains faster than one upload per call (0: only the file asked for).
+    push_ahead: int = Field(DEFAULT_PUSH_AHEAD, ge=0, le=32)
 
 
 class Environment(_Section):

@@ -53,6 +53,8 @@ DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 # restore_command exit statuses above 125 make PostgreSQL abort recovery (see module docstring).
 FETCH_FATAL_EXIT = 126
 FETCH_NOT_FOUND_EXIT = 1
+# Finished files pushed along with the one archive_command is called for (Pitr.push_ahead).
+DEFAULT_PUSH_AHEAD = 4
 
 _SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 _ARCHIVABLE = re.compile(
@@ -248,6 +250,7 @@ def archiver_config(settings: Settings) -> dict[str, Any]:
         "regions": settings.regions.model_dump(),
         "storage": {"prefix": settings.storage.prefix, "buckets": dict(settings.storage.buckets)},
         "connections": settings.connections.model_dump(),
+        "pitr": {"push_ahead": settings.pitr.push_ahead},
     }
 
 
@@ -324,6 +327,64 @@ def archiver_command(action: str, env_file: Path) -> str:
 # -- the archive ----------------------------------------------------------------------------
 
 
+def ready_to_archive(file: Path, limit: int) -> list[Path]:
+    """Up to ``limit`` other files PostgreSQL has finished and not yet archived (``.ready`` in
+    ``pg_wal/archive_status``), oldest first: the ones it will offer next. PostgreSQL recycles
+    a segment only once it is ``.done``, so these stay readable while they are pushed."""
+    if limit <= 0:
+        return []
+    try:
+        names = sorted(
+            entry.name.removesuffix(".ready")
+            for entry in (file.parent / "archive_status").iterdir()
+            if entry.name.endswith(".ready")
+        )
+    except OSError:  # not a pg_wal folder (a file pushed by hand): nothing to take along
+        return []
+    return [file.parent / n for n in names if n != file.name and is_archivable(n)][:limit]
+
+
+class PushedAhead:
+    """Markers of files pushed ahead, in ``pg_wal/dr_archive_status/<name>`` holding the file's
+    SHA-256 (WAL-G keeps its own in ``pg_wal/walg_data``). A marker is taken only for a file
+    whose bytes still hash to it, and is dropped once PostgreSQL no longer lists the file as
+    ``.ready`` (archived, or removed by a crash recovery)."""
+
+    FOLDER = "dr_archive_status"
+
+    def __init__(self, pg_wal: Path):
+        self.pg_wal = pg_wal
+        self.folder = pg_wal / self.FOLDER
+
+    def has(self, file: Path) -> bool:
+        return (self.folder / file.name).is_file()
+
+    def put(self, file: Path, sha256: str) -> None:
+        self.folder.mkdir(exist_ok=True)
+        _write_atomically(self.folder / file.name, sha256.encode())
+
+    def take(self, file: Path) -> str | None:
+        """The file's SHA-256 if it was pushed ahead with these very bytes (the marker is then
+        removed); None when there is no marker or the bytes differ (push it normally)."""
+        marker = self.folder / file.name
+        try:
+            recorded = marker.read_text().strip()
+            actual = hashlib.sha256(file.read_bytes()).hexdigest()
+        except OSError:
+            return None
+        marker.unlink(missing_ok=True)
+        return actual if actual == recorded else None
+
+    def forget_archived(self) -> None:
+        status = self.pg_wal / "archive_status"
+        try:
+            for marker in self.folder.iterdir():
+                if not (status / f"{marker.name}.ready").exists():
+                    marker.unlink(missing_ok=True)
+        except OSError:
+            pass  # no markers yet
+
+
 def wal_prefix(storage_prefix: str) -> str:
     return f"{storage_prefix}/{WAL_TYPE}/".lstrip("/")
 
@@ -337,9 +398,10 @@ class ArchiveLocation:
     endpoint: AwsEndpoint
 
 
-def _lean_locations(config_file: str) -> tuple[str, list[ArchiveLocation]]:
-    """Prefix and locations from the policy file, read without the pydantic settings model:
-    the archiver runs once per segment and only needs these keys (start-up cost, docs/pitr.md)."""
+def _lean_policy(config_file: str) -> tuple[str, list[ArchiveLocation], int]:
+    """Prefix, locations and ``pitr.push_ahead`` from the policy file, read without the pydantic
+    settings model: the archiver runs once per segment and only needs these keys (start-up cost,
+    docs/pitr.md). The full model validates the same file wherever Airflow loads it."""
     import yaml
 
     from disaster_recovery.endpoints import aws_endpoint, connection_from_env
@@ -364,7 +426,8 @@ def _lean_locations(config_file: str) -> tuple[str, list[ArchiveLocation]]:
             raise ConfigError(f"{config_file}: storage.buckets has no bucket for region {region!r}")
         conn = connection_from_env(connections[f"aws_{role}"])
         locations.append(ArchiveLocation(region, buckets[region], aws_endpoint(conn, region)))
-    return str(storage.get("prefix", "litper")).strip("/"), locations
+    push_ahead = int((data.get("pitr") or {}).get("push_ahead", DEFAULT_PUSH_AHEAD))
+    return str(storage.get("prefix", "litper")).strip("/"), locations, push_ahead
 
 
 @dataclass
@@ -373,6 +436,7 @@ class WalArchive:
 
     prefix: str
     locations: list[ArchiveLocation]
+    push_ahead: int = 0
     _stores: dict[str, ObjectStore] = field(default_factory=dict, repr=False)
     _session: Any = field(default=None, repr=False)
 
@@ -385,6 +449,7 @@ class WalArchive:
                 ArchiveLocation(region, settings.bucket(region), deployment.aws(region))
                 for region in (settings.regions.primary, settings.regions.secondary)
             ],
+            settings.pitr.push_ahead,
         )
 
     @classmethod
@@ -392,8 +457,8 @@ class WalArchive:
         """Policy from ``$DR_CONFIG``, S3 Connections from ``AIRFLOW_CONN_*`` variables."""
         # Same lookup as config.config_path(), without importing the pydantic model.
         default = Path(__file__).resolve().parent.parent / "dr_config.yaml"
-        prefix, locations = _lean_locations(os.environ.get("DR_CONFIG") or str(default))
-        return cls(prefix, locations)
+        prefix, locations, push_ahead = _lean_policy(os.environ.get("DR_CONFIG") or str(default))
+        return cls(prefix, locations, push_ahead)
 
     @property
     def regions(self) -> list[str]:
@@ -431,13 +496,55 @@ class WalArchive:
     # -- archive_command ---------------------------------------------------------------
 
     def push(self, path: str | Path) -> dict[str, Any]:
-        """Archive one file to every region. Identical existing objects are success; a
-        different one raises :class:`ConflictError`; any region failing raises (PostgreSQL
-        retries the file), after the other regions were tried."""
+        """Archive one file to every region, and with it up to ``push_ahead`` other finished
+        files waiting in ``pg_wal`` (WAL-G's upload-ahead): PostgreSQL runs archive_command one
+        file at a time, so a burst of WAL otherwise drains at one upload per call. A file pushed
+        ahead gets a marker (:class:`PushedAhead`) holding its SHA-256; when PostgreSQL offers
+        it, the marker answers without building an S3 client.
+
+        Only the requested file decides the outcome: identical existing objects are success, a
+        different one raises :class:`ConflictError`, any region failing raises (PostgreSQL
+        retries the file). A file pushed ahead that fails is only logged and gets no marker;
+        PostgreSQL offers it again in its turn and gets the error then."""
         file = Path(path)
-        name = file.name
-        if not is_archivable(name):
+        if not is_archivable(file.name):
             raise PermanentError(f"{file}: not a WAL segment, history or backup file name")
+        markers = PushedAhead(file.parent)
+        sha256 = markers.take(file)
+        if sha256 is not None:
+            return {
+                "file": file.name,
+                "sha256": sha256,
+                "size_bytes": file.stat().st_size,
+                "regions": dict.fromkeys(self.regions, "archived ahead by an earlier call"),
+                "pushed_ahead": [],
+            }
+        # Clients are built first (boto3 sessions are not thread-safe while creating clients).
+        for region in self.regions:
+            self.store(region)
+        from concurrent.futures import ThreadPoolExecutor
+
+        ahead = [f for f in ready_to_archive(file, self.push_ahead) if not markers.has(f)]
+        with ThreadPoolExecutor(max_workers=1 + len(ahead)) as pool:
+            requested = pool.submit(self._push_file, file)
+            others = {other: pool.submit(self._push_file, other) for other in ahead}
+        result = requested.result()
+        result["pushed_ahead"], failed = [], {}
+        for other, future in others.items():
+            try:
+                markers.put(other, future.result()["sha256"])
+                result["pushed_ahead"].append(other.name)
+            except Exception as exc:  # the file's own turn reports it
+                failed[other.name] = str(exc).splitlines()[0]
+                log.warning("pushing %s ahead failed (retried in its turn): %s", other.name, exc)
+        if failed:
+            result["ahead_failed"] = failed
+        markers.forget_archived()
+        return result
+
+    def _push_file(self, file: Path) -> dict[str, Any]:
+        """One file to every region at once (module docstring: the rules PostgreSQL imposes)."""
+        name = file.name
         try:
             data = file.read_bytes()
         except OSError as exc:
@@ -463,11 +570,6 @@ class WalArchive:
                 errors.append(exc)
                 outcome[region] = f"failed: {str(exc).splitlines()[0]}"
 
-        # Both regions at once: the archiver handles one segment at a time, so its throughput
-        # is one segment per upload time. Clients are built first (boto3 sessions are not
-        # thread-safe while creating clients).
-        for region in self.regions:
-            self.store(region)
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=len(self.regions)) as pool:
