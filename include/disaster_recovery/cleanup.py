@@ -9,13 +9,15 @@ delete). The logical tiers are one step (``daily``/``weekly``/``monthly``); the 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from disaster_recovery.catalog import Manifest
+from disaster_recovery.catalog import EXTENSIONS, MANIFEST_SUFFIX, Manifest, parse_backup_file
 from disaster_recovery.endpoints import Deployment
+from disaster_recovery.errors import NotFoundError
 from disaster_recovery.logical import Stores
 from disaster_recovery.retention import (
     TIER_ALIASES,
@@ -23,8 +25,11 @@ from disaster_recovery.retention import (
     plan_deletions,
     policies_from_settings,
 )
+from disaster_recovery.storage import ObjectStore
 
 log = logging.getLogger(__name__)
+
+_BACKUP_NAME = re.compile(r"^postgresql_[a-z]+_\d{8}_\d{6}\.(?:dump|tar)")
 
 
 @dataclass
@@ -83,7 +88,89 @@ def cleanup_chain(deployment: Deployment, now: datetime, dry_run: bool) -> StepR
     return StepReport(counts, items)
 
 
-CLEANUP_STEPS: list[CleanupStep] = [cleanup_logical, cleanup_chain]
+def cleanup_leftovers(deployment: Deployment, now: datetime, dry_run: bool) -> StepReport:
+    """What no manifest accounts for, in both regions, once older than
+    ``backup.leftover_grace``: backup objects whose manifest was never written (a run killed
+    between upload and manifest; never a restore candidate) and multipart uploads never
+    completed or aborted (a SIGKILLed worker; S3 bills their parts until aborted)."""
+    stores = Stores.of(deployment)
+    prefix = deployment.settings.storage.prefix
+    cutoff = now - deployment.settings.backup.leftover_grace
+    counts = {"orphans": 0, "stale_uploads": 0}
+    items: list[dict[str, Any]] = []
+    for store in (stores.primary, stores.secondary):
+        region = store.endpoint.region
+        for key in orphaned_objects(store, prefix, cutoff):
+            items.append(
+                {
+                    "file": key.rsplit("/", 1)[-1],
+                    "key": key,
+                    "region": region,
+                    "reason": "no manifest",
+                }
+            )
+            counts["orphans"] += 1
+            if not dry_run:
+                store.delete([key])
+        for upload in store.multipart_uploads(f"{prefix}/".lstrip("/")):
+            if _upload_started(upload) < cutoff:
+                items.append(
+                    {
+                        "key": upload["Key"],
+                        "region": region,
+                        "reason": "multipart upload never completed",
+                    }
+                )
+                counts["stale_uploads"] += 1
+                if not dry_run:
+                    store.abort_upload(upload["Key"], upload["UploadId"])
+    if counts["orphans"] or counts["stale_uploads"]:
+        log.warning("leftovers%s: %s", " (dry run)" if dry_run else "", items)
+    return StepReport(counts, items)
+
+
+def _upload_started(upload: dict[str, Any]) -> datetime:
+    """When an upload began: S3's ``Initiated``, or the run time in a backup's name if later
+    (moto and some S3-compatible stores report a fixed or missing time, which must not make a
+    backup in progress look stale)."""
+    started: datetime = upload.get("Initiated") or datetime.min.replace(tzinfo=UTC)
+    try:
+        _, named = parse_backup_file(upload["Key"])
+    except NotFoundError:
+        return started
+    return max(started, named)
+
+
+def orphaned_objects(store: ObjectStore, prefix: str, cutoff: datetime) -> list[str]:
+    """Keys of backup objects (and their companions) older than ``cutoff`` whose backup has no
+    manifest."""
+    orphans = []
+    for backup_type in EXTENSIONS:
+        entries = list(store.list_keys(f"{prefix}/{backup_type}/".lstrip("/")))
+        catalogued = {
+            e["Key"].removesuffix(MANIFEST_SUFFIX)
+            for e in entries
+            if e["Key"].endswith(MANIFEST_SUFFIX)
+        }
+        for entry in entries:
+            key = entry["Key"]
+            backup = _backup_key(key)
+            if backup and backup not in catalogued and entry["LastModified"] < cutoff:
+                orphans.append(key)
+    return orphans
+
+
+def _backup_key(key: str) -> str | None:
+    """The backup object a key belongs to (itself, or the backup whose companion it is, as
+    ``...tar.backup_manifest``); None for manifests and foreign keys."""
+    if key.endswith(MANIFEST_SUFFIX):
+        return None
+    folder, _, name = key.rpartition("/")
+    match = _BACKUP_NAME.match(name)
+    return f"{folder}/{match.group(0)}" if match else None
+
+
+CLEANUP_STEPS: list[CleanupStep] = [cleanup_logical, cleanup_chain, cleanup_leftovers]
 
 
 def cleanup_old_backups(

@@ -181,6 +181,10 @@ class Backup(_Section):
     # Airflow retries of a failed backup task (transient errors only: a failed check never retries).
     task_retries: int = Field(2, ge=0)
     retry_delay: Duration = timedelta(minutes=5)
+    # Cleanup removes backup objects that have no manifest (a run died between upload and
+    # manifest) and aborts multipart uploads (a killed worker cannot abort its own) once they are
+    # this old; a live backup saves its manifest within seconds of its object.
+    leftover_grace: Duration = timedelta(days=1)
 
 
 class Pitr(_Section):

@@ -196,7 +196,8 @@ def dump_to_s3(
     raise VerificationError(
         f"{stores.primary.url(key)} exists but its manifest is missing (an earlier run died "
         "after the upload, or the manifest was deleted); refusing to overwrite it. Inspect it, "
-        "delete it if it is garbage, then re-run.",
+        "delete it if it is garbage (postgresql_backup_cleanup removes it once older than "
+        "backup.leftover_grace), then re-run.",
         check="manifest",
         key=key,
     )

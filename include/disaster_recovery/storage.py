@@ -312,13 +312,28 @@ class ObjectStore:
         )
 
     def open_multipart_uploads(self, prefix: str = "") -> list[str]:
-        response = self._call(
-            f"LIST uploads in s3://{self.bucket}",
-            self.client.list_multipart_uploads,
+        return [upload["Key"] for upload in self.multipart_uploads(prefix)]
+
+    def multipart_uploads(self, prefix: str = "") -> list[dict[str, Any]]:
+        """Multipart uploads begun and never completed nor aborted (Key, UploadId, Initiated)."""
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        try:
+            return [
+                upload
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+                for upload in page.get("Uploads", [])
+            ]
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"LIST uploads in s3://{self.bucket}", self.endpoint) from exc
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        self._call(
+            f"ABORT upload of {self.url(key)}",
+            self.client.abort_multipart_upload,
             Bucket=self.bucket,
-            Prefix=prefix,
+            Key=key,
+            UploadId=upload_id,
         )
-        return [u["Key"] for u in response.get("Uploads", [])]
 
     def ensure_bucket(self) -> None:
         """Create the bucket if missing (sandbox and tests; real buckets come from IaC)."""
