@@ -283,6 +283,59 @@ def test_a_failure_pushing_ahead_does_not_fail_the_file_asked_for(
     assert secondary.get_bytes(archive.key(files[1].name)) == b"someone else's segment"
 
 
+def _archiver(endpoint: object) -> tuple[str, int, int]:
+    with db.connect(endpoint, "postgres") as conn:  # type: ignore[arg-type]
+        row = conn.execute(
+            "SELECT coalesce(last_archived_wal, ''), archived_count, failed_count"
+            " FROM pg_stat_archiver"
+        ).fetchone()
+    assert row is not None
+    return str(row[0]), int(row[1]), int(row[2])
+
+
+def test_the_standby_archives_what_the_primary_could_not() -> None:
+    """archive_mode=always: the standby archives every segment it receives into the same
+    archive. WAL the primary never archived (its archiver broken, or its region lost first) is
+    there anyway, and when both archive a segment the copies are identical (no conflict)."""
+    with private_sandbox() as box:
+        primary, standby = box.postgres("primary"), box.postgres("standby")
+        archive = WalArchive.for_deployment(deployment_for(box))
+        with db.connect(primary, "postgres") as conn:
+            conn.execute("ALTER SYSTEM SET archive_command = 'false'")
+            conn.execute("SELECT pg_reload_conf()")
+            segments = []
+            for _ in range(3):
+                conn.execute("SELECT txid_current()")
+                row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+                assert row is not None
+                segments.append(str(row[0]))
+        deadline = time.monotonic() + 90
+        missing = set(segments)
+        while missing and time.monotonic() < deadline:
+            missing = {
+                name
+                for name in segments
+                for region in archive.regions
+                if archive.store(region).head(archive.key(name)) is None
+            }
+            time.sleep(0.5)
+        assert not missing, f"the standby did not archive {sorted(missing)}"
+        last_by_primary, _, failed = _archiver(primary)
+        assert failed > 0 and last_by_primary[:24] < segments[0]  # the primary archived none
+
+        # The primary's archiver comes back: it offers the same segments, finds them identical.
+        with db.connect(primary, "postgres") as conn:
+            conn.execute("ALTER SYSTEM RESET archive_command")
+            conn.execute("SELECT pg_reload_conf()")
+        latest = switch_and_wait_archived(primary, timeout=90)
+        deadline = time.monotonic() + 90
+        while _archiver(standby)[0][:24] < latest and time.monotonic() < deadline:
+            time.sleep(0.5)
+        last_by_standby, _, standby_failures = _archiver(standby)
+        assert last_by_standby[:24] >= latest
+        assert standby_failures == 0  # both archived the same segments: never a conflict
+
+
 def test_fetch_of_a_segment_never_archived_exits_1(sandbox: Sandbox, tmp_path: Path) -> None:
     result = _wal(
         sandbox.root / "wal" / "wal.env", "fetch", "000000AA00000000000000FE", str(tmp_path / "x")

@@ -262,7 +262,10 @@ class Sandbox:
                     "hot_standby": "on",
                     "wal_keep_size": "'256MB'",
                     "synchronous_commit": "on",
-                    "archive_mode": "on",
+                    # "always": the standby (a clone of this file) archives every segment it
+                    # receives too, into the same archive (identical files are success), so WAL
+                    # the primary could not archive before it was lost is there after a failover.
+                    "archive_mode": "always",
                     # The WAL archiver (`dr wal push`), to both regions' buckets (docs/pitr.md).
                     "archive_command": quote_conf(self._archive_command()),
                     "archive_timeout": str(
