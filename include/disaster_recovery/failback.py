@@ -223,7 +223,12 @@ def failback_steps(
             lambda _r: rebuild_as_standby(plan, plan.target, plan.source, "rebuild_old_primary"),
         ),
         ("stop_writes", lambda _r: stop_writes(plan)),
-        ("sync", lambda r: sync(plan, r["stop_writes"].get("final_lsn") or _current_lsn(plan))),
+        (
+            "sync",
+            lambda r: sync(
+                plan, (r.get("stop_writes") or {}).get("final_lsn") or _current_lsn(plan)
+            ),
+        ),
         ("promote", lambda _r: promote(plan)),
         (
             "rebuild_former_primary",

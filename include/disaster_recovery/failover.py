@@ -670,7 +670,7 @@ def failover_steps(
             lambda r: decide_step(plan, reason, initiated_by, approve, r["detect"]["evidence"]),
         ),
         ("stop_writes", lambda _r: stop_writes(plan)),
-        ("sync", lambda r: sync(plan, r["stop_writes"].get("final_lsn"))),
+        ("sync", lambda r: sync(plan, (r.get("stop_writes") or {}).get("final_lsn"))),
         ("promote", lambda _r: promote(plan)),
         ("activate_services", lambda _r: activate_services(plan)),
         ("dns", lambda _r: switch_dns(plan)),
@@ -801,17 +801,15 @@ class FailoverOrchestrator:
         """Fail over to the secondary region; the result document (status completed, aborted,
         failed or dry_run). Calling it is the decision unless ``approve`` is given."""
         plan = self.plan(dry_run=dry_run, accept_data_loss=accept_data_loss)
-        result = await asyncio.to_thread(
-            functools.partial(run_failover, approve=approve, progress=progress),
+        return await self._run(
+            run_failover,
             plan,
             reason,
             initiated_by,
+            approve=approve,
+            progress=progress,
+            publish=publish,
         )
-        if publish:
-            result["published"] = await asyncio.to_thread(
-                publish_result, self.deployment, plan.target, result
-            )
-        return result
 
     async def execute_failback(
         self,
@@ -826,8 +824,30 @@ class FailoverOrchestrator:
         from disaster_recovery.failback import run_failback
 
         plan = Plan(self.deployment, self.secondary_region, self.primary_region)
+        return await self._run(
+            run_failback,
+            plan,
+            reason,
+            initiated_by,
+            approve=approve,
+            progress=progress,
+            publish=publish,
+        )
+
+    async def _run(
+        self,
+        runner: Callable[..., dict[str, Any]],
+        plan: Plan,
+        reason: str,
+        initiated_by: str,
+        *,
+        approve: Approver | None,
+        progress: Progress | None,
+        publish: bool,
+    ) -> dict[str, Any]:
+        """``runner`` (run_failover or run_failback) off the event loop; the result to S3."""
         result = await asyncio.to_thread(
-            functools.partial(run_failback, approve=approve, progress=progress),
+            functools.partial(runner, approve=approve, progress=progress),
             plan,
             reason,
             initiated_by,

@@ -15,7 +15,6 @@ docs/pitr.md for why.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -327,14 +326,8 @@ def verify_backup(deployment: Deployment, file: str, region: str | None = None) 
         with tempfile.TemporaryDirectory(prefix="dr-verify-") as scratch:
             folder = Path(scratch)
             tar_path = folder / "base.tar"
-            hasher = hashlib.sha256()
-            size = 0
-            with tar_path.open("wb") as out:
-                for chunk in store.iter_bytes(manifest.key):
-                    hasher.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-            _check_digest(store, manifest, size, hasher.hexdigest())
+            copy = store.digest(manifest.key, copy_to=tar_path)
+            _check_digest(store, manifest, copy.size, copy.sha256)
             checks["exists"] = True
             checks["sha256"] = manifest.sha256
             backup_manifest = _extract_backup_manifest(tar_path, folder, manifest)

@@ -10,7 +10,6 @@ is removed when the restore ends. With one job the object streams straight into 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 import time
@@ -92,17 +91,11 @@ def prepare_target(server: PostgresEndpoint, target_db: str, *, replace: bool) -
 
 def download_checked(store: ObjectStore, manifest: Manifest, path: Path) -> None:
     """Download the object to ``path``; its size and SHA-256 must match the manifest."""
-    hasher = hashlib.sha256()
-    size = 0
-    with path.open("wb") as out:
-        for data in store.iter_bytes(manifest.key):
-            hasher.update(data)
-            size += len(data)
-            out.write(data)
-    if (size, hasher.hexdigest()) != (manifest.size_bytes, manifest.sha256):
+    copy = store.digest(manifest.key, copy_to=path)
+    if (copy.size, copy.sha256) != (manifest.size_bytes, manifest.sha256):
         raise VerificationError(
-            f"{store.url(manifest.key)}: downloaded {size} bytes with SHA-256 "
-            f"{hasher.hexdigest()}, "
+            f"{store.url(manifest.key)}: downloaded {copy.size} bytes with SHA-256 "
+            f"{copy.sha256}, "
             f"the manifest says {manifest.size_bytes} bytes and {manifest.sha256}",
             check="checksum",
             key=manifest.key,

@@ -7,12 +7,13 @@ multipart object are checksums of parts, so the file's SHA-256 is ours and lives
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
+from pathlib import Path
 from typing import IO, Any
 
 import boto3
@@ -103,12 +104,37 @@ def _translate(exc: Exception, what: str, endpoint: AwsEndpoint) -> DisasterReco
     return UnavailableError(f"{where}: {exc}")
 
 
+def s3_client(
+    endpoint: AwsEndpoint,
+    *,
+    session: Any = None,
+    max_attempts: int = 5,
+    connect_timeout: float = 10,
+    read_timeout: float = 120,
+) -> Any:
+    """A boto3 S3 client for ``endpoint`` (a new session unless one is given)."""
+    config = Config(
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        # Our own SHA-256 is the check; S3's per-part checksums break after a server-side
+        # copy of a multipart object (FlexibleChecksumError on the bytes that are right).
+        response_checksum_validation="when_required",
+        request_checksum_calculation="when_required",
+    )
+    session = session or boto3.session.Session()
+    return session.client("s3", config=config, **endpoint.client_kwargs())
+
+
 class ObjectStore:
     """One bucket in one region, reached through one Connection."""
 
-    def __init__(self, endpoint: AwsEndpoint, bucket: str, *, chunk_mib: int = 16):
+    def __init__(
+        self, endpoint: AwsEndpoint, bucket: str, *, chunk_mib: int = 16, client: Any = None
+    ):
         self.endpoint = endpoint
         self.bucket = bucket
+        self._client = client  # built on first use unless given (see s3_client)
         self.transfer = TransferConfig(
             multipart_threshold=chunk_mib * MIB,
             multipart_chunksize=chunk_mib * MIB,
@@ -123,18 +149,11 @@ class ObjectStore:
     def __repr__(self) -> str:
         return f"ObjectStore(s3://{self.bucket}, region={self.endpoint.region})"
 
-    @cached_property
+    @property
     def client(self) -> Any:
-        config = Config(
-            retries={"max_attempts": 5, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=120,
-            # Our own SHA-256 is the check; S3's per-part checksums break after a server-side
-            # copy of a multipart object (FlexibleChecksumError on the bytes that are right).
-            response_checksum_validation="when_required",
-            request_checksum_calculation="when_required",
-        )
-        return boto3.session.Session().client("s3", config=config, **self.endpoint.client_kwargs())
+        if self._client is None:
+            self._client = s3_client(self.endpoint)
+        return self._client
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -177,13 +196,17 @@ class ObjectStore:
         finally:
             body.close()
 
-    def digest(self, key: str) -> StoredObject:
-        """Stream the object back and compute its size and SHA-256."""
+    def digest(self, key: str, *, copy_to: Path | None = None) -> StoredObject:
+        """Stream the object back and compute its size and SHA-256, writing it to ``copy_to``
+        on the way when given (a download checked in the same pass)."""
         hasher = hashlib.sha256()
         size = 0
-        for data in self.iter_bytes(key):
-            hasher.update(data)
-            size += len(data)
+        with open(copy_to, "wb") if copy_to else contextlib.nullcontext() as out:
+            for data in self.iter_bytes(key):
+                hasher.update(data)
+                size += len(data)
+                if out:
+                    out.write(data)
         return StoredObject(self.bucket, key, size, hasher.hexdigest())
 
     def get_bytes(self, key: str) -> bytes:

@@ -467,27 +467,22 @@ class WalArchive:
     def store(self, region: str) -> ObjectStore:
         if region not in self._stores:
             import boto3
-            from botocore.config import Config
 
-            from disaster_recovery.storage import ObjectStore
+            from disaster_recovery.storage import ObjectStore, s3_client
 
             location = next(loc for loc in self.locations if loc.region == region)
-            store = ObjectStore(location.endpoint, location.bucket)
             # One session for both regions (a boto3 session costs ~0.25 s to build), short
             # timeouts and few retries: PostgreSQL retries a failed archive_command itself.
             if self._session is None:
                 self._session = boto3.session.Session()
-            config = Config(
-                retries={"max_attempts": 2, "mode": "standard"},
+            client = s3_client(
+                location.endpoint,
+                session=self._session,
+                max_attempts=2,
                 connect_timeout=5,
                 read_timeout=60,
-                response_checksum_validation="when_required",
-                request_checksum_calculation="when_required",
             )
-            store.__dict__["client"] = self._session.client(
-                "s3", config=config, **location.endpoint.client_kwargs()
-            )
-            self._stores[region] = store
+            self._stores[region] = ObjectStore(location.endpoint, location.bucket, client=client)
         return self._stores[region]
 
     def key(self, name: str) -> str:

@@ -25,44 +25,21 @@ log = logging.getLogger(__name__)
 
 HEALTH_STATE_VARIABLE = "dr_health_state"
 APPROVAL_TASK = "decide.approval"
-StepFunction = Callable[[Any, dict[str, Any]], dict[str, Any]]
+StepFunction = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def _failover_steps() -> dict[str, StepFunction]:
-    from disaster_recovery import failover as fo
+def _step_function(kind: str, step: str, plan: Any, params: dict[str, Any]) -> StepFunction:
+    """The library's own step (``failover_steps`` / ``failback_steps``), so a DAG task and an
+    in-process run (CLI, API, drills) execute the same code. DECIDE is the approval task here."""
+    reason, initiated_by = params.get("reason", ""), params.get("initiated_by", "")
+    if kind == "failover":
+        from disaster_recovery.failover import failover_steps
 
-    return {
-        "detect": lambda plan, _r: fo.detect(plan, _failing_since()),
-        "stop_writes": lambda plan, _r: fo.stop_writes(plan),
-        "sync": lambda plan, r: fo.sync(plan, (r.get("stop_writes") or {}).get("final_lsn")),
-        "promote": lambda plan, _r: fo.promote(plan),
-        "activate_services": lambda plan, _r: fo.activate_services(plan),
-        "dns": lambda plan, _r: fo.switch_dns(plan),
-        "validate": lambda plan, _r: fo.validate(plan),
-    }
+        failing_since = _failing_since() if step == "detect" else None
+        return dict(failover_steps(plan, reason, initiated_by, None, failing_since))[step]
+    from disaster_recovery.failback import failback_steps
 
-
-def _failback_steps() -> dict[str, StepFunction]:
-    from disaster_recovery import failback as fb
-    from disaster_recovery import failover as fo
-
-    return {
-        "detect": lambda plan, _r: fb.detect_failback(plan),
-        "rebuild_old_primary": lambda plan, _r: fb.rebuild_as_standby(
-            plan, plan.target, plan.source, "rebuild_old_primary"
-        ),
-        "stop_writes": lambda plan, _r: fo.stop_writes(plan),
-        "sync": lambda plan, r: fo.sync(
-            plan, (r.get("stop_writes") or {}).get("final_lsn") or fb._current_lsn(plan)
-        ),
-        "promote": lambda plan, _r: fo.promote(plan),
-        "rebuild_former_primary": lambda plan, _r: fb.rebuild_as_standby(
-            plan, plan.source, plan.target, "rebuild_former_primary"
-        ),
-        "activate_services": lambda plan, _r: fo.activate_services(plan, deactivate_source=True),
-        "dns": lambda plan, _r: fo.switch_dns(plan),
-        "validate": lambda plan, _r: fo.validate(plan),
-    }
+    return dict(failback_steps(plan, reason, initiated_by, None))[step]
 
 
 STEP_NAMES = {"failover": FAILOVER_STEPS, "failback": FAILBACK_STEPS}
@@ -141,10 +118,10 @@ def run_step(kind: str, step: str) -> dict[str, Any]:
     records = {
         name: ti.xcom_pull(task_ids=f"{name}.run") for name in STEP_NAMES[kind] if name != "decide"
     }
-    function = (_failover_steps() if kind == "failover" else _failback_steps())[step]
+    function = _step_function(kind, step, _plan(kind, context), context["params"])
     began = time.monotonic()
     try:
-        outcome = function(_plan(kind, context), {k: v for k, v in records.items() if v})
+        outcome = function({k: v for k, v in records.items() if v})
     except (AbortedError, PermanentError) as exc:
         ti.xcom_push(key="error", value=f"{type(exc).__name__}: {exc}")
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
