@@ -22,10 +22,10 @@ install: $(STAMP) system-deps
 
 demo: install
 	$(PY) -m disaster_recovery sandbox up --root $(SANDBOX)
-	$(PY) -m disaster_recovery.sandbox.demo --root $(SANDBOX)
+	$(PY) -m dr_sandbox.demo --root $(SANDBOX)
 
 down:
-	-@test -x $(PY) && $(PY) -m disaster_recovery.sandbox.demo --root $(SANDBOX) --stop
+	-@test -x $(PY) && $(PY) -m dr_sandbox.demo --root $(SANDBOX) --stop
 	-@test -x $(PY) && $(PY) -m disaster_recovery sandbox down --root $(SANDBOX)
 
 test: install

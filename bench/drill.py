@@ -15,18 +15,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from disaster_recovery.endpoints import Deployment
-from disaster_recovery.logical import run_backup
-from disaster_recovery.physical import backup_and_verify
-from disaster_recovery.sandbox import Sandbox, SandboxPorts
-from disaster_recovery.sandbox.demo import archive_now
+from disaster_recovery.backup.logical import run_backup
+from disaster_recovery.backup.physical import backup_and_verify
+from disaster_recovery.config.endpoints import Deployment
+from dr_sandbox import Sandbox, SandboxPorts
+from dr_sandbox.demo import archive_now
 
 SEED_EXAMPLE_SECONDS = 847
 
 
 def quarterly_at(scale: float) -> dict[str, Any]:
-    from disaster_recovery import db
-    from disaster_recovery.drills import run_drill
+    from disaster_recovery.drills.procedures import run_drill
+    from disaster_recovery.postgres import db
 
     root = Path(tempfile.mkdtemp(prefix="dr-bench-drill-", dir="/tmp"))
     root.chmod(0o755)

@@ -29,11 +29,12 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=0.2)
     args = parser.parse_args()
 
-    from disaster_recovery.config import load_settings
-    from disaster_recovery.endpoints import Deployment
-    from disaster_recovery.failback import run_failback
-    from disaster_recovery.failover import Plan, run_failover
-    from disaster_recovery.sandbox import Sandbox, SandboxPorts
+    from disaster_recovery.config.endpoints import Deployment
+    from disaster_recovery.config.model import load_settings
+    from disaster_recovery.failover.failback import run_failback
+    from disaster_recovery.failover.plan import Plan
+    from disaster_recovery.failover.steps import run_failover
+    from dr_sandbox import Sandbox, SandboxPorts
 
     root = Path(tempfile.mkdtemp(prefix="dr-bench-failover-", dir="/tmp"))
     root.chmod(0o755)

@@ -31,18 +31,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from disaster_recovery import db, pgbin
-from disaster_recovery.endpoints import Deployment, PostgresEndpoint
-from disaster_recovery.logical import Stores, check_readable
-from disaster_recovery.sandbox import Sandbox, SandboxPorts
-from disaster_recovery.sandbox.sample_data import load_sample_data
+from disaster_recovery.backup.stores import Stores
+from disaster_recovery.backup.verify import check_readable
+from disaster_recovery.config.endpoints import Deployment, PostgresEndpoint
+from disaster_recovery.postgres import db, pgbin
+from dr_sandbox import Sandbox, SandboxPorts
+from dr_sandbox.sample_data import load_sample_data
 
 PIPELINE_CHILD = """
 import json, resource, sys, time
 from datetime import datetime, timezone
 from botocore.client import BaseClient
 from disaster_recovery.config import load_settings
-from disaster_recovery.endpoints import Deployment, PostgresEndpoint
+from disaster_recovery.config.endpoints import Deployment, PostgresEndpoint
 from disaster_recovery.logical import dump_to_s3
 
 # Time S3's CompleteMultipartUpload: after the last byte, the server assembles the object (moto

@@ -24,15 +24,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from disaster_recovery import db, pgbin, physical
-from disaster_recovery.localpg import LocalInstance, hand_over, server_os_user
-from disaster_recovery.pitr import (
-    Target,
-    plan_restore,
-    restore_to_point_in_time,
-)
-from disaster_recovery.runner import run
-from disaster_recovery.wal import WalArchive
+from disaster_recovery.backup import physical
+from disaster_recovery.clients.runner import run
+from disaster_recovery.postgres import db, pgbin
+from disaster_recovery.postgres.instance import LocalInstance, hand_over, server_os_user
+from disaster_recovery.restore.pitr import Target, plan_restore, restore_to_point_in_time
+from disaster_recovery.wal.archive import WalArchive
 from pitr_support import (
     Ticker,
     deployment_for,

@@ -2,7 +2,7 @@
 
 A FastAPI app mounted at ``/dr`` by the API server: ``/dr/`` is the page, ``/dr/api/status``
 the same data as JSON. It reads the S3 catalog with the Connections Airflow has; it shows no
-secrets. The data comes from :mod:`disaster_recovery.dashboard`.
+secrets. The data comes from :mod:`disaster_recovery.monitoring.dashboard`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ app = FastAPI(title="Litper DR dashboard")
 
 
 def _status() -> dict[str, Any]:
-    from disaster_recovery import dashboard
     from disaster_recovery.airflow_support.connections import server_deployment
+    from disaster_recovery.monitoring import dashboard
 
     return dashboard.collect(server_deployment())
 
@@ -30,7 +30,7 @@ def status() -> dict[str, Any]:
 
 @app.get("/", response_class=HTMLResponse)
 def page() -> str:
-    from disaster_recovery import dashboard
+    from disaster_recovery.monitoring import dashboard
 
     return dashboard.render_html(_status())
 

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from disaster_recovery import db
-from disaster_recovery.catalog import Catalog
-from disaster_recovery.config import Settings, load_settings
-from disaster_recovery.endpoints import Deployment
-from disaster_recovery.logical import Stores
-from disaster_recovery.sandbox import Sandbox
-from disaster_recovery.sandbox.webhook import read_messages
+from disaster_recovery.backup.stores import Stores
+from disaster_recovery.catalog.listing import Catalog
+from disaster_recovery.config.endpoints import Deployment
+from disaster_recovery.config.model import Settings, load_settings
+from disaster_recovery.postgres import db
+from dr_sandbox import Sandbox
+from dr_sandbox.webhook import read_messages
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -143,7 +143,7 @@ def settled(counts: dict[str, int]) -> dict[str, int]:
 
 
 def row_counts(sandbox: Sandbox, dbname: str) -> dict[str, int]:
-    from disaster_recovery.logical import exact_row_counts
+    from disaster_recovery.backup.logical import exact_row_counts
 
     with db.connect(sandbox.postgres("primary", dbname)) as conn:
         return exact_row_counts(conn)
@@ -151,8 +151,8 @@ def row_counts(sandbox: Sandbox, dbname: str) -> dict[str, int]:
 
 def restore_plain(sandbox: Sandbox, archive: Path, dbname: str) -> None:
     """Restore a dump file with plain pg_restore (independent of the library's restore)."""
-    from disaster_recovery import pgbin
-    from disaster_recovery.runner import run
+    from disaster_recovery.clients.runner import run
+    from disaster_recovery.postgres import pgbin
 
     primary = sandbox.postgres("primary", "postgres")
     with db.connect(primary) as conn:
@@ -181,7 +181,7 @@ class PgDumpKiller:
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
     def _watch(self) -> None:
-        from disaster_recovery.pgdump import PG_DUMP_APPLICATION
+        from disaster_recovery.postgres.pgdump import PG_DUMP_APPLICATION
 
         with db.connect(self.endpoint) as conn:
             while not self._stop.is_set() and self.killed < self.times:

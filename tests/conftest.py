@@ -31,7 +31,7 @@ os.environ.pop("DR_CONFIG", None)
 for _name in [n for n in os.environ if n.startswith("AIRFLOW_CONN_")]:
     del os.environ[_name]
 
-from disaster_recovery.sandbox import Sandbox, SandboxPorts  # noqa: E402
+from dr_sandbox import Sandbox, SandboxPorts  # noqa: E402
 
 
 def _sandbox_root(prefix: str) -> Path:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from disaster_recovery.sandbox import Sandbox
+from dr_sandbox import Sandbox
 
 
 @contextmanager

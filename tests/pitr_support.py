@@ -14,9 +14,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from disaster_recovery import db
-from disaster_recovery.endpoints import Deployment, PostgresEndpoint, env_var_name, parse_connection
-from disaster_recovery.sandbox import Sandbox, SandboxPorts
+from disaster_recovery.config.endpoints import (
+    Deployment,
+    PostgresEndpoint,
+    env_var_name,
+    parse_connection,
+)
+from disaster_recovery.postgres import db
+from dr_sandbox import Sandbox, SandboxPorts
 
 TICKER_DB = "ticker"
 
@@ -143,9 +148,9 @@ def rows_in(port: int, source: PostgresEndpoint) -> tuple[int, int]:
 
 
 def stop_restored(result: dict[str, Any]) -> None:
-    from disaster_recovery import pgbin
-    from disaster_recovery.localpg import server_os_user
-    from disaster_recovery.runner import run
+    from disaster_recovery.clients.runner import run
+    from disaster_recovery.postgres import pgbin
+    from disaster_recovery.postgres.instance import server_os_user
 
     run(
         [pgbin.program("pg_ctl"), "stop", "-m", "immediate", "-w", "-D", result["data_dir"]],

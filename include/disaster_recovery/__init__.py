@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "BackupManager": "disaster_recovery.manager",
-    "FailoverOrchestrator": "disaster_recovery.failover",
+    "FailoverOrchestrator": "disaster_recovery.failover.orchestrator",
 }
 
 __all__ = ["BackupManager", "FailoverOrchestrator", "__version__"]

@@ -83,3 +83,29 @@ class AbortedError(DisasterRecoveryError):
     """A procedure was stopped on purpose: rejected approval, timeout, refused data loss."""
 
     exit_code = ExitCode.ABORTED
+
+
+class DrillRefused(PermanentError):
+    """The drill target is production (and the configuration does not allow drills there), or
+    it is not in its original topology."""
+
+
+class RestoreRefused(PermanentError):
+    """The target cannot be reached from what the archive holds; nothing was changed."""
+
+
+class ProducerFailed(DisasterRecoveryError):
+    """Raised from inside a stream when the program feeding it failed: the upload aborts."""
+
+
+class WalGapError(PermanentError):
+    """The archive misses a segment, or holds one whose SHA-256 does not match (WALArchiveGap)."""
+
+
+class WalStaleError(PermanentError):
+    """The newest archived WAL is older than allowed while the primary has newer WAL
+    (WALArchiveStale)."""
+
+
+class WalCorruptError(PermanentError):
+    """A fetched segment's SHA-256 does not match the one recorded when it was archived."""

@@ -17,11 +17,16 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from disaster_recovery import cleanup, logical, restore
-from disaster_recovery.catalog import LOGICAL_TYPES, Manifest
-from disaster_recovery.config import Settings, load_settings, settings_from_seed
-from disaster_recovery.endpoints import ConnectionFields, Deployment, connection_from_env
+from disaster_recovery.backup.logical import run_backup, verify_existing
+from disaster_recovery.backup.stores import Stores
+from disaster_recovery.catalog.manifests import Manifest
+from disaster_recovery.catalog.names import LOGICAL_TYPES
+from disaster_recovery.config.endpoints import ConnectionFields, Deployment, connection_from_env
+from disaster_recovery.config.model import Settings, load_settings
+from disaster_recovery.config.seed import settings_from_seed
 from disaster_recovery.errors import ConfigError
+from disaster_recovery.restore import logical as restore
+from disaster_recovery.retention import cleanup
 
 
 def _seed_lookup(
@@ -95,14 +100,12 @@ class BackupManager:
 
     async def backup_postgresql_full(self, backup_type: str = "postgresql_full") -> dict[str, Any]:
         """Dump, checksum, verify, replicate and publish one logical backup."""
-        manifest = await asyncio.to_thread(logical.run_backup, self.deployment, backup_type)
+        manifest = await asyncio.to_thread(run_backup, self.deployment, backup_type)
         return format_manifest(manifest)
 
     async def verify_backup(self, backup_type: str, backup_file: str) -> dict[str, Any]:
         """Every check's result for an existing backup (``valid`` is True when all passed)."""
-        return await asyncio.to_thread(
-            logical.verify_existing, self.deployment, backup_type, backup_file
-        )
+        return await asyncio.to_thread(verify_existing, self.deployment, backup_type, backup_file)
 
     async def restore_postgresql(
         self,
@@ -129,9 +132,9 @@ class BackupManager:
     def _restore_point_in_time(
         self, point_in_time: datetime | str, options: dict[str, Any]
     ) -> dict[str, Any]:
-        # PITR hook: point-in-time recovery lives in disaster_recovery.pitr (the physical chain:
+        # PITR hook: point-in-time recovery lives in disaster_recovery.restore.pitr (the physical chain:
         # base backup + WAL archive); imported lazily so logical backups do not depend on it.
-        from disaster_recovery import pitr
+        from disaster_recovery.restore import pitr
 
         result: dict[str, Any] = pitr.restore_to_point_in_time(
             self.deployment, point_in_time=point_in_time, **options
@@ -156,7 +159,7 @@ def list_backups(
     from datetime import UTC
 
     when = now or datetime.now(UTC)
-    stores = logical.Stores.of(deployment)
+    stores = Stores.of(deployment)
     tiers: dict[str, list[dict[str, Any]]] = {backup_type: [] for backup_type in LOGICAL_TYPES}
     for manifest in stores.catalog.manifests(LOGICAL_TYPES):
         entry = format_manifest(manifest)

@@ -8,9 +8,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from disaster_recovery.alerts import Alert, slack_message
-from disaster_recovery.config import Settings, load_settings
+from disaster_recovery.config.model import Settings, load_settings
 from disaster_recovery.errors import PermanentError, VerificationError
+from disaster_recovery.monitoring.alerts import Alert, slack_message
 
 log = logging.getLogger(__name__)
 

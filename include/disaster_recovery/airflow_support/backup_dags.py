@@ -13,9 +13,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from disaster_recovery.alerts import Alert, one_line
-from disaster_recovery.config import Settings, load_settings
+from disaster_recovery.config.model import Settings, load_settings
 from disaster_recovery.errors import VerificationError
+from disaster_recovery.monitoring.alerts import Alert, one_line
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def backup_alert(context: dict[str, Any], backup_type: str) -> Alert:
     """BackupVerificationFailed when a check failed, BackupFailed otherwise; the message names
     the tier, the file, the failed check, the error in one line and the task log."""
     from disaster_recovery.airflow_support.alerting import root_error
-    from disaster_recovery.logical import run_file
+    from disaster_recovery.backup.logical import run_file
 
     ti = context["ti"]
     error = root_error(context.get("exception"))
@@ -142,7 +142,7 @@ def backup_dag(backup_type: str, doc_md: str, settings: Settings | None = None) 
         @task(task_id="dump", execution_timeout=settings.backup.command_timeout)
         @fail_fast
         def dump() -> dict[str, Any]:
-            from disaster_recovery.logical import dump_to_s3
+            from disaster_recovery.backup.logical import dump_to_s3
 
             context = get_current_context()
             return dump_to_s3(
@@ -152,7 +152,7 @@ def backup_dag(backup_type: str, doc_md: str, settings: Settings | None = None) 
         @task(task_id="checksum")
         @fail_fast
         def checksum(dumped: Any) -> dict[str, Any]:
-            from disaster_recovery.logical import check_checksum
+            from disaster_recovery.backup.verify import check_checksum
 
             return check_checksum(
                 task_deployment(get_current_context()), backup_type, dumped["file"]
@@ -161,7 +161,7 @@ def backup_dag(backup_type: str, doc_md: str, settings: Settings | None = None) 
         @task(task_id="verify", execution_timeout=settings.backup.command_timeout)
         @fail_fast
         def verify(dumped: Any, _checksum: Any) -> dict[str, Any]:
-            from disaster_recovery.logical import check_readable
+            from disaster_recovery.backup.verify import check_readable
 
             return check_readable(
                 task_deployment(get_current_context()), backup_type, dumped["file"]
@@ -170,7 +170,7 @@ def backup_dag(backup_type: str, doc_md: str, settings: Settings | None = None) 
         @task(task_id="replicate")
         @fail_fast
         def replicate(dumped: Any, _verified: Any) -> dict[str, Any]:
-            from disaster_recovery.logical import replicate as replicate_backup
+            from disaster_recovery.backup.replicate import replicate as replicate_backup
 
             return replicate_backup(
                 task_deployment(get_current_context()), backup_type, dumped["file"]
@@ -184,7 +184,7 @@ def backup_dag(backup_type: str, doc_md: str, settings: Settings | None = None) 
             verified: Any,
             replica: Any,
         ) -> dict[str, Any]:
-            from disaster_recovery.logical import publish as publish_backup
+            from disaster_recovery.backup.logical import publish as publish_backup
             from disaster_recovery.manager import format_manifest
 
             context = get_current_context()
@@ -229,7 +229,7 @@ def cleanup_dag(doc_md: str, settings: Settings | None = None) -> Any:
         @task(task_id="apply_retention")
         @fail_fast
         def apply_retention() -> dict[str, Any]:
-            from disaster_recovery.cleanup import cleanup_old_backups
+            from disaster_recovery.retention.cleanup import cleanup_old_backups
 
             context = get_current_context()
             return cleanup_old_backups(

@@ -1,4 +1,4 @@
-"""Airflow Connections -> the library's :class:`~disaster_recovery.endpoints.Deployment`.
+"""Airflow Connections -> the library's :class:`~disaster_recovery.config.endpoints.Deployment`.
 
 Called inside tasks only (never at DAG parse time): ``airflow.sdk.Connection.get`` goes through
 the task SDK, not the ORM, so it works on any worker.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from disaster_recovery.config import Settings, load_settings
-from disaster_recovery.endpoints import ConnectionFields, Deployment
+from disaster_recovery.config.endpoints import ConnectionFields, Deployment
+from disaster_recovery.config.model import Settings, load_settings
 from disaster_recovery.errors import ConfigError
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from disaster_recovery.config import Settings, load_settings
+from disaster_recovery.config.model import Settings, load_settings
 
 START_DATE = datetime(2024, 1, 1)
 
@@ -20,8 +20,8 @@ START_DATE = datetime(2024, 1, 1)
 def check_overdue(deployment: Any) -> dict[str, Any]:
     """DRDrillOverdue for each kind of drill with no passed record in its window."""
     from disaster_recovery.airflow_support.alerting import AirflowSlackSink
-    from disaster_recovery.evidence import EvidenceStore, overdue_alerts
-    from disaster_recovery.storage import ObjectStore
+    from disaster_recovery.clients.s3 import ObjectStore
+    from disaster_recovery.drills.evidence import EvidenceStore, overdue_alerts
 
     settings = deployment.settings
     region = settings.regions.primary
@@ -67,7 +67,7 @@ def drill_dag(kind: str, doc_md: str, settings: Settings | None = None) -> Any:
         def drill() -> dict[str, Any]:
             from disaster_recovery.airflow_support.alerting import AirflowSlackSink
             from disaster_recovery.airflow_support.connections import deployment
-            from disaster_recovery.drills import run_drill
+            from disaster_recovery.drills.procedures import run_drill
 
             target = deployment()
             seed = get_current_context()["params"].get("seed")

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from disaster_recovery.alerts import Alert
-from disaster_recovery.config import load_settings
+from disaster_recovery.config.model import load_settings
 from disaster_recovery.errors import AbortedError, DisasterRecoveryError, PermanentError
-from disaster_recovery.steps import FAILBACK_STEPS, FAILOVER_STEPS
+from disaster_recovery.failover.names import FAILBACK_STEPS, FAILOVER_STEPS
+from disaster_recovery.monitoring.alerts import Alert
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,11 @@ def _step_function(kind: str, step: str, plan: Any, params: dict[str, Any]) -> S
     in-process run (CLI, API, drills) execute the same code. DECIDE is the approval task here."""
     reason, initiated_by = params.get("reason", ""), params.get("initiated_by", "")
     if kind == "failover":
-        from disaster_recovery.failover import failover_steps
+        from disaster_recovery.failover.steps import failover_steps
 
         failing_since = _failing_since() if step == "detect" else None
         return dict(failover_steps(plan, reason, initiated_by, None, failing_since))[step]
-    from disaster_recovery.failback import failback_steps
+    from disaster_recovery.failover.failback import failback_steps
 
     return dict(failback_steps(plan, reason, initiated_by, None))[step]
 
@@ -82,7 +82,7 @@ def approval_operator(**kwargs: Any) -> Any:
 
 def _plan(kind: str, context: dict[str, Any]) -> Any:
     from disaster_recovery.airflow_support.connections import deployment
-    from disaster_recovery.failover import Plan
+    from disaster_recovery.failover.plan import Plan
 
     params = context["params"]
     answer = _approval(context["ti"]) or {}
@@ -148,7 +148,7 @@ def request_approval(kind: str) -> str:
     from airflow.sdk import get_current_context
 
     from disaster_recovery.airflow_support.alerting import AirflowSlackSink
-    from disaster_recovery.failover import approval_body
+    from disaster_recovery.failover.steps import approval_body
 
     context: Any = get_current_context()
     params = context["params"]
@@ -191,7 +191,8 @@ def report(kind: str) -> dict[str, Any]:
     from airflow.sdk.exceptions import AirflowFailException
 
     from disaster_recovery.airflow_support.alerting import AirflowSlackSink
-    from disaster_recovery.failover import publish_result, record
+    from disaster_recovery.failover.engine import publish_result
+    from disaster_recovery.failover.plan import record
 
     context: Any = get_current_context()
     ti, params = context["ti"], context["params"]
@@ -331,8 +332,8 @@ def build_switch_dag(kind: str, dag_id: str, doc_md: str | None, tags: list[str]
 def write_heartbeat(found: Any, primary: str, health: dict[str, Any]) -> dict[str, Any] | None:
     """One row in dr.heartbeat on a healthy primary: restores and failovers measure their data
     loss against these rows."""
-    from disaster_recovery import heartbeat
-    from disaster_recovery.health import region_postgres
+    from disaster_recovery.monitoring import heartbeat
+    from disaster_recovery.monitoring.health import region_postgres
 
     if health["primary"]["database"] != "healthy":
         return None
@@ -353,8 +354,8 @@ def health_check() -> dict[str, Any]:
 
     from disaster_recovery.airflow_support.alerting import AirflowSlackSink
     from disaster_recovery.airflow_support.connections import deployment
-    from disaster_recovery.health import check_health, current_roles, evaluate
-    from disaster_recovery.storage import ObjectStore
+    from disaster_recovery.clients.s3 import ObjectStore
+    from disaster_recovery.monitoring.health import check_health, current_roles, evaluate
 
     found = deployment()
     settings = found.settings

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from disaster_recovery.config import Settings, load_settings
+from disaster_recovery.config.model import Settings, load_settings
 
 START_DATE = datetime(2024, 1, 1)
 WAL_DAG_ID = "postgresql_wal_archive"
@@ -54,14 +54,14 @@ def wal_archive_dag(doc_md: str, settings: Settings | None = None) -> Any:
 
         @task(on_failure_callback=alert_on_failure("WALArchiveStale", check="inspect"))
         def inspect_archive(params: dict[str, Any] | None = None) -> dict[str, Any]:
-            from disaster_recovery.wal import check_archive
+            from disaster_recovery.wal.continuity import check_archive
 
             return check_archive(_deployment(), deep=bool((params or {}).get("deep"))).to_dict()
 
         @task(on_failure_callback=alert_on_failure("WALArchiveGap"))
         @fail_fast
         def check_continuity(report: dict[str, Any]) -> dict[str, Any]:
-            from disaster_recovery.wal import raise_for_gap
+            from disaster_recovery.wal.continuity import raise_for_gap
 
             raise_for_gap(report)
             return {"checked_from": report["checked_from"], "checked_to": report["checked_to"]}
@@ -69,7 +69,7 @@ def wal_archive_dag(doc_md: str, settings: Settings | None = None) -> Any:
         @task(on_failure_callback=alert_on_failure("WALArchiveStale"))
         @fail_fast
         def check_freshness(report: dict[str, Any]) -> dict[str, Any]:
-            from disaster_recovery.wal import raise_for_staleness
+            from disaster_recovery.wal.continuity import raise_for_staleness
 
             raise_for_staleness(report)
             return {"newest": report["newest"], "archiver": report["archiver"]}
@@ -116,21 +116,21 @@ def incremental_backup_dag(doc_md: str, settings: Settings | None = None) -> Any
         @task
         @fail_fast
         def take_backup(params: dict[str, Any] | None = None) -> dict[str, Any]:
-            from disaster_recovery.physical import summary, take_backup
+            from disaster_recovery.backup.physical import summary, take_backup
 
             return summary(take_backup(_deployment(), (params or {}).get("kind", "auto")))
 
         @task
         @fail_fast
         def verify_backup(taken: dict[str, Any]) -> dict[str, Any]:
-            from disaster_recovery.physical import summary, verify_backup
+            from disaster_recovery.backup.physical import summary, verify_backup
 
             return summary(verify_backup(_deployment(), taken["file"]))
 
         @task
         @fail_fast
         def replicate_backup(verified: dict[str, Any]) -> dict[str, Any]:
-            from disaster_recovery.physical import replicate_backup, summary
+            from disaster_recovery.backup.physical import replicate_backup, summary
 
             return summary(replicate_backup(_deployment(), verified["file"]))
 

@@ -96,8 +96,8 @@ def _deployment(args: argparse.Namespace) -> Any:
 
 
 def run_backup(args: argparse.Namespace) -> dict[str, Any]:
+    from disaster_recovery.backup.logical import run_backup as take_backup
     from disaster_recovery.cli.common import progress
-    from disaster_recovery.logical import run_backup as take_backup
     from disaster_recovery.manager import format_manifest
 
     deployment = _deployment(args)
@@ -111,8 +111,8 @@ def run_backup(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_verify(args: argparse.Namespace) -> dict[str, Any]:
+    from disaster_recovery.backup.logical import verify_existing
     from disaster_recovery.cli.common import progress
-    from disaster_recovery.logical import verify_existing
 
     progress(f"verifying {args.backup_file}")
     result = verify_existing(_deployment(args), args.backup_type, args.backup_file)
@@ -130,7 +130,7 @@ def run_physical_backup(args: argparse.Namespace) -> dict[str, Any]:
 def run_restore(args: argparse.Namespace) -> dict[str, Any]:
     from disaster_recovery.cli.common import progress
     from disaster_recovery.errors import ConfigError
-    from disaster_recovery.restore import restore_logical
+    from disaster_recovery.restore.logical import restore_logical
 
     point_in_time = args.point_in_time or args.target_lsn or args.target_name
     if point_in_time:
@@ -162,14 +162,14 @@ def run_restore(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_cleanup(args: argparse.Namespace) -> dict[str, Any]:
-    from disaster_recovery.cleanup import cleanup_old_backups
+    from disaster_recovery.retention.cleanup import cleanup_old_backups
 
     return cleanup_old_backups(_deployment(args), dry_run=args.dry_run)
 
 
 def run_list(args: argparse.Namespace) -> dict[str, Any]:
     from disaster_recovery.manager import list_backups
-    from disaster_recovery.pitr import describe_chain
+    from disaster_recovery.restore.pitr import describe_chain
 
     deployment = _deployment(args)
     listing: dict[str, Any] = dict(list_backups(deployment))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from disaster_recovery.config import Settings, load_settings
-from disaster_recovery.endpoints import Deployment
+from disaster_recovery.config.endpoints import Deployment
+from disaster_recovery.config.model import Settings, load_settings
 
 
 def settings(args: argparse.Namespace) -> Settings:

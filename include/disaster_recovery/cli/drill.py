@@ -18,7 +18,7 @@ def register(commands: Any) -> None:
 
 def run_drill(args: argparse.Namespace) -> dict[str, Any]:
     from disaster_recovery.cli.common import deployment, progress
-    from disaster_recovery.drills import run_drill as run
+    from disaster_recovery.drills.procedures import run_drill as run
 
     record = run(deployment(args), args.kind, seed=args.seed, progress=progress)
     return record.model_dump(mode="json")
@@ -28,8 +28,8 @@ def list_drills(args: argparse.Namespace) -> dict[str, Any]:
     from datetime import UTC, datetime
 
     from disaster_recovery.cli.common import deployment
-    from disaster_recovery.evidence import EvidenceStore, overdue_alerts
-    from disaster_recovery.storage import ObjectStore
+    from disaster_recovery.clients.s3 import ObjectStore
+    from disaster_recovery.drills.evidence import EvidenceStore, overdue_alerts
 
     target = deployment(args)
     settings = target.settings

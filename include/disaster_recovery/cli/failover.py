@@ -9,7 +9,7 @@ from disaster_recovery.cli.common import deployment
 
 
 def register(commands: Any) -> None:
-    from disaster_recovery.failover import add_arguments
+    from disaster_recovery.failover.__main__ import add_arguments
 
     health = commands.add_parser("health", help="both regions' health and the replication lag")
     health.set_defaults(handler=run_health)
@@ -31,7 +31,7 @@ def register(commands: Any) -> None:
 
 
 def run_health(args: argparse.Namespace) -> dict[str, Any]:
-    from disaster_recovery.health import check_health, current_roles
+    from disaster_recovery.monitoring.health import check_health, current_roles
 
     found = deployment(args)
     primary, secondary = current_roles(found)
@@ -51,12 +51,12 @@ def _exit_status(result: dict[str, Any]) -> dict[str, Any] | int:
 
 
 def run_failover(args: argparse.Namespace) -> dict[str, Any] | int:
-    from disaster_recovery.failover import cli_run
+    from disaster_recovery.failover.__main__ import cli_run
 
     return _exit_status(cli_run(args, deployment(args)))
 
 
 def run_failback(args: argparse.Namespace) -> dict[str, Any] | int:
-    from disaster_recovery.failover import cli_run
+    from disaster_recovery.failover.__main__ import cli_run
 
     return _exit_status(cli_run(args, deployment(args), kind="failback"))

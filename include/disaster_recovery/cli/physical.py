@@ -72,15 +72,15 @@ def parse_timestamp(text: str) -> datetime:
 
 
 def backup_physical(args: argparse.Namespace) -> dict[str, Any]:
+    from disaster_recovery.backup.physical import backup_and_verify
     from disaster_recovery.cli.common import deployment
-    from disaster_recovery.physical import backup_and_verify
 
     return backup_and_verify(deployment(args), args.kind)
 
 
 def restore_point_in_time(args: argparse.Namespace) -> dict[str, Any]:
     from disaster_recovery.cli.common import deployment, progress
-    from disaster_recovery.pitr import (
+    from disaster_recovery.restore.pitr import (
         Target,
         as_target_time,
         plan_restore,
@@ -108,13 +108,13 @@ def restore_point_in_time(args: argparse.Namespace) -> dict[str, Any]:
 
 def list_chain(args: argparse.Namespace) -> dict[str, Any]:
     from disaster_recovery.cli.common import deployment
-    from disaster_recovery.pitr import describe_chain
+    from disaster_recovery.restore.pitr import describe_chain
 
     return describe_chain(deployment(args), args.region)
 
 
 def cleanup_chain(args: argparse.Namespace) -> dict[str, Any]:
-    from disaster_recovery.chain_retention import cleanup_physical_chain
     from disaster_recovery.cli.common import deployment
+    from disaster_recovery.retention.chain import cleanup_physical_chain
 
     return cleanup_physical_chain(deployment(args), dry_run=args.dry_run)

@@ -50,7 +50,7 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from disaster_recovery.sandbox import Sandbox, SandboxPorts
+    from dr_sandbox import Sandbox, SandboxPorts
 
     if args.action == "up":
         ports = SandboxPorts.from_base(args.base_port) if args.base_port else None

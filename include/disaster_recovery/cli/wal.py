@@ -38,7 +38,7 @@ def register(commands: Any) -> None:
 
 
 def run_archiver(args: argparse.Namespace) -> int:
-    from disaster_recovery.wal import run_action
+    from disaster_recovery.wal.__main__ import run_action
 
     operands = [args.path] if args.action == "push" else [args.name, args.destination]
     return run_action(args.action, args.env_file, operands)
@@ -46,13 +46,13 @@ def run_archiver(args: argparse.Namespace) -> int:
 
 def check_archive(args: argparse.Namespace) -> dict[str, Any]:
     from disaster_recovery.cli.common import deployment
-    from disaster_recovery.wal import check_archive as check
+    from disaster_recovery.wal.continuity import check_archive as check
 
     return check(deployment(args), deep=args.deep).to_dict()
 
 
 def create_restore_point(args: argparse.Namespace) -> dict[str, Any]:
     from disaster_recovery.cli.common import deployment
-    from disaster_recovery.pitr import create_restore_point as create
+    from disaster_recovery.restore.pitr import create_restore_point as create
 
     return create(deployment(args), args.name)

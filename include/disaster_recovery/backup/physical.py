@@ -1,0 +1,467 @@
+"""The physical chain: daily base backups and hourly native incrementals (``pg_basebackup``).
+
+A base backup is ``pg_basebackup -D - -Ft -X fetch`` streamed through a SHA-256 hasher into S3
+(the tar holds ``backup_manifest``). An incremental is the same with
+``--incremental=<backup_manifest of the previous chain element>`` (PostgreSQL 17+, with
+``summarize_wal = on``); its parent is recorded in its manifest. Verification downloads the tar
+into a temporary folder, checks the SHA-256 recorded while streaming and runs
+``pg_verifybackup -n`` on it (tar backups cannot have their WAL parsed), then stores the
+``backup_manifest`` next to the tar so the next incremental needs no download of its parent.
+
+Who takes the daily base backup: the incremental DAG, whenever the chain has no verified base
+backup for the current day (in the configured time zone) -- see :func:`scheduled_kind` and
+docs/pitr.md for why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from disaster_recovery.catalog.listing import Catalog
+from disaster_recovery.catalog.manifests import Manifest, Verification
+from disaster_recovery.catalog.names import backup_file_name
+from disaster_recovery.clients.runner import run, streaming
+from disaster_recovery.clients.s3 import ObjectStore
+from disaster_recovery.config.endpoints import Deployment
+from disaster_recovery.errors import (
+    CommandFailed,
+    ConflictError,
+    DisasterRecoveryError,
+    NotFoundError,
+    ToolError,
+    VerificationError,
+)
+from disaster_recovery.postgres import db, pgbin
+from disaster_recovery.postgres.walfiles import parse_lsn, segment_name
+
+log = logging.getLogger(__name__)
+
+BASE = "postgresql_base"
+INCREMENTAL = "postgresql_incremental"
+CHAIN_TYPES = (BASE, INCREMENTAL)
+BACKUP_MANIFEST_SUFFIX = ".backup_manifest"
+INCREMENTAL_MIN_MAJOR = 17
+
+Kind = Literal["auto", "base", "incremental"]
+
+_START = re.compile(r"write-ahead log start point: ([0-9A-F]+/[0-9A-F]+) on timeline (\d+)")
+_END = re.compile(r"write-ahead log end point: ([0-9A-F]+/[0-9A-F]+)")
+
+
+def require_incremental_support(server_major: int, summarize_wal: str = "on") -> None:
+    """Native incremental backups need PostgreSQL 17+ with ``summarize_wal = on``."""
+    if server_major < INCREMENTAL_MIN_MAJOR:
+        raise ToolError(
+            f"incremental backups need PostgreSQL {INCREMENTAL_MIN_MAJOR} or newer (native "
+            f"`pg_basebackup --incremental`); this server is PostgreSQL {server_major}. Base "
+            "backups and WAL archiving still give point-in-time recovery: pause the "
+            "postgresql_backup_incremental DAG, or upgrade the server"
+        )
+    if summarize_wal != "on":
+        raise ToolError(
+            "incremental backups need `summarize_wal = on` on the server (it is "
+            f"{summarize_wal!r}): set it with ALTER SYSTEM and reload, then take a new base backup"
+        )
+
+
+@dataclass
+class Chain:
+    """The physical backups of one region's catalog."""
+
+    deployment: Deployment
+    region: str
+
+    @property
+    def settings(self) -> Any:
+        return self.deployment.settings
+
+    @property
+    def store(self) -> ObjectStore:
+        return ObjectStore(
+            self.deployment.aws(self.region),
+            self.settings.bucket(self.region),
+            chunk_mib=self.settings.storage.multipart_chunk_mib,
+        )
+
+    @property
+    def catalog(self) -> Catalog:
+        return Catalog(self.store, self.settings.storage.prefix)
+
+    def elements(self) -> list[Manifest]:
+        """Every base and incremental manifest, oldest first (by recorded start time)."""
+        return self.catalog.manifests(CHAIN_TYPES)
+
+    def verified(self) -> list[Manifest]:
+        return [m for m in self.elements() if m.verified]
+
+
+def chain_of(element: Manifest, by_file: dict[str, Manifest]) -> list[Manifest]:
+    """``element`` and its ancestors, base first."""
+    chain = [element]
+    while (parent := getattr(chain[0], "parent", None)) is not None:
+        if parent not in by_file:
+            raise NotFoundError(f"{chain[0].file}: its parent {parent} is not in the catalog")
+        chain.insert(0, by_file[parent])
+    return chain
+
+
+def _server_facts(deployment: Deployment) -> dict[str, Any]:
+    with db.connect(deployment.postgres("primary"), "postgres") as conn:
+        row = conn.execute(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int,"
+            " (SELECT system_identifier::text FROM pg_control_system()),"
+            " pg_walfile_name(pg_current_wal_lsn()),"
+            " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),"
+            " current_setting('summarize_wal')"
+        ).fetchone()
+    assert row is not None
+    return {
+        "server_version": row[0],
+        "server_major": row[1] // 10000,
+        "system_identifier": row[2],
+        "timeline": int(row[3][:8], 16),
+        "wal_segment_size": int(row[4]),
+        "summarize_wal": row[5],
+    }
+
+
+def scheduled_kind(
+    deployment: Deployment, now: datetime | None = None
+) -> Literal["base", "incremental"]:
+    """What the hourly run takes: a base backup when the chain has no verified base backup
+    started today (configured time zone), or when the server is no longer the one or on the
+    timeline of the chain's newest element (after a failover); an incremental otherwise."""
+    now = now or datetime.now(UTC)
+    settings = deployment.settings
+    chain = Chain(deployment, settings.regions.primary).verified()
+    today = now.astimezone(settings.tz).date()
+    bases_today = [
+        m
+        for m in chain
+        if m.backup_type == BASE and m.started_at.astimezone(settings.tz).date() == today
+    ]
+    if not bases_today:
+        return "base"
+    facts = _server_facts(deployment)
+    newest = chain[-1]
+    if (
+        getattr(newest, "system_identifier", None) != facts["system_identifier"]
+        or getattr(newest, "timeline", None) != facts["timeline"]
+    ):
+        return "base"
+    return "incremental"
+
+
+def take_backup(
+    deployment: Deployment, kind: Kind = "auto", now: datetime | None = None
+) -> Manifest:
+    """Take (and upload, unverified) a base or incremental backup; ``auto`` decides as the
+    schedule does. Verify it with :func:`verify_backup` before it counts."""
+    chosen = scheduled_kind(deployment, now) if kind == "auto" else kind
+    if chosen == "base":
+        return take_base_backup(deployment, now)
+    return take_incremental_backup(deployment, now)
+
+
+def take_base_backup(deployment: Deployment, now: datetime | None = None) -> Manifest:
+    return _take(deployment, BASE, parent=None, now=now)
+
+
+def take_incremental_backup(deployment: Deployment, now: datetime | None = None) -> Manifest:
+    """An incremental on the newest verified chain element (base or incremental)."""
+    facts = _server_facts(deployment)
+    require_incremental_support(facts["server_major"], facts["summarize_wal"])
+    chain = Chain(deployment, deployment.settings.regions.primary).verified()
+    if not chain:
+        raise NotFoundError(
+            "no verified base backup to take an incremental on: take a base "
+            "backup first (`dr backup-physical base`)"
+        )
+    parent = chain[-1]
+    if getattr(parent, "system_identifier", None) != facts["system_identifier"]:
+        raise ConflictError(
+            f"the chain's newest element {parent.file} is of another cluster "
+            f"(system identifier {getattr(parent, 'system_identifier', '?')}); "
+            "take a base backup"
+        )
+    return _take(deployment, INCREMENTAL, parent=parent, now=now)
+
+
+def _take(
+    deployment: Deployment, backup_type: str, parent: Manifest | None, now: datetime | None
+) -> Manifest:
+    settings = deployment.settings
+    region = settings.regions.primary
+    chain = Chain(deployment, region)
+    store, catalog = chain.store, chain.catalog
+    endpoint = deployment.postgres("primary")
+    facts = _server_facts(deployment)
+    program = pgbin.require_at_least("pg_basebackup", facts["server_major"])
+    started = now or datetime.now(UTC)
+    file = backup_file_name(backup_type, started)
+    key = catalog.key_for(file)
+    if store.exists(key) or store.exists(key + ".manifest.json"):
+        raise ConflictError(
+            f"{store.url(key)} already exists; a backup was already taken at this second"
+        )
+
+    args = [program, "-D", "-", "-Ft", "-X", "fetch", "--checkpoint=fast", "--no-password", "-v"]
+    with tempfile.TemporaryDirectory(prefix="dr-incremental-") as scratch:
+        if parent is not None:
+            parent_manifest = Path(scratch) / "parent_backup_manifest"
+            parent_manifest.write_bytes(store.get_bytes(parent.key + BACKUP_MANIFEST_SUFFIX))
+            args.append(f"--incremental={parent_manifest}")
+        log.info("taking %s %s from %s", backup_type, file, endpoint.describe())
+        with streaming(
+            args,
+            env=endpoint.libpq_env("postgres"),
+            target=endpoint.describe(),
+            timeout=settings.backup.command_timeout.total_seconds(),
+        ) as proc:
+
+            def producer_finished() -> None:
+                code = proc.wait()
+                if code != 0:
+                    raise proc.failure(code)
+
+            stored = store.upload_stream(key, proc.stdout, at_eof=producer_finished)
+            tail = proc.stderr_tail
+    finished = datetime.now(UTC)
+    start, end = _START.search(tail), _END.search(tail)
+    if not start or not end:
+        raise CommandFailed(
+            f"pg_basebackup output has no WAL start/end point:\n{tail}",
+            program="pg_basebackup",
+            returncode=0,
+            stderr_tail=tail,
+        )
+    start_lsn, timeline = start.group(1), int(start.group(2))
+    seg_size = facts["wal_segment_size"]
+    # Chain fields are extra manifest keys (Manifest allows them): LSNs, timeline, parent.
+    manifest = Manifest.model_validate(
+        {
+            "backup_type": backup_type,
+            "file": file,
+            "bucket": store.bucket,
+            "key": key,
+            "size_bytes": stored.size,
+            "sha256": stored.sha256,
+            "started_at": started,
+            "finished_at": finished,
+            "server_version": facts["server_version"],
+            "database": "(whole cluster)",
+            "format": "tar",
+            "status": "uploaded",
+            "start_lsn": start_lsn,
+            "end_lsn": end.group(1),
+            "timeline": timeline,
+            "start_segment": segment_name(timeline, parse_lsn(start_lsn) // seg_size, seg_size),
+            "wal_segment_size": seg_size,
+            "system_identifier": facts["system_identifier"],
+            "server_major": facts["server_major"],
+            "parent": parent.file if parent else None,
+            "chain_base": (getattr(parent, "chain_base", None) or parent.file) if parent else file,
+        }
+    )
+    catalog.save(manifest)
+    log.info(
+        "uploaded %s (%d bytes, WAL %s-%s on timeline %d)",
+        file,
+        stored.size,
+        start_lsn,
+        end.group(1),
+        timeline,
+    )
+    return manifest
+
+
+def download_and_extract(store: ObjectStore, manifest: Manifest, folder: Path) -> None:
+    """Stream a backup's tar from S3 into ``folder`` (no tar file on disk), checking its
+    SHA-256 and size against the manifest; raises :class:`VerificationError` on a mismatch."""
+    from disaster_recovery.clients.s3 import HashingReader
+
+    folder.mkdir(parents=True, exist_ok=True)
+    body = store.open(manifest.key)
+    reader = HashingReader(body)
+    try:
+        with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+            tar.extractall(folder, filter="tar")
+        while reader.read(1024 * 1024):  # tar padding after the end-of-archive marker
+            pass
+    except tarfile.TarError as exc:
+        raise VerificationError(
+            f"{store.url(manifest.key)}: not a readable tar: {exc}", check="tar", key=manifest.key
+        ) from None
+    finally:
+        body.close()
+    _check_digest(store, manifest, reader.size, reader.sha256)
+
+
+def _check_digest(store: ObjectStore, manifest: Manifest, size: int, sha256: str) -> None:
+    if size != manifest.size_bytes or sha256 != manifest.sha256:
+        raise VerificationError(
+            f"{store.url(manifest.key)}: SHA-256 {sha256} / {size} bytes do not match the "
+            f"manifest's {manifest.sha256} / {manifest.size_bytes} bytes",
+            check="sha256",
+            key=manifest.key,
+        )
+
+
+def verify_backup(deployment: Deployment, file: str, region: str | None = None) -> Manifest:
+    """Download the tar to a temporary folder, check its SHA-256, run ``pg_verifybackup -n``,
+    keep its ``backup_manifest`` next to it, and mark the manifest verified (or failed)."""
+    settings = deployment.settings
+    region = region or settings.regions.primary
+    chain = Chain(deployment, region)
+    store, catalog = chain.store, chain.catalog
+    manifest = catalog.load(file)
+    checks: dict[str, Any] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="dr-verify-") as scratch:
+            folder = Path(scratch)
+            tar_path = folder / "base.tar"
+            copy = store.digest(manifest.key, copy_to=tar_path)
+            _check_digest(store, manifest, copy.size, copy.sha256)
+            checks["exists"] = True
+            checks["sha256"] = manifest.sha256
+            backup_manifest = _extract_backup_manifest(tar_path, folder, manifest)
+            checks["backup_manifest"] = _check_backup_manifest(backup_manifest, manifest)
+            program = pgbin.require_at_least(
+                "pg_verifybackup", int(getattr(manifest, "server_major", 0))
+            )
+            try:
+                run([program, "-n", "-F", "t", folder], target=f"backup {file}", timeout=3600)
+            except CommandFailed as exc:
+                raise VerificationError(
+                    f"pg_verifybackup rejected {file}: {exc}",
+                    check="pg_verifybackup",
+                    key=manifest.key,
+                ) from None
+            checks["pg_verifybackup"] = "backup successfully verified"
+            store.put_if_absent(manifest.key + BACKUP_MANIFEST_SUFFIX, backup_manifest.read_bytes())
+    except DisasterRecoveryError as exc:
+        manifest.status = "failed"
+        manifest.error = str(exc)
+        catalog.save(manifest)
+        raise
+    manifest.status = "verified"
+    manifest.error = None
+    manifest.verification = Verification(
+        checks=checks, verified_at=datetime.now(UTC), verified_by="sha256+pg_verifybackup"
+    )
+    catalog.save(manifest)
+    return manifest
+
+
+def _extract_backup_manifest(tar_path: Path, folder: Path, manifest: Manifest) -> Path:
+    with tarfile.open(tar_path) as tar:
+        try:
+            member = tar.extractfile("backup_manifest")
+        except KeyError:
+            member = None
+        if member is None:
+            raise VerificationError(
+                f"{manifest.file}: the tar holds no backup_manifest",
+                check="backup_manifest",
+                key=manifest.key,
+            )
+        target = folder / "backup_manifest"
+        target.write_bytes(member.read())
+    return target
+
+
+def _check_backup_manifest(path: Path, manifest: Manifest) -> dict[str, Any]:
+    """PostgreSQL's backup_manifest must describe the same backup as our manifest."""
+    document = json.loads(path.read_text())
+    ranges = document.get("WAL-Ranges") or []
+    if not ranges:
+        raise VerificationError(
+            f"{manifest.file}: backup_manifest has no WAL-Ranges",
+            check="backup_manifest",
+            key=manifest.key,
+        )
+    start = ranges[0]
+    if parse_lsn(start["Start-LSN"]) != parse_lsn(
+        str(getattr(manifest, "start_lsn", "0/0"))
+    ) or int(start["Timeline"]) != int(getattr(manifest, "timeline", 0)):
+        raise VerificationError(
+            f"{manifest.file}: backup_manifest starts at {start['Start-LSN']} on timeline "
+            f"{start['Timeline']}, the catalog says {getattr(manifest, 'start_lsn', '?')} on "
+            f"{getattr(manifest, 'timeline', '?')}",
+            check="backup_manifest",
+            key=manifest.key,
+        )
+    return {
+        "files": len(document.get("Files", [])),
+        "wal_ranges": ranges,
+        "system_identifier": str(document.get("System-Identifier", "")),
+    }
+
+
+def replicate_backup(deployment: Deployment, file: str) -> Manifest:
+    """Copy a verified backup (tar, backup_manifest, manifest) to the secondary region's
+    bucket and check the copy's SHA-256 there."""
+    settings = deployment.settings
+    primary = Chain(deployment, settings.regions.primary)
+    secondary = Chain(deployment, settings.regions.secondary)
+    manifest = primary.catalog.load(file)
+    if not manifest.verified:
+        raise VerificationError(
+            f"{file} is not verified; only verified backups are replicated",
+            check="verified",
+            key=manifest.key,
+        )
+    source, target = primary.store, secondary.store
+    for key in (manifest.key, manifest.key + BACKUP_MANIFEST_SUFFIX):
+        target.copy_from(source, key)
+    copy = target.digest(manifest.key)
+    _check_digest(target, manifest, copy.size, copy.sha256)
+    manifest.replicas[settings.regions.secondary] = {
+        "bucket": target.bucket,
+        "sha256": copy.sha256,
+        "checked_at": datetime.now(UTC).isoformat(),
+    }
+    primary.catalog.save(manifest)
+    replica = manifest.model_copy(update={"bucket": target.bucket})
+    secondary.catalog.save(replica)
+    return manifest
+
+
+def backup_and_verify(deployment: Deployment, kind: Kind = "auto") -> dict[str, Any]:
+    """Take, verify and replicate one chain element (the CLI's one-shot path). An incremental
+    asked for on an empty chain takes (and verifies) a base backup first."""
+    if (
+        kind == "incremental"
+        and not Chain(deployment, deployment.settings.regions.primary).verified()
+    ):
+        backup_and_verify(deployment, "base")
+    manifest = take_backup(deployment, kind)
+    verify_backup(deployment, manifest.file)
+    replicated = replicate_backup(deployment, manifest.file)
+    return summary(replicated)
+
+
+def summary(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "file": manifest.file,
+        "backup_type": manifest.backup_type,
+        "status": manifest.status,
+        "size_bytes": manifest.size_bytes,
+        "sha256": manifest.sha256,
+        "started_at": manifest.started_at.isoformat(),
+        "finished_at": manifest.finished_at.isoformat() if manifest.finished_at else None,
+        "start_lsn": getattr(manifest, "start_lsn", None),
+        "end_lsn": getattr(manifest, "end_lsn", None),
+        "timeline": getattr(manifest, "timeline", None),
+        "start_segment": getattr(manifest, "start_segment", None),
+        "parent": getattr(manifest, "parent", None),
+        "replicas": sorted(manifest.replicas),
+    }

@@ -1,0 +1,61 @@
+"""The backup catalog: object names, manifests, and listing what a bucket holds.
+
+Layout in each region's bucket::
+
+    <prefix>/<backup_type>/<YYYY>/<MM>/<DD>/<backup_type>_<YYYYMMDD>_<HHMMSS>.<ext>
+    <prefix>/<backup_type>/<YYYY>/<MM>/<DD>/<file>.manifest.json
+
+The manifest is the truth about a backup: a backup with no manifest, or whose manifest is not
+``verified``, is never a restore candidate and never counts toward retention.
+Times in names are UTC, so names sort and never collide across daylight-saving changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from disaster_recovery.catalog.manifests import Manifest
+from disaster_recovery.catalog.names import EXTENSIONS, MANIFEST_SUFFIX, manifest_key, object_key
+from disaster_recovery.clients.s3 import ObjectStore
+from disaster_recovery.errors import NotFoundError
+
+
+class Catalog:
+    """Manifests in one bucket."""
+
+    def __init__(self, store: ObjectStore, prefix: str):
+        self.store = store
+        self.prefix = prefix
+
+    def key_for(self, file: str) -> str:
+        return object_key(self.prefix, file)
+
+    def save(self, manifest: Manifest) -> None:
+        self.store.put_json(manifest.manifest_key, manifest.to_json())
+
+    def load(self, file: str) -> Manifest:
+        key = manifest_key(self.key_for(file))
+        if not self.store.exists(key):
+            raise NotFoundError(
+                f"no manifest for {file} ({self.store.url(key)}): the backup is not in the catalog"
+            )
+        return Manifest.model_validate(self.store.get_json(key))
+
+    def find(self, file: str) -> Manifest | None:
+        try:
+            return self.load(file)
+        except NotFoundError:
+            return None
+
+    def manifests(self, backup_types: Iterable[str] | None = None) -> list[Manifest]:
+        """Every manifest of the given types, oldest first by recorded start time."""
+        found: list[Manifest] = []
+        for backup_type in backup_types or EXTENSIONS:
+            for entry in self.store.list_keys(f"{self.prefix}/{backup_type}/".lstrip("/")):
+                if entry["Key"].endswith(MANIFEST_SUFFIX):
+                    found.append(Manifest.model_validate(self.store.get_json(entry["Key"])))
+        return sorted(found, key=lambda m: (m.started_at, m.file))
+
+    def newest_verified(self, backup_type: str) -> Manifest | None:
+        verified = [m for m in self.manifests([backup_type]) if m.verified]
+        return verified[-1] if verified else None

@@ -1,0 +1,372 @@
+"""Object storage (S3 or anything that speaks it, such as moto): stream in, stream out, hash.
+
+Objects are never staged on disk: uploads read from a pipe through a SHA-256 hasher into a
+multipart upload, downloads stream back through the same hasher. S3's own checksums of a
+multipart object are checksums of parts, so the file's SHA-256 is ours and lives in manifests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from disaster_recovery.config.endpoints import AwsEndpoint
+from disaster_recovery.errors import (
+    ConfigError,
+    ConflictError,
+    DisasterRecoveryError,
+    NotFoundError,
+    UnavailableError,
+)
+
+MIB = 1024 * 1024
+READ_CHUNK = 1 * MIB
+UPLOAD_THREADS = 4
+
+
+class HashingReader:
+    """A file-like reader that hashes and counts what passes through it.
+
+    ``at_eof`` is called when the source is exhausted and may raise: this is how a producer that
+    died mid-stream (pg_dump killed) aborts the multipart upload instead of completing a
+    truncated object, which boto3 would otherwise do.
+    """
+
+    def __init__(self, source: IO[bytes], at_eof: Callable[[], None] | None = None):
+        self._source = source
+        self._at_eof = at_eof
+        self._hasher = hashlib.sha256()
+        self.size = 0
+        self._finished = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size if size and size > 0 else READ_CHUNK)
+        if data:
+            self._hasher.update(data)
+            self.size += len(data)
+        elif not self._finished:
+            self._finished = True
+            if self._at_eof:
+                self._at_eof()
+        return data
+
+    @property
+    def sha256(self) -> str:
+        return self._hasher.hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+
+
+def _translate(exc: Exception, what: str, endpoint: AwsEndpoint) -> DisasterRecoveryError:
+    where = f"{what} (connection {endpoint.conn_id!r}, region {endpoint.region})"
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        message = exc.response.get("Error", {}).get("Message", "")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return NotFoundError(f"{where}: object not found")
+        if code == "NoSuchBucket":
+            return ConfigError(f"{where}: bucket does not exist")
+        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
+            return ConfigError(
+                f"{where}: access denied ({code}); check the connection's credentials"
+            )
+        if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "InternalError"):
+            return UnavailableError(f"{where}: S3 error {code or status}: {message}")
+        return DisasterRecoveryError(f"{where}: S3 error {code or status}: {message}")
+    if isinstance(exc, EndpointConnectionError):
+        return UnavailableError(
+            f"{where}: cannot reach S3 at {endpoint.endpoint_url or 'AWS'}: {exc}"
+        )
+    return UnavailableError(f"{where}: {exc}")
+
+
+def s3_client(
+    endpoint: AwsEndpoint,
+    *,
+    session: Any = None,
+    max_attempts: int = 5,
+    connect_timeout: float = 10,
+    read_timeout: float = 120,
+) -> Any:
+    """A boto3 S3 client for ``endpoint`` (a new session unless one is given)."""
+    config = Config(
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        # Our own SHA-256 is the check; S3's per-part checksums break after a server-side
+        # copy of a multipart object (FlexibleChecksumError on the bytes that are right).
+        response_checksum_validation="when_required",
+        request_checksum_calculation="when_required",
+    )
+    session = session or boto3.session.Session()
+    return session.client("s3", config=config, **endpoint.client_kwargs())
+
+
+class ObjectStore:
+    """One bucket in one region, reached through one Connection."""
+
+    def __init__(
+        self, endpoint: AwsEndpoint, bucket: str, *, chunk_mib: int = 16, client: Any = None
+    ):
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self._client = client  # built on first use unless given (see s3_client)
+        self.transfer = TransferConfig(
+            multipart_threshold=chunk_mib * MIB,
+            multipart_chunksize=chunk_mib * MIB,
+            max_concurrency=UPLOAD_THREADS,
+            use_threads=True,
+        )
+        # A stream's parts wait in memory for a free thread; s3transfer allows 10 by default
+        # (160 MiB at 16 MiB parts). One per thread plus one being read bounds memory, and a slow
+        # S3 then slows pg_dump down (pipe back-pressure) instead of growing the worker.
+        self.transfer.max_in_memory_upload_chunks = UPLOAD_THREADS + 1
+
+    def __repr__(self) -> str:
+        return f"ObjectStore(s3://{self.bucket}, region={self.endpoint.region})"
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = s3_client(self.endpoint)
+        return self._client
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def _call(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            return fn(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, what, self.endpoint) from exc
+
+    # -- reading -------------------------------------------------------------------------
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        """The object's metadata, or None when it does not exist."""
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise _translate(exc, f"HEAD {self.url(key)}", self.endpoint) from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, f"HEAD {self.url(key)}", self.endpoint) from exc
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    def open(self, key: str) -> Any:
+        """A streaming body (``read``, ``iter_chunks``) of the object."""
+        response = self._call(
+            f"GET {self.url(key)}", self.client.get_object, Bucket=self.bucket, Key=key
+        )
+        return response["Body"]
+
+    def iter_bytes(self, key: str, chunk: int = READ_CHUNK) -> Iterator[bytes]:
+        body = self.open(key)
+        try:
+            yield from body.iter_chunks(chunk)
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"GET {self.url(key)}", self.endpoint) from exc
+        finally:
+            body.close()
+
+    def digest(self, key: str, *, copy_to: Path | None = None) -> StoredObject:
+        """Stream the object back and compute its size and SHA-256, writing it to ``copy_to``
+        on the way when given (a download checked in the same pass)."""
+        hasher = hashlib.sha256()
+        size = 0
+        with open(copy_to, "wb") if copy_to else contextlib.nullcontext() as out:
+            for data in self.iter_bytes(key):
+                hasher.update(data)
+                size += len(data)
+                if out:
+                    out.write(data)
+        return StoredObject(self.bucket, key, size, hasher.hexdigest())
+
+    def get_bytes(self, key: str) -> bytes:
+        return b"".join(self.iter_bytes(key))
+
+    def get_json(self, key: str) -> dict[str, Any]:
+        data = self.get_bytes(key)
+        try:
+            parsed = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise DisasterRecoveryError(f"{self.url(key)}: not valid JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise DisasterRecoveryError(f"{self.url(key)}: expected a JSON object")
+        return parsed
+
+    def list_keys(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """Every object under ``prefix`` (dicts with Key, Size, LastModified)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                yield from page.get("Contents", [])
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"LIST {self.url(prefix)}", self.endpoint) from exc
+
+    # -- writing -------------------------------------------------------------------------
+
+    def upload_stream(
+        self,
+        key: str,
+        source: IO[bytes],
+        *,
+        at_eof: Callable[[], None] | None = None,
+        metadata: dict[str, str] | None = None,
+        content_type: str = "application/octet-stream",
+    ) -> StoredObject:
+        """Stream ``source`` into ``key`` (multipart above the chunk size), hashing on the way.
+
+        If reading fails or ``at_eof`` raises, boto3 aborts the multipart upload: no object and
+        no open upload is left behind.
+        """
+        reader = HashingReader(source, at_eof)
+        extra: dict[str, Any] = {"ContentType": content_type}
+        if metadata:
+            extra["Metadata"] = metadata
+        try:
+            self.client.upload_fileobj(
+                reader, self.bucket, key, ExtraArgs=extra, Config=self.transfer
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"upload to {self.url(key)}", self.endpoint) from exc
+        except Exception as exc:
+            # boto3 wraps errors raised by our reader (a failed producer) in its own types.
+            cause = exc
+            while cause.__cause__ is not None or cause.__context__ is not None:
+                if isinstance(cause, DisasterRecoveryError):
+                    break
+                cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+            if isinstance(cause, DisasterRecoveryError):
+                raise cause from exc
+            raise
+        return StoredObject(self.bucket, key, reader.size, reader.sha256)
+
+    def put_bytes(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        extra: dict[str, Any] = {"ContentType": content_type}
+        if metadata:
+            extra["Metadata"] = metadata
+        self._call(
+            f"PUT {self.url(key)}",
+            self.client.put_object,
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            **extra,
+        )
+
+    def put_json(self, key: str, document: dict[str, Any]) -> None:
+        body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
+        self.put_bytes(key, body, content_type="application/json")
+
+    def put_if_absent(
+        self, key: str, data: bytes, *, metadata: dict[str, str] | None = None
+    ) -> bool:
+        """Write ``data`` unless the object exists. Returns True if written, False if an identical
+        object was already there; raises :class:`ConflictError` for a different one."""
+        sha = hashlib.sha256(data).hexdigest()
+        existing = self.head(key)
+        if existing is not None:
+            if existing.get("Metadata", {}).get("sha256") == sha or self.digest(key).sha256 == sha:
+                return False
+            raise ConflictError(
+                f"{self.url(key)} already exists with different content; refusing to overwrite"
+            )
+        self.put_bytes(key, data, metadata={**(metadata or {}), "sha256": sha})
+        return True
+
+    def delete(self, keys: list[str]) -> int:
+        deleted = 0
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            self._call(
+                f"DELETE {len(batch)} objects in s3://{self.bucket}",
+                self.client.delete_objects,
+                Bucket=self.bucket,
+                Delete={"Objects": batch, "Quiet": True},
+            )
+            deleted += len(batch)
+        return deleted
+
+    def copy_from(self, source: ObjectStore, key: str) -> None:
+        """Server-side copy of ``key`` from another bucket (possibly another region)."""
+        self._call(
+            f"COPY {source.url(key)} -> {self.url(key)}",
+            self.client.copy,
+            CopySource={"Bucket": source.bucket, "Key": key},
+            Bucket=self.bucket,
+            Key=key,
+            Config=self.transfer,
+            SourceClient=source.client,
+        )
+
+    def open_multipart_uploads(self, prefix: str = "") -> list[str]:
+        return [upload["Key"] for upload in self.multipart_uploads(prefix)]
+
+    def multipart_uploads(self, prefix: str = "") -> list[dict[str, Any]]:
+        """Multipart uploads begun and never completed nor aborted (Key, UploadId, Initiated)."""
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        try:
+            return [
+                upload
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+                for upload in page.get("Uploads", [])
+            ]
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"LIST uploads in s3://{self.bucket}", self.endpoint) from exc
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        self._call(
+            f"ABORT upload of {self.url(key)}",
+            self.client.abort_multipart_upload,
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+        )
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if missing (sandbox and tests; real buckets come from IaC)."""
+        if self.bucket_exists():
+            return
+        kwargs: dict[str, Any] = {"Bucket": self.bucket}
+        if self.endpoint.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.endpoint.region}
+        self._call(f"CREATE s3://{self.bucket}", self.client.create_bucket, **kwargs)
+
+    def bucket_exists(self) -> bool:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
+                return False
+            raise _translate(exc, f"HEAD s3://{self.bucket}", self.endpoint) from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, f"HEAD s3://{self.bucket}", self.endpoint) from exc

@@ -1,0 +1,1 @@
+"""Configuration: defaults (no imports), the settings model, durations, the seed dict, and the endpoints built from Connections."""

@@ -1,0 +1,8 @@
+"""Defaults every layer may need, with no imports (the WAL archiver reads them without loading the settings model)."""
+
+from __future__ import annotations
+
+WAL_TYPE = "postgresql_wal"
+DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
+# Finished files pushed along with the one archive_command is called for (Pitr.push_ahead).
+DEFAULT_PUSH_AHEAD = 4

@@ -1,0 +1,1 @@
+"""DR drills: the procedures and their evidence."""

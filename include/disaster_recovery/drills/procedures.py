@@ -1,0 +1,630 @@
+"""DR drills: prove the objectives on a drill target and keep the evidence.
+
+Monthly: restore the newest verified full backup into a scratch database (row counts against
+the manifest, ``pg_amcheck``, restore time and throughput); a point-in-time restore to a random
+moment of the last 24 hours (the heartbeats recovered must be exactly those committed up to it);
+a simulated failover to the secondary, approved by the drill's policy, then failback.
+
+Quarterly: the whole primary region is lost at once (PostgreSQL crashed, the Redis master shut
+down without saving, the region's services stopped) while the application writes; detection by
+consecutive failed health checks, the failover procedure, validation, failback. RTO is measured
+from the loss to a validated secondary; RPO from the heartbeat, for the synchronous standby and
+for the WAL archive (a point-in-time restore to the newest archived moment).
+
+A drill runs only against the environment its configuration names, refuses one marked
+production unless that configuration allows it, and always tries to leave the target in its
+original topology. Every drill writes a record (:mod:`disaster_recovery.drills.evidence`), posts a
+Slack summary, and raises ``DRDrillFailed`` when anything failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from disaster_recovery.clients.runner import run
+from disaster_recovery.clients.s3 import ObjectStore
+from disaster_recovery.config.endpoints import Deployment, PostgresEndpoint
+from disaster_recovery.drills.evidence import DrillKind, DrillRecord, EvidenceStore
+from disaster_recovery.errors import (
+    AbortedError,
+    DisasterRecoveryError,
+    DrillRefused,
+    PermanentError,
+    VerificationError,
+)
+from disaster_recovery.monitoring import heartbeat
+from disaster_recovery.monitoring.alerts import Alert, AlertSink, SlackWebhookSink
+from disaster_recovery.postgres import db, pgbin
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+class DrillFailed(PermanentError):
+    """A drill ran and something in it failed; the evidence record says what. Never retried:
+    a retry would repeat a failover."""
+
+    def __init__(self, message: str, record: DrillRecord):
+        super().__init__(message)
+        self.record = record
+
+
+def check_target(deployment: Deployment) -> dict[str, Any]:
+    """Refuse a production target unless explicitly allowed; refuse a target that is not in its
+    original topology (a drill must start from, and return to, the normal state)."""
+    environment = deployment.settings.environment
+    if environment.production and not environment.allow_drills_on_production:
+        raise DrillRefused(
+            f"drill target {environment.name!r} is marked production; set "
+            "environment.allow_drills_on_production in its configuration to drill it"
+        )
+    from disaster_recovery.monitoring.health import current_roles
+
+    regions = deployment.settings.regions
+    primary, _ = current_roles(deployment)
+    if primary != regions.primary:
+        raise DrillRefused(
+            f"drill target {environment.name!r} runs its primary in {primary}, not {regions.primary}: "
+            "fail back before drilling"
+        )
+    return {
+        "environment": environment.name,
+        "production": environment.production,
+        "primary_region": primary,
+    }
+
+
+@dataclass
+class DrillContext:
+    deployment: Deployment
+    record: DrillRecord
+    rng: random.Random
+    progress: Progress
+    work_dir: Path
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> Any:
+        return self.deployment.settings
+
+    def primary(self) -> PostgresEndpoint:
+        return self.deployment.postgres("primary")
+
+
+# -- monthly steps ------------------------------------------------------------------------------
+
+
+def restore_newest_full(ctx: DrillContext) -> dict[str, Any]:
+    """Restore the newest verified full backup into a scratch database, compare row counts with
+    the manifest, run pg_amcheck, then drop the scratch database."""
+    from disaster_recovery.restore.logical import restore_logical
+
+    scratch = f"dr_drill_{ctx.record.started_at:%Y%m%d%H%M%S}"
+    started = time.monotonic()
+    result = restore_logical(ctx.deployment, target_db=scratch, replace=True)
+    seconds = time.monotonic() - started
+    try:
+        if not result["counts_match"]:
+            raise VerificationError(
+                f"restored {result['backup_file']} into {scratch}: row counts differ from the "
+                f"manifest: {result['differences']}",
+                check="row_counts",
+            )
+        amcheck = run_amcheck(ctx.primary().with_database(scratch))
+    finally:
+        drop_database(ctx.primary(), scratch)
+    size = _backup_size(ctx, result["backup_file"])
+    throughput = round(size / 1_000_000 / seconds, 2) if seconds > 0 else None
+    ctx.record.restore_throughput_mb_s = throughput
+    return {
+        "backup_file": result["backup_file"],
+        "tables": result["tables"],
+        "rows": result["rows"],
+        "counts_match": True,
+        "amcheck": amcheck,
+        "restore_seconds": round(seconds, 2),
+        "backup_bytes": size,
+        "throughput_mb_s": throughput,
+    }
+
+
+def _backup_size(ctx: DrillContext, file: str) -> int:
+    from disaster_recovery.catalog.listing import Catalog
+
+    region = ctx.settings.regions.primary
+    store = ObjectStore(ctx.deployment.aws(region), ctx.settings.bucket(region))
+    return Catalog(store, ctx.settings.storage.prefix).load(file).size_bytes
+
+
+def run_amcheck(endpoint: PostgresEndpoint) -> str:
+    """pg_amcheck over every table and index of the restored database (heap and B-tree)."""
+    major = db.server_major(endpoint)
+    with db.connect(endpoint) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+    run(
+        [
+            pgbin.require_at_least("pg_amcheck", major),
+            "--no-password",
+            "--heapallindexed",
+            "--install-missing",
+            "-d",
+            endpoint.dbname,
+        ],
+        env=endpoint.libpq_env(),
+        target=endpoint.describe(),
+        timeout=3600,
+    )
+    return "no corruption found"
+
+
+def drop_database(server: PostgresEndpoint, name: str) -> None:
+    with db.connect(server.with_database("postgres")) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def restorable_window(ctx: DrillContext) -> tuple[datetime, datetime]:
+    from disaster_recovery.restore.pitr import describe_chain
+
+    region = ctx.settings.regions.primary
+    described = describe_chain(ctx.deployment, region)["regions"][region]
+    if not described.get("earliest_restorable") or not described.get("latest_restorable"):
+        raise VerificationError(
+            f"the {region} archive cannot restore to any point in time: "
+            f"{described.get('note') or 'no verified base backup with its WAL'}",
+            check="pitr",
+        )
+    return (
+        datetime.fromisoformat(described["earliest_restorable"]),
+        datetime.fromisoformat(described["latest_restorable"]),
+    )
+
+
+def restore_to(
+    ctx: DrillContext, moment: datetime, label: str
+) -> tuple[dict[str, Any], PostgresEndpoint]:
+    """A point-in-time restore into the drill's work folder, on a free port."""
+    from disaster_recovery.restore.pitr import restore_to_point_in_time
+
+    result = restore_to_point_in_time(
+        ctx.deployment, target_dir=ctx.work_dir / label, target_time=moment
+    )
+    primary = ctx.primary()
+    restored = PostgresEndpoint(
+        f"drill-{label}",
+        "127.0.0.1",
+        int(result["port"]),
+        primary.user,
+        primary.dbname,
+        primary.password,
+    )
+    return result, restored
+
+
+def stop_restored(result: dict[str, Any]) -> None:
+    from disaster_recovery.postgres.instance import LocalInstance
+
+    data_dir = Path(result["data_dir"])
+    instance = LocalInstance(
+        data_dir,
+        int(result["port"]),
+        "pitr_restore",
+        data_dir.with_name(data_dir.name + ".dr") / "run",
+        Path(result["log"]),
+    )
+    instance.stop(mode="immediate")
+    shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.rmtree(data_dir.with_name(data_dir.name + ".dr"), ignore_errors=True)
+
+
+def point_in_time_check(ctx: DrillContext) -> dict[str, Any]:
+    """Restore to a random moment of the last 24 hours; the heartbeats recovered must be exactly
+    those the primary committed up to that moment."""
+    earliest, latest = restorable_window(ctx)
+    window = ctx.settings.drills.pitr_window
+    low = max(earliest, ctx.record.started_at - window)
+    # Stay a little inside the archive: recovery must see a commit after the target to stop.
+    high = latest - timedelta(seconds=2)
+    if high <= low:
+        raise VerificationError(
+            f"the restorable window {earliest.isoformat()} .. {latest.isoformat()} "
+            "is too short for a point-in-time drill",
+            check="pitr",
+        )
+    moment = low + (high - low) * ctx.rng.random()
+    ctx.progress(f"point-in-time restore to {moment.isoformat()}")
+    started = time.monotonic()
+    result, restored = restore_to(ctx, moment, "pitr")
+    try:
+        expected = heartbeat.ids_up_to(ctx.primary(), moment)
+        recovered = heartbeat.ids_up_to(restored, datetime.now(UTC) + timedelta(days=1))
+    finally:
+        stop_restored(result)
+    if recovered != expected:
+        missing = sorted(set(expected) - set(recovered))[:5]
+        extra = sorted(set(recovered) - set(expected))[:5]
+        raise VerificationError(
+            f"restore to {moment.isoformat()} holds {len(recovered)} heartbeats, the primary "
+            f"committed {len(expected)} by then (missing {missing}, extra {extra})",
+            check="pitr",
+        )
+    return {
+        "target": moment.isoformat(),
+        "recovered_to": result["recovered_to"],
+        "heartbeats": len(recovered),
+        "exact": True,
+        "seconds": round(time.monotonic() - started, 2),
+    }
+
+
+def drill_approval(ctx: DrillContext) -> Callable[[dict[str, Any], str], bool]:
+    """DECIDE during a drill: the drill's policy answers, and the record says so."""
+
+    def approve(evidence: dict[str, Any], body: str) -> bool:
+        approved = bool(ctx.settings.drills.auto_approve)
+        ctx.notes["approval"] = {"by": "drill policy (drills.auto_approve)", "approved": approved}
+        return approved
+
+    return approve
+
+
+def failover(ctx: DrillContext, reason: str, **options: Any) -> dict[str, Any]:
+    from disaster_recovery.failover.plan import Plan
+    from disaster_recovery.failover.steps import run_failover
+
+    regions = ctx.settings.regions
+    plan = Plan(ctx.deployment, regions.primary, regions.secondary, **options)
+    result = run_failover(
+        plan,
+        reason,
+        f"drill:{ctx.record.drill}",
+        approve=drill_approval(ctx),
+        progress=ctx.progress,
+    )
+    if result["status"] != "completed":
+        raise AbortedError(f"failover {result['status']}: {result.get('error') or 'see steps'}")
+    return result
+
+
+def failback(ctx: DrillContext) -> dict[str, Any]:
+    from disaster_recovery.failover.failback import run_failback
+    from disaster_recovery.failover.plan import Plan
+
+    regions = ctx.settings.regions
+    plan = Plan(ctx.deployment, regions.secondary, regions.primary)
+    result = run_failback(
+        plan,
+        f"{ctx.record.drill} drill: return to {regions.primary}",
+        f"drill:{ctx.record.drill}",
+        approve=lambda _e, _b: True,
+        progress=ctx.progress,
+    )
+    if result["status"] != "completed":
+        raise AbortedError(f"failback {result['status']}: {result.get('error') or 'see steps'}")
+    return result
+
+
+def lost_heartbeats(before: list[int], survivor: PostgresEndpoint) -> int:
+    """How many acknowledged heartbeats the new primary does not hold."""
+    held = set(heartbeat.ids_up_to(survivor, datetime.now(UTC) + timedelta(days=1)))
+    return len([i for i in before if i not in held])
+
+
+def simulated_failover(ctx: DrillContext) -> dict[str, Any]:
+    """Fail over to the secondary (a planned switch: the old primary stays up and is fenced),
+    validate, count the acknowledged heartbeats the new primary holds."""
+    primary = ctx.primary()
+    acknowledged = [
+        heartbeat.beat(primary, f"drill:{ctx.record.drill}", synchronous=True)[0] for _ in range(5)
+    ]
+    result = failover(ctx, f"{ctx.record.drill} DR drill (simulated failover)")
+    lost = lost_heartbeats(acknowledged, ctx.deployment.postgres("standby"))
+    ctx.record.rto_seconds = result["total_time_seconds"]
+    ctx.record.rpo_seconds = 0.0 if lost == 0 else None
+    if lost:
+        raise VerificationError(
+            f"{lost} acknowledged heartbeats are missing on the new primary", check="rpo"
+        )
+    return {
+        "status": result["status"],
+        "new_primary": result["new_primary"],
+        "total_time_seconds": result["total_time_seconds"],
+        "step_seconds": result.get("step_seconds"),
+        "approval": ctx.notes.get("approval"),
+        "heartbeats_lost": lost,
+    }
+
+
+# -- quarterly steps ----------------------------------------------------------------------------
+
+
+def lose_primary_region(ctx: DrillContext) -> dict[str, Any]:
+    """Lose the primary region at once, with the configured command, or else: PostgreSQL
+    crashed (immediate stop: no checkpoint), the Redis master shut down without saving, the
+    region's services stopped."""
+    import redis as redis_client
+
+    from disaster_recovery.clients.services import Services
+    from disaster_recovery.failover.plan import Plan
+
+    regions = ctx.settings.regions
+    command = ctx.settings.drills.region_loss_command
+    if command:
+        killed_at = datetime.now(UTC)
+        result = run(command, target=f"lose {regions.primary}", timeout=120)
+        ctx.notes["killed_at"] = killed_at
+        return {
+            "killed_at": killed_at.isoformat(),
+            "command": command[-3:],
+            "output": result.stdout[-500:],
+        }
+    plan = Plan(ctx.deployment, regions.primary, regions.secondary)
+    services = Services(ctx.deployment)
+    killed_at = datetime.now(UTC)
+    plan.node(regions.primary).stop("immediate")
+    try:
+        redis_client.Redis.from_url(
+            ctx.deployment.redis("primary").url(), socket_timeout=2
+        ).shutdown(nosave=True)
+    except redis_client.ConnectionError:
+        pass  # the server went away while answering: that is the shutdown
+    services.deactivate(regions.primary)
+    ctx.notes["killed_at"] = killed_at
+    return {
+        "killed_at": killed_at.isoformat(),
+        "postgres": "crashed (immediate)",
+        "redis": "shut down without saving",
+        "services": "stopped",
+    }
+
+
+def detect_loss(ctx: DrillContext) -> dict[str, Any]:
+    """The health check, repeated until the primary failed the configured number of consecutive
+    times (as dr_health_check does every minute; the drill checks every few seconds)."""
+    from disaster_recovery.monitoring.health import check_health
+
+    needed = ctx.settings.thresholds.health_failures_before_failover
+    interval = ctx.settings.drills.health_check_interval.total_seconds()
+    regions = ctx.settings.regions
+    failures, checks = 0, 0
+    deadline = time.monotonic() + 300
+    while failures < needed:
+        if time.monotonic() > deadline:
+            raise AbortedError(f"the primary failed only {failures} consecutive checks in 300 s")
+        health = check_health(ctx.deployment, regions.primary, regions.secondary)
+        checks += 1
+        failures = failures + 1 if health["primary"]["database"] != "healthy" else 0
+        if failures < needed:
+            time.sleep(interval)
+    detected_at = datetime.now(UTC)
+    return {
+        "consecutive_failures": failures,
+        "checks": checks,
+        "detected_after_seconds": round((detected_at - ctx.notes["killed_at"]).total_seconds(), 2),
+    }
+
+
+def archive_rpo(ctx: DrillContext) -> dict[str, Any]:
+    """The RPO the WAL archive alone would give: restore to the newest moment the archive held
+    when the region was lost, and compare its newest heartbeat with the time of the loss."""
+    moment = min(ctx.notes["archive_latest"], ctx.notes["killed_at"]) - timedelta(seconds=1)
+    result, restored = restore_to(ctx, moment, "archive_rpo")
+    try:
+        newest = heartbeat.newest(restored)
+    finally:
+        stop_restored(result)
+    if newest is None:
+        raise VerificationError("the archive restore holds no heartbeat", check="rpo")
+    rpo = (ctx.notes["killed_at"] - newest["committed_at"]).total_seconds()
+    return {
+        "restored_to": moment.isoformat(),
+        "newest_heartbeat": newest["committed_at"].isoformat(),
+        "rpo_seconds": round(rpo, 2),
+    }
+
+
+def revive_region(ctx: DrillContext) -> dict[str, Any]:
+    command = ctx.settings.drills.region_revive_command
+    if not command or ctx.notes.get("revived"):
+        return {"revived": False}
+    result = run(command, target="revive the lost region", timeout=120)
+    ctx.notes["revived"] = True
+    return {"revived": True, "output": result.stdout[-500:]}
+
+
+def region_loss(ctx: DrillContext) -> dict[str, Any]:
+    acknowledged = [
+        heartbeat.beat(ctx.primary(), "drill:quarterly", synchronous=True)[0] for _ in range(5)
+    ]
+    with ctx.record.step("kill_primary_region") as step:
+        step.details = lose_primary_region(ctx)
+    with ctx.record.step("detect") as step:
+        step.details = detect_loss(ctx)
+        # What the archive alone holds now, before a promoted standby adds its own timeline.
+        ctx.notes["archive_latest"] = restorable_window(ctx)[1]
+    with ctx.record.step("failover") as step:
+        accept = ctx.settings.drills.accept_data_loss_on_region_loss
+        result = failover(ctx, "quarterly DR drill: primary region lost", accept_data_loss=accept)
+        step.details = {
+            "total_time_seconds": result["total_time_seconds"],
+            "step_seconds": result.get("step_seconds"),
+            "approval": ctx.notes.get("approval"),
+        }
+    validated_at = datetime.now(UTC)
+    survivor = ctx.deployment.postgres("standby")
+    newest = heartbeat.newest(survivor)
+    lost = lost_heartbeats(acknowledged, survivor)
+    ctx.record.rto_seconds = round((validated_at - ctx.notes["killed_at"]).total_seconds(), 2)
+    ctx.record.rpo_seconds = (
+        round((ctx.notes["killed_at"] - newest["committed_at"]).total_seconds(), 2)
+        if newest
+        else None
+    )
+    if lost:
+        raise VerificationError(
+            f"{lost} acknowledged heartbeats are missing on the new primary", check="rpo"
+        )
+    with ctx.record.step("archive_rpo") as step:
+        step.details = archive_rpo(ctx)
+    if ctx.settings.drills.region_revive_command:
+        with ctx.record.step("revive_region") as step:
+            step.details = revive_region(ctx)
+    return {
+        "heartbeats_lost": lost,
+        "rto_seconds": ctx.record.rto_seconds,
+        "rpo_seconds": ctx.record.rpo_seconds,
+    }
+
+
+# -- running a drill ----------------------------------------------------------------------------
+
+
+def new_record(deployment: Deployment, drill: DrillKind) -> DrillRecord:
+    objectives = deployment.settings.objectives
+    return DrillRecord(
+        drill=drill,
+        environment=deployment.settings.environment.name,
+        started_at=datetime.now(UTC),
+        objectives={
+            "rpo_seconds": objectives.rpo.total_seconds(),
+            "rto_seconds": objectives.rto.total_seconds(),
+        },
+    )
+
+
+def return_to_original_topology(ctx: DrillContext) -> dict[str, Any] | None:
+    """After a failed drill: bring the lost region's machines back, then the primary role to the
+    primary region if it moved, or restart the crashed primary if it did not."""
+    from disaster_recovery.failover.plan import Plan
+    from disaster_recovery.monitoring.health import current_roles
+
+    regions = ctx.settings.regions
+    if "killed_at" in ctx.notes:
+        revive_region(ctx)
+    primary, _ = current_roles(ctx.deployment)
+    if primary == regions.secondary:
+        return failback(ctx)
+    if "killed_at" in ctx.notes:
+        Plan(ctx.deployment, regions.primary, regions.secondary).node(regions.primary).start()
+        return {"status": "restarted the crashed primary"}
+    return None
+
+
+def judge(record: DrillRecord) -> None:
+    """Pass only if every step passed and the measured figures are within the objectives."""
+    failures = [f"{s.name}: {s.error}" for s in record.steps if s.result == "failed"]
+    if record.rto_seconds is not None and record.rto_seconds > record.objectives["rto_seconds"]:
+        failures.append(
+            f"RTO {record.rto_seconds:.0f} s exceeds the objective {record.objectives['rto_seconds']:.0f} s"
+        )
+    if record.rpo_seconds is not None and record.rpo_seconds > record.objectives["rpo_seconds"]:
+        failures.append(
+            f"RPO {record.rpo_seconds:.0f} s exceeds the objective {record.objectives['rpo_seconds']:.0f} s"
+        )
+    record.passed = not failures
+    record.error = "; ".join(failures) or None
+
+
+def monthly_steps(ctx: DrillContext) -> None:
+    with ctx.record.step("restore_full") as step:
+        step.details = restore_newest_full(ctx)
+    with ctx.record.step("point_in_time") as step:
+        step.details = point_in_time_check(ctx)
+    with ctx.record.step("failover") as step:
+        step.details = simulated_failover(ctx)
+    with ctx.record.step("failback") as step:
+        result = failback(ctx)
+        step.details = {"total_time_seconds": result["total_time_seconds"]}
+
+
+def quarterly_steps(ctx: DrillContext) -> None:
+    region_loss(ctx)
+    with ctx.record.step("failback") as step:
+        result = failback(ctx)
+        step.details = {"total_time_seconds": result["total_time_seconds"]}
+
+
+STEPS: dict[str, Callable[[DrillContext], None]] = {
+    "monthly": monthly_steps,
+    "quarterly": quarterly_steps,
+}
+
+
+def run_drill(
+    deployment: Deployment,
+    drill: DrillKind,
+    *,
+    seed: int | None = None,
+    progress: Progress | None = None,
+    sink: AlertSink | None = None,
+) -> DrillRecord:
+    """Run one drill end to end; write its evidence; alert. Raises :class:`DrillFailed` (after
+    writing the evidence) when it did not pass, :class:`DrillRefused` before touching anything."""
+    record = new_record(deployment, drill)
+    work_dir = Path(tempfile.mkdtemp(prefix=f"dr-drill-{drill}-", dir="/tmp"))
+    work_dir.chmod(0o755)
+    ctx = DrillContext(deployment, record, random.Random(seed), progress or log.info, work_dir)
+    try:
+        with record.step("preflight") as step:
+            step.details = check_target(deployment)
+        STEPS[drill](ctx)
+    except DrillRefused as exc:
+        log.error("%s drill refused: %s", drill, exc)  # nothing was touched
+    except DisasterRecoveryError as exc:
+        log.error("%s drill failed: %s", drill, exc)
+        with record.step("restore_topology") as step:
+            step.details = {
+                "failback": (return_to_original_topology(ctx) or {}).get("status", "not needed")
+            }
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        record.finished_at = datetime.now(UTC)
+        judge(record)
+        publish(deployment, record, sink)
+    if not record.passed:
+        raise DrillFailed(f"{drill} DR drill failed: {record.error}", record)
+    return record
+
+
+def publish(deployment: Deployment, record: DrillRecord, sink: AlertSink | None = None) -> None:
+    """Evidence to both regions' buckets; a Slack summary; DRDrillFailed when it failed."""
+    settings = deployment.settings
+    for region in (settings.regions.primary, settings.regions.secondary):
+        try:
+            EvidenceStore(ObjectStore(deployment.aws(region), settings.bucket(region))).save(record)
+        except DisasterRecoveryError as exc:
+            log.error("could not store drill evidence in %s: %s", region, exc)
+    sink = sink or SlackWebhookSink(deployment.slack())
+    summary = (
+        f"{record.drill} drill {'passed' if record.passed else 'FAILED'} on {record.environment}: "
+        f"RTO {_seconds(record.rto_seconds)} (objective {_seconds(record.objectives['rto_seconds'])}), "
+        f"RPO {_seconds(record.rpo_seconds)} (objective {_seconds(record.objectives['rpo_seconds'])})"
+    )
+    details = {step.name: f"{step.result} in {step.seconds} s" for step in record.steps}
+    alerts = [Alert("DRDrillReport", summary, details=details)]
+    if not record.passed:
+        alerts.append(
+            Alert(
+                "DRDrillFailed",
+                f"{record.drill} DR drill failed: {record.error}",
+                details={"environment": record.environment, "record": record.key},
+            )
+        )
+    for alert in alerts:
+        try:
+            sink.send(alert)
+        except DisasterRecoveryError as exc:
+            log.error("could not send %s: %s", alert.name, exc)
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} s"

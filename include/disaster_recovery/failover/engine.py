@@ -1,0 +1,163 @@
+"""The step engine shared by failover and failback: runs steps in order, times them, stops at the first failure or
+rejection, and publishes the result document (S3 history and Slack)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from disaster_recovery.config.endpoints import Deployment
+from disaster_recovery.config.model import Settings
+from disaster_recovery.errors import AbortedError, DisasterRecoveryError
+from disaster_recovery.failover.plan import Plan, Progress, first_line, record
+from disaster_recovery.monitoring.alerts import Alert, SlackWebhookSink
+from disaster_recovery.monitoring.health import (
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+def result_document(
+    kind: str,
+    plan: Plan,
+    *,
+    reason: str,
+    initiated_by: str,
+    status: str,
+    records: list[dict[str, Any]],
+    timings: dict[str, float],
+    started: float,
+    started_at: str,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The seed's shape plus per-step timings and records."""
+    completed = [r["step"] for r in records if r["status"] in ("done", "already_done", "approved")]
+    document: dict[str, Any] = {
+        "status": status,
+        "kind": kind,
+        "steps_completed": completed,
+        "new_primary": plan.target if status == "completed" else plan.source,
+        "total_time_seconds": round(time.monotonic() - started, 3),
+        "step_seconds": timings,
+        "reason": reason,
+        "initiated_by": initiated_by,
+        "run_id": plan.run_id,
+        "dry_run": plan.dry_run,
+        "started_at": started_at,
+        "finished_at": utcnow().isoformat(),
+        "steps": records,
+    }
+    if error:
+        document["error"] = error
+    return document
+
+
+def run_steps(
+    kind: str,
+    plan: Plan,
+    steps: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]],
+    *,
+    reason: str,
+    initiated_by: str,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run ``steps`` in order (each gets the records so far by step name), timing each; stop at
+    the first failure or abort. Returns the result document (never raises a step's error)."""
+    started, started_at = time.monotonic(), utcnow().isoformat()
+    say = progress or (lambda _message: None)
+    records: list[dict[str, Any]] = []
+    by_step: dict[str, dict[str, Any]] = {}
+    timings: dict[str, float] = {}
+    status, error = "completed", None
+    for number, (name, function) in enumerate(steps, 1):
+        say(f"[{number}/{len(steps)}] {name.upper()} ...")
+        began = time.monotonic()
+        try:
+            outcome = function(by_step)
+        except AbortedError as exc:
+            status, error = "aborted", str(exc)
+            outcome = record(name, "aborted", error=str(exc))
+        except Exception as exc:
+            # Any error ends the run with a result that names the step (psycopg, botocore and
+            # redis errors included): the operator needs the document more than a traceback.
+            log.exception("%s step %s failed", kind, name)
+            text = (
+                str(exc)
+                if isinstance(exc, DisasterRecoveryError)
+                else f"{type(exc).__name__}: {exc}"
+            )
+            status, error = "failed", f"{name}: {text}"
+            outcome = record(name, "failed", error=text)
+        timings[name] = round(time.monotonic() - began, 3)
+        records.append(outcome)
+        by_step[name] = outcome
+        say(f"[{number}/{len(steps)}] {name.upper()}: {outcome['status']} ({timings[name]:.2f} s)")
+        if outcome["status"] in ("aborted", "failed", "rejected"):
+            if outcome["status"] == "rejected":
+                status, error = "aborted", f"rejected at {name}"
+            break
+    if plan.dry_run and status == "completed":
+        status = "dry_run"
+    return result_document(
+        kind,
+        plan,
+        reason=reason,
+        initiated_by=initiated_by,
+        status=status,
+        records=records,
+        timings=timings,
+        started=started,
+        started_at=started_at,
+        error=error,
+    )
+
+
+def history_key(settings: Settings, result: dict[str, Any]) -> str:
+    finished = result.get("finished_at") or utcnow().isoformat()
+    return (
+        f"{settings.storage.prefix}/failovers/{finished[:4]}/"
+        f"{result['run_id']}_{result.get('kind', 'failover')}.json"
+    )
+
+
+def publish_result(
+    deployment: Deployment, region: str, result: dict[str, Any], sink: Any = None
+) -> dict[str, Any]:
+    """Store the result with the run history in ``region``'s bucket and post it to Slack.
+    Neither failure hides the result: each is reported in the returned dict."""
+    from disaster_recovery.clients.s3 import ObjectStore
+
+    settings = deployment.settings
+    published: dict[str, Any] = {}
+    try:
+        key = history_key(settings, result)
+        ObjectStore(deployment.aws(region), settings.bucket(region)).put_json(key, result)
+        published["history"] = f"s3://{settings.bucket(region)}/{key}"
+    except DisasterRecoveryError as exc:
+        published["history_error"] = first_line(exc)
+    ok = result["status"] in ("completed", "dry_run")
+    kind = result.get("kind", "failover")
+    alert = Alert(
+        # FailoverFailed is not in the catalogue of Info alerts, so it goes out as Critical.
+        name="FailoverCompleted" if ok else "FailoverFailed",
+        summary=(
+            f"{kind} {result['status']}: primary is {result['new_primary']} "
+            f"({result['total_time_seconds']:.1f} s)"
+        ),
+        details={
+            "reason": result.get("reason"),
+            "initiated_by": result.get("initiated_by"),
+            "steps": ", ".join(result["steps_completed"]),
+            "error": result.get("error"),
+            "history": published.get("history"),
+        },
+    )
+    try:
+        (sink or SlackWebhookSink(deployment.slack())).send(alert)
+        published["slack"] = "sent"
+    except DisasterRecoveryError as exc:
+        published["slack_error"] = first_line(exc)
+    return published

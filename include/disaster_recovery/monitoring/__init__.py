@@ -1,0 +1,1 @@
+"""Monitoring: health checks, heartbeats, alerts and the dashboard's data."""

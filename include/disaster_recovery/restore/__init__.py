@@ -1,0 +1,1 @@
+"""Restores: a logical backup into a database, and point-in-time recovery of the physical chain."""

@@ -1,0 +1,590 @@
+"""Restore to a point in time: base backup + incrementals (``pg_combinebackup``) + archived WAL.
+
+The plan is checked before anything is downloaded, and refused with a clear error when no
+verified base backup ends before the target, when the archive has a gap between the chain's
+start and the target, or when the target lies in the future or beyond the archived WAL. Recovery
+runs with ``recovery_target_action = pause``: the restore checks where replay stopped (last
+replayed transaction time and LSN) before promoting, so it never ends silently at the end of WAL.
+A restored instance does not archive (``archive_mode = off``): it must not write a new timeline
+into the production archive unless an operator makes it the new primary on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from disaster_recovery.backup.physical import BASE, INCREMENTAL, Chain, download_and_extract
+from disaster_recovery.catalog.manifests import Manifest
+from disaster_recovery.clients.runner import run
+from disaster_recovery.config.endpoints import Deployment, PostgresEndpoint
+from disaster_recovery.errors import (
+    AbortedError,
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    RestoreRefused,
+    UnavailableError,
+)
+from disaster_recovery.postgres import db, pgbin
+from disaster_recovery.postgres.instance import LocalInstance, hand_over, server_os_user
+from disaster_recovery.postgres.walfiles import (
+    expected_segments,
+    is_segment,
+    newest_timeline,
+    parse_lsn,
+    parse_segment,
+    segments_on_path,
+)
+from disaster_recovery.wal.archive import WalArchive
+from disaster_recovery.wal.host import archiver_command, write_archiver_files
+
+log = logging.getLogger(__name__)
+
+RESTORE_POINTS = "restore_points"
+_RESTORE_POINT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Exactly one of a time, an LSN or a named restore point."""
+
+    time: datetime | None = None
+    lsn: str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        given = [v for v in (self.time, self.lsn, self.name) if v is not None]
+        if len(given) != 1:
+            raise ConfigError(
+                "give exactly one recovery target: a point in time, an LSN or a restore point name"
+            )
+        if self.time is not None and self.time.tzinfo is None:
+            raise ConfigError(
+                f"target time {self.time.isoformat()} has no UTC offset; write it "
+                "like 2024-01-15T14:30:00-05:00"
+            )
+        if self.lsn is not None:
+            parse_lsn(self.lsn)
+
+    def describe(self) -> str:
+        if self.time is not None:
+            return f"time {self.time.isoformat()}"
+        return f"LSN {self.lsn}" if self.lsn is not None else f"restore point {self.name!r}"
+
+
+@dataclass
+class RestorePlan:
+    region: str
+    target: Target
+    elements: list[Manifest]
+    wal_needed: list[str]
+    target_time: datetime | None = None  # of a named restore point, recorded when created
+    target_lsn: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "region": self.region,
+            "target": self.target.describe(),
+            "base": self.elements[0].file,
+            "incrementals": [m.file for m in self.elements[1:]],
+            "wal_from": self.wal_needed[0] if self.wal_needed else None,
+            "wal_to": self.wal_needed[-1] if self.wal_needed else None,
+            "wal_segments": len(self.wal_needed),
+            "notes": self.notes,
+        }
+
+
+# -- restore points -----------------------------------------------------------------------
+
+
+def _restore_point_key(deployment: Deployment, name: str) -> str:
+    return f"{deployment.settings.storage.prefix}/{RESTORE_POINTS}/{name}.json".lstrip("/")
+
+
+def create_restore_point(deployment: Deployment, name: str) -> dict[str, Any]:
+    """``pg_create_restore_point(name)`` on the primary, recorded in both regions' buckets.
+
+    The WAL is switched right after, so the point is archived (restorable) at once rather than
+    after ``archive_timeout``. Names are unique: recovery stops at the *first* point of a name.
+    """
+    if not _RESTORE_POINT_NAME.match(name):
+        raise ConfigError(f"restore point name {name!r}: use 1-63 letters, digits, '_', '.', '-'")
+    archive = WalArchive.for_deployment(deployment)
+    key = _restore_point_key(deployment, name)
+    if archive.store(archive.regions[0]).exists(key):
+        raise ConflictError(f"a restore point named {name!r} already exists; choose another name")
+    with db.connect(deployment.postgres("primary"), "postgres") as conn:
+        row = conn.execute(
+            "SELECT pg_create_restore_point(%s)::text, now(),"
+            " pg_walfile_name(pg_current_wal_lsn())",
+            (name,),
+        ).fetchone()
+        conn.execute("SELECT pg_switch_wal()")
+    assert row is not None
+    record = {
+        "name": name,
+        "lsn": row[0],
+        "time": row[1].isoformat(),
+        "segment": row[2],
+        "timeline": int(row[2][:8], 16),
+    }
+    body = json.dumps(record, sort_keys=True).encode()
+    for region in archive.regions:
+        archive.store(region).put_if_absent(key, body)
+    return record
+
+
+def load_restore_point(deployment: Deployment, name: str, region: str) -> dict[str, Any]:
+    archive = WalArchive.for_deployment(deployment)
+    key = _restore_point_key(deployment, name)
+    store = archive.store(region)
+    if not store.exists(key):
+        raise NotFoundError(
+            f"no restore point named {name!r} in {store.url(key)} "
+            "(create one with `dr restore-point create NAME`)"
+        )
+    return store.get_json(key)
+
+
+# -- planning --------------------------------------------------------------------------------
+
+
+def plan_restore(
+    deployment: Deployment, target: Target, region: str | None = None, now: datetime | None = None
+) -> RestorePlan:
+    """Choose the chain and check the WAL for ``target``; refuse with a clear error."""
+    settings = deployment.settings
+    region = region or settings.regions.primary
+    now = now or datetime.now(UTC)
+    plan_time, plan_lsn = target.time, parse_lsn(target.lsn) if target.lsn else None
+    if target.name is not None:
+        point = load_restore_point(deployment, target.name, region)
+        plan_time, plan_lsn = datetime.fromisoformat(point["time"]), parse_lsn(point["lsn"])
+    if target.time is not None and target.time > now:
+        raise RestoreRefused(f"target {target.describe()} is in the future (now {now.isoformat()})")
+    if target.lsn is not None:
+        _refuse_future_lsn(deployment, target.lsn)
+
+    verified = Chain(deployment, region).verified()
+
+    def ends_before(element: Manifest) -> bool:
+        if plan_lsn is not None:
+            return parse_lsn(
+                str(getattr(element, "end_lsn", "FFFFFFFF/FFFFFFFF"))
+            ) <= plan_lsn and (plan_time is None or (element.finished_at or now) < plan_time)
+        assert plan_time is not None
+        return element.finished_at is not None and element.finished_at < plan_time
+
+    bases = [m for m in verified if m.backup_type == BASE and ends_before(m)]
+    if not bases:
+        oldest = next((m for m in verified if m.backup_type == BASE), None)
+        hint = (
+            (
+                f"the oldest verified base backup, {oldest.file}, ends at "
+                f"{oldest.finished_at.isoformat() if oldest.finished_at else '?'} "
+                f"(LSN {getattr(oldest, 'end_lsn', '?')})"
+            )
+            if oldest
+            else "there is no verified base backup"
+        )
+        raise RestoreRefused(
+            f"no base backup precedes target {target.describe()} in {region}: {hint}"
+        )
+    elements = [bases[-1]]
+    while True:
+        children = [
+            m
+            for m in verified
+            if m.backup_type == INCREMENTAL
+            and getattr(m, "parent", None) == elements[-1].file
+            and ends_before(m)
+        ]
+        if not children:
+            break
+        elements.append(children[-1])
+    wal = _wal_needed(deployment, elements[-1], plan_time, plan_lsn, target)
+    return RestorePlan(region, target, elements, wal, plan_time, plan_lsn)
+
+
+def as_target_time(value: datetime | str, tz: Any) -> datetime:
+    """A target time from a datetime or ISO text; a value without an offset is in ``tz``."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(
+                f"point in time {value!r} is not an ISO time (like 2024-01-15T14:30:00-05:00)"
+            ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=tz)
+
+
+def _refuse_future_lsn(deployment: Deployment, lsn: str) -> None:
+    try:
+        current = db.query_one(
+            deployment.postgres("primary"), "SELECT pg_current_wal_lsn()::text", dbname="postgres"
+        )
+    except UnavailableError:
+        log.warning("primary unreachable: cannot check that LSN %s is not in the future", lsn)
+        return
+    if parse_lsn(lsn) > parse_lsn(str(current)):
+        raise RestoreRefused(f"target LSN {lsn} is in the future: the primary is at {current}")
+
+
+def _wal_needed(
+    deployment: Deployment,
+    last: Manifest,
+    plan_time: datetime | None,
+    plan_lsn: int | None,
+    target: Target,
+) -> list[str]:
+    """Segments from the last chain element's start to the one that holds the target, all of
+    which must be archived (in either region) -- else the restore is refused."""
+    archive = WalArchive.for_deployment(deployment)
+    seg_size = int(getattr(last, "wal_segment_size", 16 * 1024 * 1024))
+    listing: dict[str, dict[str, Any]] = {}
+    for region in archive.regions:
+        try:
+            for name, entry in archive.listing(region).items():
+                listing.setdefault(name, entry)
+        except UnavailableError as exc:
+            log.warning("WAL archive in %s unreachable: %s", region, exc)
+    # recovery_target_timeline = 'latest': recovery follows the newest timeline in the archive.
+    timeline = newest_timeline(listing, int(getattr(last, "timeline", 1)))
+    history = archive.history(timeline)
+    start_segno = parse_segment(str(last.start_segment), seg_size)[1]  # type: ignore[attr-defined]
+    on_path = segments_on_path(listing, timeline, history, seg_size)
+    if plan_lsn is not None:
+        end_segno = plan_lsn // seg_size
+    else:
+        assert plan_time is not None
+        # The first segment archived after the target holds WAL past it (or up to it).
+        after = sorted(
+            s
+            for s, n in on_path.items()
+            if s >= start_segno and listing[n]["last_modified"] >= plan_time
+        )
+        if not after:
+            newest = max(on_path.items(), default=None)
+            where = (
+                (
+                    f"the newest archived segment, {newest[1]}, was archived at "
+                    f"{listing[newest[1]]['last_modified'].isoformat()}"
+                )
+                if newest
+                else "nothing is archived"
+            )
+            raise RestoreRefused(
+                f"target {target.describe()} is beyond the archived WAL: {where}. The WAL "
+                "holding the target is not archived yet: wait for archive_timeout or run "
+                "`SELECT pg_switch_wal()` on the primary, then retry"
+            )
+        end_segno = after[0]
+    needed = expected_segments(start_segno, end_segno, timeline, history, seg_size)
+    missing = [name for name in needed if name not in listing]
+    if missing:
+        raise RestoreRefused(
+            f"WAL gap: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
+            f"({len(missing)} segment(s)) missing from the archive between {needed[0]} and "
+            f"{needed[-1]}; target {target.describe()} cannot be reached from {last.file}"
+        )
+    return needed
+
+
+# -- restoring -------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def restore_to_point_in_time(
+    deployment: Deployment,
+    *,
+    target_dir: str | Path | None = None,
+    target_time: datetime | None = None,
+    target_lsn: str | None = None,
+    target_name: str | None = None,
+    target_port: int | None = None,
+    region: str | None = None,
+    now: datetime | None = None,
+    point_in_time: datetime | str | None = None,
+) -> dict[str, Any]:
+    """Restore the cluster into ``target_dir`` as it was at the target, start it on
+    ``target_port`` (a free port by default) and report what it recovered to.
+
+    ``point_in_time`` (a datetime or ISO text; without an offset, the configured time zone) is
+    the seed API's spelling of ``target_time``. Without ``target_dir`` a new folder under the
+    system's temporary directory is used. The instance is left running, promoted, for the
+    operator to inspect or copy from (stop it with ``pg_ctl stop -D target_dir``)."""
+    if point_in_time is not None:
+        target_time = as_target_time(point_in_time, deployment.settings.tz)
+    if target_dir is None:
+        target_dir = Path(tempfile.mkdtemp(prefix="litper-pitr-")) / "data"
+    settings = deployment.settings
+    target = Target(target_time, target_lsn, target_name)
+    plan = plan_restore(deployment, target, region, now)
+    data_dir = Path(target_dir).resolve()
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise ConfigError(f"{data_dir} is not empty; restore into a new folder")
+    aux = data_dir.with_name(data_dir.name + ".dr")
+    if aux.exists():
+        shutil.rmtree(aux)
+    aux.mkdir(parents=True)
+    user = server_os_user()
+    timings: dict[str, float] = {}
+    store = Chain(deployment, plan.region).store
+
+    started = time.monotonic()
+    if len(plan.elements) == 1:
+        download_and_extract(store, plan.elements[0], data_dir)
+    else:
+        parts = [aux / "parts" / f"{i}" for i in range(len(plan.elements))]
+        for element, folder in zip(plan.elements, parts, strict=True):
+            download_and_extract(store, element, folder)
+    timings["download_extract_seconds"] = round(time.monotonic() - started, 2)
+    if len(plan.elements) > 1:
+        started = time.monotonic()
+        major = int(getattr(plan.elements[-1], "server_major", 0))
+        run(
+            [pgbin.require_at_least("pg_combinebackup", major), "--link", *parts, "-o", data_dir],
+            target=f"combine into {data_dir}",
+            timeout=settings.pitr.restore_timeout.total_seconds(),
+        )
+        shutil.rmtree(aux / "parts")
+        timings["combine_seconds"] = round(time.monotonic() - started, 2)
+
+    instance = LocalInstance(
+        data_dir=data_dir,
+        port=target_port or _free_port(),
+        cluster_name="pitr_restore",
+        socket_dir=aux / "run",
+        log_file=aux / "postgres.log",
+    )
+    _configure_recovery(instance, plan, deployment, aux, user)
+    started = time.monotonic()
+    recovered = _recover(instance, plan, deployment, settings.pitr.restore_timeout.total_seconds())
+    timings["replay_seconds"] = round(time.monotonic() - started, 2)
+    (aux / "wal.env").unlink(missing_ok=True)  # S3 credentials are not needed any more
+    return {
+        "status": "restored",
+        "plan": plan.to_dict(),
+        "recovered_to": recovered,
+        "data_dir": str(data_dir),
+        "port": instance.port,
+        "log": str(instance.log_file),
+        "timings": timings,
+        "stop_with": f"pg_ctl stop -D {data_dir}",
+    }
+
+
+def _configure_recovery(
+    instance: LocalInstance, plan: RestorePlan, deployment: Deployment, aux: Path, user: str | None
+) -> None:
+    data_dir = instance.data_dir
+    for leftover in ("standby.signal", "postmaster.pid", "postmaster.opts"):
+        (data_dir / leftover).unlink(missing_ok=True)
+    env_file = write_archiver_files(aux, deployment.settings, deployment, user)
+    recovery: dict[str, str] = {
+        "restore_command": archiver_command("fetch", env_file),
+        "recovery_target_action": "pause",
+        "recovery_target_timeline": "latest",
+    }
+    if plan.target.time is not None:
+        recovery["recovery_target_time"] = plan.target.time.astimezone(UTC).isoformat(sep=" ")
+    elif plan.target.lsn is not None:
+        recovery["recovery_target_lsn"] = plan.target.lsn
+    else:
+        recovery["recovery_target_name"] = str(plan.target.name)
+    instance.set_role_settings(recovery)
+    with (data_dir / "postgresql.auto.conf").open("a") as auto:
+        # Not into the production archive, and no inherited sync standby to wait for.
+        auto.write("archive_mode = 'off'\nhot_standby = 'on'\n")
+    (data_dir / "recovery.signal").touch()
+    data_dir.chmod(0o700)
+    hand_over(data_dir, user)
+    hand_over(aux, user)
+
+
+def _endpoint(deployment: Deployment, port: int) -> PostgresEndpoint:
+    source = deployment.postgres("primary")
+    return PostgresEndpoint(
+        "pitr_restore", "127.0.0.1", port, source.user, "postgres", source.password
+    )
+
+
+def _recover(
+    instance: LocalInstance, plan: RestorePlan, deployment: Deployment, timeout: float
+) -> dict[str, Any]:
+    """Start the instance, wait until replay pauses at the target, report, then promote."""
+    try:
+        instance.start(timeout=int(timeout))
+    except UnavailableError as exc:
+        raise _recovery_failure(instance, plan) or exc from None
+    endpoint = _endpoint(deployment, instance.port)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            state = db.query_one(endpoint, "SELECT pg_get_wal_replay_pause_state()")
+        except UnavailableError:
+            state = None
+            if not instance.is_running():
+                raise _recovery_failure(instance, plan) or AbortedError(
+                    f"the restored instance stopped during recovery:\n{instance.log_tail()}"
+                ) from None
+        if state == "paused":
+            break
+        if time.monotonic() > deadline:
+            raise AbortedError(
+                f"recovery did not reach {plan.target.describe()} within "
+                f"{timeout:g} s:\n{instance.log_tail()}"
+            )
+        time.sleep(0.1)
+    with db.connect(endpoint) as conn:
+        row = conn.execute(
+            "SELECT pg_last_xact_replay_timestamp(), pg_last_wal_replay_lsn()::text"
+        ).fetchone()
+        assert row is not None
+        last_time, replay_lsn = row
+        _check_reached(plan, last_time, replay_lsn)
+        conn.execute("SELECT pg_promote(true, 60)")
+        timeline = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
+    return {
+        "last_replayed_transaction_time": last_time.isoformat() if last_time else None,
+        "last_replayed_lsn": replay_lsn,
+        "new_timeline": int(timeline[0][:8], 16) if timeline else None,
+        "stopped_by": _stop_line(instance),
+    }
+
+
+def _check_reached(plan: RestorePlan, last_time: datetime | None, replay_lsn: str) -> None:
+    """Replay paused at the target, not somewhere else: never promote a wrong point silently."""
+    if plan.target.time is not None and last_time is not None and last_time > plan.target.time:
+        raise AbortedError(
+            f"replay went past the target: last transaction at {last_time.isoformat()}"
+        )
+    if plan.target_lsn is not None and parse_lsn(replay_lsn) < plan.target_lsn:
+        raise AbortedError(f"replay paused at {replay_lsn}, before the target LSN")
+
+
+def _stop_line(instance: LocalInstance) -> str | None:
+    """The server's own account of where it stopped ("recovery stopping before commit ...")."""
+    try:
+        lines = instance.log_file.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+    stops = [ln.split("LOG:", 1)[-1].strip() for ln in lines if "recovery stopping" in ln]
+    return stops[-1] if stops else None
+
+
+def _recovery_failure(instance: LocalInstance, plan: RestorePlan) -> Exception | None:
+    log_text = instance.log_tail(40)
+    if "recovery ended before configured recovery target was reached" in log_text:
+        return RestoreRefused(
+            f"WAL ended before {plan.target.describe()} was reached (segments "
+            f"{plan.wal_needed[0]}..{plan.wal_needed[-1]} were planned): the archive holds no "
+            f"transaction after the target yet, or a segment could not be read.\n{log_text}"
+        )
+    if "restore_command" in log_text or "archive" in log_text.lower():
+        return AbortedError(f"recovery aborted while reading the WAL archive:\n{log_text}")
+    return None
+
+
+# -- what can be restored -------------------------------------------------------------------
+
+
+def describe_chain(deployment: Deployment, region: str | None = None) -> dict[str, Any]:
+    """Per region: each base backup with its incrementals, the WAL range, and the earliest and
+    latest point in time the region's archive can restore to (for ``dr chain`` / ``dr list``)."""
+    settings = deployment.settings
+    archive = WalArchive.for_deployment(deployment)
+    result: dict[str, Any] = {}
+    for name in [region] if region else archive.regions:
+        result[name] = _describe_region(deployment, archive, name)
+    return {"regions": result, "time_zone": settings.timezone}
+
+
+def _describe_region(deployment: Deployment, archive: WalArchive, region: str) -> dict[str, Any]:
+    elements = Chain(deployment, region).elements()
+    listing = archive.listing(region)
+    chains = []
+    for base in (m for m in elements if m.backup_type == BASE):
+        members = [base]
+        for element in elements:
+            if getattr(element, "parent", None) == members[-1].file:
+                members.append(element)
+        chains.append({"base": _brief(base), "incrementals": [_brief(m) for m in members[1:]]})
+    segments = sorted(n for n in listing if is_segment(n))
+    restorable = _restorable_window(archive, elements, listing)
+    return {
+        "chains": chains,
+        "wal": {
+            "segments": len(segments),
+            "oldest": segments[0] if segments else None,
+            "newest": segments[-1] if segments else None,
+            "history_files": sorted(n for n in listing if n.endswith(".history")),
+        },
+        **restorable,
+    }
+
+
+def _brief(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "file": manifest.file,
+        "status": manifest.status,
+        "size_bytes": manifest.size_bytes,
+        "finished_at": manifest.finished_at.isoformat() if manifest.finished_at else None,
+        "start_segment": getattr(manifest, "start_segment", None),
+        "timeline": getattr(manifest, "timeline", None),
+    }
+
+
+def _restorable_window(
+    archive: WalArchive, elements: list[Manifest], listing: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Earliest: the end of the oldest verified base backup whose WAL is archived from its start.
+    Latest: the archive time of the last segment of the unbroken run from a verified base."""
+    bases = [m for m in elements if m.backup_type == BASE and m.verified]
+    if not bases:
+        return {
+            "earliest_restorable": None,
+            "latest_restorable": None,
+            "note": "no verified base backup: nothing is restorable to a point in time",
+        }
+    seg_size = int(getattr(bases[-1], "wal_segment_size", 16 * 1024 * 1024))
+    timeline = newest_timeline(listing, max(int(getattr(b, "timeline", 1)) for b in bases))
+    try:
+        history = archive.history(timeline)
+    except NotFoundError:
+        history = []  # without it the unbroken run stops at the timeline switch
+    on_path = segments_on_path(set(listing), timeline, history, seg_size)
+    earliest, latest = None, None
+    for base in bases:
+        start_name = str(getattr(base, "start_segment", ""))
+        if not start_name:
+            continue
+        segno = parse_segment(start_name, seg_size)[1]
+        if segno not in on_path:
+            continue
+        while segno + 1 in on_path:
+            segno += 1
+        end_time = listing[on_path[segno]]["last_modified"]
+        if base.finished_at and base.finished_at <= end_time:
+            earliest = earliest or base.finished_at
+            latest = max(latest or end_time, end_time)
+    return {
+        "earliest_restorable": earliest.isoformat() if earliest else None,
+        "latest_restorable": latest.isoformat() if latest else None,
+    }

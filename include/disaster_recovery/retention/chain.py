@@ -1,0 +1,250 @@
+"""Retention of the physical chain: base backups, incrementals and archived WAL.
+
+Retention follows dependencies, not names (DESIGN.md). :func:`plan_chain_deletions` is a pure
+function from what a bucket holds and a clock to what may go; :func:`cleanup_physical_chain`
+applies it to both regions and reports ``{"incremental": n, "wal": n, "base": n}`` for the
+cleanup DAG. The rules:
+
+- Incrementals go when older than their max age (24 h) and not among the newest ``keep_last``,
+  unless a kept incremental is built on them.
+- Base backups go when older than their max age and outside the WAL window, not among the
+  newest ``keep_last``, not the *anchor* (the newest base that ends before the WAL window opens,
+  from which the window's first minutes are restored), and not the base of a kept incremental.
+- WAL goes when older than its max age (7 days) AND before the start segment of the oldest
+  kept base backup. With no kept base backup nothing is deleted. Timeline history files are
+  never deleted (tiny, and recovery needs them to follow timelines).
+- Backups that never verified go once older than their tier's max age; younger ones may still
+  be in progress and stay.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from disaster_recovery.config.model import Retention
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChainElement:
+    file: str
+    kind: Literal["base", "incremental"]
+    started_at: datetime
+    finished_at: datetime | None
+    start_segno: int | None
+    parent: str | None
+    verified: bool
+
+
+@dataclass(frozen=True)
+class WalFile:
+    name: str
+    segno: int | None  # None for timeline history files
+    archived_at: datetime
+
+
+@dataclass(frozen=True)
+class ChainPolicy:
+    base: Retention
+    incremental: Retention
+    wal_max_age: timedelta
+
+
+@dataclass
+class ChainDeletions:
+    base: list[str] = field(default_factory=list)
+    incremental: list[str] = field(default_factory=list)
+    wal: list[str] = field(default_factory=list)
+    kept_base: list[str] = field(default_factory=list)
+    wal_kept_from_segno: int | None = None
+
+    def counts(self) -> dict[str, int]:
+        return {"incremental": len(self.incremental), "wal": len(self.wal), "base": len(self.base)}
+
+
+def _age(element: ChainElement, now: datetime) -> timedelta:
+    return now - (element.finished_at or element.started_at)
+
+
+def _newest(elements: Iterable[ChainElement], count: int) -> set[str]:
+    ordered = sorted(elements, key=lambda e: (e.started_at, e.start_segno or 0))
+    return {e.file for e in ordered[-count:]} if count else set()
+
+
+def plan_chain_deletions(
+    elements: Sequence[ChainElement], wal: Sequence[WalFile], policy: ChainPolicy, now: datetime
+) -> ChainDeletions:
+    """What may be deleted without losing any point a kept backup can restore to."""
+    window_start = now - policy.wal_max_age
+    bases = [e for e in elements if e.kind == "base"]
+    incrementals = [e for e in elements if e.kind == "incremental"]
+    verified_bases = [e for e in bases if e.verified]
+
+    keep: set[str] = set()
+    keep |= _newest(verified_bases, policy.base.keep_last)
+    keep |= _newest([e for e in incrementals if e.verified], policy.incremental.keep_last)
+    before_window = [e for e in verified_bases if e.finished_at and e.finished_at < window_start]
+    if before_window:
+        keep.add(max(before_window, key=lambda e: (e.finished_at, e.start_segno or 0)).file)
+    for element in elements:
+        limit = policy.base.max_age if element.kind == "base" else policy.incremental.max_age
+        if _age(element, now) <= limit:
+            keep.add(element.file)
+        elif (
+            element.kind == "base"
+            and element.verified
+            and element.finished_at
+            and element.finished_at >= window_start
+        ):
+            keep.add(element.file)  # inside the WAL window: a restore may start from it
+
+    # A kept element keeps every ancestor it is built on.
+    by_file = {e.file: e for e in elements}
+    for file in list(keep):
+        parent = by_file[file].parent
+        while parent is not None and parent in by_file:
+            keep.add(parent)
+            parent = by_file[parent].parent
+
+    plan = ChainDeletions()
+    for element in sorted(elements, key=lambda e: e.started_at):
+        if element.file in keep:
+            if element.kind == "base" and element.verified:
+                plan.kept_base.append(element.file)
+            continue
+        (plan.base if element.kind == "base" else plan.incremental).append(element.file)
+
+    kept_starts = [
+        by_file[f].start_segno for f in plan.kept_base if by_file[f].start_segno is not None
+    ]
+    if kept_starts:
+        oldest = min(s for s in kept_starts if s is not None)
+        plan.wal_kept_from_segno = oldest
+        plan.wal = [
+            w.name
+            for w in sorted(wal, key=lambda w: w.name)
+            if w.segno is not None and w.segno < oldest and w.archived_at < window_start
+        ]
+    return plan
+
+
+# -- applying it to the buckets ------------------------------------------------------------
+
+
+def elements_from_manifests(
+    manifests: Iterable[Any], segment_size_default: int = 16 * 1024 * 1024
+) -> list[ChainElement]:
+    from disaster_recovery.postgres.walfiles import parse_segment
+
+    result = []
+    for m in manifests:
+        start = getattr(m, "start_segment", None)
+        seg_size = int(getattr(m, "wal_segment_size", segment_size_default))
+        result.append(
+            ChainElement(
+                file=m.file,
+                kind="base" if m.backup_type == "postgresql_base" else "incremental",
+                started_at=m.started_at,
+                finished_at=m.finished_at,
+                start_segno=parse_segment(start, seg_size)[1] if start else None,
+                parent=getattr(m, "parent", None),
+                verified=m.verified,
+            )
+        )
+    return result
+
+
+def wal_files_from_listing(listing: dict[str, dict[str, Any]], segment_size: int) -> list[WalFile]:
+    from disaster_recovery.postgres.walfiles import parse_segment
+
+    return [
+        WalFile(
+            name,
+            None if name.endswith(".history") else parse_segment(name, segment_size)[1],
+            entry["last_modified"],
+        )
+        for name, entry in listing.items()
+    ]
+
+
+def policy_from_settings(settings: Any) -> ChainPolicy:
+    return ChainPolicy(
+        base=settings.pitr.base_retention,
+        incremental=settings.tiers.postgresql_incremental.retention,
+        wal_max_age=settings.tiers.postgresql_wal.retention.max_age,
+    )
+
+
+def cleanup_physical_chain(
+    deployment: Any, now: datetime | None = None, dry_run: bool = False
+) -> dict[str, Any]:
+    """Apply the chain retention in each region's bucket.
+
+    Returns ``{"incremental": n, "wal": n, "base": n}`` (distinct files deleted, or that would
+    be with ``dry_run``) plus ``"regions"`` with the names per region.
+    """
+    from disaster_recovery.backup.physical import BACKUP_MANIFEST_SUFFIX, Chain
+    from disaster_recovery.catalog.names import MANIFEST_SUFFIX
+    from disaster_recovery.wal.archive import WalArchive
+
+    now = now or datetime.now(UTC)
+    settings = deployment.settings
+    policy = policy_from_settings(settings)
+    archive = WalArchive.for_deployment(deployment)
+    totals: dict[str, set[str]] = {"incremental": set(), "wal": set(), "base": set()}
+    regions: dict[str, Any] = {}
+    for region in archive.regions:
+        chain = Chain(deployment, region)
+        manifests = chain.elements()
+        seg_size = int(
+            next(
+                (
+                    getattr(m, "wal_segment_size", 0)
+                    for m in manifests
+                    if getattr(m, "wal_segment_size", 0)
+                ),
+                16 * 1024 * 1024,
+            )
+        )
+        listing = archive.listing(region)
+        plan = plan_chain_deletions(
+            elements_from_manifests(manifests),
+            wal_files_from_listing(listing, seg_size),
+            policy,
+            now,
+        )
+        by_file = {m.file: m for m in manifests}
+        data_keys = [archive.key(name) for name in plan.wal]
+        manifest_keys = []
+        for file in plan.base + plan.incremental:
+            key = by_file[file].key
+            data_keys += [key, key + BACKUP_MANIFEST_SUFFIX]
+            manifest_keys.append(key + MANIFEST_SUFFIX)
+        if not dry_run:
+            # Manifests last: a crash in between leaves a manifest whose tar is gone (reported
+            # as broken by verification), never a tar that no manifest describes.
+            store = archive.store(region)
+            for keys in (data_keys, manifest_keys):
+                if keys:
+                    store.delete(keys)
+        regions[region] = {
+            "base": plan.base,
+            "incremental": plan.incremental,
+            "wal": len(plan.wal),
+            "wal_kept_from_segno": plan.wal_kept_from_segno,
+        }
+        for kind, names in totals.items():
+            names.update(getattr(plan, kind))
+        log.info(
+            "chain retention in %s: %s%s", region, plan.counts(), " (dry run)" if dry_run else ""
+        )
+    return {
+        **{kind: len(names) for kind, names in totals.items()},
+        "dry_run": dry_run,
+        "regions": regions,
+    }

@@ -1,0 +1,196 @@
+"""Retention cleanup: apply the policy to what the buckets hold, or show what it would delete.
+
+Cleanup is a list of steps; each returns counts per tier alias and the items it deleted (or would
+delete). The logical tiers are one step (``daily``/``weekly``/``monthly``); the physical chain
+(base, incremental and WAL, whose retention follows dependencies) adds its own step returning
+``incremental`` and ``wal`` counts: append it to :data:`CLEANUP_STEPS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from disaster_recovery.backup.stores import Stores
+from disaster_recovery.catalog.manifests import Manifest
+from disaster_recovery.catalog.names import EXTENSIONS, MANIFEST_SUFFIX, parse_backup_file
+from disaster_recovery.clients.s3 import ObjectStore
+from disaster_recovery.config.endpoints import Deployment
+from disaster_recovery.errors import NotFoundError
+from disaster_recovery.retention.logical import (
+    TIER_ALIASES,
+    count_by_alias,
+    plan_deletions,
+    policies_from_settings,
+)
+
+log = logging.getLogger(__name__)
+
+_BACKUP_NAME = re.compile(r"^postgresql_[a-z]+_\d{8}_\d{6}\.(?:dump|tar)")
+
+
+@dataclass
+class StepReport:
+    counts: dict[str, int]
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
+CleanupStep = Callable[[Deployment, datetime, bool], StepReport]
+
+
+def delete_backup(stores: Stores, manifest: Manifest) -> None:
+    """Delete one backup in both regions: the manifest first (it leaves the catalog, so it is
+    never a restore candidate whose object is gone), then the object."""
+    for store in (stores.primary, stores.secondary):
+        for key in (manifest.manifest_key, manifest.key):
+            if store.exists(key):
+                store.delete([key])
+
+
+def cleanup_logical(deployment: Deployment, now: datetime, dry_run: bool) -> StepReport:
+    """The full, weekly and monthly tiers."""
+    stores = Stores.of(deployment)
+    manifests = stores.catalog.manifests(TIER_ALIASES.values())
+    deletions = plan_deletions(manifests, now, policies_from_settings(deployment.settings))
+    items = []
+    for deletion in deletions:
+        if not dry_run:
+            delete_backup(stores, deletion.manifest)
+            log.info("deleted %s: %s", deletion.file, deletion.reason)
+        items.append(
+            {
+                "file": deletion.file,
+                "backup_type": deletion.manifest.backup_type,
+                "started_at": deletion.manifest.started_at.isoformat(),
+                "status": deletion.manifest.status,
+                "reason": deletion.reason,
+            }
+        )
+    return StepReport(count_by_alias(deletions), items)
+
+
+def cleanup_chain(deployment: Deployment, now: datetime, dry_run: bool) -> StepReport:
+    """The physical chain: base backups, incrementals and WAL, kept by dependency."""
+    from disaster_recovery.retention.chain import cleanup_physical_chain
+
+    report = cleanup_physical_chain(deployment, now=now, dry_run=dry_run)
+    counts = {name: int(report[name]) for name in ("base", "incremental", "wal")}
+    # Backups are listed one by one; WAL segments only counted (there are thousands).
+    items = [
+        {"file": file, "backup_type": f"postgresql_{kind}", "region": region}
+        for region, plan in (report.get("regions") or {}).items()
+        for kind in ("base", "incremental")
+        for file in plan.get(kind, [])
+    ]
+    return StepReport(counts, items)
+
+
+def cleanup_leftovers(deployment: Deployment, now: datetime, dry_run: bool) -> StepReport:
+    """What no manifest accounts for, in both regions, once older than
+    ``backup.leftover_grace``: backup objects whose manifest was never written (a run killed
+    between upload and manifest; never a restore candidate) and multipart uploads never
+    completed or aborted (a SIGKILLed worker; S3 bills their parts until aborted)."""
+    stores = Stores.of(deployment)
+    prefix = deployment.settings.storage.prefix
+    cutoff = now - deployment.settings.backup.leftover_grace
+    counts = {"orphans": 0, "stale_uploads": 0}
+    items: list[dict[str, Any]] = []
+    for store in (stores.primary, stores.secondary):
+        region = store.endpoint.region
+        for key in orphaned_objects(store, prefix, cutoff):
+            items.append(
+                {
+                    "file": key.rsplit("/", 1)[-1],
+                    "key": key,
+                    "region": region,
+                    "reason": "no manifest",
+                }
+            )
+            counts["orphans"] += 1
+            if not dry_run:
+                store.delete([key])
+        for upload in store.multipart_uploads(f"{prefix}/".lstrip("/")):
+            if _upload_started(upload) < cutoff:
+                items.append(
+                    {
+                        "key": upload["Key"],
+                        "region": region,
+                        "reason": "multipart upload never completed",
+                    }
+                )
+                counts["stale_uploads"] += 1
+                if not dry_run:
+                    store.abort_upload(upload["Key"], upload["UploadId"])
+    if counts["orphans"] or counts["stale_uploads"]:
+        log.warning("leftovers%s: %s", " (dry run)" if dry_run else "", items)
+    return StepReport(counts, items)
+
+
+def _upload_started(upload: dict[str, Any]) -> datetime:
+    """When an upload began: S3's ``Initiated``, or the run time in a backup's name if later
+    (moto and some S3-compatible stores report a fixed or missing time, which must not make a
+    backup in progress look stale)."""
+    started: datetime = upload.get("Initiated") or datetime.min.replace(tzinfo=UTC)
+    try:
+        _, named = parse_backup_file(upload["Key"])
+    except NotFoundError:
+        return started
+    return max(started, named)
+
+
+def orphaned_objects(store: ObjectStore, prefix: str, cutoff: datetime) -> list[str]:
+    """Keys of backup objects (and their companions) older than ``cutoff`` whose backup has no
+    manifest."""
+    orphans = []
+    for backup_type in EXTENSIONS:
+        entries = list(store.list_keys(f"{prefix}/{backup_type}/".lstrip("/")))
+        catalogued = {
+            e["Key"].removesuffix(MANIFEST_SUFFIX)
+            for e in entries
+            if e["Key"].endswith(MANIFEST_SUFFIX)
+        }
+        for entry in entries:
+            key = entry["Key"]
+            backup = _backup_key(key)
+            if backup and backup not in catalogued and entry["LastModified"] < cutoff:
+                orphans.append(key)
+    return orphans
+
+
+def _backup_key(key: str) -> str | None:
+    """The backup object a key belongs to (itself, or the backup whose companion it is, as
+    ``...tar.backup_manifest``); None for manifests and foreign keys."""
+    if key.endswith(MANIFEST_SUFFIX):
+        return None
+    folder, _, name = key.rpartition("/")
+    match = _BACKUP_NAME.match(name)
+    return f"{folder}/{match.group(0)}" if match else None
+
+
+CLEANUP_STEPS: list[CleanupStep] = [cleanup_logical, cleanup_chain, cleanup_leftovers]
+
+
+def cleanup_old_backups(
+    deployment: Deployment,
+    *,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    steps: list[CleanupStep] | None = None,
+) -> dict[str, Any]:
+    """Run every cleanup step: ``{"daily": n, "weekly": n, "monthly": n, ..., "dry_run": bool,
+    "deleted": [...]}``; with ``dry_run`` nothing is deleted and ``deleted`` lists what would go."""
+    when = now or datetime.now(UTC)
+    result: dict[str, Any] = {}
+    items: list[dict[str, Any]] = []
+    for step in steps or CLEANUP_STEPS:
+        report = step(deployment, when, dry_run)
+        for name, count in report.counts.items():
+            result[name] = result.get(name, 0) + count
+        items += report.items
+    result["dry_run"] = dry_run
+    result["deleted"] = items
+    return result

@@ -1,0 +1,381 @@
+"""The WAL archive (tier ``postgresql_wal``): PostgreSQL's ``archive_command`` and
+``restore_command``, and the continuity check behind the ``postgresql_wal_archive`` DAG.
+
+Layout in each region's bucket: ``<prefix>/postgresql_wal/<file>`` where ``<file>`` is a
+segment (``000000010000000000000005``), a timeline history (``00000002.history``), a backup
+history (``...05.00000028.backup``) or a promoted standby's last segment (``...05.partial``).
+Each object carries its SHA-256 in its metadata.
+
+``push`` runs on the database host once per segment, so it imports nothing of Airflow and keeps
+start-up lean (``python -m disaster_recovery.wal push %p``). Rules that PostgreSQL imposes:
+
+- archive_command: exit 0 only when the file is safely stored (in BOTH regions); any other
+  exit makes the archiver retry the same file, keeping it in ``pg_wal``. An identical object
+  already archived is success: after a failback the rewound node offers segments the archive
+  already holds, and refusing them blocks all WAL behind them (NOTES.md). A *different* object
+  under the name is refused loudly and never overwritten.
+- restore_command: exit 1 means "no such file" (the end of the archive, a timeline that does
+  not exist). An exit status above 125 makes PostgreSQL abort recovery. A segment whose SHA-256
+  does not match, or an archive no region can serve, exits 126: recovery must stop, never treat
+  damage as the end of WAL and promote early.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from disaster_recovery.errors import (
+    ConflictError,
+    DisasterRecoveryError,
+    NotFoundError,
+    PermanentError,
+)
+
+if TYPE_CHECKING:  # the archiver imports boto3 and pydantic only when it needs them
+    from disaster_recovery.clients.s3 import ObjectStore
+    from disaster_recovery.config.endpoints import AwsEndpoint, Deployment
+
+from disaster_recovery.config.defaults import DEFAULT_PUSH_AHEAD, WAL_TYPE
+from disaster_recovery.errors import WalCorruptError
+from disaster_recovery.postgres.walfiles import TimelineSwitch, is_archivable, parse_history
+
+log = logging.getLogger(__name__)
+
+# restore_command exit statuses above 125 make PostgreSQL abort recovery (see module docstring).
+FETCH_FATAL_EXIT = 126
+FETCH_NOT_FOUND_EXIT = 1
+
+
+# -- the archive ----------------------------------------------------------------------------
+
+
+def ready_to_archive(file: Path, limit: int) -> list[Path]:
+    """Up to ``limit`` other files PostgreSQL has finished and not yet archived (``.ready`` in
+    ``pg_wal/archive_status``), oldest first: the ones it will offer next. PostgreSQL recycles
+    a segment only once it is ``.done``, so these stay readable while they are pushed."""
+    if limit <= 0:
+        return []
+    try:
+        names = sorted(
+            entry.name.removesuffix(".ready")
+            for entry in (file.parent / "archive_status").iterdir()
+            if entry.name.endswith(".ready")
+        )
+    except OSError:  # not a pg_wal folder (a file pushed by hand): nothing to take along
+        return []
+    return [file.parent / n for n in names if n != file.name and is_archivable(n)][:limit]
+
+
+class PushedAhead:
+    """Markers of files pushed ahead, in ``pg_wal/dr_archive_status/<name>`` holding the file's
+    SHA-256 (WAL-G keeps its own in ``pg_wal/walg_data``). A marker is taken only for a file
+    whose bytes still hash to it, and is dropped once PostgreSQL no longer lists the file as
+    ``.ready`` (archived, or removed by a crash recovery)."""
+
+    FOLDER = "dr_archive_status"
+
+    def __init__(self, pg_wal: Path):
+        self.pg_wal = pg_wal
+        self.folder = pg_wal / self.FOLDER
+
+    def has(self, file: Path) -> bool:
+        return (self.folder / file.name).is_file()
+
+    def put(self, file: Path, sha256: str) -> None:
+        self.folder.mkdir(exist_ok=True)
+        _write_atomically(self.folder / file.name, sha256.encode())
+
+    def take(self, file: Path) -> str | None:
+        """The file's SHA-256 if it was pushed ahead with these very bytes (the marker is then
+        removed); None when there is no marker or the bytes differ (push it normally)."""
+        marker = self.folder / file.name
+        try:
+            recorded = marker.read_text().strip()
+            actual = hashlib.sha256(file.read_bytes()).hexdigest()
+        except OSError:
+            return None
+        marker.unlink(missing_ok=True)
+        return actual if actual == recorded else None
+
+    def forget_archived(self) -> None:
+        status = self.pg_wal / "archive_status"
+        try:
+            for marker in self.folder.iterdir():
+                if not (status / f"{marker.name}.ready").exists():
+                    marker.unlink(missing_ok=True)
+        except OSError:
+            pass  # no markers yet
+
+
+def wal_prefix(storage_prefix: str) -> str:
+    return f"{storage_prefix}/{WAL_TYPE}/".lstrip("/")
+
+
+@dataclass(frozen=True)
+class ArchiveLocation:
+    """One region's bucket and the Connection that reaches it."""
+
+    region: str
+    bucket: str
+    endpoint: AwsEndpoint
+
+
+def _lean_policy(config_file: str) -> tuple[str, list[ArchiveLocation], int]:
+    """Prefix, locations and ``pitr.push_ahead`` from the policy file, read without the pydantic
+    settings model: the archiver runs once per segment and only needs these keys (start-up cost,
+    docs/pitr.md). The full model validates the same file wherever Airflow loads it."""
+    import yaml
+
+    from disaster_recovery.config.endpoints import aws_endpoint, connection_from_env
+    from disaster_recovery.errors import ConfigError
+
+    try:
+        data = yaml.safe_load(Path(config_file).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{config_file}: cannot read the policy file: {exc}") from None
+    regions = {"primary": "us-east-1", "secondary": "us-west-2", **(data.get("regions") or {})}
+    storage = data.get("storage") or {}
+    buckets = storage.get("buckets") or {}
+    connections = {
+        "aws_primary": "dr_aws_primary",
+        "aws_secondary": "dr_aws_secondary",
+        **(data.get("connections") or {}),
+    }
+    locations = []
+    for role in ("primary", "secondary"):
+        region = regions[role]
+        if region not in buckets:
+            raise ConfigError(f"{config_file}: storage.buckets has no bucket for region {region!r}")
+        conn = connection_from_env(connections[f"aws_{role}"])
+        locations.append(ArchiveLocation(region, buckets[region], aws_endpoint(conn, region)))
+    push_ahead = int((data.get("pitr") or {}).get("push_ahead", DEFAULT_PUSH_AHEAD))
+    return str(storage.get("prefix", "litper")).strip("/"), locations, push_ahead
+
+
+@dataclass
+class WalArchive:
+    """The WAL archive in both regions' buckets, primary region first."""
+
+    prefix: str
+    locations: list[ArchiveLocation]
+    push_ahead: int = 0
+    _stores: dict[str, ObjectStore] = field(default_factory=dict, repr=False)
+    _session: Any = field(default=None, repr=False)
+
+    @classmethod
+    def for_deployment(cls, deployment: Deployment) -> WalArchive:
+        settings = deployment.settings
+        return cls(
+            settings.storage.prefix,
+            [
+                ArchiveLocation(region, settings.bucket(region), deployment.aws(region))
+                for region in (settings.regions.primary, settings.regions.secondary)
+            ],
+            settings.pitr.push_ahead,
+        )
+
+    @classmethod
+    def from_environment(cls) -> WalArchive:
+        """Policy from ``$DR_CONFIG``, S3 Connections from ``AIRFLOW_CONN_*`` variables."""
+        # Same lookup as config.config_path(), without importing the pydantic model.
+        default = Path(__file__).resolve().parents[2] / "dr_config.yaml"
+        prefix, locations, push_ahead = _lean_policy(os.environ.get("DR_CONFIG") or str(default))
+        return cls(prefix, locations, push_ahead)
+
+    @property
+    def regions(self) -> list[str]:
+        return [location.region for location in self.locations]
+
+    def store(self, region: str) -> ObjectStore:
+        if region not in self._stores:
+            import boto3
+
+            from disaster_recovery.clients.s3 import ObjectStore, s3_client
+
+            location = next(loc for loc in self.locations if loc.region == region)
+            # One session for both regions (a boto3 session costs ~0.25 s to build), short
+            # timeouts and few retries: PostgreSQL retries a failed archive_command itself.
+            if self._session is None:
+                self._session = boto3.session.Session()
+            client = s3_client(
+                location.endpoint,
+                session=self._session,
+                max_attempts=2,
+                connect_timeout=5,
+                read_timeout=60,
+            )
+            self._stores[region] = ObjectStore(location.endpoint, location.bucket, client=client)
+        return self._stores[region]
+
+    def key(self, name: str) -> str:
+        return wal_prefix(self.prefix) + name
+
+    # -- archive_command ---------------------------------------------------------------
+
+    def push(self, path: str | Path) -> dict[str, Any]:
+        """Archive one file to every region, and with it up to ``push_ahead`` other finished
+        files waiting in ``pg_wal`` (WAL-G's upload-ahead): PostgreSQL runs archive_command one
+        file at a time, so a burst of WAL otherwise drains at one upload per call. A file pushed
+        ahead gets a marker (:class:`PushedAhead`) holding its SHA-256; when PostgreSQL offers
+        it, the marker answers without building an S3 client.
+
+        Only the requested file decides the outcome: identical existing objects are success, a
+        different one raises :class:`ConflictError`, any region failing raises (PostgreSQL
+        retries the file). A file pushed ahead that fails is only logged and gets no marker;
+        PostgreSQL offers it again in its turn and gets the error then."""
+        file = Path(path)
+        if not is_archivable(file.name):
+            raise PermanentError(f"{file}: not a WAL segment, history or backup file name")
+        markers = PushedAhead(file.parent)
+        sha256 = markers.take(file)
+        if sha256 is not None:
+            return {
+                "file": file.name,
+                "sha256": sha256,
+                "size_bytes": file.stat().st_size,
+                "regions": dict.fromkeys(self.regions, "archived ahead by an earlier call"),
+                "pushed_ahead": [],
+            }
+        # Clients are built first (boto3 sessions are not thread-safe while creating clients).
+        for region in self.regions:
+            self.store(region)
+        from concurrent.futures import ThreadPoolExecutor
+
+        ahead = [f for f in ready_to_archive(file, self.push_ahead) if not markers.has(f)]
+        with ThreadPoolExecutor(max_workers=1 + len(ahead)) as pool:
+            requested = pool.submit(self._push_file, file)
+            others = {other: pool.submit(self._push_file, other) for other in ahead}
+        result = requested.result()
+        result["pushed_ahead"], failed = [], {}
+        for other, future in others.items():
+            try:
+                markers.put(other, future.result()["sha256"])
+                result["pushed_ahead"].append(other.name)
+            except Exception as exc:  # the file's own turn reports it
+                failed[other.name] = str(exc).splitlines()[0]
+                log.warning("pushing %s ahead failed (retried in its turn): %s", other.name, exc)
+        if failed:
+            result["ahead_failed"] = failed
+        markers.forget_archived()
+        return result
+
+    def _push_file(self, file: Path) -> dict[str, Any]:
+        """One file to every region at once (module docstring: the rules PostgreSQL imposes)."""
+        name = file.name
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise PermanentError(f"cannot read {file}: {exc}") from None
+        sha256 = hashlib.sha256(data).hexdigest()
+        outcome: dict[str, str] = {}
+        errors: list[DisasterRecoveryError] = []
+
+        def to_region(region: str) -> None:
+            try:
+                written = self.store(region).put_if_absent(self.key(name), data)
+                outcome[region] = "archived" if written else "already archived (identical)"
+            except ConflictError as exc:
+                errors.append(
+                    ConflictError(
+                        f"WAL archive conflict for {name} in {region}: {exc}. Another cluster "
+                        "may be archiving into the same prefix (or the object was altered): "
+                        "find out before removing anything"
+                    )
+                )
+                outcome[region] = "conflict"
+            except DisasterRecoveryError as exc:
+                errors.append(exc)
+                outcome[region] = f"failed: {str(exc).splitlines()[0]}"
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(self.regions)) as pool:
+            list(pool.map(to_region, self.regions))
+        if errors:
+            conflict = next((e for e in errors if isinstance(e, ConflictError)), None)
+            raise conflict or errors[0]
+        return {"file": name, "sha256": sha256, "size_bytes": len(data), "regions": outcome}
+
+    # -- restore_command ---------------------------------------------------------------
+
+    def fetch(self, name: str, destination: str | Path) -> dict[str, Any]:
+        """Write an archived file to ``destination`` after checking its SHA-256, trying each
+        region in turn. Raises :class:`NotFoundError` when no region has it,
+        :class:`WalCorruptError` / :class:`UnavailableError` when none could serve it intact."""
+        if not is_archivable(name):
+            raise PermanentError(f"{name!r} is not a WAL file name")
+        problems: list[DisasterRecoveryError] = []
+        for region in self.regions:
+            try:
+                data = self._read_verified(region, name)
+            except NotFoundError:
+                continue
+            except DisasterRecoveryError as exc:
+                problems.append(exc)
+                log.warning("%s", exc)
+                continue
+            _write_atomically(Path(destination), data)
+            return {"file": name, "region": region, "size_bytes": len(data)}
+        if problems:
+            raise next((p for p in problems if isinstance(p, WalCorruptError)), problems[0])
+        raise NotFoundError(f"{name} is not in the WAL archive ({', '.join(self.regions)})")
+
+    def _read_verified(self, region: str, name: str) -> bytes:
+        store = self.store(region)
+        key = self.key(name)
+        head = store.head(key)
+        if head is None:
+            raise NotFoundError(f"{store.url(key)} not found")
+        expected = head.get("Metadata", {}).get("sha256", "")
+        data = store.get_bytes(key)
+        actual = hashlib.sha256(data).hexdigest()
+        if not expected or actual != expected:
+            raise WalCorruptError(
+                f"{store.url(key)}: SHA-256 {actual} does not match the archived "
+                f"{expected or '(none recorded)'}; refusing to hand it to PostgreSQL"
+            )
+        return data
+
+    # -- listing -------------------------------------------------------------------------
+
+    def listing(self, region: str) -> dict[str, dict[str, Any]]:
+        """name -> {size, etag, last_modified} of every archived file in a region."""
+        prefix = wal_prefix(self.prefix)
+        found = {}
+        for entry in self.store(region).list_keys(prefix):
+            name = entry["Key"][len(prefix) :]
+            if is_archivable(name):
+                found[name] = {
+                    "size": entry["Size"],
+                    "etag": entry.get("ETag", ""),
+                    "last_modified": entry["LastModified"],
+                }
+        return found
+
+    def history(self, timeline: int) -> list[TimelineSwitch]:
+        """The switch points leading to ``timeline`` (empty for timeline 1)."""
+        if timeline <= 1:
+            return []
+        name = f"{timeline:08X}.history"
+        for region in self.regions:
+            try:
+                return parse_history(self._read_verified(region, name).decode())
+            except NotFoundError:
+                continue
+        raise NotFoundError(f"timeline history {name} is not in the WAL archive")
+
+
+def _write_atomically(destination: Path, data: bytes) -> None:
+    """Write to a temporary name and rename: PostgreSQL never sees a half-written segment."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_name(f".{destination.name}.dr-fetch")
+    with open(temporary, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, destination)

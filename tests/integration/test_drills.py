@@ -1,0 +1,230 @@
+"""DR drills against a private sandbox: both drill DAGs with dag.test(), their evidence and
+figures, and the ways a drill must fail (corrupted backup, rejected failover, production)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from disaster_recovery.backup.logical import run_backup
+from disaster_recovery.backup.physical import backup_and_verify
+from disaster_recovery.catalog.listing import Catalog
+from disaster_recovery.clients.s3 import ObjectStore
+from disaster_recovery.config.endpoints import Deployment
+from disaster_recovery.drills.evidence import DrillRecord, EvidenceStore
+from disaster_recovery.monitoring import heartbeat
+from disaster_recovery.monitoring.health import current_roles
+from dr_sandbox import Sandbox, SandboxPorts
+from dr_sandbox.webhook import read_messages
+from pitr_support import switch_and_wait_archived
+
+pytestmark = pytest.mark.integration
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[Sandbox]:
+    """A private sandbox (drills change the topology) with a verified full backup, a verified
+    base backup and archived WAL after it, and the demo application's heartbeats flowing."""
+    root = Path(tempfile.mkdtemp(prefix="dr-drill-", dir="/tmp"))
+    root.chmod(0o755)
+    sandbox = Sandbox(root, SandboxPorts.free(), scale=0.2)
+    saved = dict(os.environ)
+    try:
+        sandbox.up()
+        os.environ.update(sandbox.environment())
+        deployment = Deployment(sandbox.settings())
+        run_backup(deployment, "postgresql_full")
+        backup_and_verify(deployment, "base")
+        time.sleep(3)  # heartbeats after the base backup, then archived
+        switch_and_wait_archived(sandbox.postgres("primary"))
+        yield sandbox
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        sandbox.down(purge=True)
+
+
+def run_dag(dag_id: str, **conf: Any) -> tuple[str, dict[str, str]]:
+    from airflow.models import DagBag
+
+    dag = DagBag(dag_folder=str(DAGS)).dags[dag_id]
+    run = dag.test(logical_date=None, run_conf=conf or None)
+    return run.state, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def newest_record(sandbox: Sandbox, kind: str) -> DrillRecord:
+    settings = sandbox.settings()
+    store = ObjectStore(sandbox.aws("us-east-1"), settings.bucket("us-east-1"))
+    return EvidenceStore(store).records(kind)[-1]  # type: ignore[arg-type]
+
+
+def alerts(sandbox: Sandbox) -> list[str]:
+    return [str(m.get("alert")) for m in read_messages(sandbox.slack_log)]
+
+
+def assert_original_topology(sandbox: Sandbox) -> None:
+    assert current_roles(Deployment(sandbox.settings())) == ("us-east-1", "us-west-2")
+    assert sandbox.status()["healthy"], sandbox.status()
+
+
+def test_monthly_drill_dag_produces_checked_evidence(box: Sandbox, airflow_db: None) -> None:
+    state, tasks = run_dag("dr_drill_monthly", seed=7)
+    assert (state, tasks) == ("success", {"drill": "success", "check_overdue": "success"})
+    record = newest_record(box, "monthly")
+    steps = {s.name: s for s in record.steps}
+    assert record.passed and [s.result for s in record.steps] == ["passed"] * 5
+    restored = steps["restore_full"].details
+    assert restored["counts_match"] and restored["rows"] > 1000 and restored["amcheck"]
+    assert record.restore_throughput_mb_s and record.restore_throughput_mb_s > 0
+    assert (
+        steps["point_in_time"].details["exact"] and steps["point_in_time"].details["heartbeats"] > 0
+    )
+    assert steps["failover"].details["heartbeats_lost"] == 0
+    assert steps["failover"].details["approval"]["by"].startswith("drill policy")
+    assert record.rpo_seconds == 0.0
+    assert record.rto_seconds is not None and record.rto_seconds < record.objectives["rto_seconds"]
+    # Both regions hold the evidence; Slack got the summary.
+    secondary = ObjectStore(box.aws("us-west-2"), box.settings().bucket("us-west-2"))
+    assert secondary.exists(record.key)
+    assert "DRDrillReport" in alerts(box)
+    # Before this first drill the evidence held nothing: check_overdue raised both overdue
+    # alerts from the (empty) records in S3.
+    assert alerts(box).count("DRDrillOverdue") >= 2
+    assert_original_topology(box)
+
+
+def test_quarterly_drill_measures_real_rto_and_rpo(box: Sandbox, airflow_db: None) -> None:
+    state, tasks = run_dag("dr_drill_quarterly")
+    assert state == "success", tasks
+    record = newest_record(box, "quarterly")
+    steps = {s.name: s for s in record.steps}
+    assert list(steps) == [
+        "preflight",
+        "kill_primary_region",
+        "detect",
+        "failover",
+        "archive_rpo",
+        "revive_region",
+        "failback",
+    ]
+    assert steps["detect"].details["consecutive_failures"] == 3
+    assert record.rto_seconds is not None and 0 < record.rto_seconds < 1800
+    # The synchronous standby lost no acknowledged heartbeat; the RPO is the time since the
+    # newest one, about a heartbeat interval.
+    assert record.rpo_seconds is not None and record.rpo_seconds < 5
+    archive_timeout = box.settings().pitr.archive_timeout.total_seconds()
+    assert steps["archive_rpo"].details["rpo_seconds"] <= archive_timeout + 30
+    assert_original_topology(box)
+
+
+def flip_byte(store: ObjectStore, key: str) -> bytes:
+    data = bytearray(store.get_bytes(key))
+    original = bytes(data)
+    data[len(data) // 2] ^= 0xFF
+    store.put_bytes(key, bytes(data))
+    return original
+
+
+def test_corrupted_backup_fails_the_drill_and_keeps_the_topology(
+    box: Sandbox, airflow_db: None
+) -> None:
+    settings = box.settings()
+    store = ObjectStore(box.aws("us-east-1"), settings.bucket("us-east-1"))
+    newest = Catalog(store, settings.storage.prefix).newest_verified("postgresql_full")
+    assert newest is not None
+    original = flip_byte(store, newest.key)
+    before = len(alerts(box))
+    try:
+        state, tasks = run_dag("dr_drill_monthly")
+    finally:
+        store.put_bytes(newest.key, original)
+    assert state == "failed" and tasks["drill"] == "failed"
+    record = newest_record(box, "monthly")
+    assert (
+        not record.passed
+        and record.steps[1].name == "restore_full"
+        and record.steps[1].result == "failed"
+    )
+    assert "DRDrillFailed" in alerts(box)[before:]
+    assert_original_topology(box)
+
+
+def config_with(box: Sandbox, tmp_path: Path, **sections: dict[str, Any]) -> str:
+    data = yaml.safe_load(box.config_file.read_text())
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    path = tmp_path / "dr_config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_rejected_failover_fails_the_drill_and_keeps_the_topology(
+    box: Sandbox, airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DR_CONFIG", config_with(box, tmp_path, drills={"auto_approve": False}))
+    before = len(alerts(box))
+    state, tasks = run_dag("dr_drill_monthly")
+    assert state == "failed" and tasks["drill"] == "failed"
+    record = newest_record(box, "monthly")
+    failover = next(s for s in record.steps if s.name == "failover")
+    assert failover.result == "failed" and "aborted" in (failover.error or "")
+    assert "DRDrillFailed" in alerts(box)[before:]
+    assert_original_topology(box)
+
+
+def test_production_target_is_refused_without_touching_it(
+    box: Sandbox, airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DR_CONFIG", config_with(box, tmp_path, environment={"production": True}))
+    newest_before = heartbeat.newest(box.postgres("standby"))
+    before = len(alerts(box))
+    state, tasks = run_dag("dr_drill_quarterly")
+    assert state == "failed" and tasks["drill"] == "failed"
+    record = newest_record(box, "quarterly")
+    assert [s.name for s in record.steps] == ["preflight"]
+    assert "marked production" in (record.steps[0].error or "")
+    assert "DRDrillFailed" in alerts(box)[before:]
+    assert_original_topology(box)
+    assert heartbeat.newest(box.postgres("standby")) is not None and newest_before is not None
+
+
+def test_dr_drills_cli_lists_records_and_overdue(box: Sandbox, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "disaster_recovery", "drills"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **box.environment()},
+    )
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(result.stdout)
+    # `dr drill` runs one outside Airflow; against a production target it refuses (exit 1).
+    config = config_with(box, tmp_path, environment={"production": True})
+    refused = subprocess.run(
+        [sys.executable, "-m", "disaster_recovery", "--config", config, "drill", "monthly"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **box.environment()},
+    )
+    assert refused.returncode != 0 and "marked production" in json.loads(refused.stdout)["error"]
+    assert {r["drill"] for r in listing["records"]} == {"monthly", "quarterly"}
+    assert any(r["passed"] for r in listing["records"])
+    assert listing["overdue"] == []
+    assert datetime.now(UTC) - datetime.fromisoformat(
+        listing["records"][-1]["started_at"]
+    ) < timedelta(hours=1)

@@ -1,0 +1,180 @@
+"""dr_failover and dr_failback under dag.test(), against a private sandbox (real PostgreSQL 18
+primary + synchronous standby, Redis pair, moto Route 53, webhook receiver), with the approval
+answered from a background thread like a person in the UI.
+
+The tests share one private sandbox and run in order: reject and timeout must change nothing,
+approve fails over, failback returns to the original topology.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from disaster_recovery.clients import redisnode
+from disaster_recovery.clients.route53 import DnsSwitch
+from disaster_recovery.clients.services import http_json
+from disaster_recovery.config.model import load_settings
+from disaster_recovery.failover.names import FAILOVER_STEPS
+from disaster_recovery.postgres import db
+from dr_sandbox import Sandbox, SandboxPorts
+from dr_sandbox.webhook import read_messages
+from failover_support import ApprovalAnswerer, sandbox_environment
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[Sandbox]:
+    root = Path(tempfile.mkdtemp(prefix="dr-failover-dag-", dir="/tmp"))
+    root.chmod(0o755)
+    sandbox = Sandbox(root, SandboxPorts.free(), scale=0.2)
+    try:
+        sandbox.up()
+        with sandbox_environment(sandbox):
+            yield sandbox
+    finally:
+        sandbox.down(purge=True)
+
+
+def _run(
+    dag_id: str,
+    choice: str | None,
+    conf: dict[str, Any] | None = None,
+    params_input: dict[str, Any] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    from airflow.models import DagBag
+
+    dag = DagBag(dag_folder="dags").get_dag(dag_id)
+    answerer = ApprovalAnswerer(dag_id, choice, params_input)
+    answerer.start()
+    run = dag.test(logical_date=None, run_conf=conf or {"reason": "test", "initiated_by": "pytest"})
+    answerer.join(30)
+    assert answerer.error is None, answerer.error
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    report = next(ti for ti in run.get_task_instances() if ti.task_id == "report").xcom_pull(
+        task_ids="report"
+    )
+    return run, {"states": states, "result": report}
+
+
+def _topology(box: Sandbox) -> dict[str, Any]:
+    settings = load_settings()
+    return {
+        "primary_in_recovery": db.is_in_recovery(box.postgres("primary")),
+        "standby_in_recovery": db.is_in_recovery(box.postgres("standby")),
+        "redis_replica_role": redisnode.state(box.redis("replica")).role,
+        "dns_east": DnsSwitch(box.aws("us-west-2"), settings.dns).points_to("us-east-1"),
+    }
+
+
+# Rows written through the demo application in each period, checked after failback.
+WRITTEN: dict[str, list[int]] = {"before": [], "during": []}
+
+ORIGINAL = {
+    "primary_in_recovery": False,
+    "standby_in_recovery": True,
+    "redis_replica_role": "slave",
+    "dns_east": True,
+}
+
+
+def test_reject_aborts_and_changes_nothing(box: Sandbox, airflow_db: None) -> None:
+    _, outcome = _run("dr_failover", "Reject")
+    print("reject:", outcome["states"])
+    assert outcome["result"]["status"] == "aborted"
+    assert "rejected" in outcome["result"]["error"]
+    assert outcome["states"]["stop_writes.run"] == "skipped"
+    assert outcome["states"]["promote.run"] == "skipped"
+    assert _topology(box) == ORIGINAL
+    status, body = http_json(f"{box.app_url('us-east-1')}/health")
+    assert status == 200 and body["read_only"] is False
+    approval_posts = [
+        m for m in read_messages(box.slack_log) if m.get("alert") == "FailoverApprovalRequired"
+    ]
+    assert approval_posts and "required_actions" in approval_posts[-1]["text"]
+
+
+def test_timeout_aborts_and_never_proceeds(box: Sandbox, airflow_db: None) -> None:
+    _, outcome = _run("dr_failover", None)
+    print("timeout:", outcome["states"])
+    assert outcome["states"]["decide.approval"] == "failed"
+    assert outcome["states"]["promote.run"] in ("upstream_failed", "skipped")
+    assert outcome["result"]["status"] == "aborted"
+    assert _topology(box) == ORIGINAL
+
+
+def test_approve_fails_over_to_secondary(box: Sandbox, airflow_db: None) -> None:
+    for _ in range(5):
+        status, written = http_json(f"{box.app_url('us-east-1')}/write", {})
+        assert status == 200, written
+        WRITTEN["before"].append(written["id"])
+    run, outcome = _run("dr_failover", "Approve")
+    result = outcome["result"]
+    print("approve:", outcome["states"], result["step_seconds"], result["total_time_seconds"])
+    assert run.state == "success"
+    assert result["status"] == "completed", result
+    assert result["new_primary"] == "us-west-2"
+    assert result["steps_completed"] == list(FAILOVER_STEPS)
+    assert not db.is_in_recovery(box.postgres("standby"))
+    assert redisnode.state(box.redis("replica")).role == "master"
+    assert redisnode.state(box.redis("primary")).role == "slave"
+    settings = load_settings()
+    assert DnsSwitch(box.aws("us-west-2"), settings.dns).points_to("us-west-2")
+    # The old primary is fenced: reachable, but read-only.
+    with db.connect(box.postgres("primary")) as conn:
+        assert conn.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("INSERT INTO demo_writes (region) VALUES ('split-brain')")
+    # The secondary's demo application writes through DNS to the new primary.
+    status, written = http_json(f"{box.app_url('us-west-2')}/write", {})
+    assert status == 200, written
+    assert written["target"] == "db.us-west-2.litper.internal."
+    WRITTEN["during"].append(written["id"])
+    assert (
+        db.query_one(
+            box.postgres("standby"),
+            "SELECT region FROM demo_writes WHERE id = %s",
+            (written["id"],),
+        )
+        == "us-west-2"
+    )
+    # The old region's application obeys its read-only flag.
+    status, _ = http_json(f"{box.app_url('us-east-1')}/write", {})
+    assert status == 409
+    assert any(m.get("alert") == "FailoverCompleted" for m in read_messages(box.slack_log))
+    assert result["published"]["history"].startswith(
+        "s3://litper-dr-backups-us-west-2/litper/failovers/"
+    )
+
+
+def test_failback_dag_restores_original_topology(box: Sandbox, airflow_db: None) -> None:
+    _, outcome = _run("dr_failback", "Approve", {"reason": "region back", "initiated_by": "pytest"})
+    result = outcome["result"]
+    print("failback:", outcome["states"], result["step_seconds"])
+    assert result["status"] == "completed", result
+    assert result["new_primary"] == "us-east-1"
+    assert _topology(box) == ORIGINAL
+    status = box.status()
+    assert status["healthy"], status
+    sync_state = db.query_one(box.postgres("primary"), "SELECT sync_state FROM pg_stat_replication")
+    assert sync_state == "sync"
+    status_code, written = http_json(f"{box.app_url('us-east-1')}/write", {})
+    assert status_code == 200 and written["target"] == "db.us-east-1.litper.internal."
+    # Every row from both periods is on the original primary, and on its standby.
+    ids = WRITTEN["before"] + WRITTEN["during"] + [written["id"]]
+    assert len(ids) == 7
+    for role in ("primary", "standby"):
+        with db.connect(box.postgres(role)) as conn:
+            found = conn.execute(
+                "SELECT count(*) FROM demo_writes WHERE id = ANY(%s)", (ids,)
+            ).fetchone()
+        assert found == (7,), role
+    # The secondary's application was stopped again by the failback.
+    assert box.status()["components"]["app_us-east-1"]["healthy"]
+    with pytest.raises(Exception, match=r"refused"):
+        http_json(f"{box.app_url('us-west-2')}/health")

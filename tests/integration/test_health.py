@@ -1,0 +1,236 @@
+"""Health: the shape and the lag measure against real servers, the alert state machine (pure),
+and dr_health_check under dag.test(): alerts once per incident with recovery, and the automatic
+trigger of dr_failover after three consecutive failed primary checks (two are not enough)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from disaster_recovery.config.endpoints import Deployment
+from disaster_recovery.config.model import load_settings
+from disaster_recovery.monitoring.health import check_health, evaluate
+from disaster_recovery.postgres import db
+from dr_sandbox import Sandbox, SandboxPorts
+from dr_sandbox.webhook import read_messages
+from failover_support import sandbox_environment
+
+
+def _health(
+    primary_ok: bool = True, lag: float | None = 0.0, secondary_db: str = "streaming"
+) -> dict[str, Any]:
+    return {
+        "checked_at": "2026-01-01T00:00:00+00:00",
+        "primary": {
+            "region": "us-east-1",
+            "database": "healthy" if primary_ok else "down",
+            "redis": "healthy",
+            "services": "healthy",
+        },
+        "secondary": {
+            "region": "us-west-2",
+            "database": secondary_db,
+            "redis": "replicating",
+            "services": "standby",
+        },
+        "replication_lag_seconds": lag,
+        "primary_healthy": primary_ok,
+        "errors": {} if primary_ok else {"primary.database": "connection refused"},
+    }
+
+
+def _sequence(checks: list[dict[str, Any]], failures: int = 3) -> list[dict[str, Any]]:
+    state, verdicts = None, []
+    for health in checks:
+        verdict = evaluate(health, state, lag_threshold=60, failures_before_failover=failures)
+        state = verdict["state"]
+        verdicts.append(verdict)
+    return verdicts
+
+
+def test_lag_alert_once_per_incident_with_recovery() -> None:
+    verdicts = _sequence([_health(lag=61), _health(lag=120), _health(lag=0.0), _health(lag=90)])
+    names = [[(a["name"], a["resolved"]) for a in v["alerts"]] for v in verdicts]
+    assert names == [
+        [("ReplicationLagHigh", False)],
+        [],
+        [("ReplicationLagHigh", True)],
+        [("ReplicationLagHigh", False)],
+    ]
+
+
+def test_secondary_unreachable_alert() -> None:
+    verdicts = _sequence([_health(secondary_db="down"), _health(secondary_db="down"), _health()])
+    assert [a["name"] for a in verdicts[0]["alerts"]] == ["SecondaryUnreachable"]
+    assert verdicts[1]["alerts"] == []
+    assert verdicts[2]["alerts"][0]["resolved"] is True
+
+
+@pytest.mark.parametrize(
+    ("pattern", "triggers"),
+    [
+        ("FF", []),
+        ("FFF", [3]),
+        ("FFFFF", [3]),  # once per incident
+        ("FFSFF", []),  # one flapping success resets the count
+        ("FFSFFF", [6]),
+        ("FFFSFFF", [3, 7]),  # a new incident after recovery triggers again
+    ],
+)
+def test_three_consecutive_primary_failures_trigger(pattern: str, triggers: list[int]) -> None:
+    verdicts = _sequence([_health(primary_ok=ch == "S") for ch in pattern])
+    assert [i + 1 for i, v in enumerate(verdicts) if v["trigger_failover"]] == triggers
+    for i in triggers:
+        assert verdicts[i - 1]["reason"].startswith("auto: primary us-east-1 failed 3 consecutive")
+
+
+def test_auto_trigger_can_be_turned_off() -> None:
+    state = None
+    for _ in range(4):
+        verdict = evaluate(_health(primary_ok=False), state, 60, 3, auto_trigger=False)
+        state = verdict["state"]
+        assert not verdict["trigger_failover"]
+
+
+@pytest.mark.integration
+def test_health_shape_and_idle_lag_is_zero(sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
+    deployment = Deployment(load_settings())
+    first = check_health(deployment, "us-east-1", "us-west-2")
+    time.sleep(1.5)  # idle: now() - last replay time grows, the lag must not
+    health = check_health(deployment, "us-east-1", "us-west-2")
+    assert health["primary"] == {
+        "region": "us-east-1",
+        "database": "healthy",
+        "redis": "healthy",
+        "services": "healthy",
+    }
+    assert health["secondary"] == {
+        "region": "us-west-2",
+        "database": "streaming",
+        "redis": "replicating",
+        "services": "standby",
+    }
+    assert first["replication_lag_seconds"] == 0.0 and health["replication_lag_seconds"] == 0.0
+    assert health["replication"]["primary_lsn"] == health["replication"]["standby_replay_lsn"]
+    assert health["replication"]["sync_state"] == "sync"
+    assert health["redis_offsets"]["master"] == health["redis_offsets"]["replica"]
+
+
+# -- dr_health_check under dag.test() ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[Sandbox]:
+    root = Path(tempfile.mkdtemp(prefix="dr-health-", dir="/tmp"))
+    root.chmod(0o755)
+    sandbox = Sandbox(root, SandboxPorts.free(), scale=0.1)
+    try:
+        sandbox.up()
+        # A 1 s lag threshold, so pausing replay for a moment is an incident.
+        config = yaml.safe_load(sandbox.config_file.read_text())
+        config["thresholds"]["replication_lag"] = "1s"
+        strict = root / "dr_config_strict.yaml"
+        strict.write_text(yaml.safe_dump(config))
+        with sandbox_environment(sandbox), pytest.MonkeyPatch.context() as patch:
+            patch.setenv("DR_CONFIG", str(strict))
+            yield sandbox
+    finally:
+        sandbox.down(purge=True)
+
+
+def _check(box: Sandbox) -> dict[str, Any]:
+    from airflow.models import DagBag
+
+    run = DagBag(dag_folder="dags").get_dag("dr_health_check").test(logical_date=None)
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    assert tis["check"].state == "success"
+    return {
+        "result": tis["check"].xcom_pull(task_ids="check"),
+        "trigger": tis["trigger_failover"].state,
+    }
+
+
+def _alerts(box: Sandbox, name: str) -> list[dict[str, Any]]:
+    return [m for m in read_messages(box.slack_log) if name in m.get("text", "")]
+
+
+def _auto_failover_runs() -> int:
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        runs = session.query(DagRun).filter(DagRun.dag_id == "dr_failover").all()
+        return sum(1 for run in runs if (run.conf or {}).get("initiated_by") == "auto")
+
+
+@pytest.mark.integration
+def test_health_check_dag_alerts_and_triggers_failover(box: Sandbox, airflow_db: None) -> None:
+    # Test code, outside any task: the ORM model is the way to reset the state.
+    from airflow.models import Variable
+
+    Variable.delete("dr_health_state")  # noqa: AIR311
+    assert _check(box)["result"]["alerts"] == []
+
+    # Replication lag: a commit is replayed, then replay is paused and the primary commits again.
+    with db.connect(box.postgres("primary")) as conn:
+        conn.execute("CREATE TABLE replayed AS SELECT 1 AS x")
+    with db.connect(box.postgres("standby")) as conn:
+        while conn.execute("SELECT pg_last_xact_replay_timestamp()").fetchone() == (None,):
+            time.sleep(0.05)
+        conn.execute("SELECT pg_wal_replay_pause()")
+    with db.connect(box.postgres("primary")) as conn:
+        conn.execute("CREATE TABLE lag_probe AS SELECT 1 AS x")
+    time.sleep(1.2)
+    first = _check(box)["result"]
+    assert first["health"]["replication_lag_seconds"] > 1, first["health"]
+    assert [a["name"] for a in first["alerts"]] == ["ReplicationLagHigh"]
+    assert _check(box)["result"]["alerts"] == []  # once per incident
+    with db.connect(box.postgres("standby")) as conn:
+        conn.execute("SELECT pg_wal_replay_resume()")
+    time.sleep(0.3)
+    cleared = _check(box)["result"]
+    assert cleared["health"]["replication_lag_seconds"] == 0.0
+    assert [(a["name"], a["resolved"]) for a in cleared["alerts"]] == [("ReplicationLagHigh", True)]
+    lag_messages = _alerts(box, "ReplicationLagHigh")
+    assert len(lag_messages) == 2 and "RESOLVED" in lag_messages[1]["text"]
+    assert lag_messages[0]["severity"] == "High"
+
+    # The secondary region goes away.
+    box.instance("standby").stop(mode="immediate")
+    down = _check(box)["result"]
+    assert [a["name"] for a in down["alerts"]] == ["SecondaryUnreachable"]
+    assert down["health"]["secondary"]["database"] == "down"
+    box.instance("standby").start()
+    deadline = time.monotonic() + 20
+    while db.query_one(box.postgres("primary"), "SELECT count(*) FROM pg_stat_replication") == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    back = _check(box)["result"]
+    assert ("SecondaryUnreachable", True) in [(a["name"], a["resolved"]) for a in back["alerts"]]
+
+    # The primary fails: two checks do not trigger a failover, the third does (once).
+    before = _auto_failover_runs()
+    box.instance("primary").stop(mode="immediate")
+    for expected_failures in (1, 2):
+        outcome = _check(box)
+        assert outcome["result"]["primary_failures"] == expected_failures
+        assert outcome["trigger"] == "skipped"
+    assert _auto_failover_runs() == before
+    assert len(_alerts(box, "PrimaryDown")) == 1
+    third = _check(box)
+    assert third["trigger"] == "success"
+    assert third["result"]["reason"].startswith("auto: primary us-east-1 failed 3 consecutive")
+    assert _auto_failover_runs() == before + 1
+    fourth = _check(box)
+    assert fourth["trigger"] == "skipped"
+    assert _auto_failover_runs() == before + 1
+    # Every check was recorded in the secondary region's bucket.
+    from disaster_recovery.clients.s3 import ObjectStore
+
+    store = ObjectStore(box.aws("us-west-2"), "litper-dr-backups-us-west-2")
+    assert len(list(store.list_keys("litper/health/"))) >= 10

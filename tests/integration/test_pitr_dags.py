@@ -1,0 +1,209 @@
+"""``postgresql_wal_archive`` and ``postgresql_backup_incremental`` under ``dag.test()``: healthy
+runs on the shared sandbox; on a private one, a deleted and a corrupted segment make the WAL
+DAG fail its continuity check and post ``WALArchiveGap`` naming both, and a restore across the
+gap is refused. Plus a restore right after a failover's timeline change."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from disaster_recovery.backup import physical
+from disaster_recovery.catalog.listing import Catalog
+from disaster_recovery.errors import RestoreRefused
+from disaster_recovery.restore.pitr import Target, plan_restore, restore_to_point_in_time
+from disaster_recovery.retention.chain import cleanup_physical_chain
+from disaster_recovery.wal.archive import WalArchive
+from disaster_recovery.wal.continuity import check_archive
+from dr_sandbox import Sandbox
+from dr_sandbox.webhook import read_messages
+from pitr_support import (
+    Ticker,
+    deployment_for,
+    private_sandbox,
+    rows_in,
+    stop_restored,
+    switch_and_wait_archived,
+)
+
+pytestmark = pytest.mark.integration
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+
+def _dag(dag_id: str) -> Any:
+    from airflow.models import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS))
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags[dag_id]
+
+
+def _states(run: Any) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+@pytest.fixture
+def sandbox_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    def use(box: Sandbox) -> None:
+        for key, value in box.environment().items():
+            monkeypatch.setenv(key, value)
+
+    yield use
+
+
+def test_dags_are_thin_and_parse_without_io() -> None:
+    for dag_id in ("postgresql_wal_archive", "postgresql_backup_incremental"):
+        dag = _dag(dag_id)
+        assert dag.max_active_runs == 1 and not dag.catchup
+        assert set(dag.tags) <= {
+            "dr",
+            "backup",
+            "restore",
+            "wal",
+            "failover",
+            "health",
+            "drill",
+            "maintenance",
+        }
+        assert dag.doc_md and dag.doc_md.lstrip().startswith("# ")
+
+
+def test_incremental_dag_takes_the_days_base_then_incrementals(
+    sandbox: Sandbox, sandbox_env: dict[str, str], airflow_db: None
+) -> None:
+    dag = _dag("postgresql_backup_incremental")
+    first = dag.test(logical_date=None)
+    assert first.state == "success", _states(first)
+    time.sleep(1.1)  # backups are named by the second
+    second = dag.test(logical_date=None, run_conf={"kind": "incremental"})
+    assert second.state == "success", _states(second)
+    deployment = deployment_for(sandbox)
+    chain = physical.Chain(deployment, "us-east-1").verified()
+    newest = chain[-1]
+    assert newest.backup_type == "postgresql_incremental"
+    assert newest.parent == chain[-2].file  # type: ignore[attr-defined]
+    assert "us-west-2" in newest.replicas
+    replica = Catalog(physical.Chain(deployment, "us-west-2").store, "litper").load(newest.file)
+    assert replica.sha256 == newest.sha256
+    assert physical.scheduled_kind(deployment) == "incremental"
+
+
+def test_wal_dag_is_green_on_a_healthy_archive(
+    sandbox: Sandbox, sandbox_env: dict[str, str], airflow_db: None
+) -> None:
+    switch_and_wait_archived(sandbox.postgres("primary"))
+    run = _dag("postgresql_wal_archive").test(logical_date=None)
+    assert run.state == "success", _states(run)
+
+
+def test_wal_dag_raises_gap_for_a_deleted_and_a_corrupted_segment(
+    airflow_db: None, sandbox_environment: Any
+) -> None:
+    with private_sandbox() as box:
+        sandbox_environment(box)
+        deployment = deployment_for(box)
+        primary = box.postgres("primary")
+        physical.backup_and_verify(deployment, "base")
+        segments = [switch_and_wait_archived(primary) for _ in range(3)]
+        archive = WalArchive.for_deployment(deployment)
+        deleted, corrupted = segments[1], segments[2]
+        for region in archive.regions:
+            archive.store(region).delete([archive.key(deleted)])
+        secondary = archive.store("us-west-2")
+        head = secondary.head(archive.key(corrupted))
+        assert head is not None
+        data = secondary.get_bytes(archive.key(corrupted))
+        secondary.put_bytes(archive.key(corrupted), data[:-1] + b"\x01", metadata=head["Metadata"])
+
+        report = check_archive(deployment)
+        assert report.missing == {"us-east-1": [deleted], "us-west-2": [deleted]}
+        assert report.corrupt == {"us-east-1": [], "us-west-2": [corrupted]}
+
+        run = _dag("postgresql_wal_archive").test(logical_date=None)
+        states = _states(run)
+        assert states["check_continuity"] == "failed" and states["inspect_archive"] == "success", (
+            states
+        )
+        alerts = [m for m in read_messages(box.slack_log) if m.get("alert") == "WALArchiveGap"]
+        assert alerts, read_messages(box.slack_log)
+        assert deleted in alerts[-1]["text"] and corrupted in alerts[-1]["text"]
+
+        last_archived = archive.listing("us-east-1")[segments[-1]]["last_modified"]
+        with pytest.raises(RestoreRefused, match=f"WAL gap: {deleted}"):
+            plan_restore(deployment, Target(time=last_archived))
+
+        # Eight days on, the WAL before the only base backup's start goes; the base stays.
+        base = physical.Chain(deployment, "us-east-1").verified()[0]
+        later = datetime.now(UTC) + timedelta(days=8)
+        dry = cleanup_physical_chain(deployment, now=later, dry_run=True)
+        assert dry["base"] == 0 and dry["incremental"] == 0 and dry["wal"] >= 1
+        assert all(
+            archive.store(r).exists(archive.key("000000010000000000000001"))
+            for r in archive.regions
+        )
+        done = cleanup_physical_chain(deployment, now=later)
+        assert {k: done[k] for k in ("base", "incremental", "wal")} == {
+            k: dry[k] for k in ("base", "incremental", "wal")
+        }
+        start = base.start_segment  # type: ignore[attr-defined]
+        for region in archive.regions:
+            left = archive.listing(region)
+            assert not any(n < start for n in left if len(n) == 24), sorted(left)
+            assert start in left
+        assert physical.Chain(deployment, "us-east-1").verified()[0].file == base.file
+
+
+def test_restore_right_after_a_failover_timeline_change() -> None:
+    with private_sandbox() as box:
+        deployment = deployment_for(box)
+        old_primary = box.postgres("primary")
+        Ticker.prepare(old_primary)
+        before = Ticker(old_primary).start()
+        time.sleep(0.3)
+        # `dr backup incremental` on an empty chain takes the base backup first.
+        cli = subprocess.run(
+            [sys.executable, "-m", "disaster_recovery", "backup", "incremental"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            env={**os.environ, **box.environment()},
+        )
+        assert cli.returncode == 0, cli.stderr
+        taken = json.loads(cli.stdout)
+        chain = physical.Chain(deployment, "us-east-1").verified()
+        assert [m.backup_type for m in chain] == ["postgresql_base", "postgresql_incremental"]
+        assert taken["parent"] == chain[0].file
+        time.sleep(0.3)
+        before.stop()
+        switch_and_wait_archived(old_primary)
+        # Failover: fence the old primary, promote the synchronous standby; it archives the new
+        # timeline (its archive_command came with its clone) into the same buckets.
+        box.instance("primary").stop()
+        box.instance("standby").promote()
+        new_primary = box.postgres("standby")
+        after = Ticker(new_primary).start(first_id=len(before.ticks) + 1)
+        time.sleep(0.8)
+        after.stop()
+        time.sleep(1.2)
+        switch_and_wait_archived(new_primary)
+        index = len(after.ticks) // 3
+        folder = Path(tempfile.mkdtemp(prefix="dr-pitr-tli-", dir="/tmp")) / "data"
+        result = restore_to_point_in_time(
+            deployment, target_dir=folder, target_time=after.pause_between(index)
+        )
+        try:
+            expected = len(before.ticks) + index + 1
+            assert rows_in(result["port"], old_primary) == (expected, expected)
+            assert result["recovered_to"]["new_timeline"] == 3  # it followed timeline 2
+        finally:
+            stop_restored(result)
