@@ -20,12 +20,12 @@ START_DATE = datetime(2024, 1, 1)
 def check_overdue(deployment: Any) -> dict[str, Any]:
     """DRDrillOverdue for each kind of drill with no passed record in its window."""
     from disaster_recovery.airflow_support.alerting import AirflowSlackSink
-    from disaster_recovery.clients.s3 import ObjectStore
+    from disaster_recovery.clients.s3 import regional_store
     from disaster_recovery.drills.evidence import EvidenceStore, overdue_alerts
 
     settings = deployment.settings
     region = settings.regions.primary
-    records = EvidenceStore(ObjectStore(deployment.aws(region), settings.bucket(region))).records()
+    records = EvidenceStore(regional_store(deployment, region)).records()
     alerts = overdue_alerts(records, datetime.now(UTC))
     sink = AirflowSlackSink(settings)
     for alert in alerts:

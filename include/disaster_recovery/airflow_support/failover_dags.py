@@ -354,7 +354,7 @@ def health_check() -> dict[str, Any]:
 
     from disaster_recovery.airflow_support.alerting import AirflowSlackSink
     from disaster_recovery.airflow_support.connections import deployment
-    from disaster_recovery.clients.s3 import ObjectStore
+    from disaster_recovery.clients.s3 import regional_store
     from disaster_recovery.monitoring.health import check_health, current_roles, evaluate
 
     found = deployment()
@@ -389,7 +389,7 @@ def health_check() -> dict[str, Any]:
             log.exception("could not send %s", alert["name"])
     try:
         stamp = datetime.now(timezone.utc).strftime("%Y/%m/%d/%H%M%S_%f")
-        store = ObjectStore(found.aws(secondary), settings.bucket(secondary))
+        store = regional_store(found, secondary)
         store.put_json(
             f"{settings.storage.prefix}/health/{stamp}.json", {"health": health, **verdict}
         )

@@ -25,11 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from disaster_recovery.backup.replicate import copy_to_region
 from disaster_recovery.catalog.listing import Catalog
-from disaster_recovery.catalog.manifests import Manifest, Verification
+from disaster_recovery.catalog.manifests import ChainManifest, Verification
 from disaster_recovery.catalog.names import backup_file_name
 from disaster_recovery.clients.runner import run, streaming
-from disaster_recovery.clients.s3 import ObjectStore
+from disaster_recovery.clients.s3 import ObjectStore, regional_store
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.errors import (
     CommandFailed,
@@ -85,28 +86,24 @@ class Chain:
 
     @property
     def store(self) -> ObjectStore:
-        return ObjectStore(
-            self.deployment.aws(self.region),
-            self.settings.bucket(self.region),
-            chunk_mib=self.settings.storage.multipart_chunk_mib,
-        )
+        return regional_store(self.deployment, self.region)
 
     @property
     def catalog(self) -> Catalog:
         return Catalog(self.store, self.settings.storage.prefix)
 
-    def elements(self) -> list[Manifest]:
+    def elements(self) -> list[ChainManifest]:
         """Every base and incremental manifest, oldest first (by recorded start time)."""
-        return self.catalog.manifests(CHAIN_TYPES)
+        return self.catalog.chain_manifests(CHAIN_TYPES)
 
-    def verified(self) -> list[Manifest]:
+    def verified(self) -> list[ChainManifest]:
         return [m for m in self.elements() if m.verified]
 
 
-def chain_of(element: Manifest, by_file: dict[str, Manifest]) -> list[Manifest]:
+def chain_of(element: ChainManifest, by_file: dict[str, ChainManifest]) -> list[ChainManifest]:
     """``element`` and its ancestors, base first."""
     chain = [element]
-    while (parent := getattr(chain[0], "parent", None)) is not None:
+    while (parent := chain[0].parent) is not None:
         if parent not in by_file:
             raise NotFoundError(f"{chain[0].file}: its parent {parent} is not in the catalog")
         chain.insert(0, by_file[parent])
@@ -153,8 +150,8 @@ def scheduled_kind(
     facts = _server_facts(deployment)
     newest = chain[-1]
     if (
-        getattr(newest, "system_identifier", None) != facts["system_identifier"]
-        or getattr(newest, "timeline", None) != facts["timeline"]
+        newest.system_identifier != facts["system_identifier"]
+        or newest.timeline != facts["timeline"]
     ):
         return "base"
     return "incremental"
@@ -162,7 +159,7 @@ def scheduled_kind(
 
 def take_backup(
     deployment: Deployment, kind: Kind = "auto", now: datetime | None = None
-) -> Manifest:
+) -> ChainManifest:
     """Take (and upload, unverified) a base or incremental backup; ``auto`` decides as the
     schedule does. Verify it with :func:`verify_backup` before it counts."""
     chosen = scheduled_kind(deployment, now) if kind == "auto" else kind
@@ -171,11 +168,11 @@ def take_backup(
     return take_incremental_backup(deployment, now)
 
 
-def take_base_backup(deployment: Deployment, now: datetime | None = None) -> Manifest:
+def take_base_backup(deployment: Deployment, now: datetime | None = None) -> ChainManifest:
     return _take(deployment, BASE, parent=None, now=now)
 
 
-def take_incremental_backup(deployment: Deployment, now: datetime | None = None) -> Manifest:
+def take_incremental_backup(deployment: Deployment, now: datetime | None = None) -> ChainManifest:
     """An incremental on the newest verified chain element (base or incremental)."""
     facts = _server_facts(deployment)
     require_incremental_support(facts["server_major"], facts["summarize_wal"])
@@ -186,18 +183,18 @@ def take_incremental_backup(deployment: Deployment, now: datetime | None = None)
             "backup first (`dr backup-physical base`)"
         )
     parent = chain[-1]
-    if getattr(parent, "system_identifier", None) != facts["system_identifier"]:
+    if parent.system_identifier != facts["system_identifier"]:
         raise ConflictError(
             f"the chain's newest element {parent.file} is of another cluster "
-            f"(system identifier {getattr(parent, 'system_identifier', '?')}); "
+            f"(system identifier {parent.system_identifier}); "
             "take a base backup"
         )
     return _take(deployment, INCREMENTAL, parent=parent, now=now)
 
 
 def _take(
-    deployment: Deployment, backup_type: str, parent: Manifest | None, now: datetime | None
-) -> Manifest:
+    deployment: Deployment, backup_type: str, parent: ChainManifest | None, now: datetime | None
+) -> ChainManifest:
     settings = deployment.settings
     region = settings.regions.primary
     chain = Chain(deployment, region)
@@ -245,8 +242,7 @@ def _take(
         )
     start_lsn, timeline = start.group(1), int(start.group(2))
     seg_size = facts["wal_segment_size"]
-    # Chain fields are extra manifest keys (Manifest allows them): LSNs, timeline, parent.
-    manifest = Manifest.model_validate(
+    manifest = ChainManifest.model_validate(
         {
             "backup_type": backup_type,
             "file": file,
@@ -268,7 +264,7 @@ def _take(
             "system_identifier": facts["system_identifier"],
             "server_major": facts["server_major"],
             "parent": parent.file if parent else None,
-            "chain_base": (getattr(parent, "chain_base", None) or parent.file) if parent else file,
+            "chain_base": parent.chain_base if parent else file,
         }
     )
     catalog.save(manifest)
@@ -283,7 +279,7 @@ def _take(
     return manifest
 
 
-def download_and_extract(store: ObjectStore, manifest: Manifest, folder: Path) -> None:
+def download_and_extract(store: ObjectStore, manifest: ChainManifest, folder: Path) -> None:
     """Stream a backup's tar from S3 into ``folder`` (no tar file on disk), checking its
     SHA-256 and size against the manifest; raises :class:`VerificationError` on a mismatch."""
     from disaster_recovery.clients.s3 import HashingReader
@@ -302,41 +298,31 @@ def download_and_extract(store: ObjectStore, manifest: Manifest, folder: Path) -
         ) from None
     finally:
         body.close()
-    _check_digest(store, manifest, reader.size, reader.sha256)
+    manifest.check_digest(reader.size, reader.sha256, where=store.url(manifest.key), check="sha256")
 
 
-def _check_digest(store: ObjectStore, manifest: Manifest, size: int, sha256: str) -> None:
-    if size != manifest.size_bytes or sha256 != manifest.sha256:
-        raise VerificationError(
-            f"{store.url(manifest.key)}: SHA-256 {sha256} / {size} bytes do not match the "
-            f"manifest's {manifest.sha256} / {manifest.size_bytes} bytes",
-            check="sha256",
-            key=manifest.key,
-        )
-
-
-def verify_backup(deployment: Deployment, file: str, region: str | None = None) -> Manifest:
+def verify_backup(deployment: Deployment, file: str, region: str | None = None) -> ChainManifest:
     """Download the tar to a temporary folder, check its SHA-256, run ``pg_verifybackup -n``,
     keep its ``backup_manifest`` next to it, and mark the manifest verified (or failed)."""
     settings = deployment.settings
     region = region or settings.regions.primary
     chain = Chain(deployment, region)
     store, catalog = chain.store, chain.catalog
-    manifest = catalog.load(file)
+    manifest = catalog.load_chain(file)
     checks: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="dr-verify-") as scratch:
             folder = Path(scratch)
             tar_path = folder / "base.tar"
             copy = store.digest(manifest.key, copy_to=tar_path)
-            _check_digest(store, manifest, copy.size, copy.sha256)
+            manifest.check_digest(
+                copy.size, copy.sha256, where=store.url(manifest.key), check="sha256"
+            )
             checks["exists"] = True
             checks["sha256"] = manifest.sha256
             backup_manifest = _extract_backup_manifest(tar_path, folder, manifest)
             checks["backup_manifest"] = _check_backup_manifest(backup_manifest, manifest)
-            program = pgbin.require_at_least(
-                "pg_verifybackup", int(getattr(manifest, "server_major", 0))
-            )
+            program = pgbin.require_at_least("pg_verifybackup", manifest.server_major)
             try:
                 run([program, "-n", "-F", "t", folder], target=f"backup {file}", timeout=3600)
             except CommandFailed as exc:
@@ -361,7 +347,7 @@ def verify_backup(deployment: Deployment, file: str, region: str | None = None) 
     return manifest
 
 
-def _extract_backup_manifest(tar_path: Path, folder: Path, manifest: Manifest) -> Path:
+def _extract_backup_manifest(tar_path: Path, folder: Path, manifest: ChainManifest) -> Path:
     with tarfile.open(tar_path) as tar:
         try:
             member = tar.extractfile("backup_manifest")
@@ -378,7 +364,7 @@ def _extract_backup_manifest(tar_path: Path, folder: Path, manifest: Manifest) -
     return target
 
 
-def _check_backup_manifest(path: Path, manifest: Manifest) -> dict[str, Any]:
+def _check_backup_manifest(path: Path, manifest: ChainManifest) -> dict[str, Any]:
     """PostgreSQL's backup_manifest must describe the same backup as our manifest."""
     document = json.loads(path.read_text())
     ranges = document.get("WAL-Ranges") or []
@@ -389,13 +375,14 @@ def _check_backup_manifest(path: Path, manifest: Manifest) -> dict[str, Any]:
             key=manifest.key,
         )
     start = ranges[0]
-    if parse_lsn(start["Start-LSN"]) != parse_lsn(
-        str(getattr(manifest, "start_lsn", "0/0"))
-    ) or int(start["Timeline"]) != int(getattr(manifest, "timeline", 0)):
+    if (
+        parse_lsn(start["Start-LSN"]) != parse_lsn(manifest.start_lsn)
+        or int(start["Timeline"]) != manifest.timeline
+    ):
         raise VerificationError(
             f"{manifest.file}: backup_manifest starts at {start['Start-LSN']} on timeline "
-            f"{start['Timeline']}, the catalog says {getattr(manifest, 'start_lsn', '?')} on "
-            f"{getattr(manifest, 'timeline', '?')}",
+            f"{start['Timeline']}, the catalog says {manifest.start_lsn} on "
+            f"{manifest.timeline}",
             check="backup_manifest",
             key=manifest.key,
         )
@@ -406,32 +393,33 @@ def _check_backup_manifest(path: Path, manifest: Manifest) -> dict[str, Any]:
     }
 
 
-def replicate_backup(deployment: Deployment, file: str) -> Manifest:
+def replicate_backup(deployment: Deployment, file: str) -> ChainManifest:
     """Copy a verified backup (tar, backup_manifest, manifest) to the secondary region's
     bucket and check the copy's SHA-256 there."""
     settings = deployment.settings
     primary = Chain(deployment, settings.regions.primary)
     secondary = Chain(deployment, settings.regions.secondary)
-    manifest = primary.catalog.load(file)
+    manifest = primary.catalog.load_chain(file)
     if not manifest.verified:
         raise VerificationError(
             f"{file} is not verified; only verified backups are replicated",
             check="verified",
             key=manifest.key,
         )
-    source, target = primary.store, secondary.store
-    for key in (manifest.key, manifest.key + BACKUP_MANIFEST_SUFFIX):
-        target.copy_from(source, key)
-    copy = target.digest(manifest.key)
-    _check_digest(target, manifest, copy.size, copy.sha256)
+    replica = copy_to_region(
+        primary.store,
+        secondary.store,
+        manifest,
+        settings,
+        companions=[manifest.key + BACKUP_MANIFEST_SUFFIX],
+    )
     manifest.replicas[settings.regions.secondary] = {
-        "bucket": target.bucket,
-        "sha256": copy.sha256,
+        "bucket": replica["bucket"],
+        "sha256": replica["sha256"],
         "checked_at": datetime.now(UTC).isoformat(),
     }
     primary.catalog.save(manifest)
-    replica = manifest.model_copy(update={"bucket": target.bucket})
-    secondary.catalog.save(replica)
+    secondary.catalog.save(manifest.model_copy(update={"bucket": replica["bucket"]}))
     return manifest
 
 
@@ -449,7 +437,7 @@ def backup_and_verify(deployment: Deployment, kind: Kind = "auto") -> dict[str, 
     return summary(replicated)
 
 
-def summary(manifest: Manifest) -> dict[str, Any]:
+def summary(manifest: ChainManifest) -> dict[str, Any]:
     return {
         "file": manifest.file,
         "backup_type": manifest.backup_type,
@@ -458,10 +446,10 @@ def summary(manifest: Manifest) -> dict[str, Any]:
         "sha256": manifest.sha256,
         "started_at": manifest.started_at.isoformat(),
         "finished_at": manifest.finished_at.isoformat() if manifest.finished_at else None,
-        "start_lsn": getattr(manifest, "start_lsn", None),
-        "end_lsn": getattr(manifest, "end_lsn", None),
-        "timeline": getattr(manifest, "timeline", None),
-        "start_segment": getattr(manifest, "start_segment", None),
-        "parent": getattr(manifest, "parent", None),
+        "start_lsn": manifest.start_lsn,
+        "end_lsn": manifest.end_lsn,
+        "timeline": manifest.timeline,
+        "start_segment": manifest.start_segment,
+        "parent": manifest.parent,
         "replicas": sorted(manifest.replicas),
     }

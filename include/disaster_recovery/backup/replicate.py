@@ -4,6 +4,7 @@ replication), then checked by SHA-256."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from disaster_recovery.backup.stores import Stores
@@ -11,64 +12,79 @@ from disaster_recovery.backup.verify import _failures_recorded, load_manifest
 from disaster_recovery.catalog.manifests import Manifest
 from disaster_recovery.clients.s3 import ObjectStore
 from disaster_recovery.config.endpoints import Deployment
+from disaster_recovery.config.model import Settings
 from disaster_recovery.errors import (
     VerificationError,
 )
 
-# -- replicate ----------------------------------------------------------------------------------
+
+def copy_to_region(
+    source: ObjectStore,
+    target: ObjectStore,
+    manifest: Manifest,
+    settings: Settings,
+    *,
+    companions: Sequence[str] = (),
+    check_only: bool = False,
+) -> dict[str, Any]:
+    """The one replication rule, for every kind of backup: check, copy or wait; never overwrite.
+
+    A copy already in ``target`` is only checked. Otherwise ``copy`` mode copies it server-side
+    (with its ``companions``, keys such as PostgreSQL's backup_manifest), and ``native`` mode waits
+    at most ``storage.replication_wait`` for S3 replication to deliver it. ``check_only``
+    (re-checking an existing backup) neither copies nor waits: a missing replica is a failed
+    check. Either way the replica's size and SHA-256 must match the manifest.
+    """
+    mode = settings.storage.replication
+    url = target.url(manifest.key)
+    started = time.monotonic()
+    present = target.head(manifest.key) is not None
+    copied = False
+    if not present and check_only:
+        raise VerificationError(f"replica {url} is missing", check="replica", key=manifest.key)
+    if mode == "copy" and not check_only:
+        for key in companions:  # small files that travel with the backup
+            if target.head(key) is None:
+                target.copy_from(source, key)
+        if not present:
+            target.copy_from(source, manifest.key)
+            copied = True
+    elif not present:
+        _wait_for_replica(target, manifest, settings.storage.replication_wait.total_seconds())
+    replica = target.digest(manifest.key)
+    detail = "just copied" if copied else "already there: not overwritten"
+    manifest.check_digest(
+        replica.size,
+        replica.sha256,
+        where=f"replica {url} ({mode} mode, {detail})",
+        check="replica",
+    )
+    return {
+        "ok": True,
+        "mode": mode,
+        "region": target.endpoint.region,
+        "bucket": target.bucket,
+        "copied": copied,
+        "sha256": replica.sha256,
+        "seconds": round(time.monotonic() - started, 3),
+    }
 
 
 def replicate(
     deployment: Deployment, backup_type: str, file: str, *, check_only: bool = False
 ) -> dict[str, Any]:
-    """The object in the secondary region's bucket with the manifest's SHA-256.
-
-    ``copy`` mode copies it (server-side) unless an identical copy is there; a different object
-    there is an error, never overwritten. ``native`` mode waits, at most
-    ``storage.replication_wait``, for S3 replication to deliver it. ``check_only`` (re-checking
-    an existing backup) neither copies nor waits: a missing replica is a failed check.
-    """
+    """A logical backup's copy in the secondary region (:func:`copy_to_region`); a failure
+    marks the manifest failed."""
     stores = Stores.of(deployment)
     manifest = load_manifest(stores, backup_type, file)
-    mode = deployment.settings.storage.replication
-    url = stores.secondary.url(manifest.key)
-    started = time.monotonic()
     with _failures_recorded(stores, manifest):
-        copied = False
-        if check_only:
-            if stores.secondary.head(manifest.key) is None:
-                raise VerificationError(
-                    f"replica {url} is missing", check="replica", key=manifest.key
-                )
-        elif mode == "copy":
-            if stores.secondary.head(manifest.key) is None:
-                stores.secondary.copy_from(stores.primary, manifest.key)
-                copied = True
-        else:
-            _wait_for_replica(
-                stores.secondary,
-                manifest,
-                deployment.settings.storage.replication_wait.total_seconds(),
-            )
-        replica = stores.secondary.digest(manifest.key)
-        if (replica.size, replica.sha256) != (manifest.size_bytes, manifest.sha256):
-            detail = "was just copied" if copied else "was already there: not overwritten"
-            raise VerificationError(
-                f"replica {url} ({mode} mode) differs from the manifest and {detail}: "
-                f"{replica.size} bytes, SHA-256 {replica.sha256}; the manifest says "
-                f"{manifest.size_bytes} bytes, {manifest.sha256}",
-                check="replica",
-                key=manifest.key,
-            )
-    return {
-        "ok": True,
-        "mode": mode,
-        "region": stores.secondary.endpoint.region,
-        "bucket": stores.secondary.bucket,
-        "copied": copied,
-        "sha256": replica.sha256,
-        "seconds": round(time.monotonic() - started, 3),
-    }
+        return copy_to_region(
+            stores.primary,
+            stores.secondary,
+            manifest,
+            deployment.settings,
+            check_only=check_only,
+        )
 
 
 def _wait_for_replica(

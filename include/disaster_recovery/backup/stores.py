@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from disaster_recovery.catalog.listing import Catalog
-from disaster_recovery.clients.s3 import ObjectStore
+from disaster_recovery.clients.s3 import ObjectStore, regional_store
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import Settings
 
@@ -20,19 +20,11 @@ class Stores:
 
     @classmethod
     def of(cls, deployment: Deployment) -> Stores:
-        settings = deployment.settings
-        chunk = settings.storage.multipart_chunk_mib
-        regions = settings.regions
+        regions = deployment.settings.regions
         return cls(
-            ObjectStore(
-                deployment.aws(regions.primary), settings.bucket(regions.primary), chunk_mib=chunk
-            ),
-            ObjectStore(
-                deployment.aws(regions.secondary),
-                settings.bucket(regions.secondary),
-                chunk_mib=chunk,
-            ),
-            settings,
+            regional_store(deployment, regions.primary),
+            regional_store(deployment, regions.secondary),
+            deployment.settings,
         )
 
     @property

@@ -77,22 +77,6 @@ def _failures_recorded(stores: Stores, manifest: Manifest) -> Iterator[None]:
         raise
 
 
-def _compare(manifest: Manifest, size: int, sha256: str, where: str, check: str) -> None:
-    if size != manifest.size_bytes:
-        raise VerificationError(
-            f"{where}: size {size} bytes, the manifest says {manifest.size_bytes} "
-            "(truncated or replaced)",
-            check=check,
-            key=manifest.key,
-        )
-    if sha256 != manifest.sha256:
-        raise VerificationError(
-            f"{where}: SHA-256 {sha256} does not match the manifest's {manifest.sha256}",
-            check=check,
-            key=manifest.key,
-        )
-
-
 def check_checksum(deployment: Deployment, backup_type: str, file: str) -> dict[str, Any]:
     """The object exists, and its size and SHA-256 (streamed back) match the manifest."""
     stores = Stores.of(deployment)
@@ -106,7 +90,9 @@ def check_checksum(deployment: Deployment, backup_type: str, file: str) -> dict[
                 key=manifest.key,
             )
         stored = stores.primary.digest(manifest.key)
-        _compare(manifest, stored.size, stored.sha256, stores.primary.url(manifest.key), "checksum")
+        manifest.check_digest(
+            stored.size, stored.sha256, where=stores.primary.url(manifest.key), check="checksum"
+        )
     return {
         "ok": True,
         "size_bytes": stored.size,
@@ -224,7 +210,7 @@ def check_readable(deployment: Deployment, backup_type: str, file: str) -> dict[
                 key=manifest.key,
             )
         # The bytes pg_restore read are the bytes the checksum covered (no swap in between).
-        _compare(manifest, read.size, read.sha256, url, "full_read")
+        manifest.check_digest(read.size, read.sha256, where=url, check="full_read")
     return {
         "pg_restore_list": {
             "ok": True,

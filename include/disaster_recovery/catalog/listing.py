@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from disaster_recovery.catalog.manifests import Manifest
+from disaster_recovery.catalog.manifests import ChainManifest, Manifest, parse_manifest
 from disaster_recovery.catalog.names import EXTENSIONS, MANIFEST_SUFFIX, manifest_key, object_key
 from disaster_recovery.clients.s3 import ObjectStore
 from disaster_recovery.errors import NotFoundError
@@ -39,7 +39,18 @@ class Catalog:
             raise NotFoundError(
                 f"no manifest for {file} ({self.store.url(key)}): the backup is not in the catalog"
             )
-        return Manifest.model_validate(self.store.get_json(key))
+        return parse_manifest(self.store.get_json(key), self.store.url(key))
+
+    def load_chain(self, file: str) -> ChainManifest:
+        """A base or incremental backup's manifest."""
+        manifest = self.load(file)
+        if not isinstance(manifest, ChainManifest):
+            raise NotFoundError(f"{file} is a {manifest.backup_type} backup, not a chain element")
+        return manifest
+
+    def chain_manifests(self, backup_types: Iterable[str]) -> list[ChainManifest]:
+        """Every base/incremental manifest of the given types, oldest first."""
+        return [m for m in self.manifests(backup_types) if isinstance(m, ChainManifest)]
 
     def find(self, file: str) -> Manifest | None:
         try:
@@ -53,7 +64,8 @@ class Catalog:
         for backup_type in backup_types or EXTENSIONS:
             for entry in self.store.list_keys(f"{self.prefix}/{backup_type}/".lstrip("/")):
                 if entry["Key"].endswith(MANIFEST_SUFFIX):
-                    found.append(Manifest.model_validate(self.store.get_json(entry["Key"])))
+                    key = entry["Key"]
+                    found.append(parse_manifest(self.store.get_json(key), self.store.url(key)))
         return sorted(found, key=lambda m: (m.started_at, m.file))
 
     def newest_verified(self, backup_type: str) -> Manifest | None:

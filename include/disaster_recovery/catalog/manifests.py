@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from disaster_recovery.catalog.names import manifest_key
+from disaster_recovery.catalog.names import PHYSICAL_TYPES, manifest_key
+from disaster_recovery.errors import VerificationError
 
 Status = Literal["uploaded", "verified", "failed"]
 
@@ -21,8 +22,9 @@ class Verification(BaseModel):
 
 
 class Manifest(BaseModel):
-    """What we know of one backup. Type-specific fields (LSNs, parents, table counts) are extra
-    keys, kept as they are."""
+    """What we know of one backup. Logical backups add keys of their own (table counts, the
+    source node), kept as they are; the physical chain's fields are declared in
+    :class:`ChainManifest`."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -50,5 +52,50 @@ class Manifest(BaseModel):
     def manifest_key(self) -> str:
         return manifest_key(self.key)
 
+    def check_digest(self, size: int, sha256: str, *, where: str, check: str) -> None:
+        """Raise :class:`VerificationError` (naming ``check``) unless ``size`` and ``sha256``
+        are what was recorded while the backup was written: the one comparison every read of a
+        backup (verify, restore, replica) makes."""
+        if (size, sha256) == (self.size_bytes, self.sha256):
+            return
+        problem = (
+            f"size {size} bytes, the manifest says {self.size_bytes} (truncated or replaced)"
+            if size != self.size_bytes
+            else f"SHA-256 {sha256} does not match the manifest's {self.sha256}"
+        )
+        raise VerificationError(f"{where}: {problem}", check=check, key=self.key)
+
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+class ChainManifest(Manifest):
+    """A base or incremental backup of the physical chain: where its WAL starts and ends, on
+    which timeline of which cluster, and which backup it builds on. Every field is required:
+    a chain element without one cannot be restored, so reading it fails instead of guessing."""
+
+    start_lsn: str
+    end_lsn: str
+    timeline: int
+    start_segment: str
+    wal_segment_size: int
+    system_identifier: str
+    server_major: int
+    parent: str | None
+    chain_base: str
+
+
+def parse_manifest(document: dict[str, Any], where: str) -> Manifest:
+    """The manifest stored at ``where``, typed by its backup type; a document that lacks a
+    field (or holds a wrong one) is a :class:`VerificationError` naming the object and field."""
+    model = ChainManifest if document.get("backup_type") in PHYSICAL_TYPES else Manifest
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise VerificationError(
+            f"{where}: not a valid {document.get('backup_type', 'backup')} manifest ({problems})",
+            check="manifest",
+        ) from None

@@ -28,15 +28,13 @@ def list_drills(args: argparse.Namespace) -> dict[str, Any]:
     from datetime import UTC, datetime
 
     from disaster_recovery.cli.common import deployment
-    from disaster_recovery.clients.s3 import ObjectStore
+    from disaster_recovery.clients.s3 import regional_store
     from disaster_recovery.drills.evidence import EvidenceStore, overdue_alerts
 
     target = deployment(args)
     settings = target.settings
     region = settings.regions.primary
-    records = EvidenceStore(ObjectStore(target.aws(region), settings.bucket(region))).records(
-        args.kind
-    )
+    records = EvidenceStore(regional_store(target, region)).records(args.kind)
     return {
         "records": [
             {

@@ -20,7 +20,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from disaster_recovery.config.endpoints import AwsEndpoint
+from disaster_recovery.config.endpoints import AwsEndpoint, Deployment
 from disaster_recovery.errors import (
     ConfigError,
     ConflictError,
@@ -370,3 +370,13 @@ class ObjectStore:
             raise _translate(exc, f"HEAD s3://{self.bucket}", self.endpoint) from exc
         except BotoCoreError as exc:
             raise _translate(exc, f"HEAD s3://{self.bucket}", self.endpoint) from exc
+
+
+def regional_store(deployment: Deployment, region: str) -> ObjectStore:
+    """The backup bucket of ``region``, reached through that region's AWS Connection."""
+    settings = deployment.settings
+    return ObjectStore(
+        deployment.aws(region),
+        settings.bucket(region),
+        chunk_mib=settings.storage.multipart_chunk_mib,
+    )

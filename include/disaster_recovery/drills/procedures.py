@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from disaster_recovery.clients.runner import run
-from disaster_recovery.clients.s3 import ObjectStore
+from disaster_recovery.clients.s3 import regional_store
 from disaster_recovery.config.endpoints import Deployment, PostgresEndpoint
 from disaster_recovery.drills.evidence import DrillKind, DrillRecord, EvidenceStore
 from disaster_recovery.errors import (
@@ -142,7 +142,7 @@ def _backup_size(ctx: DrillContext, file: str) -> int:
     from disaster_recovery.catalog.listing import Catalog
 
     region = ctx.settings.regions.primary
-    store = ObjectStore(ctx.deployment.aws(region), ctx.settings.bucket(region))
+    store = regional_store(ctx.deployment, region)
     return Catalog(store, ctx.settings.storage.prefix).load(file).size_bytes
 
 
@@ -600,7 +600,7 @@ def publish(deployment: Deployment, record: DrillRecord, sink: AlertSink | None 
     settings = deployment.settings
     for region in (settings.regions.primary, settings.regions.secondary):
         try:
-            EvidenceStore(ObjectStore(deployment.aws(region), settings.bucket(region))).save(record)
+            EvidenceStore(regional_store(deployment, region)).save(record)
         except DisasterRecoveryError as exc:
             log.error("could not store drill evidence in %s: %s", region, exc)
     sink = sink or SlackWebhookSink(deployment.slack())

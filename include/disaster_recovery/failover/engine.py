@@ -128,13 +128,13 @@ def publish_result(
 ) -> dict[str, Any]:
     """Store the result with the run history in ``region``'s bucket and post it to Slack.
     Neither failure hides the result: each is reported in the returned dict."""
-    from disaster_recovery.clients.s3 import ObjectStore
+    from disaster_recovery.clients.s3 import regional_store
 
     settings = deployment.settings
     published: dict[str, Any] = {}
     try:
         key = history_key(settings, result)
-        ObjectStore(deployment.aws(region), settings.bucket(region)).put_json(key, result)
+        regional_store(deployment, region).put_json(key, result)
         published["history"] = f"s3://{settings.bucket(region)}/{key}"
     except DisasterRecoveryError as exc:
         published["history_error"] = first_line(exc)

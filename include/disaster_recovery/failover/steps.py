@@ -44,11 +44,11 @@ from disaster_recovery.postgres import db
 
 def newest_archived_wal(plan: Plan) -> str | None:
     """The newest object under the WAL archive prefix in the target region's bucket, if any."""
-    from disaster_recovery.clients.s3 import ObjectStore
+    from disaster_recovery.clients.s3 import regional_store
 
     settings = plan.settings
     try:
-        store = ObjectStore(plan.deployment.aws(plan.target), settings.bucket(plan.target))
+        store = regional_store(plan.deployment, plan.target)
         keys = [
             item["Key"] for item in store.list_keys(f"{settings.storage.prefix}/postgresql_wal/")
         ]

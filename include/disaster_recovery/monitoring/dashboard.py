@@ -16,7 +16,7 @@ from typing import Any
 
 from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.catalog.names import LOGICAL_TYPES, PHYSICAL_TYPES
-from disaster_recovery.clients.s3 import ObjectStore
+from disaster_recovery.clients.s3 import regional_store
 from disaster_recovery.config.durations import format_duration
 from disaster_recovery.config.endpoints import Deployment
 
@@ -50,7 +50,7 @@ def human_age(age: timedelta) -> str:
 def primary_catalog(deployment: Deployment) -> Catalog:
     settings = deployment.settings
     region = settings.regions.primary
-    store = ObjectStore(deployment.aws(region), settings.bucket(region))
+    store = regional_store(deployment, region)
     return Catalog(store, settings.storage.prefix)
 
 

@@ -95,14 +95,7 @@ def prepare_target(server: PostgresEndpoint, target_db: str, *, replace: bool) -
 def download_checked(store: ObjectStore, manifest: Manifest, path: Path) -> None:
     """Download the object to ``path``; its size and SHA-256 must match the manifest."""
     copy = store.digest(manifest.key, copy_to=path)
-    if (copy.size, copy.sha256) != (manifest.size_bytes, manifest.sha256):
-        raise VerificationError(
-            f"{store.url(manifest.key)}: downloaded {copy.size} bytes with SHA-256 "
-            f"{copy.sha256}, "
-            f"the manifest says {manifest.size_bytes} bytes and {manifest.sha256}",
-            check="checksum",
-            key=manifest.key,
-        )
+    manifest.check_digest(copy.size, copy.sha256, where=store.url(manifest.key), check="checksum")
 
 
 def compare_counts(
@@ -162,14 +155,12 @@ def restore_logical(
                 target=target.describe(),
                 timeout=timeout,
             )
-            if (fed.size, fed.sha256) != (manifest.size_bytes, manifest.sha256):
-                raise VerificationError(
-                    f"{stores.primary.url(manifest.key)}: restored from {fed.size} bytes "
-                    "with SHA-256 "
-                    f"{fed.sha256}, the manifest says {manifest.sha256}; do not trust {target_db}",
-                    check="checksum",
-                    key=manifest.key,
-                )
+            manifest.check_digest(
+                fed.size,
+                fed.sha256,
+                where=f"{stores.primary.url(manifest.key)} (restored into {target_db}: do not trust it)",
+                check="checksum",
+            )
     except CommandFailed as exc:
         raise CommandFailed(
             f"restore of {manifest.file} into {target_db} failed: {exc}",

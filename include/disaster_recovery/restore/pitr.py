@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from disaster_recovery.backup.physical import BASE, INCREMENTAL, Chain, download_and_extract
-from disaster_recovery.catalog.manifests import Manifest
+from disaster_recovery.catalog.manifests import ChainManifest
 from disaster_recovery.clients.runner import run
 from disaster_recovery.config.endpoints import Deployment, PostgresEndpoint
 from disaster_recovery.errors import (
@@ -86,7 +86,7 @@ class Target:
 class RestorePlan:
     region: str
     target: Target
-    elements: list[Manifest]
+    elements: list[ChainManifest]
     wal_needed: list[str]
     target_time: datetime | None = None  # of a named restore point, recorded when created
     target_lsn: int | None = None
@@ -178,11 +178,11 @@ def plan_restore(
 
     verified = Chain(deployment, region).verified()
 
-    def ends_before(element: Manifest) -> bool:
+    def ends_before(element: ChainManifest) -> bool:
         if plan_lsn is not None:
-            return parse_lsn(
-                str(getattr(element, "end_lsn", "FFFFFFFF/FFFFFFFF"))
-            ) <= plan_lsn and (plan_time is None or (element.finished_at or now) < plan_time)
+            return parse_lsn(element.end_lsn) <= plan_lsn and (
+                plan_time is None or (element.finished_at or now) < plan_time
+            )
         assert plan_time is not None
         return element.finished_at is not None and element.finished_at < plan_time
 
@@ -193,7 +193,7 @@ def plan_restore(
             (
                 f"the oldest verified base backup, {oldest.file}, ends at "
                 f"{oldest.finished_at.isoformat() if oldest.finished_at else '?'} "
-                f"(LSN {getattr(oldest, 'end_lsn', '?')})"
+                f"(LSN {oldest.end_lsn})"
             )
             if oldest
             else "there is no verified base backup"
@@ -206,9 +206,7 @@ def plan_restore(
         children = [
             m
             for m in verified
-            if m.backup_type == INCREMENTAL
-            and getattr(m, "parent", None) == elements[-1].file
-            and ends_before(m)
+            if m.backup_type == INCREMENTAL and m.parent == elements[-1].file and ends_before(m)
         ]
         if not children:
             break
@@ -243,7 +241,7 @@ def _refuse_future_lsn(deployment: Deployment, lsn: str) -> None:
 
 def _wal_needed(
     deployment: Deployment,
-    last: Manifest,
+    last: ChainManifest,
     plan_time: datetime | None,
     plan_lsn: int | None,
     target: Target,
@@ -251,7 +249,7 @@ def _wal_needed(
     """Segments from the last chain element's start to the one that holds the target, all of
     which must be archived (in either region) -- else the restore is refused."""
     archive = WalArchive.for_deployment(deployment)
-    seg_size = int(getattr(last, "wal_segment_size", 16 * 1024 * 1024))
+    seg_size = last.wal_segment_size
     listing: dict[str, dict[str, Any]] = {}
     for region in archive.regions:
         try:
@@ -260,9 +258,9 @@ def _wal_needed(
         except UnavailableError as exc:
             log.warning("WAL archive in %s unreachable: %s", region, exc)
     # recovery_target_timeline = 'latest': recovery follows the newest timeline in the archive.
-    timeline = newest_timeline(listing, int(getattr(last, "timeline", 1)))
+    timeline = newest_timeline(listing, last.timeline)
     history = archive.history(timeline)
-    start_segno = parse_segment(str(last.start_segment), seg_size)[1]  # type: ignore[attr-defined]
+    start_segno = parse_segment(last.start_segment, seg_size)[1]
     on_path = segments_on_path(listing, timeline, history, seg_size)
     if plan_lsn is not None:
         end_segno = plan_lsn // seg_size
@@ -357,7 +355,7 @@ def restore_to_point_in_time(
     timings["download_extract_seconds"] = round(time.monotonic() - started, 2)
     if len(plan.elements) > 1:
         started = time.monotonic()
-        major = int(getattr(plan.elements[-1], "server_major", 0))
+        major = plan.elements[-1].server_major
         run(
             [pgbin.require_at_least("pg_combinebackup", major), "--link", *parts, "-o", data_dir],
             target=f"combine into {data_dir}",
@@ -523,7 +521,7 @@ def _describe_region(deployment: Deployment, archive: WalArchive, region: str) -
     for base in (m for m in elements if m.backup_type == BASE):
         members = [base]
         for element in elements:
-            if getattr(element, "parent", None) == members[-1].file:
+            if element.parent == members[-1].file:
                 members.append(element)
         chains.append({"base": _brief(base), "incrementals": [_brief(m) for m in members[1:]]})
     segments = sorted(n for n in listing if is_segment(n))
@@ -540,19 +538,19 @@ def _describe_region(deployment: Deployment, archive: WalArchive, region: str) -
     }
 
 
-def _brief(manifest: Manifest) -> dict[str, Any]:
+def _brief(manifest: ChainManifest) -> dict[str, Any]:
     return {
         "file": manifest.file,
         "status": manifest.status,
         "size_bytes": manifest.size_bytes,
         "finished_at": manifest.finished_at.isoformat() if manifest.finished_at else None,
-        "start_segment": getattr(manifest, "start_segment", None),
-        "timeline": getattr(manifest, "timeline", None),
+        "start_segment": manifest.start_segment,
+        "timeline": manifest.timeline,
     }
 
 
 def _restorable_window(
-    archive: WalArchive, elements: list[Manifest], listing: dict[str, dict[str, Any]]
+    archive: WalArchive, elements: list[ChainManifest], listing: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
     """Earliest: the end of the oldest verified base backup whose WAL is archived from its start.
     Latest: the archive time of the last segment of the unbroken run from a verified base."""
@@ -563,8 +561,8 @@ def _restorable_window(
             "latest_restorable": None,
             "note": "no verified base backup: nothing is restorable to a point in time",
         }
-    seg_size = int(getattr(bases[-1], "wal_segment_size", 16 * 1024 * 1024))
-    timeline = newest_timeline(listing, max(int(getattr(b, "timeline", 1)) for b in bases))
+    seg_size = bases[-1].wal_segment_size
+    timeline = newest_timeline(listing, max(b.timeline for b in bases))
     try:
         history = archive.history(timeline)
     except NotFoundError:
@@ -572,7 +570,7 @@ def _restorable_window(
     on_path = segments_on_path(set(listing), timeline, history, seg_size)
     earliest, latest = None, None
     for base in bases:
-        start_name = str(getattr(base, "start_segment", ""))
+        start_name = base.start_segment
         if not start_name:
             continue
         segno = parse_segment(start_name, seg_size)[1]

@@ -25,7 +25,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from disaster_recovery.catalog.manifests import ChainManifest
+from disaster_recovery.config.defaults import DEFAULT_SEGMENT_SIZE
 from disaster_recovery.config.model import Retention
+from disaster_recovery.postgres.walfiles import parse_segment
 
 log = logging.getLogger(__name__)
 
@@ -136,23 +139,17 @@ def plan_chain_deletions(
 # -- applying it to the buckets ------------------------------------------------------------
 
 
-def elements_from_manifests(
-    manifests: Iterable[Any], segment_size_default: int = 16 * 1024 * 1024
-) -> list[ChainElement]:
-    from disaster_recovery.postgres.walfiles import parse_segment
-
+def elements_from_manifests(manifests: Iterable[ChainManifest]) -> list[ChainElement]:
     result = []
     for m in manifests:
-        start = getattr(m, "start_segment", None)
-        seg_size = int(getattr(m, "wal_segment_size", segment_size_default))
         result.append(
             ChainElement(
                 file=m.file,
                 kind="base" if m.backup_type == "postgresql_base" else "incremental",
                 started_at=m.started_at,
                 finished_at=m.finished_at,
-                start_segno=parse_segment(start, seg_size)[1] if start else None,
-                parent=getattr(m, "parent", None),
+                start_segno=parse_segment(m.start_segment, m.wal_segment_size)[1],
+                parent=m.parent,
                 verified=m.verified,
             )
         )
@@ -160,8 +157,6 @@ def elements_from_manifests(
 
 
 def wal_files_from_listing(listing: dict[str, dict[str, Any]], segment_size: int) -> list[WalFile]:
-    from disaster_recovery.postgres.walfiles import parse_segment
-
     return [
         WalFile(
             name,
@@ -201,16 +196,7 @@ def cleanup_physical_chain(
     for region in archive.regions:
         chain = Chain(deployment, region)
         manifests = chain.elements()
-        seg_size = int(
-            next(
-                (
-                    getattr(m, "wal_segment_size", 0)
-                    for m in manifests
-                    if getattr(m, "wal_segment_size", 0)
-                ),
-                16 * 1024 * 1024,
-            )
-        )
+        seg_size = manifests[0].wal_segment_size if manifests else DEFAULT_SEGMENT_SIZE
         listing = archive.listing(region)
         plan = plan_chain_deletions(
             elements_from_manifests(manifests),

@@ -96,16 +96,13 @@ def _primary_position(deployment: Deployment) -> dict[str, Any]:
 def oldest_kept_base_start(deployment: Deployment) -> str | None:
     """Start segment of the oldest verified base backup in the primary region's catalog."""
     from disaster_recovery.catalog.listing import Catalog
-    from disaster_recovery.clients.s3 import ObjectStore
+    from disaster_recovery.clients.s3 import regional_store
 
     settings = deployment.settings
     region = settings.regions.primary
-    catalog = Catalog(
-        ObjectStore(deployment.aws(region), settings.bucket(region)), settings.storage.prefix
-    )
-    bases = [m for m in catalog.manifests(["postgresql_base"]) if m.verified]
-    starts = [getattr(m, "start_segment", None) for m in bases]
-    return next((s for s in starts if s), None)
+    catalog = Catalog(regional_store(deployment, region), settings.storage.prefix)
+    bases = [m for m in catalog.chain_manifests(["postgresql_base"]) if m.verified]
+    return bases[0].start_segment if bases else None
 
 
 def _verified_state_key(prefix: str, region: str) -> str:
