@@ -19,8 +19,8 @@ from typing import Any
 
 from disaster_recovery.backup.logical import run_backup, verify_existing
 from disaster_recovery.backup.stores import Stores
-from disaster_recovery.catalog.manifests import Manifest
 from disaster_recovery.catalog.names import LOGICAL_TYPES
+from disaster_recovery.catalog.report import backup_report
 from disaster_recovery.config.endpoints import ConnectionFields, Deployment, connection_from_env
 from disaster_recovery.config.model import Settings, load_settings
 from disaster_recovery.config.seed import settings_from_seed
@@ -57,24 +57,6 @@ def _seed_lookup(
     return lookup
 
 
-def format_manifest(manifest: Manifest) -> dict[str, Any]:
-    """A backup as the API and the CLI report it."""
-    checks = manifest.verification.checks if manifest.verification else {}
-    return {
-        "status": manifest.status,
-        "backup_type": manifest.backup_type,
-        "backup_file": manifest.file,
-        "location": f"s3://{manifest.bucket}/{manifest.key}",
-        "size_bytes": manifest.size_bytes,
-        "sha256": manifest.sha256,
-        "started_at": manifest.started_at.isoformat(),
-        "finished_at": manifest.finished_at.isoformat() if manifest.finished_at else None,
-        "verified": manifest.verified,
-        "checks": {name: bool(result.get("ok")) for name, result in checks.items()},
-        "replicated_to": sorted(manifest.replicas),
-    }
-
-
 class BackupManager:
     """Backups, verification, restores and retention of the logical tiers (async)."""
 
@@ -101,7 +83,7 @@ class BackupManager:
     async def backup_postgresql_full(self, backup_type: str = "postgresql_full") -> dict[str, Any]:
         """Dump, checksum, verify, replicate and publish one logical backup."""
         manifest = await asyncio.to_thread(run_backup, self.deployment, backup_type)
-        return format_manifest(manifest)
+        return backup_report(manifest)
 
     async def verify_backup(self, backup_type: str, backup_file: str) -> dict[str, Any]:
         """Every check's result for an existing backup (``valid`` is True when all passed)."""
@@ -162,7 +144,7 @@ def list_backups(
     stores = Stores.of(deployment)
     tiers: dict[str, list[dict[str, Any]]] = {backup_type: [] for backup_type in LOGICAL_TYPES}
     for manifest in stores.catalog.manifests(LOGICAL_TYPES):
-        entry = format_manifest(manifest)
+        entry = backup_report(manifest)
         entry["age_hours"] = round((when - manifest.started_at).total_seconds() / 3600, 1)
         if manifest.error:
             entry["error"] = manifest.error

@@ -95,17 +95,17 @@ def _iso(value: Any) -> datetime:
 
 def test_incrementals_record_their_parents_and_reach_both_regions(history: dict[str, Any]) -> None:
     base, inc1, inc2 = history["base"], history["inc1"], history["inc2"]
-    assert (base["parent"], inc1["parent"], inc2["parent"]) == (None, base["file"], inc1["file"])
+    assert (base["parent"], inc1["parent"], inc2["parent"]) == (None, base["backup_file"], inc1["backup_file"])
     assert all(
-        m["status"] == "verified" and m["replicas"] == ["us-west-2"] for m in (base, inc1, inc2)
+        m["status"] == "verified" and m["replicated_to"] == ["us-west-2"] for m in (base, inc1, inc2)
     )
     assert inc1["size_bytes"] < base["size_bytes"]
     listing = describe_chain(history["deployment"])
     for region in ("us-east-1", "us-west-2"):
         chain = next(
-            c for c in listing["regions"][region]["chains"] if c["base"]["file"] == base["file"]
+            c for c in listing["regions"][region]["chains"] if c["base"]["backup_file"] == base["backup_file"]
         )
-        assert [m["file"] for m in chain["incrementals"]] == [inc1["file"], inc2["file"]]
+        assert [m["backup_file"] for m in chain["incrementals"]] == [inc1["backup_file"], inc2["backup_file"]]
         assert listing["regions"][region]["earliest_restorable"] is not None
 
 
@@ -115,7 +115,7 @@ def test_restore_between_base_and_first_incremental(history: dict[str, Any]) -> 
     )
     index = random.choice(window)
     result = _check_restore(history, index, target_time=history["ticker"].pause_between(index))
-    assert result["plan"]["base"] == history["base"]["file"]
+    assert result["plan"]["base"] == history["base"]["backup_file"]
     assert result["plan"]["incrementals"] == []
     assert result["recovered_to"]["last_replayed_transaction_time"] is not None
 
@@ -132,7 +132,7 @@ def test_restore_after_the_incrementals(history: dict[str, Any]) -> None:
         assert rows_in(result["port"], history["primary"]) == (index + 1, index + 1), result
     finally:
         stop_restored(result)
-    assert result["plan"]["incrementals"] == [history["inc1"]["file"], history["inc2"]["file"]]
+    assert result["plan"]["incrementals"] == [history["inc1"]["backup_file"], history["inc2"]["backup_file"]]
     assert result["timings"]["combine_seconds"] >= 0
 
 
@@ -141,7 +141,7 @@ def test_restore_across_a_wal_segment_switch(history: dict[str, Any]) -> None:
     first_after_switch = next(i for i, t in enumerate(ticks) if t.before > history["switched_at"])
     index = first_after_switch + 1  # two rows written into the segment after the switch
     result = _check_restore(history, index, target_time=history["ticker"].pause_between(index))
-    assert result["plan"]["base"] == history["base"]["file"]
+    assert result["plan"]["base"] == history["base"]["backup_file"]
 
 
 def test_restore_to_an_lsn(history: dict[str, Any]) -> None:
@@ -249,7 +249,7 @@ def test_cli_plans_lists_and_checks(history: dict[str, Any], sandbox: Sandbox) -
         "/tmp/never-created",
     )
     assert plan.returncode == 0, plan.stderr
-    assert json.loads(plan.stdout)["base"] == history["base"]["file"]
+    assert json.loads(plan.stdout)["base"] == history["base"]["backup_file"]
     # The same planner through `dr restore`, as the issue spells the command.
     refused = _dr(
         sandbox,
@@ -262,10 +262,10 @@ def test_cli_plans_lists_and_checks(history: dict[str, Any], sandbox: Sandbox) -
     )
     assert refused.returncode != 0 and "in the future" in json.loads(refused.stdout)["error"]
     listing = _dr(sandbox, "chain", "list")
-    assert listing.returncode == 0 and history["inc2"]["file"] in listing.stdout
+    assert listing.returncode == 0 and history["inc2"]["backup_file"] in listing.stdout
     # `dr list` shows the chain and the restorable window beside the logical tiers.
     full_listing = _dr(sandbox, "list")
-    assert full_listing.returncode == 0 and history["inc2"]["file"] in full_listing.stdout
+    assert full_listing.returncode == 0 and history["inc2"]["backup_file"] in full_listing.stdout
     assert (
         "latest_restorable"
         in json.loads(full_listing.stdout)["physical_chain"]["regions"]["us-east-1"]

@@ -185,14 +185,14 @@ def backup_dag(backup_type: str, doc_md: str, settings: Settings | None = None) 
             replica: Any,
         ) -> dict[str, Any]:
             from disaster_recovery.backup.logical import publish as publish_backup
-            from disaster_recovery.manager import format_manifest
+            from disaster_recovery.catalog.report import backup_report
 
             context = get_current_context()
             checks = {"checksum": checksum_result, **verified, "replica": replica}
             manifest = publish_backup(
                 task_deployment(context), backup_type, dumped["file"], checks, who=_who(context)
             )
-            return format_manifest(manifest)
+            return backup_report(manifest)
 
         dumped = dump()
         summed = checksum(dumped)

@@ -116,23 +116,26 @@ def incremental_backup_dag(doc_md: str, settings: Settings | None = None) -> Any
         @task
         @fail_fast
         def take_backup(params: dict[str, Any] | None = None) -> dict[str, Any]:
-            from disaster_recovery.backup.physical import summary, take_backup
+            from disaster_recovery.backup.physical import take_backup
+            from disaster_recovery.catalog.report import backup_report
 
-            return summary(take_backup(_deployment(), (params or {}).get("kind", "auto")))
+            return backup_report(take_backup(_deployment(), (params or {}).get("kind", "auto")))
 
         @task
         @fail_fast
         def verify_backup(taken: dict[str, Any]) -> dict[str, Any]:
-            from disaster_recovery.backup.physical import summary, verify_backup
+            from disaster_recovery.backup.physical import verify_backup
+            from disaster_recovery.catalog.report import backup_report
 
-            return summary(verify_backup(_deployment(), taken["file"]))
+            return backup_report(verify_backup(_deployment(), taken["backup_file"]))
 
         @task
         @fail_fast
         def replicate_backup(verified: dict[str, Any]) -> dict[str, Any]:
-            from disaster_recovery.backup.physical import replicate_backup, summary
+            from disaster_recovery.backup.physical import replicate_backup
+            from disaster_recovery.catalog.report import backup_report
 
-            return summary(replicate_backup(_deployment(), verified["file"]))
+            return backup_report(replicate_backup(_deployment(), verified["backup_file"]))
 
         replicate_backup(verify_backup(take_backup()))  # type: ignore[arg-type]
     return dag

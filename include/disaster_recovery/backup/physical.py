@@ -29,6 +29,7 @@ from disaster_recovery.backup.replicate import copy_to_region
 from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.catalog.manifests import ChainManifest, Verification
 from disaster_recovery.catalog.names import backup_file_name
+from disaster_recovery.catalog.report import backup_report
 from disaster_recovery.clients.runner import run, streaming
 from disaster_recovery.clients.s3 import ObjectStore, regional_store
 from disaster_recovery.config.endpoints import Deployment
@@ -41,7 +42,7 @@ from disaster_recovery.errors import (
     VerificationError,
 )
 from disaster_recovery.postgres import db, pgbin
-from disaster_recovery.postgres.walfiles import parse_lsn, segment_name
+from disaster_recovery.postgres.walfiles import parse_lsn, segment_name, timeline_of
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def _server_facts(deployment: Deployment) -> dict[str, Any]:
         "server_version": row[0],
         "server_major": row[1] // 10000,
         "system_identifier": row[2],
-        "timeline": int(row[3][:8], 16),
+        "timeline": timeline_of(row[3]),
         "wal_segment_size": int(row[4]),
         "summarize_wal": row[5],
     }
@@ -434,22 +435,4 @@ def backup_and_verify(deployment: Deployment, kind: Kind = "auto") -> dict[str, 
     manifest = take_backup(deployment, kind)
     verify_backup(deployment, manifest.file)
     replicated = replicate_backup(deployment, manifest.file)
-    return summary(replicated)
-
-
-def summary(manifest: ChainManifest) -> dict[str, Any]:
-    return {
-        "file": manifest.file,
-        "backup_type": manifest.backup_type,
-        "status": manifest.status,
-        "size_bytes": manifest.size_bytes,
-        "sha256": manifest.sha256,
-        "started_at": manifest.started_at.isoformat(),
-        "finished_at": manifest.finished_at.isoformat() if manifest.finished_at else None,
-        "start_lsn": manifest.start_lsn,
-        "end_lsn": manifest.end_lsn,
-        "timeline": manifest.timeline,
-        "start_segment": manifest.start_segment,
-        "parent": manifest.parent,
-        "replicas": sorted(manifest.replicas),
-    }
+    return backup_report(replicated)

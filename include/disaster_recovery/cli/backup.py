@@ -97,8 +97,8 @@ def _deployment(args: argparse.Namespace) -> Any:
 
 def run_backup(args: argparse.Namespace) -> dict[str, Any]:
     from disaster_recovery.backup.logical import run_backup as take_backup
+    from disaster_recovery.catalog.report import backup_report
     from disaster_recovery.cli.common import progress
-    from disaster_recovery.manager import format_manifest
 
     deployment = _deployment(args)
     if args.dump_from:
@@ -107,7 +107,7 @@ def run_backup(args: argparse.Namespace) -> dict[str, Any]:
             update={"backup": settings.backup.model_copy(update={"dump_from": args.dump_from})}
         )
     manifest = take_backup(deployment, args.backup_type, progress=progress)
-    return format_manifest(manifest)
+    return backup_report(manifest)
 
 
 def run_verify(args: argparse.Namespace) -> dict[str, Any]:

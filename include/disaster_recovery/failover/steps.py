@@ -35,9 +35,9 @@ from disaster_recovery.failover.plan import (
 )
 from disaster_recovery.monitoring.health import (
     check_health,
-    lsn_int,
 )
 from disaster_recovery.postgres import db
+from disaster_recovery.postgres.walfiles import parse_optional_lsn, timeline_of
 
 # -- 1. DETECT ----------------------------------------------------------------------------------
 
@@ -64,8 +64,8 @@ def estimate_loss(health: dict[str, Any]) -> dict[str, Any]:
     primary_up = health["primary"].get("database") in ("healthy", "read_only")
     if primary_up:
         current, replay = (
-            lsn_int(replication.get("primary_lsn")),
-            lsn_int(replication.get("standby_replay_lsn")),
+            parse_optional_lsn(replication.get("primary_lsn")),
+            parse_optional_lsn(replication.get("standby_replay_lsn")),
         )
         behind = (current - replay) if current is not None and replay is not None else None
         return {
@@ -228,10 +228,10 @@ def stop_writes(plan: Plan) -> dict[str, Any]:
 def wait_replayed(standby: PostgresEndpoint, lsn: str, timeout: float) -> str:
     """Wait until the standby has replayed ``lsn``; its replay LSN."""
     deadline = time.monotonic() + timeout
-    wanted = lsn_int(lsn) or 0
+    wanted = parse_optional_lsn(lsn) or 0
     while True:
         replay = db.query_one(standby, "SELECT pg_last_wal_replay_lsn()::text")
-        if (lsn_int(replay) or 0) >= wanted:
+        if (parse_optional_lsn(replay) or 0) >= wanted:
             return str(replay)
         if time.monotonic() >= deadline:
             raise UnavailableError(
@@ -249,7 +249,9 @@ def wait_replay_settled(standby: PostgresEndpoint, timeout: float) -> dict[str, 
                 "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text"
             ).fetchone()
         assert row is not None
-        if (lsn_int(row[1]) or 0) >= (lsn_int(row[0]) or 0) or time.monotonic() >= deadline:
+        if (parse_optional_lsn(row[1]) or 0) >= (
+            parse_optional_lsn(row[0]) or 0
+        ) or time.monotonic() >= deadline:
             return {"receive_lsn": row[0], "replay_lsn": row[1]}
         time.sleep(0.02)
 
@@ -327,7 +329,7 @@ def reset_inherited_settings(endpoint: PostgresEndpoint) -> None:
 
 def timeline(endpoint: PostgresEndpoint) -> int:
     name = db.query_one(endpoint, "SELECT pg_walfile_name(pg_current_wal_lsn())")
-    return int(str(name)[:8], 16)
+    return timeline_of(str(name))
 
 
 def promote_database(endpoint: PostgresEndpoint) -> bool:

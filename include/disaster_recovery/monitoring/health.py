@@ -19,6 +19,7 @@ from disaster_recovery.clients.services import Services
 from disaster_recovery.config.endpoints import Deployment, PostgresEndpoint, RedisEndpoint
 from disaster_recovery.errors import DisasterRecoveryError
 from disaster_recovery.postgres import db
+from disaster_recovery.postgres.walfiles import parse_optional_lsn
 
 # How long a behind standby gets to catch up before its lag counts as real (a write that was
 # just committed on an idle primary is not a lag).
@@ -91,19 +92,11 @@ def standby_database(endpoint: PostgresEndpoint) -> dict[str, Any]:
     }
 
 
-def lsn_int(lsn: str | None) -> int | None:
-    """``'0/3000060'`` -> an integer, so LSNs compare and subtract."""
-    if not lsn:
-        return None
-    high, low = lsn.split("/")
-    return (int(high, 16) << 32) + int(low, 16)
-
-
 def replication_lag(primary: PostgresEndpoint, standby: PostgresEndpoint) -> dict[str, Any]:
     """Lag in seconds and bytes, from LSNs first (0 when idle and caught up)."""
     first = primary_database(primary)
     replica = standby_database(standby)
-    current, replay = lsn_int(first["lsn"]), lsn_int(replica["replay_lsn"])
+    current, replay = parse_optional_lsn(first["lsn"]), parse_optional_lsn(replica["replay_lsn"])
     facts: dict[str, Any] = {
         "primary_lsn": first["lsn"],
         "standby_receive_lsn": replica["receive_lsn"],
@@ -117,7 +110,7 @@ def replication_lag(primary: PostgresEndpoint, standby: PostgresEndpoint) -> dic
         return {**facts, "seconds": 0.0, "bytes": 0}
     time.sleep(CATCH_UP_GRACE_SECONDS)
     later = standby_database(standby)
-    caught_up = (lsn_int(later["replay_lsn"]) or 0) >= current
+    caught_up = (parse_optional_lsn(later["replay_lsn"]) or 0) >= current
     if caught_up:
         seconds = max(first["replay_lag"] or 0.0, 0.0)
     else:

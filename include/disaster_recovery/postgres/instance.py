@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,15 +167,25 @@ class LocalInstance:
             for key, value in settings.items():
                 conf.write(f"{key} = {value}\n")
 
-    def set_role_settings(self, settings: dict[str, str]) -> None:
-        """Replace every role setting in postgresql.auto.conf with ``settings`` (empty to reset).
+    def set_role_settings(self, settings: Mapping[str, str]) -> None:
+        """Replace every role setting in postgresql.auto.conf with ``settings`` (empty to reset)."""
+        self.edit_auto_conf(settings, drop=ROLE_SETTINGS)
 
-        Written directly (not ALTER SYSTEM) so it works while the server is down.
+    def edit_auto_conf(
+        self, changes: Mapping[str, str | None], *, drop: Iterable[str] = ()
+    ) -> None:
+        """Set (or, with None, remove) keys in postgresql.auto.conf, first removing ``drop``.
+
+        Written directly (not ALTER SYSTEM) so it works while the server is down: the one place
+        that edits this file (fencing, role changes, recovery settings).
         """
         auto = self.data_dir / "postgresql.auto.conf"
         lines = auto.read_text().splitlines() if auto.exists() else []
-        kept = [ln for ln in lines if ln.split("=", 1)[0].strip() not in ROLE_SETTINGS]
-        kept += [f"{key} = {quote_conf(value)}" for key, value in settings.items()]
+        removed = {*drop, *changes}
+        kept = [ln for ln in lines if ln.split("=", 1)[0].strip() not in removed]
+        kept += [
+            f"{key} = {quote_conf(value)}" for key, value in changes.items() if value is not None
+        ]
         auto.write_text("\n".join(kept) + "\n")
         hand_over(auto, self.os_user)
 

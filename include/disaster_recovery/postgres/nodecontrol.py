@@ -17,7 +17,7 @@ from disaster_recovery.clients.runner import run
 from disaster_recovery.config.model import NodeControlConfig
 from disaster_recovery.errors import CommandFailed, ConfigError
 from disaster_recovery.postgres import pgbin
-from disaster_recovery.postgres.instance import LocalInstance, hand_over, quote_conf
+from disaster_recovery.postgres.instance import LocalInstance
 
 FENCE_SETTING = "default_transaction_read_only"
 
@@ -93,17 +93,8 @@ class LocalNodeControl:
         if not (self.instance.data_dir / "PG_VERSION").exists():
             return "no data directory: nothing to fence"
         self.instance.mark_standby()
-        self._set_auto(FENCE_SETTING, "on")
+        self.instance.edit_auto_conf({FENCE_SETTING: "on"})
         return "standby.signal and default_transaction_read_only written"
-
-    def _set_auto(self, key: str, value: str | None) -> None:
-        auto = self.instance.data_dir / "postgresql.auto.conf"
-        lines = auto.read_text().splitlines() if auto.exists() else []
-        kept = [ln for ln in lines if ln.split("=", 1)[0].strip() != key]
-        if value is not None:
-            kept.append(f"{key} = {quote_conf(value)}")
-        auto.write_text("\n".join(kept) + "\n")
-        hand_over(auto, self.instance.os_user)
 
     def rewind(self, source_env: dict[str, str]) -> None:
         """``pg_rewind`` onto the source's timeline (the node must be stopped; a crashed node is
@@ -136,13 +127,13 @@ class LocalNodeControl:
         self.instance.set_role_settings(
             {"primary_conninfo": primary_conninfo, "primary_slot_name": slot}
         )
-        self._set_auto(FENCE_SETTING, None)
+        self.instance.edit_auto_conf({FENCE_SETTING: None})
         # Retry streaming quickly after a restart onto a new timeline (default 5 s): a local
         # node's tuning, kept out of the shared config that travels with rewinds.
-        self._set_auto("wal_retrieve_retry_interval", "200ms")
+        self.instance.edit_auto_conf({"wal_retrieve_retry_interval": "200ms"})
         # A rewound node starts "interrupted" and fsyncs its data directory file by file before
         # recovery (seconds, growing with the directory); one syncfs() per filesystem is enough.
-        self._set_auto("recovery_init_sync_method", "syncfs")
+        self.instance.edit_auto_conf({"recovery_init_sync_method": "syncfs"})
         self.instance.mark_standby()
 
 

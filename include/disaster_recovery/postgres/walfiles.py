@@ -43,6 +43,14 @@ def parse_segment(name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> tuple[
     return int(base[:8], 16), int(base[8:16], 16) * per + int(base[16:24], 16)
 
 
+def timeline_of(name: str) -> int:
+    """The timeline a WAL file name (segment, ``.partial``, ``.backup`` or ``.history``) is on."""
+    try:
+        return int(name[:8], 16)
+    except ValueError:
+        raise ValueError(f"not a WAL file name: {name!r}") from None
+
+
 def parse_lsn(lsn: str) -> int:
     """``"0/16B3748"`` -> an integer byte position."""
     high, _, low = lsn.strip().partition("/")
@@ -50,6 +58,11 @@ def parse_lsn(lsn: str) -> int:
         return (int(high, 16) << 32) | int(low, 16)
     except ValueError:
         raise ValueError(f"not an LSN: {lsn!r} (expected like 0/16B3748)") from None
+
+
+def parse_optional_lsn(lsn: str | None) -> int | None:
+    """:func:`parse_lsn`, with None (a node that reported no position) kept as None."""
+    return parse_lsn(lsn) if lsn else None
 
 
 def format_lsn(position: int) -> str:
@@ -130,4 +143,4 @@ def segments_on_path(
 
 def newest_timeline(names: Iterable[str], at_least: int = 1) -> int:
     """The newest timeline the archive knows of (its highest ``.history`` file)."""
-    return max([at_least, *(int(n[:8], 16) for n in names if n.endswith(".history"))])
+    return max([at_least, *(timeline_of(n) for n in names if n.endswith(".history"))])

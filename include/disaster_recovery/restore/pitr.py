@@ -25,6 +25,7 @@ from typing import Any
 
 from disaster_recovery.backup.physical import BASE, INCREMENTAL, Chain, download_and_extract
 from disaster_recovery.catalog.manifests import ChainManifest
+from disaster_recovery.catalog.report import backup_report
 from disaster_recovery.clients.runner import run
 from disaster_recovery.config.endpoints import Deployment, PostgresEndpoint
 from disaster_recovery.errors import (
@@ -36,7 +37,12 @@ from disaster_recovery.errors import (
     UnavailableError,
 )
 from disaster_recovery.postgres import db, pgbin
-from disaster_recovery.postgres.instance import LocalInstance, hand_over, server_os_user
+from disaster_recovery.postgres.instance import (
+    ROLE_SETTINGS,
+    LocalInstance,
+    hand_over,
+    server_os_user,
+)
 from disaster_recovery.postgres.walfiles import (
     expected_segments,
     is_segment,
@@ -44,6 +50,7 @@ from disaster_recovery.postgres.walfiles import (
     parse_lsn,
     parse_segment,
     segments_on_path,
+    timeline_of,
 )
 from disaster_recovery.wal.archive import WalArchive
 from disaster_recovery.wal.host import archiver_command, write_archiver_files
@@ -137,7 +144,7 @@ def create_restore_point(deployment: Deployment, name: str) -> dict[str, Any]:
         "lsn": row[0],
         "time": row[1].isoformat(),
         "segment": row[2],
-        "timeline": int(row[2][:8], 16),
+        "timeline": timeline_of(row[2]),
     }
     body = json.dumps(record, sort_keys=True).encode()
     for region in archive.regions:
@@ -406,10 +413,10 @@ def _configure_recovery(
         recovery["recovery_target_lsn"] = plan.target.lsn
     else:
         recovery["recovery_target_name"] = str(plan.target.name)
-    instance.set_role_settings(recovery)
-    with (data_dir / "postgresql.auto.conf").open("a") as auto:
-        # Not into the production archive, and no inherited sync standby to wait for.
-        auto.write("archive_mode = 'off'\nhot_standby = 'on'\n")
+    # Not into the production archive, and no inherited sync standby to wait for.
+    instance.edit_auto_conf(
+        {**recovery, "archive_mode": "off", "hot_standby": "on"}, drop=ROLE_SETTINGS
+    )
     (data_dir / "recovery.signal").touch()
     data_dir.chmod(0o700)
     hand_over(data_dir, user)
@@ -462,7 +469,7 @@ def _recover(
     return {
         "last_replayed_transaction_time": last_time.isoformat() if last_time else None,
         "last_replayed_lsn": replay_lsn,
-        "new_timeline": int(timeline[0][:8], 16) if timeline else None,
+        "new_timeline": timeline_of(timeline[0]) if timeline else None,
         "stopped_by": _stop_line(instance),
     }
 
@@ -523,7 +530,9 @@ def _describe_region(deployment: Deployment, archive: WalArchive, region: str) -
         for element in elements:
             if element.parent == members[-1].file:
                 members.append(element)
-        chains.append({"base": _brief(base), "incrementals": [_brief(m) for m in members[1:]]})
+        chains.append(
+            {"base": backup_report(base), "incrementals": [backup_report(m) for m in members[1:]]}
+        )
     segments = sorted(n for n in listing if is_segment(n))
     restorable = _restorable_window(archive, elements, listing)
     return {
@@ -535,17 +544,6 @@ def _describe_region(deployment: Deployment, archive: WalArchive, region: str) -
             "history_files": sorted(n for n in listing if n.endswith(".history")),
         },
         **restorable,
-    }
-
-
-def _brief(manifest: ChainManifest) -> dict[str, Any]:
-    return {
-        "file": manifest.file,
-        "status": manifest.status,
-        "size_bytes": manifest.size_bytes,
-        "finished_at": manifest.finished_at.isoformat() if manifest.finished_at else None,
-        "start_segment": manifest.start_segment,
-        "timeline": manifest.timeline,
     }
 
 
