@@ -8,6 +8,7 @@ checksum mismatch) versus everything else (a connection refused, an S3 5xx), whi
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -89,9 +90,22 @@ class DrillRefused(PermanentError):
     """The drill target is production (and the configuration does not allow drills there), or
     it is not in its original topology."""
 
+    exit_code = ExitCode.ABORTED
+
+
+class DrillFailed(PermanentError):
+    """A drill ran and something in it failed; the evidence record says what. Never retried:
+    a retry would repeat a failover."""
+
+    def __init__(self, message: str, record: Any):
+        super().__init__(message)
+        self.record = record  # the drill's DrillRecord (drills.evidence), with every step
+
 
 class RestoreRefused(PermanentError):
     """The target cannot be reached from what the archive holds; nothing was changed."""
+
+    exit_code = ExitCode.ABORTED
 
 
 class ProducerFailed(DisasterRecoveryError):
@@ -101,11 +115,15 @@ class ProducerFailed(DisasterRecoveryError):
 class WalGapError(PermanentError):
     """The archive misses a segment, or holds one whose SHA-256 does not match (WALArchiveGap)."""
 
+    exit_code = ExitCode.VERIFICATION
+
 
 class WalStaleError(PermanentError):
     """The newest archived WAL is older than allowed while the primary has newer WAL
     (WALArchiveStale)."""
 
+    exit_code = ExitCode.VERIFICATION
 
-class WalCorruptError(PermanentError):
+
+class WalCorruptError(VerificationError):
     """A fetched segment's SHA-256 does not match the one recorded when it was archived."""

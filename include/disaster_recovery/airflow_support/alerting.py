@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from disaster_recovery.config.model import Settings, load_settings
 from disaster_recovery.errors import PermanentError, VerificationError
-from disaster_recovery.monitoring.alerts import Alert, slack_message
+from disaster_recovery.monitoring.alerts import Alert, one_line, slack_message
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,19 @@ def root_error(exc: BaseException | None) -> BaseException | None:
     return exc
 
 
-def task_alert(context: dict[str, Any], name: str, details: dict[str, Any] | None = None) -> Alert:
-    """An alert about the task in ``context``: its DAG, run, task, try, error and log link."""
+Facts = Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]
+
+
+def task_alert(
+    context: dict[str, Any], name: str, details: dict[str, Any] | None = None, subject: str = ""
+) -> Alert:
+    """An alert about the task in ``context``: what failed (``subject``, default the task), the
+    error in one line, its DAG, run, task, try, the failed check and object when a verification
+    failed (then named ``BackupVerificationFailed``), and a link to the task log."""
     ti = context["ti"]
     error = root_error(context.get("exception"))
     facts: dict[str, Any] = {
+        **(details or {}),
         "dag": ti.dag_id,
         "run": ti.run_id,
         "task": ti.task_id,
@@ -73,24 +81,27 @@ def task_alert(context: dict[str, Any], name: str, details: dict[str, Any] | Non
     }
     if isinstance(error, VerificationError):
         name = "BackupVerificationFailed"
-        facts["check"] = error.check
+        facts["check"] = error.check or facts.get("check")
         facts["object"] = error.key
-    facts.update(details or {})
-    message = str(error).strip() if error else "no error recorded"
-    first_line = next((ln for ln in message.splitlines() if ln.strip()), message)
+    message = one_line(str(error) if error else "no error recorded")
+    facts.setdefault("error", message)
     return Alert(
         name=name,
-        summary=f"{ti.task_id} failed: {first_line}",
+        summary=f"{subject or ti.task_id} failed: {message}",
         details=facts,
         link=getattr(ti, "log_url", None),
     )
 
 
-def alert_on_failure(name: str, **details: Any) -> Callable[[dict[str, Any]], None]:
-    """A task ``on_failure_callback`` (it fires on the final failure, not on a retried one)."""
+def alert_on_failure(
+    name: str, facts: Facts | None = None, **details: Any
+) -> Callable[[dict[str, Any]], None]:
+    """A task ``on_failure_callback`` posting :func:`task_alert` (it fires on the final failure,
+    not on a retried one). ``facts(context)`` may add a subject and details of its own."""
 
     def callback(context: dict[str, Any]) -> None:
-        alert = task_alert(context, name, dict(details))
+        subject, extra = facts(context) if facts else ("", {})
+        alert = task_alert(context, name, {**details, **extra}, subject)
         try:
             AirflowSlackSink().send(alert)
         except Exception:

@@ -14,8 +14,6 @@ from datetime import datetime
 from typing import Any
 
 from disaster_recovery.config.model import Settings, load_settings
-from disaster_recovery.errors import VerificationError
-from disaster_recovery.monitoring.alerts import Alert, one_line
 
 log = logging.getLogger(__name__)
 
@@ -61,53 +59,27 @@ def task_deployment(context: Any) -> Any:
     return deployment(settings)
 
 
-def backup_alert(context: dict[str, Any], backup_type: str) -> Alert:
-    """BackupVerificationFailed when a check failed, BackupFailed otherwise; the message names
-    the tier, the file, the failed check, the error in one line and the task log."""
-    from disaster_recovery.airflow_support.alerting import root_error
+def backup_facts(context: dict[str, Any], backup_type: str) -> tuple[str, dict[str, Any]]:
+    """What a backup alert names: the tier, the file and the step that failed."""
     from disaster_recovery.backup.logical import run_file
 
-    ti = context["ti"]
-    error = root_error(context.get("exception"))
-    verification = isinstance(error, VerificationError)
-    check = (error.check if verification else "") or ti.task_id  # type: ignore[union-attr]
     try:
         file = run_file(backup_type, run_time(context))
     except Exception:
         file = "(unknown)"
-    name = "BackupVerificationFailed" if verification else "BackupFailed"
-    message = one_line(str(error) if error else "no error recorded")
-    return Alert(
-        name=name,
-        summary=f"{TIER_LABELS[backup_type]} backup {file}: {check} failed: {message}",
-        details={
-            "tier": backup_type,
-            "file": file,
-            "check": check,
-            "error": message,
-            "dag": ti.dag_id,
-            "run": ti.run_id,
-            "task": ti.task_id,
-            "try": getattr(ti, "try_number", None),
-        },
-        link=getattr(ti, "log_url", None),
+    check = context["ti"].task_id
+    return (
+        f"{TIER_LABELS[backup_type]} backup {file}: {check}",
+        {"tier": backup_type, "file": file, "check": check},
     )
 
 
 def alert_callback(backup_type: str) -> Callable[[dict[str, Any]], None]:
-    """A task ``on_failure_callback``: it fires on the final failure only, never on a try that
-    is retried."""
+    """BackupVerificationFailed when a check failed, BackupFailed otherwise (see
+    :func:`~disaster_recovery.airflow_support.alerting.alert_on_failure`)."""
+    from disaster_recovery.airflow_support.alerting import alert_on_failure
 
-    def callback(context: dict[str, Any]) -> None:
-        from disaster_recovery.airflow_support.alerting import AirflowSlackSink
-
-        alert = backup_alert(context, backup_type)
-        try:
-            AirflowSlackSink().send(alert)
-        except Exception:
-            log.exception("could not send alert %s", alert.name)
-
-    return callback
+    return alert_on_failure("BackupFailed", lambda context: backup_facts(context, backup_type))
 
 
 def backup_dag(backup_type: str, doc_md: str, settings: Settings | None = None) -> Any:

@@ -181,7 +181,7 @@ def take_incremental_backup(deployment: Deployment, now: datetime | None = None)
     if not chain:
         raise NotFoundError(
             "no verified base backup to take an incremental on: take a base "
-            "backup first (`dr backup-physical base`)"
+            "backup first (`dr backup base`)"
         )
     parent = chain[-1]
     if parent.system_identifier != facts["system_identifier"]:

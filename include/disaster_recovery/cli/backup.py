@@ -34,6 +34,7 @@ def register(commands: Any) -> None:
     for kind, text in (
         ("base", "a physical base backup (pg_basebackup, tar)"),
         ("incremental", "a native incremental on the chain (a base first if none)"),
+        ("auto", "what the hourly DAG does: the day's base backup, else an incremental"),
     ):
         parser = kinds.add_parser(kind, help=text)
         parser.set_defaults(handler=run_physical_backup, physical_kind=kind)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import asyncio
+import sys
+from typing import TYPE_CHECKING, Any
 
 from disaster_recovery.cli.common import deployment
 
+if TYPE_CHECKING:
+    from disaster_recovery.config.endpoints import Deployment
+
 
 def register(commands: Any) -> None:
-    from disaster_recovery.failover.__main__ import add_arguments
-
     health = commands.add_parser("health", help="both regions' health and the replication lag")
     health.set_defaults(handler=run_health)
     failover = commands.add_parser(
@@ -51,12 +54,75 @@ def _exit_status(result: dict[str, Any]) -> dict[str, Any] | int:
 
 
 def run_failover(args: argparse.Namespace) -> dict[str, Any] | int:
-    from disaster_recovery.failover.__main__ import cli_run
-
     return _exit_status(cli_run(args, deployment(args)))
 
 
 def run_failback(args: argparse.Namespace) -> dict[str, Any] | int:
-    from disaster_recovery.failover.__main__ import cli_run
-
     return _exit_status(cli_run(args, deployment(args), kind="failback"))
+
+
+def ask_person(evidence: dict[str, Any], body: str) -> bool:
+    """The CLI's DECIDE: show the evidence, read yes/no from the terminal."""
+    print("\n" + body + "\n", file=sys.stderr)
+    print(
+        "Type 'yes' to approve the failover, anything else rejects: ",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        answer = input()
+    except EOFError:
+        answer = ""
+    return answer.strip().lower() == "yes"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", required=True, help="why (recorded with the run)")
+    parser.add_argument("--initiated-by", default="manual", help="who or what (default: manual)")
+    parser.add_argument("--dry-run", action="store_true", help="run every check, change nothing")
+    parser.add_argument("--yes", action="store_true", help="approve at DECIDE without asking")
+    parser.add_argument(
+        "--accept-data-loss",
+        action="store_true",
+        help="promote even when the old primary is unreachable",
+    )
+    parser.add_argument(
+        "--no-publish", action="store_true", help="do not store in S3 or post to Slack"
+    )
+
+
+def cli_run(
+    args: argparse.Namespace, deployment: Deployment, kind: str = "failover"
+) -> dict[str, Any]:
+    # Here, not at the top: every `dr` command builds this module's parser (cli/__init__).
+    from disaster_recovery.failover.orchestrator import FailoverOrchestrator
+
+    regions = deployment.settings.regions
+    orchestrator = FailoverOrchestrator(regions.primary, regions.secondary, deployment=deployment)
+    approve = None if args.yes else ask_person
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    if kind == "failback":
+        return asyncio.run(
+            orchestrator.execute_failback(
+                args.reason,
+                args.initiated_by,
+                approve=approve,
+                progress=progress,
+                publish=not args.no_publish,
+            )
+        )
+    return asyncio.run(
+        orchestrator.execute_failover(
+            args.reason,
+            args.initiated_by,
+            dry_run=args.dry_run,
+            accept_data_loss=args.accept_data_loss,
+            approve=approve,
+            progress=progress,
+            publish=not args.no_publish,
+        )
+    )

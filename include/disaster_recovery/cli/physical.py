@@ -1,4 +1,4 @@
-"""``dr backup-physical``, ``dr pitr`` and ``dr chain``: the physical chain and point-in-time
+"""``dr pitr`` and ``dr chain`` (and the handler behind ``dr backup base|incremental|auto``): the physical chain and point-in-time
 restores.
 
 Handlers are plain functions of the parsed arguments, so the same code can also be mounted as
@@ -14,10 +14,6 @@ from typing import Any
 
 
 def register(commands: Any) -> None:
-    backup = commands.add_parser("backup-physical", help="take a base or incremental backup")
-    add_backup_arguments(backup)
-    backup.set_defaults(handler=backup_physical)
-
     restore = commands.add_parser("pitr", help="restore the cluster to a point in time")
     add_pitr_arguments(restore)
     restore.set_defaults(handler=restore_point_in_time)
@@ -30,15 +26,6 @@ def register(commands: Any) -> None:
     cleanup = actions.add_parser("cleanup", help="apply the chain's retention")
     cleanup.add_argument("--dry-run", action="store_true", help="report, delete nothing")
     cleanup.set_defaults(handler=cleanup_chain)
-
-
-def add_backup_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "kind",
-        choices=("base", "incremental", "auto"),
-        help="incremental takes a base backup first when the chain has none; "
-        "auto does what the hourly DAG does",
-    )
 
 
 def add_pitr_arguments(parser: argparse.ArgumentParser) -> None:

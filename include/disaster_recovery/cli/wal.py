@@ -1,8 +1,8 @@
 """``dr wal push|fetch|check`` and ``dr restore-point create NAME``.
 
 ``push``/``fetch`` are PostgreSQL's archive_command/restore_command: they stay quiet on success
-and exit as PostgreSQL expects (see :mod:`disaster_recovery.wal`); the same code runs leaner as
-``python -m disaster_recovery.wal``.
+and exit as PostgreSQL expects (see :mod:`disaster_recovery.wal.archive`); ``python -m disaster_recovery.wal`` is the same
+command without the rest of ``dr``.
 """
 
 from __future__ import annotations
@@ -10,21 +10,21 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from disaster_recovery.wal.__main__ import (
+    ENV_FILE_HELP,
+    add_archiver_actions,
+    operands,
+    run_action,
+)
+
 
 def register(commands: Any) -> None:
     wal = commands.add_parser(
         "wal", help="the WAL archive: archive_command, restore_command, checks"
     )
     actions = wal.add_subparsers(dest="action", required=True)
-    push = actions.add_parser("push", help="archive_command: dr wal push %%p")
-    push.add_argument("path", help="the file PostgreSQL offers (%%p)")
-    fetch = actions.add_parser("fetch", help="restore_command: dr wal fetch %%f %%p")
-    fetch.add_argument("name", help="the file PostgreSQL asks for (%%f)")
-    fetch.add_argument("destination", help="where to write it (%%p)")
-    for action in (push, fetch):
-        action.add_argument(
-            "--env-file", help="KEY=value file with DR_CONFIG and AIRFLOW_CONN_* (S3)"
-        )
+    for action in add_archiver_actions(actions):
+        action.add_argument("--env-file", help=ENV_FILE_HELP)
         action.set_defaults(handler=run_archiver)
     check = actions.add_parser("check", help="is the archive continuous, intact and fresh?")
     check.add_argument("--deep", action="store_true", help="hash every segment, not only new ones")
@@ -38,10 +38,7 @@ def register(commands: Any) -> None:
 
 
 def run_archiver(args: argparse.Namespace) -> int:
-    from disaster_recovery.wal.__main__ import run_action
-
-    operands = [args.path] if args.action == "push" else [args.name, args.destination]
-    return run_action(args.action, args.env_file, operands)
+    return run_action(args.action, args.env_file, operands(args))
 
 
 def check_archive(args: argparse.Namespace) -> dict[str, Any]:

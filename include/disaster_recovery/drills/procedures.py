@@ -37,8 +37,8 @@ from disaster_recovery.drills.evidence import DrillKind, DrillRecord, EvidenceSt
 from disaster_recovery.errors import (
     AbortedError,
     DisasterRecoveryError,
+    DrillFailed,
     DrillRefused,
-    PermanentError,
     VerificationError,
 )
 from disaster_recovery.monitoring import heartbeat
@@ -48,15 +48,6 @@ from disaster_recovery.postgres import db, pgbin
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
-
-
-class DrillFailed(PermanentError):
-    """A drill ran and something in it failed; the evidence record says what. Never retried:
-    a retry would repeat a failover."""
-
-    def __init__(self, message: str, record: DrillRecord):
-        super().__init__(message)
-        self.record = record
 
 
 def check_target(deployment: Deployment) -> dict[str, Any]:

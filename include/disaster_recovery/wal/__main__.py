@@ -4,9 +4,11 @@ Quiet on success, one line on stderr on failure, exit status as PostgreSQL expec
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
+from typing import Any
 
 from disaster_recovery.errors import (
     DisasterRecoveryError,
@@ -15,31 +17,35 @@ from disaster_recovery.errors import (
 from disaster_recovery.wal.archive import FETCH_FATAL_EXIT, FETCH_NOT_FOUND_EXIT, WalArchive
 from disaster_recovery.wal.host import load_env_file
 
-# -- the lean entry point: python -m disaster_recovery.wal [--env-file F] push|fetch ...
+ENV_FILE_HELP = "KEY=value file with DR_CONFIG and AIRFLOW_CONN_* (S3)"
+
+
+def add_archiver_actions(actions: Any) -> list[Any]:
+    """``push %p`` and ``fetch %f %p``: the same arguments for ``python -m disaster_recovery.wal``
+    and ``dr wal``."""
+    push = actions.add_parser("push", help="archive_command: push %%p")
+    push.add_argument("path", help="the file PostgreSQL offers (%%p)")
+    fetch = actions.add_parser("fetch", help="restore_command: fetch %%f %%p")
+    fetch.add_argument("name", help="the file PostgreSQL asks for (%%f)")
+    fetch.add_argument("destination", help="where to write it (%%p)")
+    return [push, fetch]
+
+
+def operands(args: Any) -> list[str]:
+    return [args.path] if args.action == "push" else [args.name, args.destination]
 
 
 def main(argv: list[str] | None = None) -> int:
     """``archive_command`` / ``restore_command`` entry point: quiet on success, one line on
     stderr on failure, exit status as PostgreSQL expects (module docstring)."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m disaster_recovery.wal")
-    parser.add_argument("--env-file", help="KEY=value file with DR_CONFIG and AIRFLOW_CONN_* (S3)")
-    actions = parser.add_subparsers(dest="action", required=True)
-    push = actions.add_parser("push", help="archive_command: push %%p")
-    push.add_argument("path")
-    fetch = actions.add_parser("fetch", help="restore_command: fetch %%f %%p")
-    fetch.add_argument("name")
-    fetch.add_argument("destination")
+    parser.add_argument("--env-file", help=ENV_FILE_HELP)
+    add_archiver_actions(parser.add_subparsers(dest="action", required=True))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="dr wal: %(levelname)s %(message)s"
     )
-    return run_action(
-        args.action,
-        args.env_file,
-        [args.path] if args.action == "push" else [args.name, args.destination],
-    )
+    return run_action(args.action, args.env_file, operands(args))
 
 
 def run_action(action: str, env_file: str | None, operands: list[str]) -> int:

@@ -337,7 +337,9 @@ class WalArchive:
         if not expected or actual != expected:
             raise WalCorruptError(
                 f"{store.url(key)}: SHA-256 {actual} does not match the archived "
-                f"{expected or '(none recorded)'}; refusing to hand it to PostgreSQL"
+                f"{expected or '(none recorded)'}; refusing to hand it to PostgreSQL",
+                check="sha256",
+                key=key,
             )
         return data
 

@@ -242,7 +242,7 @@ def raise_for_gap(report: ArchiveReport | dict[str, Any]) -> None:
         f"WAL archive gap between {facts['checked_from']} and {facts['checked_to']}: "
         + "; ".join(parts)
         + ". Point-in-time recovery cannot cross it: take a new base backup now "
-        "(`dr backup-physical base`) so recovery can start after the gap, and find out why."
+        "(`dr backup base`) so recovery can start after the gap, and find out why."
     )
 
 
