@@ -24,12 +24,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from disaster_recovery.backup import physical
-from disaster_recovery.clients.runner import run
-from disaster_recovery.postgres import db, pgbin
-from disaster_recovery.postgres.instance import LocalInstance, hand_over, server_os_user
-from disaster_recovery.restore.pitr import Target, plan_restore, restore_to_point_in_time
-from disaster_recovery.wal.archive import WalArchive
 from pitr_support import (
     Ticker,
     deployment_for,
@@ -37,6 +31,14 @@ from pitr_support import (
     stop_restored,
     switch_and_wait_archived,
 )
+
+from disaster_recovery.backup import physical
+from disaster_recovery.clients.runner import run
+from disaster_recovery.postgres import db, pgbin
+from disaster_recovery.postgres.instance import LocalInstance, hand_over
+from disaster_recovery.restore.pitr import Target, plan_restore, restore_to_point_in_time
+from disaster_recovery.wal.archive import WalArchive
+from dr_sandbox import server_os_user
 
 
 def clock(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
@@ -88,7 +90,9 @@ def plain_steps(deployment: Any, target: Target, port: int) -> dict[str, float]:
             if n in plan.wal_needed or n.endswith(".history")
         ]
     )
-    instance = LocalInstance(data, port, "bench_plain", work / "run", work / "postgres.log")
+    instance = LocalInstance(
+        data, port, "bench_plain", work / "run", work / "postgres.log", os_user=server_os_user()
+    )
     for leftover in ("standby.signal", "postmaster.pid"):
         (data / leftover).unlink(missing_ok=True)
     settings = {

@@ -30,10 +30,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from disaster_recovery.postgres import db, pgbin
-from disaster_recovery.postgres.instance import server_os_user
-from disaster_recovery.wal.host import archiver_python, load_env_file
 from pitr_support import private_sandbox
+
+from disaster_recovery.postgres import db, pgbin
+from disaster_recovery.wal.host import archiver_python, load_env_file
+from dr_sandbox import server_os_user
 
 SEGMENT = 16 * 1024 * 1024
 

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, task
+
 from disaster_recovery.airflow_support import failover_dags
 
 

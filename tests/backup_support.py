@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from disaster_recovery.backup.stores import Stores
 from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.config.endpoints import Deployment

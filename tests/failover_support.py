@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+
 from dr_sandbox import Sandbox
 
 

@@ -4,7 +4,6 @@ for WAL to be archived, and deployments bound to one sandbox."""
 from __future__ import annotations
 
 import contextlib
-import shutil
 import tempfile
 import threading
 import time
@@ -148,17 +147,6 @@ def rows_in(port: int, source: PostgresEndpoint) -> tuple[int, int]:
 
 
 def stop_restored(result: dict[str, Any]) -> None:
-    from disaster_recovery.clients.runner import run
-    from disaster_recovery.postgres import pgbin
-    from disaster_recovery.postgres.instance import server_os_user
+    from disaster_recovery.restore.pitr import RestoredCluster
 
-    run(
-        [pgbin.program("pg_ctl"), "stop", "-m", "immediate", "-w", "-D", result["data_dir"]],
-        user=server_os_user(),
-        check=False,
-        timeout=60,
-    )
-    shutil.rmtree(result["data_dir"], ignore_errors=True)
-    shutil.rmtree(result["data_dir"] + ".dr", ignore_errors=True)
-    with contextlib.suppress(OSError):  # the temporary folder made for it, once empty
-        Path(result["data_dir"]).parent.rmdir()
+    RestoredCluster.of(result).stop_and_remove()

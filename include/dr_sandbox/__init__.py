@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import pwd
 import secrets
 import shutil
 import sys
@@ -22,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from disaster_recovery.clients.runner import run
 from disaster_recovery.config.endpoints import AwsEndpoint, PostgresEndpoint, RedisEndpoint
 from disaster_recovery.config.model import DEFAULT_CONFIG_PATH, Settings, load_settings
 from disaster_recovery.errors import DisasterRecoveryError, UnavailableError
 from disaster_recovery.monitoring import heartbeat
 from disaster_recovery.postgres import db
 from disaster_recovery.postgres.instance import LocalInstance, quote_conf
-
 from dr_sandbox import processes
 from dr_sandbox.sample_data import load_sample_data
 
@@ -42,6 +45,32 @@ AWS_TEST_KEY = "testing"
 WEBHOOK_PATH = "/services/T0SANDBOX/B0ALERTS/sandboxsecret"
 PRIMARY_REGION, SECONDARY_REGION = "us-east-1", "us-west-2"
 DEMO_APP = Path(__file__).resolve().parent / "demo_app.py"
+
+
+# PostgreSQL refuses to run as root: when the sandbox is started by root, its servers (and the
+# PITR restores its config asks for) run as this unprivileged user, created if missing.
+SERVER_OS_USER = "drsandbox"
+
+
+def server_os_user() -> str | None:
+    """The OS user the sandbox's servers run as: None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVER_OS_USER)
+    except KeyError:
+        run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVER_OS_USER,
+            ],
+            timeout=30,
+        )
+    return SERVER_OS_USER
 
 
 @dataclass
@@ -130,6 +159,7 @@ class Sandbox:
             cluster_name=name,
             socket_dir=self.root / "run",
             log_file=self.root / "logs" / f"postgres-{role}.log",
+            os_user=server_os_user(),
         )
 
     def postgres(self, role: str = "primary", dbname: str = DATABASE) -> PostgresEndpoint:
@@ -299,7 +329,6 @@ class Sandbox:
         """`dr wal push %p` as the server's OS user runs it: absolute paths and an env file
         (S3 Connections and the policy) under the sandbox root, readable only by that user."""
         from disaster_recovery.config.endpoints import Deployment, env_var_name, parse_connection
-        from disaster_recovery.postgres.instance import server_os_user
         from disaster_recovery.wal.host import archiver_command, write_archiver_files
 
         env = self.environment()
@@ -310,7 +339,7 @@ class Sandbox:
         env_file = write_archiver_files(
             self.root / "wal", self.settings(), deployment, server_os_user()
         )
-        return archiver_command("push", env_file)
+        return archiver_command("push", env_file, server_os_user())
 
     def _standby_conninfo(self) -> str:
         return (
@@ -403,6 +432,7 @@ class Sandbox:
         data["services"] = {
             region: self._services_config(region) for region in (PRIMARY_REGION, SECONDARY_REGION)
         }
+        data.setdefault("pitr", {})["restore_os_user"] = server_os_user() or ""
         data["failover"] = {
             "nodes": {
                 region: self._node_config(region) for region in (PRIMARY_REGION, SECONDARY_REGION)
@@ -473,6 +503,7 @@ class Sandbox:
             "cluster_name": node.cluster_name,
             "socket_dir": str(node.socket_dir),
             "log_file": str(node.log_file),
+            "os_user": node.os_user or "",
         }
 
     def _demo_app(self, region: str, action: str) -> dict[str, Any]:

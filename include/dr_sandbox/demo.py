@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from disaster_recovery.errors import DisasterRecoveryError, UnavailableError
-
 from dr_sandbox import Sandbox, processes
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 
+from psycopg.types.numeric import Int8
+
 from disaster_recovery.config.endpoints import PostgresEndpoint
 from disaster_recovery.postgres.db import connect
-from psycopg.types.numeric import Int8
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from disaster_recovery.failover.names import FAILBACK_STEPS, FAILOVER_STEPS
 
 DAG_IDS = ("dr_health_check", "dr_failover", "dr_failback")

@@ -24,6 +24,7 @@ from backup_support import (
     task_states,
     unique_time,
 )
+
 from disaster_recovery.backup.logical import dump_to_s3, run_backup, run_file
 from disaster_recovery.postgres import db
 from dr_sandbox import Sandbox

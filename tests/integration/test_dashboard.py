@@ -8,13 +8,14 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from fastapi.testclient import TestClient
+
 from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.catalog.manifests import Manifest, Verification
 from disaster_recovery.catalog.names import backup_file_name
 from disaster_recovery.clients.s3 import ObjectStore
 from disaster_recovery.config.endpoints import Deployment
 from dr_sandbox import Sandbox
-from fastapi.testclient import TestClient
 
 PLUGIN = Path(__file__).resolve().parents[2] / "plugins" / "dr_dashboard.py"
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from dr_sandbox import Sandbox, SandboxPorts, processes
 from dr_sandbox.demo import AirflowApi, main_job, start_airflow, stop_airflow, wait_for_dags
 

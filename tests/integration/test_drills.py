@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
+from pitr_support import switch_and_wait_archived
+
 from disaster_recovery.backup.logical import run_backup
 from disaster_recovery.backup.physical import backup_and_verify
 from disaster_recovery.catalog.listing import Catalog
@@ -23,7 +25,6 @@ from disaster_recovery.monitoring import heartbeat
 from disaster_recovery.monitoring.health import current_roles
 from dr_sandbox import Sandbox, SandboxPorts
 from dr_sandbox.webhook import read_messages
-from pitr_support import switch_and_wait_archived
 
 pytestmark = pytest.mark.integration
 DAGS = Path(__file__).resolve().parents[2] / "dags"

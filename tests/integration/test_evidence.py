@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from disaster_recovery.clients.s3 import ObjectStore
 from disaster_recovery.drills.evidence import DrillRecord, EvidenceStore, overdue_alerts
 from disaster_recovery.monitoring import heartbeat

@@ -15,6 +15,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from failover_support import ApprovalAnswerer, sandbox_environment
+
 from disaster_recovery.clients import redisnode
 from disaster_recovery.clients.route53 import DnsSwitch
 from disaster_recovery.clients.services import http_json
@@ -23,7 +25,6 @@ from disaster_recovery.failover.names import FAILOVER_STEPS
 from disaster_recovery.postgres import db
 from dr_sandbox import Sandbox, SandboxPorts
 from dr_sandbox.webhook import read_messages
-from failover_support import ApprovalAnswerer, sandbox_environment
 
 pytestmark = pytest.mark.integration
 

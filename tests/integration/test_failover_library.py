@@ -13,6 +13,8 @@ import time
 
 import psycopg
 import pytest
+from failover_support import Writer, sandbox_environment
+
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import load_settings
 from disaster_recovery.failover.failback import rebuild_as_standby, run_failback
@@ -21,7 +23,6 @@ from disaster_recovery.failover.plan import Plan
 from disaster_recovery.failover.steps import run_failover
 from disaster_recovery.postgres import db
 from dr_sandbox import Sandbox
-from failover_support import Writer, sandbox_environment
 
 pytestmark = pytest.mark.integration
 

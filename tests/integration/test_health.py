@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 import yaml
+from failover_support import sandbox_environment
+
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import load_settings
 from disaster_recovery.monitoring.health import check_health, evaluate
 from disaster_recovery.postgres import db
 from dr_sandbox import Sandbox, SandboxPorts
 from dr_sandbox.webhook import read_messages
-from failover_support import sandbox_environment
 
 
 def _health(

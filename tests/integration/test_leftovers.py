@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from disaster_recovery.backup.stores import Stores
 from disaster_recovery.catalog.names import backup_file_name, manifest_key, object_key
 from disaster_recovery.config.endpoints import Deployment, env_var_name, parse_connection

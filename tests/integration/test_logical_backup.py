@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from backup_support import BackupEnv, row_counts, scratch_database, settled, unique_time
+
 from disaster_recovery import BackupManager
 from disaster_recovery.backup.logical import dump_to_s3, run_backup
 from disaster_recovery.backup.replicate import replicate

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pitr_support import Ticker, deployment_for, rows_in, stop_restored, switch_and_wait_archived
+
 from disaster_recovery import BackupManager
 from disaster_recovery.backup import physical
 from disaster_recovery.errors import NotFoundError, RestoreRefused, ToolError
@@ -29,7 +31,6 @@ from disaster_recovery.restore.pitr import (
     restore_to_point_in_time,
 )
 from dr_sandbox import Sandbox
-from pitr_support import Ticker, deployment_for, rows_in, stop_restored, switch_and_wait_archived
 
 pytestmark = pytest.mark.integration
 
@@ -95,17 +96,27 @@ def _iso(value: Any) -> datetime:
 
 def test_incrementals_record_their_parents_and_reach_both_regions(history: dict[str, Any]) -> None:
     base, inc1, inc2 = history["base"], history["inc1"], history["inc2"]
-    assert (base["parent"], inc1["parent"], inc2["parent"]) == (None, base["backup_file"], inc1["backup_file"])
+    assert (base["parent"], inc1["parent"], inc2["parent"]) == (
+        None,
+        base["backup_file"],
+        inc1["backup_file"],
+    )
     assert all(
-        m["status"] == "verified" and m["replicated_to"] == ["us-west-2"] for m in (base, inc1, inc2)
+        m["status"] == "verified" and m["replicated_to"] == ["us-west-2"]
+        for m in (base, inc1, inc2)
     )
     assert inc1["size_bytes"] < base["size_bytes"]
     listing = describe_chain(history["deployment"])
     for region in ("us-east-1", "us-west-2"):
         chain = next(
-            c for c in listing["regions"][region]["chains"] if c["base"]["backup_file"] == base["backup_file"]
+            c
+            for c in listing["regions"][region]["chains"]
+            if c["base"]["backup_file"] == base["backup_file"]
         )
-        assert [m["backup_file"] for m in chain["incrementals"]] == [inc1["backup_file"], inc2["backup_file"]]
+        assert [m["backup_file"] for m in chain["incrementals"]] == [
+            inc1["backup_file"],
+            inc2["backup_file"],
+        ]
         assert listing["regions"][region]["earliest_restorable"] is not None
 
 
@@ -132,7 +143,10 @@ def test_restore_after_the_incrementals(history: dict[str, Any]) -> None:
         assert rows_in(result["port"], history["primary"]) == (index + 1, index + 1), result
     finally:
         stop_restored(result)
-    assert result["plan"]["incrementals"] == [history["inc1"]["backup_file"], history["inc2"]["backup_file"]]
+    assert result["plan"]["incrementals"] == [
+        history["inc1"]["backup_file"],
+        history["inc2"]["backup_file"],
+    ]
     assert result["timings"]["combine_seconds"] >= 0
 
 

@@ -17,6 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pitr_support import (
+    Ticker,
+    deployment_for,
+    private_sandbox,
+    rows_in,
+    stop_restored,
+    switch_and_wait_archived,
+)
+
 from disaster_recovery.backup import physical
 from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.errors import RestoreRefused
@@ -26,14 +35,6 @@ from disaster_recovery.wal.archive import WalArchive
 from disaster_recovery.wal.continuity import check_archive
 from dr_sandbox import Sandbox
 from dr_sandbox.webhook import read_messages
-from pitr_support import (
-    Ticker,
-    deployment_for,
-    private_sandbox,
-    rows_in,
-    stop_restored,
-    switch_and_wait_archived,
-)
 
 pytestmark = pytest.mark.integration
 DAGS = Path(__file__).resolve().parents[2] / "dags"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import redis
+
 from disaster_recovery.postgres import db
 from dr_sandbox import Sandbox, processes
 from dr_sandbox.webhook import read_messages

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import boto3
 import pytest
+
 from disaster_recovery.clients.route53 import DnsSwitch
 from disaster_recovery.clients.services import Services, http_json
 from disaster_recovery.config.endpoints import Deployment

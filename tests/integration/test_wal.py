@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pitr_support import deployment_for, private_sandbox, switch_and_wait_archived
+
 from disaster_recovery.errors import ConflictError, WalStaleError
 from disaster_recovery.postgres import db
 from disaster_recovery.postgres.walfiles import (
@@ -29,9 +31,8 @@ from disaster_recovery.postgres.walfiles import (
 from disaster_recovery.wal.archive import FETCH_FATAL_EXIT, WalArchive
 from disaster_recovery.wal.continuity import check_archive, raise_for_staleness
 from disaster_recovery.wal.host import archiver_command, load_env_file
-from dr_sandbox import Sandbox
+from dr_sandbox import Sandbox, server_os_user
 from dr_sandbox.webhook import read_messages
-from pitr_support import deployment_for, private_sandbox, switch_and_wait_archived
 
 MB16 = 16 * 1024 * 1024
 FAKE_TIMELINE = 0xAA  # names no real timeline of the sandbox uses
@@ -114,12 +115,12 @@ def test_env_file_accepts_the_sandbox_env_format(tmp_path: Path) -> None:
 
 
 def test_archiver_command_needs_no_shell_environment(tmp_path: Path) -> None:
-    command = archiver_command("push", tmp_path / "wal.env")
+    command = archiver_command("push", tmp_path / "wal.env", server_os_user())
     assert command.startswith("env PYTHONPATH=/")
     python = command.split()[2]
     assert Path(python).is_absolute()
     assert command.endswith(f"-m disaster_recovery.wal --env-file {tmp_path / 'wal.env'} push %p")
-    assert archiver_command("fetch", tmp_path / "wal.env").endswith("fetch %f %p")
+    assert archiver_command("fetch", tmp_path / "wal.env", server_os_user()).endswith("fetch %f %p")
 
 
 def test_the_archiver_imports_no_airflow_and_no_settings_model(sandbox: Sandbox) -> None:

@@ -7,6 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from disaster_recovery.config.model import Retention
 from disaster_recovery.retention.chain import (
     ChainElement,
@@ -14,8 +17,6 @@ from disaster_recovery.retention.chain import (
     WalFile,
     plan_chain_deletions,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 SEGMENT_EVERY = timedelta(minutes=30)

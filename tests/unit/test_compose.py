@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from disaster_recovery.config.endpoints import env_var_name, parse_connection
 from disaster_recovery.config.model import load_settings
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from disaster_recovery.config.durations import parse_duration
 from disaster_recovery.config.model import DEFAULT_CONFIG_PATH, load_settings, settings_from_dict
 from disaster_recovery.config.seed import settings_from_seed

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from disaster_recovery.config.model import NodeControlConfig, settings_from_dict
 from disaster_recovery.errors import ConfigError
 from disaster_recovery.postgres.nodecontrol import CommandNodeControl, NoControl, node_control

@@ -6,6 +6,9 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from disaster_recovery.catalog.manifests import Manifest, Verification
 from disaster_recovery.config.model import Retention, Settings
 from disaster_recovery.retention.logical import (
@@ -14,8 +17,6 @@ from disaster_recovery.retention.logical import (
     plan_deletions,
     policies_from_settings,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 NOW = datetime(2025, 3, 20, 12, 0, tzinfo=UTC)
 DAILY = {"postgresql_full": Retention(max_age=timedelta(days=7), keep_last=7)}

@@ -7,6 +7,7 @@ import fcntl
 import sys
 
 import pytest
+
 from disaster_recovery.clients import runner
 from disaster_recovery.errors import CommandFailed, ToolError
 

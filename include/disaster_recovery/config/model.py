@@ -172,6 +172,9 @@ class Pitr(_Section):
     # archive_command also pushes up to this many other finished WAL files, in parallel, so a
     # burst of writes drains faster than one upload per call (0: only the file asked for).
     push_ahead: int = Field(DEFAULT_PUSH_AHEAD, ge=0, le=32)
+    # The OS user a restored instance (PITR, drills) runs as when this process is root:
+    # PostgreSQL refuses to run as root.
+    restore_os_user: str = ""
 
 
 class Environment(_Section):
@@ -199,6 +202,8 @@ class NodeControlConfig(_Section):
     cluster_name: str = ""
     socket_dir: str = ""
     log_file: str = ""
+    # The OS user the node's server runs as (control local, when this process is root).
+    os_user: str = ""
     commands: dict[str, list[str]] = {}
 
     @field_validator("commands")

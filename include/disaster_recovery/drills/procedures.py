@@ -44,6 +44,7 @@ from disaster_recovery.errors import (
 from disaster_recovery.monitoring import heartbeat
 from disaster_recovery.monitoring.alerts import Alert, AlertSink, SlackWebhookSink
 from disaster_recovery.postgres import db, pgbin
+from disaster_recovery.restore.pitr import RestoredCluster
 
 log = logging.getLogger(__name__)
 
@@ -201,22 +202,6 @@ def restore_to(
     return result, restored
 
 
-def stop_restored(result: dict[str, Any]) -> None:
-    from disaster_recovery.postgres.instance import LocalInstance
-
-    data_dir = Path(result["data_dir"])
-    instance = LocalInstance(
-        data_dir,
-        int(result["port"]),
-        "pitr_restore",
-        data_dir.with_name(data_dir.name + ".dr") / "run",
-        Path(result["log"]),
-    )
-    instance.stop(mode="immediate")
-    shutil.rmtree(data_dir, ignore_errors=True)
-    shutil.rmtree(data_dir.with_name(data_dir.name + ".dr"), ignore_errors=True)
-
-
 def point_in_time_check(ctx: DrillContext) -> dict[str, Any]:
     """Restore to a random moment of the last 24 hours; the heartbeats recovered must be exactly
     those the primary committed up to that moment."""
@@ -239,7 +224,7 @@ def point_in_time_check(ctx: DrillContext) -> dict[str, Any]:
         expected = heartbeat.ids_up_to(ctx.primary(), moment)
         recovered = heartbeat.ids_up_to(restored, datetime.now(UTC) + timedelta(days=1))
     finally:
-        stop_restored(result)
+        RestoredCluster.of(result).stop_and_remove()
     if recovered != expected:
         missing = sorted(set(expected) - set(recovered))[:5]
         extra = sorted(set(recovered) - set(expected))[:5]
@@ -412,7 +397,7 @@ def archive_rpo(ctx: DrillContext) -> dict[str, Any]:
     try:
         newest = heartbeat.newest(restored)
     finally:
-        stop_restored(result)
+        RestoredCluster.of(result).stop_and_remove()
     if newest is None:
         raise VerificationError("the archive restore holds no heartbeat", check="rpo")
     rpo = (ctx.notes["killed_at"] - newest["committed_at"]).total_seconds()

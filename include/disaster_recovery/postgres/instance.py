@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from disaster_recovery.clients.runner import run
-from disaster_recovery.errors import CommandFailed, UnavailableError
+from disaster_recovery.errors import CommandFailed, ConfigError, UnavailableError
 from disaster_recovery.postgres import pgbin
 
-# PostgreSQL refuses to run as root; when we are root the server runs as this user.
-SERVER_OS_USER = "drsandbox"
 ROLE_SETTINGS = (
     "primary_conninfo",
     "primary_slot_name",
@@ -38,25 +36,22 @@ ROLE_SETTINGS = (
 )
 
 
-def server_os_user() -> str | None:
-    """The OS user to run server programs as: None when we are not root."""
+def server_user(configured: str, setting: str) -> str | None:
+    """The OS user to run a server as: PostgreSQL refuses to run as root, so when we are root
+    the caller must name an existing unprivileged user (``setting`` says where); otherwise we run
+    it as ourselves (None)."""
     if os.geteuid() != 0:
         return None
-    try:
-        pwd.getpwnam(SERVER_OS_USER)
-    except KeyError:
-        run(
-            [
-                "useradd",
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                SERVER_OS_USER,
-            ],
-            timeout=30,
+    if not configured:
+        raise ConfigError(
+            f"PostgreSQL refuses to run as root: set {setting} to the OS user that runs "
+            "PostgreSQL on this host (e.g. postgres)"
         )
-    return SERVER_OS_USER
+    try:
+        pwd.getpwnam(configured)
+    except KeyError:
+        raise ConfigError(f"{setting}: no OS user named {configured!r} on this host") from None
+    return configured
 
 
 def make_traversable(path: Path, user: str) -> None:
@@ -102,10 +97,8 @@ class LocalInstance:
     socket_dir: Path
     log_file: Path
     host: str = "127.0.0.1"
-
-    @property
-    def os_user(self) -> str | None:
-        return server_os_user()
+    # The OS user the server runs as (PostgreSQL refuses root); None: as this process.
+    os_user: str | None = None
 
     def describe(self) -> str:
         return f"{self.cluster_name} ({self.host}:{self.port}, {self.data_dir})"

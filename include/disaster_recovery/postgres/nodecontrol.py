@@ -17,7 +17,7 @@ from disaster_recovery.clients.runner import run
 from disaster_recovery.config.model import NodeControlConfig
 from disaster_recovery.errors import CommandFailed, ConfigError
 from disaster_recovery.postgres import pgbin
-from disaster_recovery.postgres.instance import LocalInstance
+from disaster_recovery.postgres.instance import LocalInstance, server_user
 
 FENCE_SETTING = "default_transaction_read_only"
 
@@ -200,5 +200,6 @@ def node_control(region: str, config: NodeControlConfig | None) -> NodeControl:
             cluster_name=config.cluster_name,
             socket_dir=Path(config.socket_dir),
             log_file=Path(config.log_file),
+            os_user=server_user(config.os_user, f"failover.nodes.{region}.os_user"),
         ),
     )

@@ -11,6 +11,7 @@ into the production archive unless an operator makes it the new primary on purpo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -41,7 +42,7 @@ from disaster_recovery.postgres.instance import (
     ROLE_SETTINGS,
     LocalInstance,
     hand_over,
-    server_os_user,
+    server_user,
 )
 from disaster_recovery.postgres.walfiles import (
     expected_segments,
@@ -348,7 +349,7 @@ def restore_to_point_in_time(
     if aux.exists():
         shutil.rmtree(aux)
     aux.mkdir(parents=True)
-    user = server_os_user()
+    user = server_user(settings.pitr.restore_os_user, "pitr.restore_os_user")
     timings: dict[str, float] = {}
     store = Chain(deployment, plan.region).store
 
@@ -371,13 +372,7 @@ def restore_to_point_in_time(
         shutil.rmtree(aux / "parts")
         timings["combine_seconds"] = round(time.monotonic() - started, 2)
 
-    instance = LocalInstance(
-        data_dir=data_dir,
-        port=target_port or _free_port(),
-        cluster_name="pitr_restore",
-        socket_dir=aux / "run",
-        log_file=aux / "postgres.log",
-    )
+    instance = RestoredCluster(data_dir, target_port or _free_port(), user).instance()
     _configure_recovery(instance, plan, deployment, aux, user)
     started = time.monotonic()
     recovered = _recover(instance, plan, deployment, settings.pitr.restore_timeout.total_seconds())
@@ -391,8 +386,47 @@ def restore_to_point_in_time(
         "port": instance.port,
         "log": str(instance.log_file),
         "timings": timings,
+        "os_user": user,
         "stop_with": f"pg_ctl stop -D {data_dir}",
     }
+
+
+@dataclass(frozen=True)
+class RestoredCluster:
+    """A cluster restored by :func:`restore_to_point_in_time`: its data directory, the folder
+    beside it (``<data>.dr``: socket, log, the archiver's env file) and how to stop it."""
+
+    data_dir: Path
+    port: int
+    os_user: str | None
+
+    @classmethod
+    def of(cls, result: dict[str, Any]) -> RestoredCluster:
+        """From the result :func:`restore_to_point_in_time` returned."""
+        return cls(Path(result["data_dir"]), int(result["port"]), result.get("os_user"))
+
+    @property
+    def aux(self) -> Path:
+        return self.data_dir.with_name(self.data_dir.name + ".dr")
+
+    def instance(self) -> LocalInstance:
+        return LocalInstance(
+            data_dir=self.data_dir,
+            port=self.port,
+            cluster_name="pitr_restore",
+            socket_dir=self.aux / "run",
+            log_file=self.aux / "postgres.log",
+            os_user=self.os_user,
+        )
+
+    def stop_and_remove(self) -> None:
+        """Stop the instance (immediately: it is a throwaway) and delete its folders, and the
+        temporary folder made for it once empty."""
+        self.instance().stop(mode="immediate")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        shutil.rmtree(self.aux, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.data_dir.parent.rmdir()
 
 
 def _configure_recovery(
@@ -403,7 +437,7 @@ def _configure_recovery(
         (data_dir / leftover).unlink(missing_ok=True)
     env_file = write_archiver_files(aux, deployment.settings, deployment, user)
     recovery: dict[str, str] = {
-        "restore_command": archiver_command("fetch", env_file),
+        "restore_command": archiver_command("fetch", env_file, user),
         "recovery_target_action": "pause",
         "recovery_target_timeline": "latest",
     }

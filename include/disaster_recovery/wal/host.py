@@ -102,7 +102,7 @@ def _reachable_by_others(path: Path) -> bool:
     return all(p.stat().st_mode & 0o001 for p in (target, *target.parents))
 
 
-def archiver_python() -> tuple[str, list[str]]:
+def archiver_python(os_user: str | None) -> tuple[str, list[str]]:
     """The interpreter PostgreSQL's OS user can run, and extra import paths it needs.
 
     Normally ``sys.executable``. When we are root and that interpreter sits where the server
@@ -111,10 +111,8 @@ def archiver_python() -> tuple[str, list[str]]:
     """
     import sysconfig
 
-    from disaster_recovery.postgres.instance import server_os_user
-
     current = Path(sys.executable)
-    if server_os_user() is None or _reachable_by_others(current):
+    if os_user is None or _reachable_by_others(current):
         return sys.executable, []
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     for candidate in (Path(f"/usr/bin/python{version}"), Path(f"/usr/local/bin/python{version}")):
@@ -131,10 +129,11 @@ def archiver_python() -> tuple[str, list[str]]:
     )
 
 
-def archiver_command(action: str, env_file: Path) -> str:
+def archiver_command(action: str, env_file: Path, os_user: str | None) -> str:
     """``archive_command``/``restore_command`` text: absolute paths only, since PostgreSQL runs
-    it without our shell's environment (and as another OS user when we are root)."""
-    python, extra_paths = archiver_python()
+    it without our shell's environment (and as ``os_user``, the server's OS user, when we are
+    root)."""
+    python, extra_paths = archiver_python(os_user)
     path = ":".join(dict.fromkeys([str(Path(__file__).resolve().parents[2]), *extra_paths]))
     args = "%p" if action == "push" else "%f %p"
     return (
