@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from disaster_recovery.backup.logical import run_backup, verify_existing
@@ -26,6 +26,7 @@ from disaster_recovery.config.model import Settings, load_settings
 from disaster_recovery.config.seed import settings_from_seed
 from disaster_recovery.errors import ConfigError
 from disaster_recovery.restore import logical as restore
+from disaster_recovery.restore import pitr
 from disaster_recovery.retention import cleanup
 
 
@@ -116,7 +117,6 @@ class BackupManager:
     ) -> dict[str, Any]:
         # PITR hook: point-in-time recovery lives in disaster_recovery.restore.pitr (the physical chain:
         # base backup + WAL archive); imported lazily so logical backups do not depend on it.
-        from disaster_recovery.restore import pitr
 
         result: dict[str, Any] = pitr.restore_to_point_in_time(
             self.deployment, point_in_time=point_in_time, **options
@@ -138,7 +138,6 @@ def list_backups(
     deployment: Deployment, now: datetime | None = None
 ) -> dict[str, list[dict[str, Any]]]:
     """``{backup_type: [{file, started_at, size_bytes, verified, age, replicated_to}, ...]}``."""
-    from datetime import UTC
 
     when = now or datetime.now(UTC)
     stores = Stores.of(deployment)

@@ -19,19 +19,32 @@ import secrets
 import shutil
 import sys
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
+import redis
 import yaml
 
 from disaster_recovery.clients.runner import run
-from disaster_recovery.config.endpoints import AwsEndpoint, PostgresEndpoint, RedisEndpoint
+from disaster_recovery.clients.s3 import ObjectStore  # boto3 is slow to import
+from disaster_recovery.clients.services import http_json
+from disaster_recovery.config.endpoints import (
+    AwsEndpoint,
+    Deployment,
+    PostgresEndpoint,
+    RedisEndpoint,
+    env_var_name,
+    parse_connection,
+)
 from disaster_recovery.config.model import DEFAULT_CONFIG_PATH, Settings, load_settings
 from disaster_recovery.errors import DisasterRecoveryError, UnavailableError
 from disaster_recovery.monitoring import heartbeat
 from disaster_recovery.postgres import db
 from disaster_recovery.postgres.instance import LocalInstance, quote_conf
+from disaster_recovery.wal.host import archiver_command, write_archiver_files
 from dr_sandbox import processes
 from dr_sandbox.sample_data import load_sample_data
 
@@ -328,8 +341,6 @@ class Sandbox:
     def _archive_command(self) -> str:
         """`dr wal push %p` as the server's OS user runs it: absolute paths and an env file
         (S3 Connections and the policy) under the sandbox root, readable only by that user."""
-        from disaster_recovery.config.endpoints import Deployment, env_var_name, parse_connection
-        from disaster_recovery.wal.host import archiver_command, write_archiver_files
 
         env = self.environment()
         deployment = Deployment(
@@ -384,7 +395,6 @@ class Sandbox:
         )
 
     def _prepare_aws(self) -> None:
-        from disaster_recovery.clients.s3 import ObjectStore  # boto3 is slow to import
 
         settings = self.settings()
         for region, bucket in settings.storage.buckets.items():
@@ -392,7 +402,6 @@ class Sandbox:
         self.state.hosted_zone_id = self._ensure_zone()
 
     def _route53(self) -> Any:
-        import boto3
 
         return boto3.client("route53", **self.aws("us-east-1").client_kwargs())
 
@@ -508,7 +517,6 @@ class Sandbox:
 
     def _demo_app(self, region: str, action: str) -> dict[str, Any]:
         config_file = self._write_app_config(region)
-        from disaster_recovery.clients.runner import run
 
         result = run(
             [sys.executable, str(DEMO_APP), action, "--config", str(config_file)],
@@ -552,7 +560,6 @@ class Sandbox:
         return config_file
 
     def _check_app(self, region: str) -> dict[str, Any]:
-        from disaster_recovery.clients.services import http_json
 
         status, body = http_json(f"{self.app_url(region)}/health", timeout=3)
         if status != 200:
@@ -658,7 +665,6 @@ class Sandbox:
         return {"port": endpoint.port, "role": "standby", "wal_receiver": row[1]}
 
     def _check_redis(self, role: str) -> dict[str, Any]:
-        import redis
 
         endpoint = self.redis(role)
         info = redis.Redis.from_url(endpoint.url(), socket_timeout=2).info("replication")
@@ -670,7 +676,6 @@ class Sandbox:
         return {"port": endpoint.port, "role": info["role"]}
 
     def _check_s3(self) -> dict[str, Any]:
-        from disaster_recovery.clients.s3 import ObjectStore
 
         buckets = self.settings().storage.buckets
         for region, bucket in buckets.items():
@@ -684,7 +689,6 @@ class Sandbox:
         return {"zone": ZONE_NAME, "records": names}
 
     def _check_webhook(self) -> dict[str, Any]:
-        import urllib.request
 
         with urllib.request.urlopen(
             f"http://127.0.0.1:{self.ports.webhook}/health", timeout=2

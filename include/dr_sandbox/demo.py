@@ -20,7 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from disaster_recovery.drills.evidence import DrillRecord
 from disaster_recovery.errors import DisasterRecoveryError, UnavailableError
+from disaster_recovery.postgres import db
 from dr_sandbox import Sandbox, processes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -197,7 +199,6 @@ def run_dag(api: AirflowApi, dag_id: str, task_id: str, say: Callable[[str], Non
 def archive_now(sandbox: Sandbox, timeout: float = 60) -> str:
     """Switch to a new WAL segment and wait until the archiver stored the old one, so the
     archive reaches past the base backup just taken (otherwise archive_timeout would)."""
-    from disaster_recovery.postgres import db
 
     with db.connect(sandbox.postgres("primary")) as conn:
         row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
@@ -248,7 +249,6 @@ def main_job(api: AirflowApi, sandbox: Sandbox, say: Callable[[str], None]) -> d
 
 
 def drill_key(record: dict[str, Any]) -> str:
-    from disaster_recovery.drills.evidence import DrillRecord
 
     return DrillRecord.model_validate(record).key
 

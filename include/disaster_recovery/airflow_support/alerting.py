@@ -1,5 +1,9 @@
 """Alerts from Airflow tasks, through the slack provider, and the no-retry rule for errors that
-retrying cannot fix."""
+retrying cannot fix.
+
+Library imports sit inside task bodies on purpose: DAG files import this module at parse time,
+which must stay cheap (no psycopg, boto3 or redis; Airflow's parse-time budget).
+"""
 
 from __future__ import annotations
 

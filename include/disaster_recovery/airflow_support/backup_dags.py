@@ -4,6 +4,9 @@ Each backup DAG: dump -> checksum -> verify -> replicate -> publish. Tasks pass 
 file name (a small dict) through XCom; every task reads the manifest from S3, so any task can
 run on any worker. Schedules are the tiers' cron expressions in ``settings.timezone``.
 Parse time reads only the local policy file (``dr_config.yaml``): no network, no Connection.
+
+Library imports sit inside task bodies on purpose: DAG files import this module at parse time,
+which must stay cheap (no psycopg, boto3 or redis; Airflow's parse-time budget).
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Called inside tasks only (never at DAG parse time): ``airflow.sdk.Connection.get`` goes through
 the task SDK, not the ORM, so it works on any worker.
+
+Library imports sit inside task bodies on purpose: DAG files import this module at parse time,
+which must stay cheap (no psycopg, boto3 or redis; Airflow's parse-time budget).
 """
 
 from __future__ import annotations

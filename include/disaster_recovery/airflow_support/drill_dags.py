@@ -5,6 +5,9 @@ as one task; the evidence record in S3 carries the per-step detail. A task befor
 from the evidence in S3 alone, that no kind of drill is overdue. A failed drill is never retried (a
 retry would repeat a failover): the task fails at once and the drill has already posted
 ``DRDrillFailed`` with its evidence.
+
+Library imports sit inside task bodies on purpose: DAG files import this module at parse time,
+which must stay cheap (no psycopg, boto3 or redis; Airflow's parse-time budget).
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ with the approval link plus an ``ApprovalOperator`` (a timeout fails it: never "
 final ``report`` task that runs whatever happened, turns the steps' XComs into the result
 document, stores it in S3 with the run history and posts it to Slack. Task bodies call
 :func:`run_step`, which calls the library's step functions.
+
+Library imports sit inside task bodies on purpose: DAG files import this module at parse time,
+which must stay cheap (no psycopg, boto3 or redis; Airflow's parse-time budget).
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 
 Tasks pass only small dicts through XCom (a report, a file name); every task reads what it
 needs from S3, so any task can run on any worker. Parse time reads only the local policy file.
+
+Library imports sit inside task bodies on purpose: DAG files import this module at parse time,
+which must stay cheap (no psycopg, boto3 or redis; Airflow's parse-time budget).
 """
 
 from __future__ import annotations

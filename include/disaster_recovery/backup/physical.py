@@ -31,7 +31,7 @@ from disaster_recovery.catalog.manifests import ChainManifest, Verification
 from disaster_recovery.catalog.names import backup_file_name
 from disaster_recovery.catalog.report import backup_report
 from disaster_recovery.clients.runner import run, streaming
-from disaster_recovery.clients.s3 import ObjectStore, regional_store
+from disaster_recovery.clients.s3 import HashingReader, ObjectStore, regional_store
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.errors import (
     CommandFailed,
@@ -283,7 +283,6 @@ def _take(
 def download_and_extract(store: ObjectStore, manifest: ChainManifest, folder: Path) -> None:
     """Stream a backup's tar from S3 into ``folder`` (no tar file on disk), checking its
     SHA-256 and size against the manifest; raises :class:`VerificationError` on a mismatch."""
-    from disaster_recovery.clients.s3 import HashingReader
 
     folder.mkdir(parents=True, exist_ok=True)
     body = store.open(manifest.key)

@@ -1,5 +1,9 @@
 """``dr backup full|weekly|monthly``, ``dr verify``, ``dr restore``, ``dr cleanup``, ``dr list``:
-the logical backup tiers from a terminal, calling the same functions as the DAGs."""
+the logical backup tiers from a terminal, calling the same functions as the DAGs.
+
+Library imports sit inside the handlers on purpose: every ``dr`` command builds all parsers, so
+a module-level import would slow ``dr wal push`` (see :mod:`disaster_recovery.cli`).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""``dr drill monthly|quarterly`` (a drill outside Airflow) and ``dr drills`` (the evidence)."""
+"""``dr drill monthly|quarterly`` (a drill outside Airflow) and ``dr drills`` (the evidence).
+
+Library imports sit inside the handlers on purpose: every ``dr`` command builds all parsers, so
+a module-level import would slow ``dr wal push`` (see :mod:`disaster_recovery.cli`).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""``dr health``, ``dr failover``, ``dr failback``: the runbook commands."""
+"""``dr health``, ``dr failover``, ``dr failback``: the runbook commands.
+
+Library imports sit inside the handlers on purpose: every ``dr`` command builds all parsers, so
+a module-level import would slow ``dr wal push`` (see :mod:`disaster_recovery.cli`).
+"""
 
 from __future__ import annotations
 

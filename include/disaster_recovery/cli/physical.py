@@ -3,6 +3,9 @@ restores.
 
 Handlers are plain functions of the parsed arguments, so the same code can also be mounted as
 ``dr backup base|incremental``, ``dr restore --point-in-time`` and inside ``dr list``.
+
+Library imports sit inside the handlers on purpose: every ``dr`` command builds all parsers, so
+a module-level import would slow ``dr wal push`` (see :mod:`disaster_recovery.cli`).
 """
 
 from __future__ import annotations

@@ -1,10 +1,16 @@
-"""``dr sandbox up|down|status``: the local two-region sandbox."""
+"""``dr sandbox up|down|status``: the local two-region sandbox.
+
+Library imports sit inside the handlers on purpose: every ``dr`` command builds all parsers, so
+a module-level import would slow ``dr wal push`` (see :mod:`disaster_recovery.cli`).
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Any
+
+from disaster_recovery.errors import ToolError
 
 DEFAULT_ROOT = Path(".sandbox")
 
@@ -50,7 +56,14 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from dr_sandbox import Sandbox, SandboxPorts
+    try:
+        from dr_sandbox import Sandbox, SandboxPorts
+    except ModuleNotFoundError:
+        # The sandbox is a development tool beside the library, not part of the installed package.
+        raise ToolError(
+            "the sandbox is not installed: `dr sandbox` runs from a checkout of the project "
+            "(make demo), where include/dr_sandbox sits beside the library"
+        ) from None
 
     if args.action == "up":
         ports = SandboxPorts.from_base(args.base_port) if args.base_port else None

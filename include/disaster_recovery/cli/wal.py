@@ -3,6 +3,9 @@
 ``push``/``fetch`` are PostgreSQL's archive_command/restore_command: they stay quiet on success
 and exit as PostgreSQL expects (see :mod:`disaster_recovery.wal.archive`); ``python -m disaster_recovery.wal`` is the same
 command without the rest of ``dr``.
+
+Library imports sit inside the handlers on purpose: every ``dr`` command builds all parsers, so
+a module-level import would slow ``dr wal push`` (see :mod:`disaster_recovery.cli`).
 """
 
 from __future__ import annotations

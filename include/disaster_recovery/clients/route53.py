@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import boto3
+
 from disaster_recovery.config.endpoints import AwsEndpoint
 from disaster_recovery.config.model import DnsConfig
 from disaster_recovery.errors import ConfigError, UnavailableError
@@ -21,7 +23,6 @@ class DnsSwitch:
         self._zone_id: str | None = None
 
     def _client(self) -> Any:
-        import boto3
 
         return boto3.client("route53", **self.aws.client_kwargs())
 

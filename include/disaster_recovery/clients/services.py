@@ -14,6 +14,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import boto3
+
 from disaster_recovery.clients.runner import run
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import RegionServices, Settings
@@ -139,7 +141,6 @@ class Services:
         raise ConfigError(f"services.{region}: unknown kind {kind!r}")
 
     def _scale_ecs(self, region: str, action: dict[str, Any], up: bool) -> dict[str, Any]:
-        import boto3
 
         count = int(action.get("desired_count", 2)) if up else 0
         client = boto3.client("ecs", **self.deployment.aws(region).client_kwargs())

@@ -30,8 +30,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import redis as redis_client
+
+from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.clients.runner import run
 from disaster_recovery.clients.s3 import regional_store
+from disaster_recovery.clients.services import Services
 from disaster_recovery.config.endpoints import Deployment, PostgresEndpoint
 from disaster_recovery.drills.evidence import DrillKind, DrillRecord, EvidenceStore
 from disaster_recovery.errors import (
@@ -41,10 +45,15 @@ from disaster_recovery.errors import (
     DrillRefused,
     VerificationError,
 )
+from disaster_recovery.failover.failback import run_failback
+from disaster_recovery.failover.plan import Plan
+from disaster_recovery.failover.steps import run_failover
 from disaster_recovery.monitoring import heartbeat
 from disaster_recovery.monitoring.alerts import Alert, AlertSink, SlackWebhookSink
+from disaster_recovery.monitoring.health import check_health, current_roles
 from disaster_recovery.postgres import db, pgbin
-from disaster_recovery.restore.pitr import RestoredCluster
+from disaster_recovery.restore.logical import restore_logical
+from disaster_recovery.restore.pitr import RestoredCluster, describe_chain, restore_to_point_in_time
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +69,6 @@ def check_target(deployment: Deployment) -> dict[str, Any]:
             f"drill target {environment.name!r} is marked production; set "
             "environment.allow_drills_on_production in its configuration to drill it"
         )
-    from disaster_recovery.monitoring.health import current_roles
 
     regions = deployment.settings.regions
     primary, _ = current_roles(deployment)
@@ -99,7 +107,6 @@ class DrillContext:
 def restore_newest_full(ctx: DrillContext) -> dict[str, Any]:
     """Restore the newest verified full backup into a scratch database, compare row counts with
     the manifest, run pg_amcheck, then drop the scratch database."""
-    from disaster_recovery.restore.logical import restore_logical
 
     scratch = f"dr_drill_{ctx.record.started_at:%Y%m%d%H%M%S}"
     started = time.monotonic()
@@ -131,7 +138,6 @@ def restore_newest_full(ctx: DrillContext) -> dict[str, Any]:
 
 
 def _backup_size(ctx: DrillContext, file: str) -> int:
-    from disaster_recovery.catalog.listing import Catalog
 
     region = ctx.settings.regions.primary
     store = regional_store(ctx.deployment, region)
@@ -165,7 +171,6 @@ def drop_database(server: PostgresEndpoint, name: str) -> None:
 
 
 def restorable_window(ctx: DrillContext) -> tuple[datetime, datetime]:
-    from disaster_recovery.restore.pitr import describe_chain
 
     region = ctx.settings.regions.primary
     described = describe_chain(ctx.deployment, region)["regions"][region]
@@ -185,7 +190,6 @@ def restore_to(
     ctx: DrillContext, moment: datetime, label: str
 ) -> tuple[dict[str, Any], PostgresEndpoint]:
     """A point-in-time restore into the drill's work folder, on a free port."""
-    from disaster_recovery.restore.pitr import restore_to_point_in_time
 
     result = restore_to_point_in_time(
         ctx.deployment, target_dir=ctx.work_dir / label, target_time=moment
@@ -254,8 +258,6 @@ def drill_approval(ctx: DrillContext) -> Callable[[dict[str, Any], str], bool]:
 
 
 def failover(ctx: DrillContext, reason: str, **options: Any) -> dict[str, Any]:
-    from disaster_recovery.failover.plan import Plan
-    from disaster_recovery.failover.steps import run_failover
 
     regions = ctx.settings.regions
     plan = Plan(ctx.deployment, regions.primary, regions.secondary, **options)
@@ -272,8 +274,6 @@ def failover(ctx: DrillContext, reason: str, **options: Any) -> dict[str, Any]:
 
 
 def failback(ctx: DrillContext) -> dict[str, Any]:
-    from disaster_recovery.failover.failback import run_failback
-    from disaster_recovery.failover.plan import Plan
 
     regions = ctx.settings.regions
     plan = Plan(ctx.deployment, regions.secondary, regions.primary)
@@ -327,10 +327,6 @@ def lose_primary_region(ctx: DrillContext) -> dict[str, Any]:
     """Lose the primary region at once, with the configured command, or else: PostgreSQL
     crashed (immediate stop: no checkpoint), the Redis master shut down without saving, the
     region's services stopped."""
-    import redis as redis_client
-
-    from disaster_recovery.clients.services import Services
-    from disaster_recovery.failover.plan import Plan
 
     regions = ctx.settings.regions
     command = ctx.settings.drills.region_loss_command
@@ -366,7 +362,6 @@ def lose_primary_region(ctx: DrillContext) -> dict[str, Any]:
 def detect_loss(ctx: DrillContext) -> dict[str, Any]:
     """The health check, repeated until the primary failed the configured number of consecutive
     times (as dr_health_check does every minute; the drill checks every few seconds)."""
-    from disaster_recovery.monitoring.health import check_health
 
     needed = ctx.settings.thresholds.health_failures_before_failover
     interval = ctx.settings.drills.health_check_interval.total_seconds()
@@ -480,8 +475,6 @@ def new_record(deployment: Deployment, drill: DrillKind) -> DrillRecord:
 def return_to_original_topology(ctx: DrillContext) -> dict[str, Any] | None:
     """After a failed drill: bring the lost region's machines back, then the primary role to the
     primary region if it moved, or restart the crashed primary if it did not."""
-    from disaster_recovery.failover.plan import Plan
-    from disaster_recovery.monitoring.health import current_roles
 
     regions = ctx.settings.regions
     if "killed_at" in ctx.notes:

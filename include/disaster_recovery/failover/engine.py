@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from disaster_recovery.clients.s3 import regional_store
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import Settings
 from disaster_recovery.errors import AbortedError, DisasterRecoveryError
@@ -128,7 +129,6 @@ def publish_result(
 ) -> dict[str, Any]:
     """Store the result with the run history in ``region``'s bucket and post it to Slack.
     Neither failure hides the result: each is reported in the returned dict."""
-    from disaster_recovery.clients.s3 import regional_store
 
     settings = deployment.settings
     published: dict[str, Any] = {}

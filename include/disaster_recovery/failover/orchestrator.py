@@ -10,6 +10,7 @@ from typing import Any
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import Settings, load_settings, settings_from_dict
 from disaster_recovery.failover.engine import publish_result
+from disaster_recovery.failover.failback import run_failback
 from disaster_recovery.failover.plan import Approver, Plan, Progress
 from disaster_recovery.failover.steps import run_failover
 from disaster_recovery.monitoring.health import (
@@ -92,7 +93,6 @@ class FailoverOrchestrator:
         publish: bool = True,
     ) -> dict[str, Any]:
         """Return the primary role to ``primary_region`` (see :mod:`disaster_recovery.failover.failback`)."""
-        from disaster_recovery.failover.failback import run_failback
 
         plan = Plan(self.deployment, self.secondary_region, self.primary_region)
         return await self._run(

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from disaster_recovery.clients import redisnode
+from disaster_recovery.clients.s3 import regional_store
 from disaster_recovery.config.endpoints import PostgresEndpoint, RedisEndpoint
 from disaster_recovery.errors import AbortedError, DisasterRecoveryError, UnavailableError
 from disaster_recovery.failover.engine import run_steps
@@ -44,7 +45,6 @@ from disaster_recovery.postgres.walfiles import parse_optional_lsn, timeline_of
 
 def newest_archived_wal(plan: Plan) -> str | None:
     """The newest object under the WAL archive prefix in the target region's bucket, if any."""
-    from disaster_recovery.clients.s3 import regional_store
 
     settings = plan.settings
     try:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+from slack_sdk.webhook import WebhookClient
+
 from disaster_recovery.config.endpoints import SlackEndpoint
 from disaster_recovery.errors import UnavailableError
 
@@ -115,7 +117,6 @@ class SlackWebhookSink:
         self.endpoint = endpoint
 
     def send(self, alert: Alert) -> None:
-        from slack_sdk.webhook import WebhookClient
 
         body = slack_message(alert, self.endpoint.channel)
         try:

@@ -25,10 +25,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from disaster_recovery.backup.physical import BACKUP_MANIFEST_SUFFIX, Chain
 from disaster_recovery.catalog.manifests import ChainManifest
+from disaster_recovery.catalog.names import MANIFEST_SUFFIX
 from disaster_recovery.config.defaults import DEFAULT_SEGMENT_SIZE
 from disaster_recovery.config.model import Retention
 from disaster_recovery.postgres.walfiles import parse_segment
+from disaster_recovery.wal.archive import WalArchive
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +186,6 @@ def cleanup_physical_chain(
     Returns ``{"incremental": n, "wal": n, "base": n}`` (distinct files deleted, or that would
     be with ``dry_run``) plus ``"regions"`` with the names per region.
     """
-    from disaster_recovery.backup.physical import BACKUP_MANIFEST_SUFFIX, Chain
-    from disaster_recovery.catalog.names import MANIFEST_SUFFIX
-    from disaster_recovery.wal.archive import WalArchive
 
     now = now or datetime.now(UTC)
     settings = deployment.settings

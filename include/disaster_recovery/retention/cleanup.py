@@ -21,6 +21,7 @@ from disaster_recovery.catalog.names import EXTENSIONS, MANIFEST_SUFFIX, parse_b
 from disaster_recovery.clients.s3 import ObjectStore
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.errors import NotFoundError
+from disaster_recovery.retention.chain import cleanup_physical_chain
 from disaster_recovery.retention.logical import (
     TIER_ALIASES,
     count_by_alias,
@@ -75,7 +76,6 @@ def cleanup_logical(deployment: Deployment, now: datetime, dry_run: bool) -> Ste
 
 def cleanup_chain(deployment: Deployment, now: datetime, dry_run: bool) -> StepReport:
     """The physical chain: base backups, incrementals and WAL, kept by dependency."""
-    from disaster_recovery.retention.chain import cleanup_physical_chain
 
     report = cleanup_physical_chain(deployment, now=now, dry_run=dry_run)
     counts = {name: int(report[name]) for name in ("base", "incremental", "wal")}

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from disaster_recovery.catalog.listing import Catalog
+from disaster_recovery.clients.s3 import regional_store
+from disaster_recovery.postgres import db
+
 if TYPE_CHECKING:  # the archiver imports boto3 and pydantic only when it needs them
     from disaster_recovery.config.endpoints import Deployment
 
@@ -64,7 +68,6 @@ class ArchiveReport:
 
 
 def _primary_position(deployment: Deployment) -> dict[str, Any]:
-    from disaster_recovery.postgres import db
 
     with db.connect(deployment.postgres("primary"), "postgres") as conn:
         row = conn.execute(
@@ -95,8 +98,6 @@ def _primary_position(deployment: Deployment) -> dict[str, Any]:
 
 def oldest_kept_base_start(deployment: Deployment) -> str | None:
     """Start segment of the oldest verified base backup in the primary region's catalog."""
-    from disaster_recovery.catalog.listing import Catalog
-    from disaster_recovery.clients.s3 import regional_store
 
     settings = deployment.settings
     region = settings.regions.primary

@@ -3,11 +3,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
 import shlex
 import sys
+import sysconfig
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from disaster_recovery.config.endpoints import env_var_name
+from disaster_recovery.errors import ConfigError, ToolError
 
 if TYPE_CHECKING:  # the archiver imports boto3 and pydantic only when it needs them
     from disaster_recovery.config.endpoints import Deployment
@@ -22,8 +30,6 @@ def load_env_file(path: str | Path) -> dict[str, str]:
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        from disaster_recovery.errors import ConfigError
-
         raise ConfigError(f"{path}: cannot read the archiver's env file: {exc}") from None
     for raw_line in text.splitlines():
         line = raw_line.strip()
@@ -41,9 +47,6 @@ def load_env_file(path: str | Path) -> dict[str, str]:
 def archiver_env(settings: Settings, deployment: Deployment, config_file: Path) -> dict[str, str]:
     """What ``dr wal push|fetch`` needs on a database host: the two S3 Connections and the
     policy file. Nothing else (no database password) goes into the archiver's env file."""
-    import json
-
-    from disaster_recovery.config.endpoints import env_var_name
 
     env = {"DR_CONFIG": str(config_file)}
     for region in (settings.regions.primary, settings.regions.secondary):
@@ -78,9 +81,6 @@ def write_archiver_files(
 ) -> Path:
     """Write ``wal.env`` and ``wal_config.yaml`` into ``folder`` (readable only by ``owner``,
     the OS user PostgreSQL runs as) and return the env file's path."""
-    import pwd
-
-    import yaml
 
     folder.mkdir(parents=True, exist_ok=True)
     config_file = folder / "wal_config.yaml"
@@ -109,7 +109,6 @@ def archiver_python(os_user: str | None) -> tuple[str, list[str]]:
     user cannot reach it (a pyenv under ``/root``), the system Python of the same version runs
     the archiver with our environment's site-packages on its path.
     """
-    import sysconfig
 
     current = Path(sys.executable)
     if os_user is None or _reachable_by_others(current):
@@ -121,7 +120,6 @@ def archiver_python(os_user: str | None) -> tuple[str, list[str]]:
                 sysconfig.get_paths()["purelib"],
                 sysconfig.get_paths()["platlib"],
             ]
-    from disaster_recovery.errors import ToolError
 
     raise ToolError(
         f"{current}: PostgreSQL's OS user cannot run this Python, and no system "
