@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from disaster_recovery.config.model import Settings, load_settings
-from disaster_recovery.errors import PermanentError, VerificationError
+from disaster_recovery.errors import AbortedError, PermanentError, VerificationError
 from disaster_recovery.monitoring.alerts import Alert, one_line, slack_message
 
 log = logging.getLogger(__name__)
@@ -42,14 +42,26 @@ def fail_fast(function: F) -> F:
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from airflow.sdk.exceptions import AirflowFailException
-
         try:
             return function(*args, **kwargs)
-        except PermanentError as exc:
-            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            failure = as_task_failure(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def as_task_failure(exc: Exception) -> Exception:
+    """The task outcome for ``exc``: ``AirflowFailException`` (fail now, no retry) for errors a
+    retry cannot fix (:class:`PermanentError`) and for deliberate stops (:class:`AbortedError`:
+    a rejected approval, refused data loss); ``exc`` itself otherwise, so retries apply."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    if isinstance(exc, PermanentError | AbortedError):
+        return AirflowFailException(f"{type(exc).__name__}: {exc}")
+    return exc
 
 
 def root_error(exc: BaseException | None) -> BaseException | None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from disaster_recovery.airflow_support.dag_defaults import dag_defaults
 from disaster_recovery.config.model import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -30,15 +31,15 @@ TIER_LABELS = {
     "postgresql_weekly": "weekly",
     "postgresql_monthly": "monthly",
 }
-START_DATE = datetime(2024, 1, 1)
 
 
-def default_args(settings: Settings) -> dict[str, Any]:
-    return {
-        "owner": "dr",
-        "retries": settings.backup.task_retries,
-        "retry_delay": settings.backup.retry_delay,
-    }
+def backup_dag_defaults(settings: Settings, on_failure: Any) -> dict[str, Any]:
+    return dag_defaults(
+        settings,
+        retries=settings.backup.task_retries,
+        retry_delay=settings.backup.retry_delay,
+        on_failure=on_failure,
+    )
 
 
 def run_time(context: Any) -> datetime:
@@ -98,10 +99,7 @@ def backup_dag(backup_type: str, doc_md: str, settings: Settings | None = None) 
         dag_id=BACKUP_DAG_IDS[backup_type],
         doc_md=doc_md,
         schedule=CronTriggerTimetable(tier.schedule, timezone=settings.timezone),
-        start_date=START_DATE.replace(tzinfo=settings.tz),
-        catchup=False,
-        max_active_runs=1,
-        default_args={**default_args(settings), "on_failure_callback": on_failure},
+        **backup_dag_defaults(settings, on_failure),
         tags=["dr", "backup"],
         params={
             "dump_from": Param(
@@ -188,13 +186,7 @@ def cleanup_dag(doc_md: str, settings: Settings | None = None) -> Any:
         dag_id="postgresql_backup_cleanup",
         doc_md=doc_md,
         schedule=CronTriggerTimetable(settings.backup.cleanup_schedule, timezone=settings.timezone),
-        start_date=START_DATE.replace(tzinfo=settings.tz),
-        catchup=False,
-        max_active_runs=1,
-        default_args={
-            **default_args(settings),
-            "on_failure_callback": alert_on_failure("BackupFailed", check="cleanup"),
-        },
+        **backup_dag_defaults(settings, alert_on_failure("BackupFailed", check="cleanup")),
         tags=["dr", "backup", "maintenance"],
         params={
             "dry_run": Param(False, type="boolean", description="Only list what would be deleted")

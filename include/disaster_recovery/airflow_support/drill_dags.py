@@ -12,12 +12,11 @@ which must stay cheap (no psycopg, boto3 or redis; Airflow's parse-time budget).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from disaster_recovery.airflow_support.dag_defaults import dag_defaults
 from disaster_recovery.config.model import Settings, load_settings
-
-START_DATE = datetime(2024, 1, 1)
 
 
 def check_overdue(deployment: Any) -> dict[str, Any]:
@@ -51,10 +50,7 @@ def drill_dag(kind: str, doc_md: str, settings: Settings | None = None) -> Any:
         dag_id=f"dr_drill_{kind}",
         doc_md=doc_md,
         schedule=CronTriggerTimetable(schedule, timezone=settings.timezone),
-        start_date=START_DATE.replace(tzinfo=settings.tz),
-        catchup=False,
-        max_active_runs=1,
-        default_args={"owner": "dr", "retries": 1},
+        **dag_defaults(settings, retries=1, retry_delay=timedelta(minutes=5)),
         tags=["dr", "drill"],
         params={
             "seed": Param(

@@ -19,8 +19,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from disaster_recovery.airflow_support.alerting import as_task_failure
+from disaster_recovery.airflow_support.dag_defaults import dag_defaults
 from disaster_recovery.config.model import load_settings
-from disaster_recovery.errors import AbortedError, DisasterRecoveryError, PermanentError
+from disaster_recovery.errors import DisasterRecoveryError
 from disaster_recovery.failover.names import FAILBACK_STEPS, FAILOVER_STEPS
 from disaster_recovery.monitoring.alerts import Alert
 
@@ -114,7 +116,6 @@ def run_step(kind: str, step: str) -> dict[str, Any]:
     Errors are noted in XCom (key ``error``) for the report; permanent ones and aborts fail the
     task without retries."""
     from airflow.sdk import get_current_context
-    from airflow.sdk.exceptions import AirflowFailException
 
     context: Any = get_current_context()
     ti = context["ti"]
@@ -125,12 +126,12 @@ def run_step(kind: str, step: str) -> dict[str, Any]:
     began = time.monotonic()
     try:
         outcome = function({k: v for k, v in records.items() if v})
-    except (AbortedError, PermanentError) as exc:
-        ti.xcom_push(key="error", value=f"{type(exc).__name__}: {exc}")
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
     except Exception as exc:
         ti.xcom_push(key="error", value=f"{type(exc).__name__}: {exc}")
-        raise
+        failure = as_task_failure(exc)
+        if failure is exc:
+            raise
+        raise failure from exc
     outcome["seconds"] = round(time.monotonic() - began, 3)
     log.info("%s %s: %s", kind, step, outcome["status"])
     return outcome
@@ -269,15 +270,13 @@ def build_switch_dag(kind: str, dag_id: str, doc_md: str | None, tags: list[str]
     from airflow.sdk import DAG, Param, TaskGroup, task
 
     default_reason = "manual failover" if kind == "failover" else "primary region recovered"
+    settings = load_settings()
     with DAG(
         dag_id=dag_id,
         doc_md=doc_md,
         schedule=None,
-        start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
-        catchup=False,
-        max_active_runs=1,
         tags=tags,
-        default_args={"retries": 1, "retry_delay": timedelta(seconds=10)},
+        **dag_defaults(settings, retries=1, retry_delay=timedelta(seconds=10)),
         params={
             "reason": Param(
                 default_reason, type="string", minLength=1, description="Why (recorded)"
@@ -306,7 +305,7 @@ def build_switch_dag(kind: str, dag_id: str, doc_md: str | None, tags: list[str]
                         body="{{ ti.xcom_pull(task_ids='decide.notify') }}",
                         # failover.approval_timeout, read from the local policy file when the
                         # DAG is built (no network at parse time), like every schedule.
-                        response_timeout=load_settings().failover.approval_timeout,
+                        response_timeout=settings.failover.approval_timeout,
                         params={
                             "accept_data_loss": Param(
                                 False, type="boolean", description="Accept possible data loss"

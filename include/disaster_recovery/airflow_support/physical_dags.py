@@ -10,12 +10,12 @@ which must stay cheap (no psycopg, boto3 or redis; Airflow's parse-time budget).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
+from disaster_recovery.airflow_support.dag_defaults import dag_defaults
 from disaster_recovery.config.model import Settings, load_settings
 
-START_DATE = datetime(2024, 1, 1)
 WAL_DAG_ID = "postgresql_wal_archive"
 INCREMENTAL_DAG_ID = "postgresql_backup_incremental"
 
@@ -43,10 +43,7 @@ def wal_archive_dag(doc_md: str, settings: Settings | None = None) -> Any:
         dag_id=WAL_DAG_ID,
         doc_md=doc_md,
         schedule=_schedule(settings, "postgresql_wal"),
-        start_date=START_DATE.replace(tzinfo=settings.tz),
-        catchup=False,
-        max_active_runs=1,
-        default_args={"owner": "dr", "retries": 1, "retry_delay": timedelta(seconds=30)},
+        **dag_defaults(settings, retries=1, retry_delay=timedelta(seconds=30)),
         tags=["dr", "wal", "health"],
         params={
             "deep": Param(
@@ -95,15 +92,12 @@ def incremental_backup_dag(doc_md: str, settings: Settings | None = None) -> Any
         dag_id=INCREMENTAL_DAG_ID,
         doc_md=doc_md,
         schedule=_schedule(settings, "postgresql_incremental"),
-        start_date=START_DATE.replace(tzinfo=settings.tz),
-        catchup=False,
-        max_active_runs=1,
-        default_args={
-            "owner": "dr",
-            "retries": 2,
-            "retry_delay": timedelta(minutes=2),
-            "on_failure_callback": alert_on_failure("BackupFailed", tier="physical"),
-        },
+        **dag_defaults(
+            settings,
+            retries=2,
+            retry_delay=timedelta(minutes=2),
+            on_failure=alert_on_failure("BackupFailed", tier="physical"),
+        ),
         tags=["dr", "backup"],
         params={
             "kind": Param(
