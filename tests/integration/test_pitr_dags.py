@@ -30,7 +30,7 @@ from disaster_recovery.backup import physical
 from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.errors import RestoreRefused
 from disaster_recovery.restore.pitr import Target, plan_restore, restore_to_point_in_time
-from disaster_recovery.retention.chain import cleanup_physical_chain
+from disaster_recovery.retention.cleanup import cleanup_physical_chain
 from disaster_recovery.wal.archive import WalArchive
 from disaster_recovery.wal.continuity import check_archive
 from dr_sandbox import Sandbox

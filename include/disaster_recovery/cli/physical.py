@@ -105,6 +105,6 @@ def list_chain(args: argparse.Namespace) -> dict[str, Any]:
 
 def cleanup_chain(args: argparse.Namespace) -> dict[str, Any]:
     from disaster_recovery.cli.common import deployment
-    from disaster_recovery.retention.chain import cleanup_physical_chain
+    from disaster_recovery.retention.cleanup import cleanup_physical_chain
 
     return cleanup_physical_chain(deployment(args), dry_run=args.dry_run)

@@ -10,24 +10,33 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from disaster_recovery.backup.physical import BACKUP_MANIFEST_SUFFIX, Chain
 from disaster_recovery.backup.stores import Stores
-from disaster_recovery.catalog.manifests import Manifest
+from disaster_recovery.catalog.manifests import ChainManifest, Manifest
 from disaster_recovery.catalog.names import EXTENSIONS, MANIFEST_SUFFIX, parse_backup_file
 from disaster_recovery.clients.s3 import ObjectStore
+from disaster_recovery.config.defaults import DEFAULT_SEGMENT_SIZE
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.errors import NotFoundError
-from disaster_recovery.retention.chain import cleanup_physical_chain
+from disaster_recovery.postgres.walfiles import parse_segment
+from disaster_recovery.retention.chain import (
+    ChainElement,
+    ChainPolicy,
+    WalFile,
+    plan_chain_deletions,
+)
 from disaster_recovery.retention.logical import (
     TIER_ALIASES,
     count_by_alias,
     plan_deletions,
     policies_from_settings,
 )
+from disaster_recovery.wal.archive import WalArchive
 
 log = logging.getLogger(__name__)
 
@@ -194,3 +203,100 @@ def cleanup_old_backups(
     result["dry_run"] = dry_run
     result["deleted"] = items
     return result
+
+
+# -- the physical chain: applying retention.chain to each region's bucket ------------------------------------------------------------
+
+
+def elements_from_manifests(manifests: Iterable[ChainManifest]) -> list[ChainElement]:
+    result = []
+    for m in manifests:
+        result.append(
+            ChainElement(
+                file=m.file,
+                kind="base" if m.backup_type == "postgresql_base" else "incremental",
+                started_at=m.started_at,
+                finished_at=m.finished_at,
+                start_segno=parse_segment(m.start_segment, m.wal_segment_size)[1],
+                parent=m.parent,
+                verified=m.verified,
+            )
+        )
+    return result
+
+
+def wal_files_from_listing(listing: dict[str, dict[str, Any]], segment_size: int) -> list[WalFile]:
+    return [
+        WalFile(
+            name,
+            None if name.endswith(".history") else parse_segment(name, segment_size)[1],
+            entry["last_modified"],
+        )
+        for name, entry in listing.items()
+    ]
+
+
+def policy_from_settings(settings: Any) -> ChainPolicy:
+    return ChainPolicy(
+        base=settings.pitr.base_retention,
+        incremental=settings.tiers.postgresql_incremental.retention,
+        wal_max_age=settings.tiers.postgresql_wal.retention.max_age,
+    )
+
+
+def cleanup_physical_chain(
+    deployment: Any, now: datetime | None = None, dry_run: bool = False
+) -> dict[str, Any]:
+    """Apply the chain retention in each region's bucket.
+
+    Returns ``{"incremental": n, "wal": n, "base": n}`` (distinct files deleted, or that would
+    be with ``dry_run``) plus ``"regions"`` with the names per region.
+    """
+
+    now = now or datetime.now(UTC)
+    settings = deployment.settings
+    policy = policy_from_settings(settings)
+    archive = WalArchive.for_deployment(deployment)
+    totals: dict[str, set[str]] = {"incremental": set(), "wal": set(), "base": set()}
+    regions: dict[str, Any] = {}
+    for region in archive.regions:
+        chain = Chain(deployment, region)
+        manifests = chain.elements()
+        seg_size = manifests[0].wal_segment_size if manifests else DEFAULT_SEGMENT_SIZE
+        listing = archive.listing(region)
+        plan = plan_chain_deletions(
+            elements_from_manifests(manifests),
+            wal_files_from_listing(listing, seg_size),
+            policy,
+            now,
+        )
+        by_file = {m.file: m for m in manifests}
+        data_keys = [archive.key(name) for name in plan.wal]
+        manifest_keys = []
+        for file in plan.base + plan.incremental:
+            key = by_file[file].key
+            data_keys += [key, key + BACKUP_MANIFEST_SUFFIX]
+            manifest_keys.append(key + MANIFEST_SUFFIX)
+        if not dry_run:
+            # Manifests last: a crash in between leaves a manifest whose tar is gone (reported
+            # as broken by verification), never a tar that no manifest describes.
+            store = archive.store(region)
+            for keys in (data_keys, manifest_keys):
+                if keys:
+                    store.delete(keys)
+        regions[region] = {
+            "base": plan.base,
+            "incremental": plan.incremental,
+            "wal": len(plan.wal),
+            "wal_kept_from_segno": plan.wal_kept_from_segno,
+        }
+        for kind, names in totals.items():
+            names.update(getattr(plan, kind))
+        log.info(
+            "chain retention in %s: %s%s", region, plan.counts(), " (dry run)" if dry_run else ""
+        )
+    return {
+        **{kind: len(names) for kind, names in totals.items()},
+        "dry_run": dry_run,
+        "regions": regions,
+    }
