@@ -38,8 +38,15 @@ def emit(result: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["wal"] and arguments[1:2] in (["push"], ["fetch"]):
+        # PostgreSQL's archive_command / restore_command: the lean path, without the other
+        # commands' parsers (the same code as `python -m disaster_recovery.wal`).
+        from disaster_recovery.wal.__main__ import main as archiver_main
+
+        return archiver_main(arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

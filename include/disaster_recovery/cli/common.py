@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from disaster_recovery.config.endpoints import Deployment
-from disaster_recovery.config.model import Settings, load_settings
+if TYPE_CHECKING:
+    from disaster_recovery.config.endpoints import Deployment
+    from disaster_recovery.config.model import Settings
 
 
 def settings(args: argparse.Namespace) -> Settings:
+    # Imported here: every command's parser imports this module, and pydantic costs ~0.15 s.
+    from disaster_recovery.config.model import load_settings
+
     return load_settings(getattr(args, "config", None))
 
 
 def deployment(args: argparse.Namespace) -> Deployment:
+    from disaster_recovery.config.endpoints import Deployment
+
     return Deployment(settings(args))
 
 

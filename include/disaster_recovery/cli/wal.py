@@ -14,7 +14,6 @@ import argparse
 from typing import Any
 
 from disaster_recovery.wal.__main__ import (
-    ENV_FILE_HELP,
     add_archiver_actions,
     operands,
     run_action,
@@ -27,7 +26,6 @@ def register(commands: Any) -> None:
     )
     actions = wal.add_subparsers(dest="action", required=True)
     for action in add_archiver_actions(actions):
-        action.add_argument("--env-file", help=ENV_FILE_HELP)
         action.set_defaults(handler=run_archiver)
     check = actions.add_parser("check", help="is the archive continuous, intact and fresh?")
     check.add_argument("--deep", action="store_true", help="hash every segment, not only new ones")
@@ -41,7 +39,7 @@ def register(commands: Any) -> None:
 
 
 def run_archiver(args: argparse.Namespace) -> int:
-    return run_action(args.action, args.env_file, operands(args))
+    return run_action(args.action, getattr(args, "env_file", None), operands(args))
 
 
 def check_archive(args: argparse.Namespace) -> dict[str, Any]:

@@ -22,12 +22,14 @@ ENV_FILE_HELP = "KEY=value file with DR_CONFIG and AIRFLOW_CONN_* (S3)"
 
 def add_archiver_actions(actions: Any) -> list[Any]:
     """``push %p`` and ``fetch %f %p``: the same arguments for ``python -m disaster_recovery.wal``
-    and ``dr wal``."""
+    and ``dr wal`` (``--env-file`` before or after the action)."""
     push = actions.add_parser("push", help="archive_command: push %%p")
     push.add_argument("path", help="the file PostgreSQL offers (%%p)")
     fetch = actions.add_parser("fetch", help="restore_command: fetch %%f %%p")
     fetch.add_argument("name", help="the file PostgreSQL asks for (%%f)")
     fetch.add_argument("destination", help="where to write it (%%p)")
+    for action in (push, fetch):
+        action.add_argument("--env-file", default=argparse.SUPPRESS, help=ENV_FILE_HELP)
     return [push, fetch]
 
 
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="dr wal: %(levelname)s %(message)s"
     )
-    return run_action(args.action, args.env_file, operands(args))
+    return run_action(args.action, getattr(args, "env_file", None), operands(args))
 
 
 def run_action(action: str, env_file: str | None, operands: list[str]) -> int:
