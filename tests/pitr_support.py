@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +19,7 @@ from disaster_recovery.config.endpoints import (
     parse_connection,
 )
 from disaster_recovery.postgres import db
-from dr_sandbox import Sandbox, SandboxPorts
+from dr_sandbox import Sandbox
 
 TICKER_DB = "ticker"
 
@@ -32,18 +30,6 @@ def deployment_for(box: Sandbox) -> Deployment:
     return Deployment(
         box.settings(), lookup=lambda conn_id: parse_connection(conn_id, env[env_var_name(conn_id)])
     )
-
-
-@contextlib.contextmanager
-def private_sandbox(scale: float = 0.2) -> Iterator[Sandbox]:
-    root = Path(tempfile.mkdtemp(prefix="dr-private-pitr-", dir="/tmp"))
-    root.chmod(0o755)
-    box = Sandbox(root, SandboxPorts.free(), scale=scale)
-    try:
-        box.up()
-        yield box
-    finally:
-        box.down(purge=True)
 
 
 @dataclass
