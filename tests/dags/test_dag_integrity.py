@@ -166,7 +166,7 @@ def dagbag() -> Any:
         raise AssertionError("a DAG file opened a network connection at parse time")
 
     original = socket.socket.connect
-    socket.socket.connect = no_network  # type: ignore[method-assign,assignment]
+    socket.socket.connect = no_network  # type: ignore[method-assign]
     try:
         started = time.monotonic()
         bag = DagBag(dag_folder=str(DAGS))

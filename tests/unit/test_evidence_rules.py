@@ -13,7 +13,7 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 def record(kind: str, days_ago: float, passed: bool = True) -> DrillRecord:
     return DrillRecord(
         drill=kind, environment="sandbox", started_at=NOW - timedelta(days=days_ago), passed=passed
-    )  # type: ignore[arg-type]
+    )
 
 
 @pytest.mark.parametrize(
