@@ -1,4 +1,4 @@
-"""Helpers for the logical backup tests: a private storage prefix per test, DAG runs, alerts,
+"""Helpers for the logical backup tests: a private storage prefix per test, alerts,
 restores into fresh databases, and a proxy in front of moto that fails uploads mid-way."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from helpers import slack_messages
 
 from disaster_recovery.backup.stores import Stores
 from disaster_recovery.catalog.listing import Catalog
@@ -23,9 +24,6 @@ from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import Settings, load_settings
 from disaster_recovery.postgres import db
 from dr_sandbox import Sandbox
-from dr_sandbox.webhook import read_messages
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 class BackupEnv:
@@ -37,7 +35,7 @@ class BackupEnv:
         self.prefix = f"test-{secrets.token_hex(4)}"
         self.config_file = folder / "dr_config.yaml"
         self.write_config(**overrides)
-        self.alerts_seen = len(read_messages(sandbox.slack_log))
+        self.alerts_seen = len(slack_messages(sandbox))
         self._stores: Stores | None = None
 
     def write_config(
@@ -75,7 +73,7 @@ class BackupEnv:
         return self.stores().catalog
 
     def new_alerts(self) -> list[dict[str, Any]]:
-        return read_messages(self.sandbox.slack_log)[self.alerts_seen :]  # type: ignore[return-value]
+        return slack_messages(self.sandbox)[self.alerts_seen :]
 
     def object_keys(self, secondary: bool = False) -> list[str]:
         stores = self.stores()
@@ -99,23 +97,6 @@ class BackupEnv:
                 store.client.abort_multipart_upload(
                     Bucket=store.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                 )
-
-
-def run_dag(dag_id: str, logical_date: datetime | None = None, **conf: Any) -> Any:
-    """``dag.test()`` of a DAG from ``dags/``; returns the DagRun (a failed task does not raise)."""
-    from airflow.models import DagBag
-
-    bag = DagBag(dag_folder=str(REPO / "dags"))
-    assert not bag.import_errors, bag.import_errors
-    dag = bag.get_dag(dag_id)
-    assert dag is not None, dag_id
-    return dag.test(
-        logical_date=logical_date or datetime.now(UTC).replace(microsecond=0), run_conf=conf or None
-    )
-
-
-def task_states(dag_run: Any) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
 
 def unique_time() -> datetime:

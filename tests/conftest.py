@@ -1,15 +1,17 @@
-"""Shared fixtures: a real two-region sandbox on free loopback ports, and an Airflow metadata DB.
+"""Shared fixtures: a real two-region sandbox on free loopback ports, private sandboxes from the
+one factory in helpers.py, and an Airflow metadata DB; and the tiers' markers.
 
 Airflow reads its configuration when first imported, so the environment is set here, before any
 test module imports it. Nothing is skipped when a server is missing: fixtures start what they
-need and fail loudly if they cannot.
+need and fail loudly if they cannot. No fixture here is autouse: a test that does not ask for a
+sandbox (the whole unit tier) starts nothing.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,21 +33,24 @@ os.environ.pop("DR_CONFIG", None)
 for _name in [n for n in os.environ if n.startswith("AIRFLOW_CONN_")]:
     del os.environ[_name]
 
-from dr_sandbox import Sandbox, SandboxPorts  # noqa: E402
+from helpers import new_sandbox, sandbox_environment  # noqa: E402
+
+from dr_sandbox import Sandbox  # noqa: E402
+
+INTEGRATION = Path(__file__).resolve().parent / "integration"
 
 
-def _sandbox_root(prefix: str) -> Path:
-    # Not under pytest's tmp_path: that folder is 0700 and the unprivileged server user that
-    # PostgreSQL runs as (when tests run as root) must reach its data directory.
-    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    root.chmod(0o755)
-    return root
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/integration/ needs real servers: mark it by where it lives."""
+    for item in items:
+        if item.path.is_relative_to(INTEGRATION):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
     """The two-region sandbox (PostgreSQL primary + sync standby, Redis pair, moto, webhook)."""
-    box = Sandbox(_sandbox_root("dr-sandbox-"), SandboxPorts.free(), scale=1)
+    box = new_sandbox(scale=1, prefix="dr-sandbox-")
     try:
         box.up()
         yield box
@@ -56,8 +61,6 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.fixture(scope="session")
 def sandbox_env(sandbox: Sandbox) -> Iterator[dict[str, str]]:
     """The sandbox's ``sandbox.env`` variables, exported into this process for the session."""
-    from failover_support import sandbox_environment
-
     with sandbox_environment(sandbox) as env:
         yield env
 
@@ -71,12 +74,12 @@ def airflow_db() -> None:
 
 
 @pytest.fixture
-def make_sandbox() -> Iterator[object]:
-    """Build extra, private sandboxes (for tests that break or kill components)."""
+def make_sandbox() -> Iterator[Callable[..., Sandbox]]:
+    """Build extra, private sandboxes, not started (for tests that break or kill components)."""
     made: list[Sandbox] = []
 
     def factory(scale: float = 0.2) -> Sandbox:
-        box = Sandbox(_sandbox_root("dr-private-"), SandboxPorts.free(), scale=scale)
+        box = new_sandbox(scale)
         made.append(box)
         return box
 

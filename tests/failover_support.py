@@ -1,35 +1,14 @@
-"""Helpers for the failover tests: a private sandbox in os.environ, a person answering the
+"""Helpers for the failover tests: a person answering the
 approval from a background thread (through Airflow's REST route, in process), a timeout, a
 writer that commits continuously and remembers what PostgreSQL acknowledged."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-
-from dr_sandbox import Sandbox
-
-
-@contextmanager
-def sandbox_environment(box: Sandbox) -> Iterator[dict[str, str]]:
-    """Export a (private) sandbox's sandbox.env into os.environ for the duration."""
-    env = box.environment()
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        yield env
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _awaiting_run(dag_id: str, task_id: str, timeout: float) -> tuple[str, Any]:

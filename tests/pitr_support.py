@@ -3,14 +3,10 @@ for WAL to be archived, and deployments bound to one sandbox."""
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from disaster_recovery.config.endpoints import (
@@ -20,7 +16,8 @@ from disaster_recovery.config.endpoints import (
     parse_connection,
 )
 from disaster_recovery.postgres import db
-from dr_sandbox import Sandbox, SandboxPorts
+from disaster_recovery.restore.pitr import RestoredCluster
+from dr_sandbox import Sandbox
 
 TICKER_DB = "ticker"
 
@@ -31,18 +28,6 @@ def deployment_for(box: Sandbox) -> Deployment:
     return Deployment(
         box.settings(), lookup=lambda conn_id: parse_connection(conn_id, env[env_var_name(conn_id)])
     )
-
-
-@contextlib.contextmanager
-def private_sandbox(scale: float = 0.2) -> Iterator[Sandbox]:
-    root = Path(tempfile.mkdtemp(prefix="dr-private-pitr-", dir="/tmp"))
-    root.chmod(0o755)
-    box = Sandbox(root, SandboxPorts.free(), scale=scale)
-    try:
-        box.up()
-        yield box
-    finally:
-        box.down(purge=True)
 
 
 @dataclass
@@ -147,6 +132,4 @@ def rows_in(port: int, source: PostgresEndpoint) -> tuple[int, int]:
 
 
 def stop_restored(result: dict[str, Any]) -> None:
-    from disaster_recovery.restore.pitr import RestoredCluster
-
     RestoredCluster.of(result).stop_and_remove()

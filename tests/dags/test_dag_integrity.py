@@ -1,18 +1,30 @@
-"""DAG integrity: every DAG parses, carries the required attributes, and parsing the folder does
-no network or database I/O and stays within a stated time budget."""
+"""DAG integrity, no servers: every DAG of dags/ parses, carries the required attributes, and
+parsing the folder does no network or database I/O within a stated time budget; then each DAG
+family's shape (backup, WAL/incremental, health/failover/failback).
+
+Two views of the same folder, one style: ``parsed`` parses it in a fresh interpreter with
+sockets and the metadata database made to explode (the folder-wide contract); ``dagbag`` is the
+in-process DagBag, parsed once with sockets refused, for the families' DAG objects.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
+import socket
 import subprocess
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
+from helpers import DAGS
 
-REPO = Path(__file__).resolve().parents[2]
-DAGS = REPO / "dags"
+from disaster_recovery.failover.names import FAILBACK_STEPS, FAILOVER_STEPS
+
 CONTRACT_DAG_IDS = {
     "postgresql_backup_full",
     "postgresql_backup_incremental",
@@ -76,6 +88,9 @@ print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "
 """
 
 
+# -- the whole folder, in a fresh interpreter ----------------------------------------------------
+
+
 @pytest.fixture(scope="module")
 def parsed() -> dict[str, Any]:
     result = subprocess.run(
@@ -129,3 +144,152 @@ def test_the_guard_catches_io_at_parse_time(tmp_path: Path) -> None:
     )
     errors = json.loads(result.stdout.strip().splitlines()[-1])["errors"]
     assert any("network access at DAG parse time" in e for e in errors.values())
+
+
+# -- the DAG objects, in process -----------------------------------------------------------------
+
+BACKUP_SCHEDULES = {
+    "postgresql_backup_full": "0 3 * * *",
+    "postgresql_backup_weekly": "0 3 * * 1",
+    "postgresql_backup_monthly": "0 3 1 * *",
+    "postgresql_backup_cleanup": "30 4 * * *",
+}
+PHYSICAL_DAG_IDS = ("postgresql_wal_archive", "postgresql_backup_incremental")
+SWITCH_DAG_IDS = ("dr_health_check", "dr_failover", "dr_failback")
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> Any:
+    """dags/ parsed once in this process, any network connection at parse time an error."""
+    from airflow.models import DagBag
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a DAG file opened a network connection at parse time")
+
+    original = socket.socket.connect
+    socket.socket.connect = no_network  # type: ignore[method-assign]
+    try:
+        started = time.monotonic()
+        bag = DagBag(dag_folder=str(DAGS))
+        bag.parse_seconds = time.monotonic() - started  # type: ignore[attr-defined]
+    finally:
+        socket.socket.connect = original  # type: ignore[method-assign]
+    return bag
+
+
+def test_in_process_parse_has_no_errors_and_is_fast(dagbag: Any) -> None:
+    assert dagbag.import_errors == {}
+    assert set(BACKUP_SCHEDULES) | set(PHYSICAL_DAG_IDS) | set(SWITCH_DAG_IDS) <= set(
+        dagbag.dag_ids
+    )
+    assert dagbag.parse_seconds < PARSE_BUDGET_SECONDS
+
+
+# -- backup DAGs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("dag_id", "cron"), BACKUP_SCHEDULES.items())
+def test_backup_dag_attributes(dagbag: Any, dag_id: str, cron: str) -> None:
+    dag = dagbag.dags[dag_id]
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert dag.doc_md and dag_id in dag.doc_md and "re-run" in dag.doc_md
+    assert {"dr", "backup"} <= set(dag.tags)
+    assert dag.timetable.expression == cron
+    assert str(getattr(dag.timetable.timezone, "name", dag.timetable.timezone)) == "America/Bogota"
+    assert dag.default_args["retries"] == 2
+    assert all(task.on_failure_callback for task in dag.tasks)
+
+
+def test_schedules_are_in_the_configured_time_zone(dagbag: Any) -> None:
+    from croniter import croniter
+
+    timetable = dagbag.dags["postgresql_backup_full"].timetable
+    bogota = ZoneInfo(str(getattr(timetable.timezone, "name", timetable.timezone)))
+    after = datetime(2025, 6, 1, 12, 0, tzinfo=bogota)
+    next_run = croniter(timetable.expression, after).get_next(datetime)
+    assert (next_run.day, next_run.hour) == (2, 3)
+    assert next_run.astimezone(ZoneInfo("UTC")).hour == 8  # Bogota is UTC-5, no DST
+
+
+def test_backup_dag_task_graph(dagbag: Any) -> None:
+    dag = dagbag.dags["postgresql_backup_full"]
+    order = ["dump", "checksum", "verify", "replicate", "publish"]
+    assert {t.task_id for t in dag.tasks} == set(order)
+    for upstream, downstream in itertools.pairwise(order):
+        assert downstream in dag.get_task(upstream).downstream_task_ids
+
+
+# -- WAL archive and incremental backup DAGs --------------------------------------------------------
+
+
+@pytest.mark.parametrize("dag_id", PHYSICAL_DAG_IDS)
+def test_physical_dags_are_thin_and_documented(dagbag: Any, dag_id: str) -> None:
+    dag = dagbag.dags[dag_id]
+    assert dag.max_active_runs == 1 and not dag.catchup
+    assert set(dag.tags) <= ALLOWED_TAGS
+    assert dag.doc_md and dag.doc_md.lstrip().startswith("# ")
+
+
+# -- health, failover and failback DAGs ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dag_id", SWITCH_DAG_IDS)
+def test_switch_dag_attributes(dagbag: Any, dag_id: str) -> None:
+    dag = dagbag.dags[dag_id]
+    assert dag is not None
+    assert dag.doc_md and dag.max_active_runs == 1 and not dag.catchup
+    assert set(dag.tags) <= ALLOWED_TAGS
+
+
+def test_failover_dag_shape(dagbag: Any) -> None:
+    dag = dagbag.dags["dr_failover"]
+    assert dag.schedule is None
+    assert set(dag.params) == {"reason", "initiated_by", "dry_run", "accept_data_loss"}
+    groups = [tid.split(".")[0] for tid in dag.task_ids if "." in tid]
+    assert tuple(dict.fromkeys(groups)) == FAILOVER_STEPS
+    assert FAILOVER_STEPS == (  # the eight steps of DESIGN.md, in order
+        "detect",
+        "decide",
+        "stop_writes",
+        "sync",
+        "promote",
+        "activate_services",
+        "dns",
+        "validate",
+    )
+    approval = dag.get_task("decide.approval")
+    assert type(approval).__mro__[1].__name__ == "ApprovalOperator"
+    assert (
+        approval.response_timeout is not None and approval.defaults is None
+    )  # timeout never approves
+    assert dag.get_task("report").trigger_rule == "all_done"
+
+
+def test_health_dag_runs_every_minute(dagbag: Any) -> None:
+    dag = dagbag.dags["dr_health_check"]
+    assert dag.schedule == "* * * * *"
+    assert dag.get_task("trigger_failover").trigger_dag_id == "dr_failover"
+
+
+def test_failback_dag_runs_the_failback_steps(dagbag: Any) -> None:
+    dag = dagbag.dags["dr_failback"]
+    groups = [tid.split(".")[0] for tid in dag.task_ids if "." in tid]
+    assert tuple(dict.fromkeys(groups)) == FAILBACK_STEPS
+
+
+def test_library_and_dags_run_the_same_steps() -> None:
+    """The in-process runs (CLI, API) and the DAG tasks call the same step functions."""
+    from typing import cast
+
+    from disaster_recovery.airflow_support import failover_dags
+    from disaster_recovery.failover.failback import failback_steps
+    from disaster_recovery.failover.steps import failover_steps
+
+    plan = cast(Any, None)  # the step lists are lambdas: building them runs nothing
+    assert tuple(n for n, _ in failover_steps(plan, "r", "me", None)) == FAILOVER_STEPS
+    assert tuple(n for n, _ in failback_steps(plan, "r", "me", None)) == FAILBACK_STEPS
+    params = {"reason": "r", "initiated_by": "me"}
+    for step in FAILBACK_STEPS:  # the DAG's tasks take their functions from those lists
+        assert callable(failover_dags._step_function("failback", step, plan, params))
+    for step in FAILOVER_STEPS[1:]:  # (failover's detect reads an Airflow Variable first)
+        assert callable(failover_dags._step_function("failover", step, plan, params))

@@ -19,17 +19,14 @@ from backup_support import (
     PgDumpKiller,
     restore_plain,
     row_counts,
-    run_dag,
     scratch_database,
-    task_states,
     unique_time,
 )
+from helpers import run_dag, task_states
 
 from disaster_recovery.backup.logical import dump_to_s3, run_backup, run_file
 from disaster_recovery.postgres import db
 from dr_sandbox import Sandbox
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import private_sandbox
 
-from dr_sandbox import Sandbox, SandboxPorts, processes
+from dr_sandbox import Sandbox, processes
 from dr_sandbox.demo import AirflowApi, main_job, start_airflow, stop_airflow, wait_for_dags
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,14 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def demo_box() -> Iterator[Sandbox]:
-    root = Path(tempfile.mkdtemp(prefix="dr-demo-", dir="/tmp"))
-    root.chmod(0o755)
-    box = Sandbox(root, SandboxPorts.free(), scale=0.2)
-    try:
-        box.up()
+    with private_sandbox(scale=0.2, prefix="dr-demo-") as box:
         yield box
-    finally:
-        box.down(purge=True)
 
 
 @pytest.fixture(scope="module")

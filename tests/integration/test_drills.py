@@ -4,7 +4,6 @@ figures, and the ways a drill must fail (corrupted backup, rejected failover, pr
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import private_sandbox, run_dag, run_dr, slack_messages, task_states
 from pitr_support import switch_and_wait_archived
 
 from disaster_recovery.backup.logical import run_backup
@@ -23,42 +23,31 @@ from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.drills.evidence import DrillRecord, EvidenceStore
 from disaster_recovery.monitoring import heartbeat
 from disaster_recovery.monitoring.health import current_roles
-from dr_sandbox import Sandbox, SandboxPorts
-from dr_sandbox.webhook import read_messages
-
-pytestmark = pytest.mark.integration
-DAGS = Path(__file__).resolve().parents[2] / "dags"
+from dr_sandbox import Sandbox
 
 
 @pytest.fixture(scope="module")
 def box() -> Iterator[Sandbox]:
     """A private sandbox (drills change the topology) with a verified full backup, a verified
     base backup and archived WAL after it, and the demo application's heartbeats flowing."""
-    root = Path(tempfile.mkdtemp(prefix="dr-drill-", dir="/tmp"))
-    root.chmod(0o755)
-    sandbox = Sandbox(root, SandboxPorts.free(), scale=0.2)
     saved = dict(os.environ)
     try:
-        sandbox.up()
-        os.environ.update(sandbox.environment())
-        deployment = Deployment(sandbox.settings())
-        run_backup(deployment, "postgresql_full")
-        backup_and_verify(deployment, "base")
-        time.sleep(3)  # heartbeats after the base backup, then archived
-        switch_and_wait_archived(sandbox.postgres("primary"))
-        yield sandbox
+        with private_sandbox(scale=0.2, prefix="dr-drill-") as sandbox:
+            os.environ.update(sandbox.environment())
+            deployment = Deployment(sandbox.settings())
+            run_backup(deployment, "postgresql_full")
+            backup_and_verify(deployment, "base")
+            time.sleep(3)  # heartbeats after the base backup, then archived
+            switch_and_wait_archived(sandbox.postgres("primary"))
+            yield sandbox
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        sandbox.down(purge=True)
 
 
-def run_dag(dag_id: str, **conf: Any) -> tuple[str, dict[str, str]]:
-    from airflow.models import DagBag
-
-    dag = DagBag(dag_folder=str(DAGS)).dags[dag_id]
-    run = dag.test(logical_date=None, run_conf=conf or None)
-    return run.state, {ti.task_id: ti.state for ti in run.get_task_instances()}
+def drill(dag_id: str, **conf: Any) -> tuple[str, dict[str, str]]:
+    run = run_dag(dag_id, None, **conf)
+    return run.state, task_states(run)
 
 
 def newest_record(sandbox: Sandbox, kind: str) -> DrillRecord:
@@ -68,7 +57,7 @@ def newest_record(sandbox: Sandbox, kind: str) -> DrillRecord:
 
 
 def alerts(sandbox: Sandbox) -> list[str]:
-    return [str(m.get("alert")) for m in read_messages(sandbox.slack_log)]
+    return [str(m.get("alert")) for m in slack_messages(sandbox)]
 
 
 def assert_original_topology(sandbox: Sandbox) -> None:
@@ -77,7 +66,7 @@ def assert_original_topology(sandbox: Sandbox) -> None:
 
 
 def test_monthly_drill_dag_produces_checked_evidence(box: Sandbox, airflow_db: None) -> None:
-    state, tasks = run_dag("dr_drill_monthly", seed=7)
+    state, tasks = drill("dr_drill_monthly", seed=7)
     assert (state, tasks) == ("success", {"drill": "success", "check_overdue": "success"})
     record = newest_record(box, "monthly")
     steps = {s.name: s for s in record.steps}
@@ -103,7 +92,7 @@ def test_monthly_drill_dag_produces_checked_evidence(box: Sandbox, airflow_db: N
 
 
 def test_quarterly_drill_measures_real_rto_and_rpo(box: Sandbox, airflow_db: None) -> None:
-    state, tasks = run_dag("dr_drill_quarterly")
+    state, tasks = drill("dr_drill_quarterly")
     assert state == "success", tasks
     record = newest_record(box, "quarterly")
     steps = {s.name: s for s in record.steps}
@@ -144,7 +133,7 @@ def test_corrupted_backup_fails_the_drill_and_keeps_the_topology(
     original = flip_byte(store, newest.key)
     before = len(alerts(box))
     try:
-        state, tasks = run_dag("dr_drill_monthly")
+        state, tasks = drill("dr_drill_monthly")
     finally:
         store.put_bytes(newest.key, original)
     assert state == "failed" and tasks["drill"] == "failed"
@@ -172,7 +161,7 @@ def test_rejected_failover_fails_the_drill_and_keeps_the_topology(
 ) -> None:
     monkeypatch.setenv("DR_CONFIG", config_with(box, tmp_path, drills={"auto_approve": False}))
     before = len(alerts(box))
-    state, tasks = run_dag("dr_drill_monthly")
+    state, tasks = drill("dr_drill_monthly")
     assert state == "failed" and tasks["drill"] == "failed"
     record = newest_record(box, "monthly")
     failover = next(s for s in record.steps if s.name == "failover")
@@ -187,7 +176,7 @@ def test_production_target_is_refused_without_touching_it(
     monkeypatch.setenv("DR_CONFIG", config_with(box, tmp_path, environment={"production": True}))
     newest_before = heartbeat.newest(box.postgres("standby"))
     before = len(alerts(box))
-    state, tasks = run_dag("dr_drill_quarterly")
+    state, tasks = drill("dr_drill_quarterly")
     assert state == "failed" and tasks["drill"] == "failed"
     record = newest_record(box, "quarterly")
     assert [s.name for s in record.steps] == ["preflight"]
@@ -199,29 +188,13 @@ def test_production_target_is_refused_without_touching_it(
 
 def test_dr_drills_cli_lists_records_and_overdue(box: Sandbox, tmp_path: Path) -> None:
     import json
-    import subprocess
-    import sys
 
-    result = subprocess.run(
-        [sys.executable, "-m", "disaster_recovery", "drills"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **box.environment()},
-    )
+    result = run_dr("drills", env=box.environment(), timeout=120)
     assert result.returncode == 0, result.stderr
     listing = json.loads(result.stdout)
     # `dr drill` runs one outside Airflow; against a production target it refuses (exit 1).
     config = config_with(box, tmp_path, environment={"production": True})
-    refused = subprocess.run(
-        [sys.executable, "-m", "disaster_recovery", "--config", config, "drill", "monthly"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **box.environment()},
-    )
+    refused = run_dr("--config", config, "drill", "monthly", env=box.environment(), timeout=120)
     assert refused.returncode != 0 and "marked production" in json.loads(refused.stdout)["error"]
     assert {r["drill"] for r in listing["records"]} == {"monthly", "quarterly"}
     assert any(r["passed"] for r in listing["records"])

@@ -8,14 +8,13 @@ approve fails over, failback returns to the original topology.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from failover_support import ApprovalAnswerer, sandbox_environment
+from failover_support import ApprovalAnswerer
+from helpers import load_dag, private_sandbox, sandbox_environment, slack_messages
 
 from disaster_recovery.clients import redisnode
 from disaster_recovery.clients.route53 import DnsSwitch
@@ -23,23 +22,16 @@ from disaster_recovery.clients.services import http_json
 from disaster_recovery.config.model import load_settings
 from disaster_recovery.failover.names import FAILOVER_STEPS
 from disaster_recovery.postgres import db
-from dr_sandbox import Sandbox, SandboxPorts
-from dr_sandbox.webhook import read_messages
-
-pytestmark = pytest.mark.integration
+from dr_sandbox import Sandbox
 
 
 @pytest.fixture(scope="module")
 def box() -> Iterator[Sandbox]:
-    root = Path(tempfile.mkdtemp(prefix="dr-failover-dag-", dir="/tmp"))
-    root.chmod(0o755)
-    sandbox = Sandbox(root, SandboxPorts.free(), scale=0.2)
-    try:
-        sandbox.up()
-        with sandbox_environment(sandbox):
-            yield sandbox
-    finally:
-        sandbox.down(purge=True)
+    with (
+        private_sandbox(scale=0.2, prefix="dr-failover-dag-") as sandbox,
+        sandbox_environment(sandbox),
+    ):
+        yield sandbox
 
 
 def _run(
@@ -48,9 +40,7 @@ def _run(
     conf: dict[str, Any] | None = None,
     params_input: dict[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    from airflow.models import DagBag
-
-    dag = DagBag(dag_folder="dags").get_dag(dag_id)
+    dag = load_dag(dag_id)
     answerer = ApprovalAnswerer(dag_id, choice, params_input)
     answerer.start()
     run = dag.test(logical_date=None, run_conf=conf or {"reason": "test", "initiated_by": "pytest"})
@@ -94,9 +84,7 @@ def test_reject_aborts_and_changes_nothing(box: Sandbox, airflow_db: None) -> No
     assert _topology(box) == ORIGINAL
     status, body = http_json(f"{box.app_url('us-east-1')}/health")
     assert status == 200 and body["read_only"] is False
-    approval_posts = [
-        m for m in read_messages(box.slack_log) if m.get("alert") == "FailoverApprovalRequired"
-    ]
+    approval_posts = slack_messages(box, "FailoverApprovalRequired")
     assert approval_posts and "required_actions" in approval_posts[-1]["text"]
 
 
@@ -147,7 +135,7 @@ def test_approve_fails_over_to_secondary(box: Sandbox, airflow_db: None) -> None
     # The old region's application obeys its read-only flag.
     status, _ = http_json(f"{box.app_url('us-east-1')}/write", {})
     assert status == 409
-    assert any(m.get("alert") == "FailoverCompleted" for m in read_messages(box.slack_log))
+    assert slack_messages(box, "FailoverCompleted")
     assert result["published"]["history"].startswith(
         "s3://litper-dr-backups-us-west-2/litper/failovers/"
     )

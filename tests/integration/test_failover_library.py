@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import time
 
 import psycopg
 import pytest
-from failover_support import Writer, sandbox_environment
+from failover_support import Writer
+from helpers import run_dr, sandbox_environment
 
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import load_settings
@@ -23,8 +22,6 @@ from disaster_recovery.failover.plan import Plan
 from disaster_recovery.failover.steps import run_failover
 from disaster_recovery.postgres import db
 from dr_sandbox import Sandbox
-
-pytestmark = pytest.mark.integration
 
 ITERATIONS = int(os.environ.get("DR_CRASH_ITERATIONS", "20"))
 
@@ -175,21 +172,14 @@ def test_dry_run_and_runbook_cli_change_nothing(make_sandbox) -> None:  # type: 
         assert {r["status"] for r in dry["steps"][2:]} == {"would_do"}
         assert db.is_in_recovery(box.postgres("standby"))
         # The runbook: a person answers "no" at DECIDE.
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "disaster_recovery.failover",
-                "--reason",
-                "drill",
-                "--no-publish",
-            ],
-            input="no\n",
-            capture_output=True,
-            text=True,
-            env={**os.environ, **env},
+        proc = run_dr(
+            "--reason",
+            "drill",
+            "--no-publish",
+            module="disaster_recovery.failover",
+            stdin="no\n",
+            env=env,
             timeout=120,
-            check=False,
         )
         assert proc.returncode == 6, proc.stderr
         assert json.loads(proc.stdout)["status"] == "aborted"
@@ -197,24 +187,12 @@ def test_dry_run_and_runbook_cli_change_nothing(make_sandbox) -> None:  # type: 
         assert "estimated data loss" in proc.stderr
         assert db.is_in_recovery(box.postgres("standby"))
         # dr health through the CLI.
-        proc = subprocess.run(
-            [sys.executable, "-m", "disaster_recovery", "health"],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **env},
-            timeout=120,
-            check=False,
-        )
+        proc = run_dr("health", env=env, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["replication_lag_seconds"] == 0.0
         # And "yes": the runbook fails over, printing each step.
-        proc = subprocess.run(
-            [sys.executable, "-m", "disaster_recovery.failover", "--reason", "drill", "--yes"],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **env},
-            timeout=120,
-            check=False,
+        proc = run_dr(
+            "--reason", "drill", "--yes", module="disaster_recovery.failover", env=env, timeout=120
         )
         assert proc.returncode == 0, proc.stderr
         result = json.loads(proc.stdout)
@@ -222,14 +200,7 @@ def test_dry_run_and_runbook_cli_change_nothing(make_sandbox) -> None:  # type: 
         assert "[8/8] VALIDATE: done" in proc.stderr
         assert not db.is_in_recovery(box.postgres("standby"))
         # And back: `dr failback --yes`.
-        proc = subprocess.run(
-            [sys.executable, "-m", "disaster_recovery", "failback", "--yes"],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **env},
-            timeout=180,
-            check=False,
-        )
+        proc = run_dr("failback", "--yes", env=env, timeout=180)
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["new_primary"] == "us-east-1"
         assert "[3/10] REBUILD_OLD_PRIMARY: done" in proc.stderr

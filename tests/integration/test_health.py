@@ -1,104 +1,24 @@
-"""Health: the shape and the lag measure against real servers, the alert state machine (pure),
-and dr_health_check under dag.test(): alerts once per incident with recovery, and the automatic
+"""Health: the shape and the lag measure against real servers (the alert state machine, pure, is
+in tests/unit/test_health_rules.py), and dr_health_check under dag.test(): alerts once per incident with recovery, and the automatic
 trigger of dr_failover after three consecutive failed primary checks (two are not enough)."""
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from failover_support import sandbox_environment
+from helpers import private_sandbox, run_dag, sandbox_environment, slack_messages
 
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import load_settings
-from disaster_recovery.monitoring.health import check_health, evaluate
+from disaster_recovery.monitoring.health import check_health
 from disaster_recovery.postgres import db
-from dr_sandbox import Sandbox, SandboxPorts
-from dr_sandbox.webhook import read_messages
+from dr_sandbox import Sandbox
 
 
-def _health(
-    primary_ok: bool = True, lag: float | None = 0.0, secondary_db: str = "streaming"
-) -> dict[str, Any]:
-    return {
-        "checked_at": "2026-01-01T00:00:00+00:00",
-        "primary": {
-            "region": "us-east-1",
-            "database": "healthy" if primary_ok else "down",
-            "redis": "healthy",
-            "services": "healthy",
-        },
-        "secondary": {
-            "region": "us-west-2",
-            "database": secondary_db,
-            "redis": "replicating",
-            "services": "standby",
-        },
-        "replication_lag_seconds": lag,
-        "primary_healthy": primary_ok,
-        "errors": {} if primary_ok else {"primary.database": "connection refused"},
-    }
-
-
-def _sequence(checks: list[dict[str, Any]], failures: int = 3) -> list[dict[str, Any]]:
-    state, verdicts = None, []
-    for health in checks:
-        verdict = evaluate(health, state, lag_threshold=60, failures_before_failover=failures)
-        state = verdict["state"]
-        verdicts.append(verdict)
-    return verdicts
-
-
-def test_lag_alert_once_per_incident_with_recovery() -> None:
-    verdicts = _sequence([_health(lag=61), _health(lag=120), _health(lag=0.0), _health(lag=90)])
-    names = [[(a["name"], a["resolved"]) for a in v["alerts"]] for v in verdicts]
-    assert names == [
-        [("ReplicationLagHigh", False)],
-        [],
-        [("ReplicationLagHigh", True)],
-        [("ReplicationLagHigh", False)],
-    ]
-
-
-def test_secondary_unreachable_alert() -> None:
-    verdicts = _sequence([_health(secondary_db="down"), _health(secondary_db="down"), _health()])
-    assert [a["name"] for a in verdicts[0]["alerts"]] == ["SecondaryUnreachable"]
-    assert verdicts[1]["alerts"] == []
-    assert verdicts[2]["alerts"][0]["resolved"] is True
-
-
-@pytest.mark.parametrize(
-    ("pattern", "triggers"),
-    [
-        ("FF", []),
-        ("FFF", [3]),
-        ("FFFFF", [3]),  # once per incident
-        ("FFSFF", []),  # one flapping success resets the count
-        ("FFSFFF", [6]),
-        ("FFFSFFF", [3, 7]),  # a new incident after recovery triggers again
-    ],
-)
-def test_three_consecutive_primary_failures_trigger(pattern: str, triggers: list[int]) -> None:
-    verdicts = _sequence([_health(primary_ok=ch == "S") for ch in pattern])
-    assert [i + 1 for i, v in enumerate(verdicts) if v["trigger_failover"]] == triggers
-    for i in triggers:
-        assert verdicts[i - 1]["reason"].startswith("auto: primary us-east-1 failed 3 consecutive")
-
-
-def test_auto_trigger_can_be_turned_off() -> None:
-    state = None
-    for _ in range(4):
-        verdict = evaluate(_health(primary_ok=False), state, 60, 3, auto_trigger=False)
-        state = verdict["state"]
-        assert not verdict["trigger_failover"]
-
-
-@pytest.mark.integration
 def test_health_shape_and_idle_lag_is_zero(sandbox: Sandbox, sandbox_env: dict[str, str]) -> None:
     deployment = Deployment(load_settings())
     first = check_health(deployment, "us-east-1", "us-west-2")
@@ -127,27 +47,19 @@ def test_health_shape_and_idle_lag_is_zero(sandbox: Sandbox, sandbox_env: dict[s
 
 @pytest.fixture(scope="module")
 def box() -> Iterator[Sandbox]:
-    root = Path(tempfile.mkdtemp(prefix="dr-health-", dir="/tmp"))
-    root.chmod(0o755)
-    sandbox = Sandbox(root, SandboxPorts.free(), scale=0.1)
-    try:
-        sandbox.up()
+    with private_sandbox(scale=0.1, prefix="dr-health-") as sandbox:
         # A 1 s lag threshold, so pausing replay for a moment is an incident.
         config = yaml.safe_load(sandbox.config_file.read_text())
         config["thresholds"]["replication_lag"] = "1s"
-        strict = root / "dr_config_strict.yaml"
+        strict = sandbox.root / "dr_config_strict.yaml"
         strict.write_text(yaml.safe_dump(config))
         with sandbox_environment(sandbox), pytest.MonkeyPatch.context() as patch:
             patch.setenv("DR_CONFIG", str(strict))
             yield sandbox
-    finally:
-        sandbox.down(purge=True)
 
 
 def _check(box: Sandbox) -> dict[str, Any]:
-    from airflow.models import DagBag
-
-    run = DagBag(dag_folder="dags").get_dag("dr_health_check").test(logical_date=None)
+    run = run_dag("dr_health_check", None)
     tis = {ti.task_id: ti for ti in run.get_task_instances()}
     assert tis["check"].state == "success"
     return {
@@ -157,7 +69,7 @@ def _check(box: Sandbox) -> dict[str, Any]:
 
 
 def _alerts(box: Sandbox, name: str) -> list[dict[str, Any]]:
-    return [m for m in read_messages(box.slack_log) if name in m.get("text", "")]
+    return [m for m in slack_messages(box) if name in m.get("text", "")]
 
 
 def _auto_failover_runs() -> int:
@@ -169,7 +81,6 @@ def _auto_failover_runs() -> int:
         return sum(1 for run in runs if (run.conf or {}).get("initiated_by") == "auto")
 
 
-@pytest.mark.integration
 def test_health_check_dag_alerts_and_triggers_failover(box: Sandbox, airflow_db: None) -> None:
     # Test code, outside any task: the ORM model is the way to reset the state.
     from airflow.models import Variable

@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from backup_support import BackupEnv, row_counts, scratch_database, settled, unique_time
+from helpers import run_dr
 
 from disaster_recovery import BackupManager
 from disaster_recovery.backup.logical import dump_to_s3, run_backup
@@ -271,37 +269,26 @@ def test_cleanup_deletes_old_backups_in_both_regions_and_dry_run_deletes_nothing
 # -- the CLI --------------------------------------------------------------------------------------
 
 
-def dr(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "disaster_recovery", *args],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        check=False,
-        timeout=300,
-    )
-
-
 def test_cli_backup_list_verify_restore(env: BackupEnv, sandbox: Sandbox) -> None:
     started = time.monotonic()
-    taken = dr("backup", "weekly")
+    taken = run_dr("backup", "weekly")
     assert taken.returncode == 0, taken.stderr
     result = json.loads(taken.stdout)
     assert result["status"] == "verified" and result["backup_type"] == "postgresql_weekly"
     assert "pg_restore" in taken.stderr  # progress lines on stderr
 
-    listed = json.loads(dr("list").stdout)
+    listed = json.loads(run_dr("list").stdout)
     assert [b["backup_file"] for b in listed["postgresql_weekly"]] == [result["backup_file"]]
     assert listed["postgresql_weekly"][0]["replicated_to"] == ["us-west-2"]
 
-    verified = dr("verify", "postgresql_weekly", result["backup_file"])
+    verified = run_dr("verify", "postgresql_weekly", result["backup_file"])
     assert verified.returncode == 0 and json.loads(verified.stdout)["valid"] is True
 
-    missing = dr("verify", "postgresql_weekly", "postgresql_weekly_20200101_000000.dump")
+    missing = run_dr("verify", "postgresql_weekly", "postgresql_weekly_20200101_000000.dump")
     assert missing.returncode != 0 and "no manifest" in missing.stdout
 
     with scratch_database(sandbox) as target:
-        restored = dr(
+        restored = run_dr(
             "restore",
             "--backup-file",
             result["backup_file"],
@@ -312,9 +299,9 @@ def test_cli_backup_list_verify_restore(env: BackupEnv, sandbox: Sandbox) -> Non
         )
         assert restored.returncode == 0, restored.stderr
         assert json.loads(restored.stdout)["counts_match"] is True
-        again = dr("restore", "--backup-file", result["backup_file"], "--target-db", target)
+        again = run_dr("restore", "--backup-file", result["backup_file"], "--target-db", target)
         assert again.returncode != 0 and "not empty" in json.loads(again.stdout)["error"]
 
-    cleanup = dr("cleanup", "--dry-run")
+    cleanup = run_dr("cleanup", "--dry-run")
     assert cleanup.returncode == 0 and json.loads(cleanup.stdout)["dry_run"] is True
     assert time.monotonic() - started < 120

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_dr
 from pitr_support import Ticker, deployment_for, rows_in, stop_restored, switch_and_wait_archived
 
 from disaster_recovery import BackupManager
@@ -31,8 +30,6 @@ from disaster_recovery.restore.pitr import (
     restore_to_point_in_time,
 )
 from dr_sandbox import Sandbox
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -239,15 +236,7 @@ def test_incremental_needs_wal_summaries() -> None:
 
 
 def _dr(sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **sandbox.environment()}
-    return subprocess.run(
-        [sys.executable, "-m", "disaster_recovery", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_dr(*args, env=sandbox.environment(), timeout=120)
 
 
 def test_cli_plans_lists_and_checks(history: dict[str, Any], sandbox: Sandbox) -> None:

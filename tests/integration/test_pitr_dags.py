@@ -6,21 +6,23 @@ gap is refused. Plus a restore right after a failover's timeline change."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers import (
+    load_dag,
+    private_sandbox,
+    run_dr,
+    sandbox_environment,
+    slack_messages,
+    task_states,
+)
 from pitr_support import (
     Ticker,
     deployment_for,
-    private_sandbox,
     rows_in,
     stop_restored,
     switch_and_wait_archived,
@@ -34,59 +36,17 @@ from disaster_recovery.retention.cleanup import cleanup_physical_chain
 from disaster_recovery.wal.archive import WalArchive
 from disaster_recovery.wal.continuity import check_archive
 from dr_sandbox import Sandbox
-from dr_sandbox.webhook import read_messages
-
-pytestmark = pytest.mark.integration
-DAGS = Path(__file__).resolve().parents[2] / "dags"
-
-
-def _dag(dag_id: str) -> Any:
-    from airflow.models import DagBag
-
-    bag = DagBag(dag_folder=str(DAGS))
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags[dag_id]
-
-
-def _states(run: Any) -> dict[str, str]:
-    return {ti.task_id: ti.state for ti in run.get_task_instances()}
-
-
-@pytest.fixture
-def sandbox_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    def use(box: Sandbox) -> None:
-        for key, value in box.environment().items():
-            monkeypatch.setenv(key, value)
-
-    yield use
-
-
-def test_dags_are_thin_and_parse_without_io() -> None:
-    for dag_id in ("postgresql_wal_archive", "postgresql_backup_incremental"):
-        dag = _dag(dag_id)
-        assert dag.max_active_runs == 1 and not dag.catchup
-        assert set(dag.tags) <= {
-            "dr",
-            "backup",
-            "restore",
-            "wal",
-            "failover",
-            "health",
-            "drill",
-            "maintenance",
-        }
-        assert dag.doc_md and dag.doc_md.lstrip().startswith("# ")
 
 
 def test_incremental_dag_takes_the_days_base_then_incrementals(
     sandbox: Sandbox, sandbox_env: dict[str, str], airflow_db: None
 ) -> None:
-    dag = _dag("postgresql_backup_incremental")
+    dag = load_dag("postgresql_backup_incremental")
     first = dag.test(logical_date=None)
-    assert first.state == "success", _states(first)
+    assert first.state == "success", task_states(first)
     time.sleep(1.1)  # backups are named by the second
     second = dag.test(logical_date=None, run_conf={"kind": "incremental"})
-    assert second.state == "success", _states(second)
+    assert second.state == "success", task_states(second)
     deployment = deployment_for(sandbox)
     chain = physical.Chain(deployment, "us-east-1").verified()
     newest = chain[-1]
@@ -102,15 +62,12 @@ def test_wal_dag_is_green_on_a_healthy_archive(
     sandbox: Sandbox, sandbox_env: dict[str, str], airflow_db: None
 ) -> None:
     switch_and_wait_archived(sandbox.postgres("primary"))
-    run = _dag("postgresql_wal_archive").test(logical_date=None)
-    assert run.state == "success", _states(run)
+    run = load_dag("postgresql_wal_archive").test(logical_date=None)
+    assert run.state == "success", task_states(run)
 
 
-def test_wal_dag_raises_gap_for_a_deleted_and_a_corrupted_segment(
-    airflow_db: None, sandbox_environment: Any
-) -> None:
-    with private_sandbox() as box:
-        sandbox_environment(box)
+def test_wal_dag_raises_gap_for_a_deleted_and_a_corrupted_segment(airflow_db: None) -> None:
+    with private_sandbox() as box, sandbox_environment(box):
         deployment = deployment_for(box)
         primary = box.postgres("primary")
         physical.backup_and_verify(deployment, "base")
@@ -129,13 +86,13 @@ def test_wal_dag_raises_gap_for_a_deleted_and_a_corrupted_segment(
         assert report.missing == {"us-east-1": [deleted], "us-west-2": [deleted]}
         assert report.corrupt == {"us-east-1": [], "us-west-2": [corrupted]}
 
-        run = _dag("postgresql_wal_archive").test(logical_date=None)
-        states = _states(run)
+        run = load_dag("postgresql_wal_archive").test(logical_date=None)
+        states = task_states(run)
         assert states["check_continuity"] == "failed" and states["inspect_archive"] == "success", (
             states
         )
-        alerts = [m for m in read_messages(box.slack_log) if m.get("alert") == "WALArchiveGap"]
-        assert alerts, read_messages(box.slack_log)
+        alerts = slack_messages(box, "WALArchiveGap")
+        assert alerts, slack_messages(box)
         assert deleted in alerts[-1]["text"] and corrupted in alerts[-1]["text"]
 
         last_archived = archive.listing("us-east-1")[segments[-1]]["last_modified"]
@@ -171,14 +128,7 @@ def test_restore_right_after_a_failover_timeline_change() -> None:
         before = Ticker(old_primary).start()
         time.sleep(0.3)
         # `dr backup incremental` on an empty chain takes the base backup first.
-        cli = subprocess.run(
-            [sys.executable, "-m", "disaster_recovery", "backup", "incremental"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-            env={**os.environ, **box.environment()},
-        )
+        cli = run_dr("backup", "incremental", env=box.environment())
         assert cli.returncode == 0, cli.stderr
         taken = json.loads(cli.stdout)
         chain = physical.Chain(deployment, "us-east-1").verified()

@@ -7,15 +7,14 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
 import redis
+from helpers import run_dr, slack_messages
 
 from disaster_recovery.postgres import db
 from dr_sandbox import Sandbox, processes
-from dr_sandbox.webhook import read_messages
 
 CONTRACT_VARIABLES = {
     "AIRFLOW_CONN_DR_POSTGRES_PRIMARY",
@@ -33,17 +32,6 @@ CONTRACT_VARIABLES = {
     "DR_REDIS_REPLICA_URL",
     "DR_SLACK_LOG",
 }
-
-
-def dr(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "disaster_recovery", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
 
 
 def sourced_env(env_file: Path) -> dict[str, str]:
@@ -109,11 +97,11 @@ def test_webhook_receiver_logs_json_lines(sandbox: Sandbox) -> None:
     from disaster_recovery.config.endpoints import SlackEndpoint
     from disaster_recovery.monitoring.alerts import Alert, SlackWebhookSink
 
-    before = len(read_messages(sandbox.slack_log))
+    before = len(slack_messages(sandbox))
     SlackWebhookSink(
         SlackEndpoint("dr_slack_alerts", sandbox.webhook_url, "#alerts-critical")
     ).send(Alert("BackupFailed", "pg_dump exited 1 (db=litper host=127.0.0.1:1): boom"))
-    messages = read_messages(sandbox.slack_log)
+    messages = slack_messages(sandbox)
     assert len(messages) == before + 1
     assert messages[-1]["channel"] == "#alerts-critical"
     assert "[Critical] BackupFailed" in str(messages[-1]["text"])
@@ -124,7 +112,7 @@ def test_up_is_idempotent_and_status_healthy(sandbox: Sandbox) -> None:
     summary = Sandbox(sandbox.root).up()
     assert summary["root"] == str(sandbox.root)
     assert Sandbox(sandbox.root).state.pids == pids
-    result = dr("sandbox", "status", "--root", str(sandbox.root))
+    result = run_dr("sandbox", "status", "--root", str(sandbox.root))
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert status["healthy"] is True
@@ -147,12 +135,12 @@ def _listening(port: int) -> bool:
 def test_killed_component_is_named_and_down_leaves_nothing(make_sandbox) -> None:  # type: ignore[no-untyped-def]
     box: Sandbox = make_sandbox(scale=0.05)
     box.state.save(box.state_file)  # free ports chosen by the fixture; `up` reuses saved state
-    up = dr("sandbox", "up", "--root", str(box.root))
+    up = run_dr("sandbox", "up", "--root", str(box.root))
     assert up.returncode == 0, up.stderr
     box = Sandbox(box.root)
     os.kill(box.state.pids["redis_replica"], signal.SIGKILL)
 
-    result = dr("sandbox", "status", "--root", str(box.root))
+    result = run_dr("sandbox", "status", "--root", str(box.root))
     assert result.returncode == 1
     status = json.loads(result.stdout)
     unhealthy = [name for name, c in status["components"].items() if not c["healthy"]]
@@ -162,7 +150,7 @@ def test_killed_component_is_named_and_down_leaves_nothing(make_sandbox) -> None
     pids = list(box.state.pids.values()) + [
         box.instance(r).postmaster_pid() for r in ("primary", "standby")
     ]
-    down = dr("sandbox", "down", "--root", str(box.root))
+    down = run_dr("sandbox", "down", "--root", str(box.root))
     assert down.returncode == 0, down.stderr
     assert not any(_listening(port) for port in ports)
     assert not any(processes.pid_alive(pid) for pid in pids if pid)

@@ -13,8 +13,6 @@ from disaster_recovery.config.model import load_settings, settings_from_dict
 from disaster_recovery.errors import ConfigError
 from dr_sandbox import Sandbox
 
-pytestmark = pytest.mark.integration
-
 
 def _deployment_with(services: dict, dns: dict | None = None) -> Deployment:
     data = load_settings().model_dump(mode="python")

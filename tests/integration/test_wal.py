@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pitr_support import deployment_for, private_sandbox, switch_and_wait_archived
+from helpers import private_sandbox, run_dag, run_dr, slack_messages, task_states
+from pitr_support import deployment_for, switch_and_wait_archived
 
 from disaster_recovery.errors import ConflictError, WalStaleError
 from disaster_recovery.postgres import db
@@ -32,7 +33,6 @@ from disaster_recovery.wal.archive import FETCH_FATAL_EXIT, WalArchive
 from disaster_recovery.wal.continuity import check_archive, raise_for_staleness
 from disaster_recovery.wal.host import archiver_command, load_env_file
 from dr_sandbox import Sandbox, server_os_user
-from dr_sandbox.webhook import read_messages
 
 MB16 = 16 * 1024 * 1024
 FAKE_TIMELINE = 0xAA  # names no real timeline of the sandbox uses
@@ -147,13 +147,7 @@ def test_the_archiver_imports_no_airflow_and_no_settings_model(sandbox: Sandbox)
 
 
 def _wal(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "disaster_recovery.wal", "--env-file", str(env_file), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_dr("--env-file", str(env_file), *args, module="disaster_recovery.wal", timeout=60)
 
 
 def _sha(data: bytes) -> str:
@@ -184,22 +178,7 @@ def test_identical_segment_offered_again_is_success_and_different_is_refused(
     # Failback: the rewound node offers a segment the archive already holds, byte for byte.
     again = _wal(env_file, "push", str(fetched))
     assert again.returncode == 0, again.stderr
-    cli = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "disaster_recovery",
-            "wal",
-            "push",
-            "--env-file",
-            str(env_file),
-            str(fetched),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    cli = run_dr("wal", "push", "--env-file", str(env_file), str(fetched), timeout=60)
     assert cli.returncode == 0, cli.stderr
     # Another cluster's segment under the same name: refused loudly, never overwritten.
     fetched.write_bytes(original[:100] + b"\x00" * 8 + original[108:])
@@ -374,13 +353,6 @@ def test_fetch_refuses_a_corrupted_segment(sandbox: Sandbox, tmp_path: Path) -> 
 # -- faults on a private sandbox -------------------------------------------------------------
 
 
-def _wal_dag() -> object:
-    from airflow.models import DagBag
-
-    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
-    return bag.dags["postgresql_wal_archive"]
-
-
 def _archiver_stats(endpoint: object) -> tuple[int, int]:
     row = db.connect(endpoint, "postgres")  # type: ignore[arg-type]
     with row as conn:
@@ -434,10 +406,9 @@ def test_s3_down_archiving_retries_and_loses_nothing(
         strict_file.write_text(yaml.safe_dump(policy))
         for key, value in {**box.environment(), "DR_CONFIG": str(strict_file)}.items():
             monkeypatch.setenv(key, value)
-        run = _wal_dag().test(logical_date=None)
-        states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+        states = task_states(run_dag("postgresql_wal_archive", None))
         assert states["check_freshness"] == "failed" and states["check_continuity"] == "success"
-        stale = [m for m in read_messages(box.slack_log) if m.get("alert") == "WALArchiveStale"]
+        stale = slack_messages(box, "WALArchiveStale")
         assert stale and "failed_count=" in stale[-1]["text"]
 
         env_file.write_text(good)  # S3 is back: PostgreSQL's retry succeeds, nothing is lost

@@ -179,8 +179,12 @@ class LocalInstance:
         kept += [
             f"{key} = {quote_conf(value)}" for key, value in changes.items() if value is not None
         ]
-        auto.write_text("\n".join(kept) + "\n")
-        hand_over(auto, self.os_user)
+        # Replaced, not rewritten in place: a reload (pg_reload_conf) reading a half-written file
+        # would lose settings such as the fence's default_transaction_read_only.
+        temporary = auto.with_name(auto.name + ".dr-tmp")
+        temporary.write_text("\n".join(kept) + "\n")
+        hand_over(temporary, self.os_user)
+        os.replace(temporary, auto)
 
     def mark_standby(self, standby: bool = True) -> None:
         signal_file = self.data_dir / "standby.signal"

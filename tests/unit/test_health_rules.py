@@ -1,0 +1,86 @@
+"""The health alert state machine (pure): alerts once per incident with recovery, and the
+automatic failover trigger after three consecutive failed primary checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from disaster_recovery.monitoring.health import evaluate
+
+
+def _health(
+    primary_ok: bool = True, lag: float | None = 0.0, secondary_db: str = "streaming"
+) -> dict[str, Any]:
+    return {
+        "checked_at": "2026-01-01T00:00:00+00:00",
+        "primary": {
+            "region": "us-east-1",
+            "database": "healthy" if primary_ok else "down",
+            "redis": "healthy",
+            "services": "healthy",
+        },
+        "secondary": {
+            "region": "us-west-2",
+            "database": secondary_db,
+            "redis": "replicating",
+            "services": "standby",
+        },
+        "replication_lag_seconds": lag,
+        "primary_healthy": primary_ok,
+        "errors": {} if primary_ok else {"primary.database": "connection refused"},
+    }
+
+
+def _sequence(checks: list[dict[str, Any]], failures: int = 3) -> list[dict[str, Any]]:
+    state, verdicts = None, []
+    for health in checks:
+        verdict = evaluate(health, state, lag_threshold=60, failures_before_failover=failures)
+        state = verdict["state"]
+        verdicts.append(verdict)
+    return verdicts
+
+
+def test_lag_alert_once_per_incident_with_recovery() -> None:
+    verdicts = _sequence([_health(lag=61), _health(lag=120), _health(lag=0.0), _health(lag=90)])
+    names = [[(a["name"], a["resolved"]) for a in v["alerts"]] for v in verdicts]
+    assert names == [
+        [("ReplicationLagHigh", False)],
+        [],
+        [("ReplicationLagHigh", True)],
+        [("ReplicationLagHigh", False)],
+    ]
+
+
+def test_secondary_unreachable_alert() -> None:
+    verdicts = _sequence([_health(secondary_db="down"), _health(secondary_db="down"), _health()])
+    assert [a["name"] for a in verdicts[0]["alerts"]] == ["SecondaryUnreachable"]
+    assert verdicts[1]["alerts"] == []
+    assert verdicts[2]["alerts"][0]["resolved"] is True
+
+
+@pytest.mark.parametrize(
+    ("pattern", "triggers"),
+    [
+        ("FF", []),
+        ("FFF", [3]),
+        ("FFFFF", [3]),  # once per incident
+        ("FFSFF", []),  # one flapping success resets the count
+        ("FFSFFF", [6]),
+        ("FFFSFFF", [3, 7]),  # a new incident after recovery triggers again
+    ],
+)
+def test_three_consecutive_primary_failures_trigger(pattern: str, triggers: list[int]) -> None:
+    verdicts = _sequence([_health(primary_ok=ch == "S") for ch in pattern])
+    assert [i + 1 for i, v in enumerate(verdicts) if v["trigger_failover"]] == triggers
+    for i in triggers:
+        assert verdicts[i - 1]["reason"].startswith("auto: primary us-east-1 failed 3 consecutive")
+
+
+def test_auto_trigger_can_be_turned_off() -> None:
+    state = None
+    for _ in range(4):
+        verdict = evaluate(_health(primary_ok=False), state, 60, 3, auto_trigger=False)
+        state = verdict["state"]
+        assert not verdict["trigger_failover"]
