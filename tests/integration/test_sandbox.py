@@ -94,8 +94,8 @@ def test_sample_data_has_foreign_keys_and_rows(sandbox: Sandbox) -> None:
 
 
 def test_webhook_receiver_logs_json_lines(sandbox: Sandbox) -> None:
+    from disaster_recovery.clients.slack import Alert, SlackWebhookSink
     from disaster_recovery.config.endpoints import SlackEndpoint
-    from disaster_recovery.monitoring.alerts import Alert, SlackWebhookSink
 
     before = len(slack_messages(sandbox))
     SlackWebhookSink(

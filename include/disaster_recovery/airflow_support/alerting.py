@@ -12,9 +12,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from disaster_recovery.clients.slack import Alert, one_line, slack_message
 from disaster_recovery.config.model import Settings, load_settings
 from disaster_recovery.errors import AbortedError, PermanentError, VerificationError
-from disaster_recovery.monitoring.alerts import Alert, one_line, slack_message
 
 log = logging.getLogger(__name__)
 

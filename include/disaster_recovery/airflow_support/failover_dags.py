@@ -21,10 +21,10 @@ from typing import Any
 
 from disaster_recovery.airflow_support.alerting import as_task_failure
 from disaster_recovery.airflow_support.dag_defaults import dag_defaults
+from disaster_recovery.clients.slack import Alert
 from disaster_recovery.config.model import load_settings
 from disaster_recovery.errors import DisasterRecoveryError
 from disaster_recovery.failover.names import FAILBACK_STEPS, FAILOVER_STEPS
-from disaster_recovery.monitoring.alerts import Alert
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from disaster_recovery.clients.s3 import ObjectStore
-from disaster_recovery.monitoring.alerts import Alert
+from disaster_recovery.clients.slack import Alert
 
 DrillKind = Literal["monthly", "quarterly"]
 EVIDENCE_PREFIX = "drills"

@@ -36,6 +36,7 @@ from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.clients.runner import run
 from disaster_recovery.clients.s3 import regional_store
 from disaster_recovery.clients.services import Services
+from disaster_recovery.clients.slack import Alert, AlertSink, SlackWebhookSink
 from disaster_recovery.config.endpoints import Deployment, PostgresEndpoint
 from disaster_recovery.drills.evidence import DrillKind, DrillRecord, EvidenceStore
 from disaster_recovery.errors import (
@@ -49,7 +50,6 @@ from disaster_recovery.failover.failback import run_failback
 from disaster_recovery.failover.plan import Plan
 from disaster_recovery.failover.steps import run_failover
 from disaster_recovery.monitoring import heartbeat
-from disaster_recovery.monitoring.alerts import Alert, AlertSink, SlackWebhookSink
 from disaster_recovery.monitoring.health import check_health, current_roles
 from disaster_recovery.postgres import db, pgbin
 from disaster_recovery.restore.logical import restore_logical

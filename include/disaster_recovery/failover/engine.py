@@ -9,11 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 from disaster_recovery.clients.s3 import regional_store
+from disaster_recovery.clients.slack import Alert, SlackWebhookSink
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import Settings
 from disaster_recovery.errors import AbortedError, DisasterRecoveryError
 from disaster_recovery.failover.plan import Plan, Progress, first_line, record
-from disaster_recovery.monitoring.alerts import Alert, SlackWebhookSink
 from disaster_recovery.monitoring.health import (
     utcnow,
 )
