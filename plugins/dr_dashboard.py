@@ -3,17 +3,28 @@
 A FastAPI app mounted at ``/dr`` by the API server: ``/dr/`` is the page, ``/dr/api/status``
 the same data as JSON. It reads the S3 catalog with the Connections Airflow has; it shows no
 secrets. The data comes from :mod:`disaster_recovery.monitoring.dashboard`.
+
+Only people logged in to Airflow see it. Airflow authenticates its own API with a router-level
+dependency that a mounted plugin app does not inherit, so this app declares the same one: the
+caller's JWT (``Authorization: Bearer`` header, or the UI's ``_token`` cookie, which the page's
+frame and its ``fetch`` send) is checked by the configured auth manager, and the user must be
+allowed to see the website. No token: 401; an invalid one: 403.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+from airflow.api_fastapi.core_api.security import requires_access_view
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
 
-app = FastAPI(title="Litper DR dashboard")
+app = FastAPI(
+    title="Litper DR dashboard",
+    dependencies=[Depends(requires_access_view(AccessView.WEBSITE))],
+)
 
 
 def _status() -> dict[str, Any]:
