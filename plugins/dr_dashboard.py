@@ -2,7 +2,9 @@
 
 A FastAPI app mounted at ``/dr`` by the API server: ``/dr/`` is the page, ``/dr/api/status``
 the same data as JSON. It reads the S3 catalog with the Connections Airflow has; it shows no
-secrets. The data comes from :mod:`disaster_recovery.monitoring.dashboard`.
+secrets. The data comes from :mod:`disaster_recovery.monitoring.console` (plus the failover running now,
+from Airflow's database: :mod:`disaster_recovery.airflow_support.console_runs`), the page from
+:mod:`disaster_recovery.monitoring.page`.
 
 Only people logged in to Airflow see it. Airflow authenticates its own API with a router-level
 dependency that a mounted plugin app does not inherit, so this app declares the same one: the
@@ -22,16 +24,30 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
 
 app = FastAPI(
-    title="Litper DR dashboard",
+    title="Litper DR console",
     dependencies=[Depends(requires_access_view(AccessView.WEBSITE))],
 )
 
 
 def _status() -> dict[str, Any]:
     from disaster_recovery.airflow_support.connections import server_deployment
-    from disaster_recovery.monitoring import dashboard
+    from disaster_recovery.airflow_support.console_runs import failover_in_progress
+    from disaster_recovery.monitoring import console
 
-    return dashboard.collect(server_deployment())
+    deployment = server_deployment()
+    base_url = deployment.settings.alerts.airflow_base_url
+
+    def in_progress(_ctx: console.Context) -> dict[str, Any]:
+        return failover_in_progress(base_url)
+
+    sections = {**console.SECTIONS, "failover_in_progress": in_progress}
+    return console.collect(deployment, sections=sections)
+
+
+def _zone() -> Any:
+    from disaster_recovery.config.model import load_settings
+
+    return load_settings().tz
 
 
 @app.get("/api/status")
@@ -39,11 +55,19 @@ def status() -> dict[str, Any]:
     return _status()
 
 
+@app.get("/api/view")
+def view() -> dict[str, Any]:
+    """The sections rendered again, for the page's own refresh (no reload)."""
+    from disaster_recovery.monitoring import page as console_page
+
+    return console_page.view(_status(), _zone())
+
+
 @app.get("/", response_class=HTMLResponse)
 def page() -> str:
-    from disaster_recovery.monitoring import dashboard
+    from disaster_recovery.monitoring import page as console_page
 
-    return dashboard.render_html(_status())
+    return console_page.render_page(_status(), _zone())
 
 
 class DisasterRecoveryPlugin(AirflowPlugin):
@@ -51,7 +75,7 @@ class DisasterRecoveryPlugin(AirflowPlugin):
     fastapi_apps = [{"app": app, "url_prefix": "/dr", "name": "DR dashboard"}]
     external_views = [
         {
-            "name": "DR dashboard",
+            "name": "DR console",
             "href": "/dr/",
             "destination": "nav",
             "category": "browse",

@@ -356,8 +356,8 @@ def health_check() -> dict[str, Any]:
 
     from disaster_recovery.airflow_support.alerting import AirflowSlackSink
     from disaster_recovery.airflow_support.connections import deployment
-    from disaster_recovery.clients.s3 import regional_store
     from disaster_recovery.monitoring.health import check_health, current_roles, evaluate
+    from disaster_recovery.monitoring.history import record_check
 
     found = deployment()
     settings = found.settings
@@ -389,15 +389,11 @@ def health_check() -> dict[str, Any]:
             )
         except Exception:
             log.exception("could not send %s", alert["name"])
-    try:
-        stamp = datetime.now(timezone.utc).strftime("%Y/%m/%d/%H%M%S_%f")
-        store = regional_store(found, secondary)
-        store.put_json(
-            f"{settings.storage.prefix}/health/{stamp}.json", {"health": health, **verdict}
-        )
-    except DisasterRecoveryError:
-        log.exception("could not record the health check in S3")
+    # The full record in the secondary's bucket (it survives the primary), the line that
+    # availability and the console read in both.
+    recorded = record_check(found, health, verdict, (secondary, primary))
     return {
+        "recorded": recorded,
         "health": health,
         "alerts": verdict["alerts"],
         "primary_failures": verdict["state"]["primary_failures"],
