@@ -29,7 +29,7 @@ app = FastAPI(
 )
 
 
-def _status() -> dict[str, Any]:
+def _status(only: list[str] | None = None) -> dict[str, Any]:
     from disaster_recovery.airflow_support.connections import server_deployment
     from disaster_recovery.airflow_support.console_runs import failover_in_progress
     from disaster_recovery.monitoring import console
@@ -41,7 +41,7 @@ def _status() -> dict[str, Any]:
         return failover_in_progress(base_url)
 
     sections = {**console.SECTIONS, "failover_in_progress": in_progress}
-    return console.collect(deployment, sections=sections)
+    return console.collect(deployment, sections=sections, only=only)
 
 
 def _zone() -> Any:
@@ -56,11 +56,13 @@ def status() -> dict[str, Any]:
 
 
 @app.get("/api/view")
-def view() -> dict[str, Any]:
-    """The sections rendered again, for the page's own refresh (no reload)."""
+def view(only: str | None = None) -> dict[str, Any]:
+    """The sections rendered again (all, or ``only`` those named, comma-separated), for the
+    page's own refresh without a reload."""
     from disaster_recovery.monitoring import page as console_page
 
-    return console_page.view(_status(), _zone())
+    names = [name for name in only.split(",") if name] if only else None
+    return console_page.view(_status(names), _zone())
 
 
 @app.get("/", response_class=HTMLResponse)

@@ -33,6 +33,9 @@ for _name in [n for n in os.environ if n.startswith("AIRFLOW_CONN_")]:
 
 from dr_sandbox import Sandbox, SandboxPorts  # noqa: E402
 
+# The DR console's recorded history (fixtures console_config, recorded), shared by its tests.
+pytest_plugins = ["console_support"]
+
 
 def _sandbox_root(prefix: str) -> Path:
     # Not under pytest's tmp_path: that folder is 0700 and the unprivileged server user that

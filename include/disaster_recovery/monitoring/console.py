@@ -13,6 +13,7 @@ error message might carry.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -74,6 +75,15 @@ class Context:
     region: str  # whose bucket answered
     store: ObjectStore
     notes: list[str] = field(default_factory=list)
+    _stores: dict[str, ObjectStore] = field(default_factory=dict, repr=False)
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def once(self, key: str, read: Callable[[], Any]) -> Any:
+        """Read something several sections need (the health history, the failover records)
+        once per document."""
+        if key not in self._memo:
+            self._memo[key] = read()
+        return self._memo[key]
 
     @property
     def prefix(self) -> str:
@@ -84,7 +94,9 @@ class Context:
         found = [(self.region, self.store)]
         for region in (self.primary, self.secondary):
             if region != self.region:
-                found.append((region, regional_store(self.deployment, region)))
+                if region not in self._stores:  # a client costs ~0.1 s to build
+                    self._stores[region] = regional_store(self.deployment, region)
+                found.append((region, self._stores[region]))
         return found
 
 
@@ -289,6 +301,11 @@ def backups(ctx: Context) -> dict[str, Any]:
 def failover_history(ctx: Context) -> list[dict[str, Any]]:
     """Every failover and failback result, from each region's bucket (a result is stored in
     the region that became primary), newest first."""
+    result: list[dict[str, Any]] = ctx.once("failovers", lambda: _read_failovers(ctx))
+    return result
+
+
+def _read_failovers(ctx: Context) -> list[dict[str, Any]]:
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for region, store in ctx.other_stores():
         try:
@@ -343,10 +360,15 @@ def failovers(ctx: Context) -> dict[str, Any]:
     }
 
 
+def drill_records(ctx: Context) -> list[Any]:
+    records: list[Any] = ctx.once("drills", lambda: EvidenceStore(ctx.store).records())
+    return records
+
+
 def drills(ctx: Context) -> dict[str, Any]:
     """The last monthly and quarterly drills against the objectives, and when each is due."""
     settings = ctx.deployment.settings
-    records = EvidenceStore(ctx.store).records()
+    records = drill_records(ctx)
     overdue = {a.details["drill"] for a in overdue_alerts(records, ctx.now)}
     rows = []
     for kind, schedule in (
@@ -383,6 +405,11 @@ def drills(ctx: Context) -> dict[str, Any]:
 def health_days(ctx: Context, start: datetime) -> list[DayRecord]:
     """The health history since ``start`` from the first bucket holding any (it is written
     to both; a region that was lost misses its days)."""
+    days: list[DayRecord] = ctx.once(f"health-{start.isoformat()}", lambda: _read_days(ctx, start))
+    return days
+
+
+def _read_days(ctx: Context, start: datetime) -> list[DayRecord]:
     problems = []
     for region, store in ctx.other_stores():
         try:
@@ -424,14 +451,23 @@ def _window(result: Availability, label: str) -> dict[str, Any]:
     }
 
 
+def _windows(now: datetime) -> tuple[datetime, datetime]:
+    """The start of the last 30 days and of the current month (UTC)."""
+    month_start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return now - timedelta(days=AVAILABILITY_DAYS), month_start
+
+
+def availability_start(now: datetime) -> datetime:
+    """From when availability needs records (a check just before a window counts)."""
+    return min(_windows(now)) - MAX_CHECK_GAP
+
+
 def availability(ctx: Context) -> dict[str, Any]:
     """Measured over the last 30 days and the current month (see monitoring.availability),
     with the per-hour strip of the last 30 days."""
     objective = ctx.deployment.settings.objectives.availability_percent
-    thirty = ctx.now - timedelta(days=AVAILABILITY_DAYS)
-    month_start = ctx.now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    start = min(thirty, month_start)
-    days = health_days(ctx, start - MAX_CHECK_GAP)
+    thirty, month_start = _windows(ctx.now)
+    days = health_days(ctx, availability_start(ctx.now))
     checks = checks_of(days)
     switched = [
         at
@@ -479,11 +515,11 @@ def alerts(ctx: Context) -> dict[str, Any]:
     """Active alerts: the health check's (from its newest record), overdue drills, late
     backups; each with its first time and where to look."""
     found: list[dict[str, Any]] = []
-    days = health_days(ctx, ctx.now - timedelta(days=1))
+    days = health_days(ctx, availability_start(ctx.now))
     newest = next((d for d in reversed(days) if d.checks), None)
     for name, since in (newest.active_alerts if newest else {}).items():
         found.append(_alert(ctx, name, f"{name} (health check)", since, "dr_health_check"))
-    records = EvidenceStore(ctx.store).records()
+    records = drill_records(ctx)
     for alert in overdue_alerts(records, ctx.now):
         kind = alert.details["drill"]
         last_passed = alert.details.get("last_passed")
@@ -538,9 +574,15 @@ def collect(
     now: datetime | None = None,
     sections: dict[str, Section] | None = None,
     roles: tuple[str, str] | None = None,
+    only: Iterable[str] | None = None,
 ) -> dict[str, Any]:
-    """Every section's data; a failing section holds ``{"error": ...}`` instead. Secrets of
-    the deployment's Connections are removed from the whole document."""
+    """Every section's data (or ``only`` those named: the page refreshes a running failover
+    every second without reading everything); a failing section holds ``{"error": ...}``
+    instead. Secrets of the deployment's Connections are removed from the whole document."""
+    chosen = sections or SECTIONS
+    if only is not None:
+        wanted = set(only)
+        chosen = {name: section for name, section in chosen.items() if name in wanted}
     now = now or datetime.now(UTC)
     primary, secondary = roles or console_roles(deployment)
     document: dict[str, Any] = {"generated_at": moment(now)}
@@ -557,12 +599,16 @@ def collect(
         "fallback": region != primary,
         "problems": problems,
     }
-    for name, section in (sections or SECTIONS).items():
+    took: dict[str, float] = {}
+    for name, section in chosen.items():
+        began = time.monotonic()
         try:
             document[name] = section(ctx)
         except Exception as exc:  # one section's failure must not blank the console
             log.warning("console section %s failed: %s", name, exc)
             document[name] = {"error": first_line(exc)}
+        took[name] = round(time.monotonic() - began, 3)
+    document["source"]["section_seconds"] = took
     if isinstance(document.get("alerts"), dict) and "active" in document["alerts"]:
         document["alerts"]["active"].extend(late_backup_alerts(document))
     document["source"]["notes"] = ctx.notes

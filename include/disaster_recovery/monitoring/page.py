@@ -20,7 +20,7 @@ Renderer = Callable[[Any, ZoneInfo], str]
 
 # Seconds between refreshes: fast while a failover runs.
 REFRESH_SECONDS = 15
-REFRESH_SECONDS_DURING_FAILOVER = 2
+REFRESH_SECONDS_DURING_FAILOVER = 1
 
 STEP_LABELS = {
     "detect": "Detect",
@@ -74,7 +74,10 @@ def when(value: str | None, tz: ZoneInfo, now: datetime | None = None) -> str:
     text = f"{local:%Y-%m-%d %H:%M} {local:%Z}"
     if now is not None:
         delta = (now - moment).total_seconds()
-        text += f" ({duration(abs(delta))} {'ago' if delta >= 0 else 'from now'})"
+        if abs(delta) < 10:
+            text += " (just now)"
+        else:
+            text += f" ({duration(abs(delta))} {'ago' if delta >= 0 else 'from now'})"
     return html.escape(text)
 
 
@@ -275,7 +278,7 @@ def render_in_progress(data: dict[str, Any], tz: ZoneInfo, now: datetime) -> str
             )
         parts.append(
             f'<div class="run" data-run="{esc(run["run_id"])}"><p class="big warn">'
-            f"{esc(run['kind'].capitalize())} in progress: {link(run.get('link'), run['run_id'])} "
+            f"{esc(run['kind'].capitalize())} in progress ({link(run.get('link'), 'open the run')}) "
             f"· started {when(run.get('started_at'), tz, now)}"
             f"{' · approved by ' + esc(run['approved_by']) if run.get('approved_by') else ''}</p>"
             + table(["#", "Step", "State", "Started", "Took"], rows)
@@ -472,11 +475,6 @@ def render_sections(status: dict[str, Any], tz: ZoneInfo) -> dict[str, str]:
     return rendered
 
 
-def refresh_seconds(status: dict[str, Any]) -> int:
-    running = (status.get("failover_in_progress") or {}).get("runs")
-    return REFRESH_SECONDS_DURING_FAILOVER if running else REFRESH_SECONDS
-
-
 def updated_line(status: dict[str, Any], tz: ZoneInfo) -> str:
     return f"Updated {when(status['generated_at'], tz)}"
 
@@ -491,32 +489,46 @@ th{background:#f5f5f5}.ok{color:#2e7d32}.bad{color:#c62828;font-weight:bold}
 .charts svg{margin-right:1em}#updated{color:#777}
 """
 
+# While a failover runs, only its section is fetched every second (cheap: Airflow's database),
+# and everything else every REFRESH_SECONDS; when the run ends, everything at once.
 SCRIPT = """
 (function(){
-  var delay = %(refresh)d;
+  var fast = %(fast)d, slow = %(slow)d, running = %(running)s, lastFull = Date.now();
+  function swap(view){
+    Object.keys(view.sections).forEach(function(id){
+      var node = document.getElementById('sec-' + id);
+      if(!node){
+        node = document.createElement('section'); node.id = 'sec-' + id;
+        document.getElementById('sections').appendChild(node);
+      }
+      node.innerHTML = view.sections[id];
+    });
+  }
   function refresh(){
-    fetch('api/view', {credentials: 'same-origin', cache: 'no-store'})
+    var full = !running || Date.now() - lastFull >= slow * 1000;
+    fetch(full ? 'api/view' : 'api/view?only=failover_in_progress',
+          {credentials: 'same-origin', cache: 'no-store'})
       .then(function(r){ if(!r.ok){ throw new Error('HTTP ' + r.status); } return r.json(); })
       .then(function(view){
-        Object.keys(view.sections).forEach(function(id){
-          var node = document.getElementById('sec-' + id);
-          if(!node){
-            node = document.createElement('section'); node.id = 'sec-' + id;
-            document.getElementById('sections').appendChild(node);
-          }
-          node.innerHTML = view.sections[id];
-        });
+        swap(view);
+        if(full){ lastFull = Date.now(); }
+        var ended = running && !view.running;
+        running = view.running;
         document.getElementById('updated').textContent = view.updated;
-        delay = view.refresh_seconds;
+        if(ended){ lastFull = 0; }
       })
       .catch(function(err){
         document.getElementById('updated').textContent = 'Refresh failed: ' + err.message;
       })
-      .finally(function(){ setTimeout(refresh, delay * 1000); });
+      .finally(function(){ setTimeout(refresh, (running || lastFull === 0 ? fast : slow) * 1000); });
   }
-  setTimeout(refresh, delay * 1000);
+  setTimeout(refresh, (running ? fast : slow) * 1000);
 })();
 """
+
+
+def running(status: dict[str, Any]) -> bool:
+    return bool((status.get("failover_in_progress") or {}).get("runs"))
 
 
 def view(status: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
@@ -524,8 +536,16 @@ def view(status: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
     return {
         "generated_at": status["generated_at"],
         "updated": html.unescape(updated_line(status, tz)),
-        "refresh_seconds": refresh_seconds(status),
+        "running": running(status),
         "sections": render_sections(status, tz),
+    }
+
+
+def script_settings(status: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "fast": REFRESH_SECONDS_DURING_FAILOVER,
+        "slow": REFRESH_SECONDS,
+        "running": "true" if running(status) else "false",
     }
 
 
@@ -539,6 +559,6 @@ def render_page(status: dict[str, Any], tz: ZoneInfo) -> str:
         f'<p><span id="updated">{updated_line(status, tz)}</span> · '
         "<a href='api/status'>data as JSON</a></p>"
         f'<div id="sections">{body}</div>'
-        f"<script>{SCRIPT % {'refresh': refresh_seconds(status)}}</script>"
+        f"<script>{SCRIPT % script_settings(status)}</script>"
         "</body></html>"
     )
