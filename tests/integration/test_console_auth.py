@@ -74,7 +74,9 @@ def test_a_logged_in_user_sees_the_page_and_the_json(api_client: TestClient) -> 
     assert page.status_code == 200, page.text
     assert "Litper disaster recovery" in page.text
     status = api_client.get("/dr/api/status", headers={"Authorization": f"Bearer {token}"})
-    assert status.status_code == 200 and "generated_at" in status.json()
+    assert status.status_code == 200, status.text
+    # No Connections in this process: the console says what it cannot read, and still answers.
+    assert "dr_aws_primary" in status.json()["source"]["error"]
 
 
 def test_the_ui_session_cookie_is_enough(api_client: TestClient) -> None:

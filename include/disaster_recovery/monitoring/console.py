@@ -584,14 +584,23 @@ def collect(
         wanted = set(only)
         chosen = {name: section for name, section in chosen.items() if name in wanted}
     now = now or datetime.now(UTC)
-    primary, secondary = roles or console_roles(deployment)
     document: dict[str, Any] = {"generated_at": moment(now)}
+    notes: list[str] = []
+    try:
+        primary, secondary = roles or console_roles(deployment)
+    except DisasterRecoveryError as exc:
+        # Without the nodes' word, the configured roles decide which bucket to read first.
+        primary, secondary = (
+            deployment.settings.regions.primary,
+            deployment.settings.regions.secondary,
+        )
+        notes.append(f"roles from the configuration: {first_line(exc)}")
     try:
         region, store, problems = answering_store(deployment, (primary, secondary))
     except DisasterRecoveryError as exc:
-        document["source"] = {"error": first_line(exc)}
+        document["source"] = {"error": first_line(exc), "notes": notes}
         return redact(document, known_secrets(deployment))
-    ctx = Context(deployment, now, primary, secondary, region, store)
+    ctx = Context(deployment, now, primary, secondary, region, store, notes=notes)
     document["source"] = {
         "region": region,
         "bucket": store.bucket,

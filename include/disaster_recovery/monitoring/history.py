@@ -16,6 +16,7 @@ read-modify-write of the day's record has a single writer.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -119,3 +120,51 @@ def checks_of(days: list[DayRecord]) -> list[Check]:
         for day in days
         for line in day.checks
     ]
+
+
+# -- pruning ----------------------------------------------------------------------------------
+
+_DAY_IN_KEY = re.compile(r"/(\d{4})/(\d{2})/(\d{2})(?:/|\.json$)")
+
+
+def day_of_key(key: str) -> date | None:
+    """The UTC day a history key belongs to (``.../YYYY/MM/DD/...`` or ``.../YYYY/MM/DD.json``)."""
+    match = _DAY_IN_KEY.search(key)
+    if not match:
+        return None
+    return date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+
+
+def expired_keys(store: ObjectStore, prefix: str, keep: timedelta, now: datetime) -> list[str]:
+    """Keys under ``prefix`` whose whole day ended more than ``keep`` ago."""
+    cutoff = (now - keep).astimezone(UTC).date()
+    found = []
+    for entry in store.list_keys(prefix):
+        day = day_of_key(entry["Key"])
+        if day is not None and day < cutoff:
+            found.append(entry["Key"])
+    return found
+
+
+def prune_history(
+    store: ObjectStore,
+    storage_prefix: str,
+    *,
+    keep_checks: timedelta,
+    keep_availability: timedelta,
+    now: datetime,
+    dry_run: bool,
+) -> dict[str, list[str]]:
+    """Delete (or, with ``dry_run``, only list) the check records and per-day availability
+    records past their periods."""
+    doomed = {
+        "health_records": expired_keys(store, f"{storage_prefix}/health/", keep_checks, now),
+        "availability_records": expired_keys(
+            store, f"{storage_prefix}/availability/", keep_availability, now
+        ),
+    }
+    if not dry_run:
+        for keys in doomed.values():
+            if keys:
+                store.delete(keys)
+    return doomed
