@@ -46,6 +46,7 @@ def test_topology_now_from_the_nodes(status: dict[str, Any]) -> None:
         ("us-west-2", "standby", True),
     ]
     assert topology["replication_lag_ok"] is True
+    assert isinstance(topology["timeline"], int) and topology["timeline"] >= 1
     assert topology["replication_lag_threshold_seconds"] == 60
 
 

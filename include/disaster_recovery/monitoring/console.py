@@ -13,12 +13,14 @@ error message might carry.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from croniter import croniter
 
 from disaster_recovery.catalog.listing import Catalog
@@ -30,8 +32,9 @@ from disaster_recovery.drills.evidence import EvidenceStore, overdue_alerts
 from disaster_recovery.errors import DisasterRecoveryError, UnavailableError
 from disaster_recovery.monitoring.alerts import ALERTS, Severity
 from disaster_recovery.monitoring.availability import Availability, measure
-from disaster_recovery.monitoring.health import check_health, current_roles
+from disaster_recovery.monitoring.health import check_health, current_roles, region_postgres
 from disaster_recovery.monitoring.history import DayRecord, checks_of, load_days
+from disaster_recovery.postgres import db
 from disaster_recovery.postgres.walfiles import is_segment
 from disaster_recovery.restore.pitr import describe_chain
 from disaster_recovery.wal.archive import WalArchive
@@ -159,6 +162,16 @@ def objectives(ctx: Context) -> dict[str, Any]:
     }
 
 
+def primary_timeline(deployment: Deployment, region: str) -> int | None:
+    """The primary's timeline (it grows with every promotion); None when it cannot be asked."""
+    try:
+        with db.connect(region_postgres(deployment, region), timeout=5) as conn:
+            row = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()
+    except (DisasterRecoveryError, psycopg.Error):
+        return None
+    return int(row[0]) if row and row[0] is not None else None
+
+
 def topology(ctx: Context) -> dict[str, Any]:
     """Which region is primary, and each node's role and health, measured now."""
     health = check_health(ctx.deployment, ctx.primary, ctx.secondary)
@@ -182,6 +195,7 @@ def topology(ctx: Context) -> dict[str, Any]:
     return {
         "primary_region": ctx.primary,
         "secondary_region": ctx.secondary,
+        "timeline": primary_timeline(ctx.deployment, ctx.primary),
         "checked_at": moment(parse_moment(health["checked_at"])),
         "nodes": nodes,
         "replication_lag_seconds": lag,
@@ -503,7 +517,7 @@ def health_strip(days: list[DayRecord], start: datetime, end: datetime) -> list[
             if rank[state] >= rank.get(hours.get(hour, "up"), 0):
                 hours[hour] = state
     first = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    count = int((end - first).total_seconds() // 3600) + 1
+    count = math.ceil((end - first).total_seconds() / 3600)
     cells = []
     for n in range(count):
         hour = first + timedelta(hours=n)

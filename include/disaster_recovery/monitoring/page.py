@@ -144,7 +144,8 @@ def render_topology(data: dict[str, Any], tz: ZoneInfo, now: datetime) -> str:
     )
     return (
         f'<p class="big">Primary region: <b id="primary-region">{esc(data["primary_region"])}'
-        f"</b> · standby region {esc(data['secondary_region'])}</p>"
+        f"</b> · standby region {esc(data['secondary_region'])}"
+        f" · timeline {esc(data.get('timeline'))}</p>"
         + table(["Region", "Role", "PostgreSQL", "Redis", "Services", "Health"], rows)
         + f"<p>Replication lag: {flag(data['replication_lag_ok'], lag_text, lag_text)} "
         f"(alert above {duration(limit)}) · checked {when(data['checked_at'], tz, now)}</p>"
