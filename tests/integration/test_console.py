@@ -73,7 +73,9 @@ def test_availability_from_the_recorded_checks(status: dict[str, Any]) -> None:
     # vouches for (its VALIDATE step proved the platform healthy); 5 of those 63 minutes down.
     assert last30["unmeasured_minutes"] == pytest.approx(30 * 24 * 60 - 63, abs=0.1)
     assert last30["availability_percent"] == pytest.approx(100 * 58 / 63, abs=1e-3)
-    assert last30["met"] is True  # 5 of the 43.2 minutes allowed
+    assert last30["met"] is True and last30["budget_minutes"] == 43.2  # 5 of 43.2 min
+    month = status["availability"]["windows"][1]
+    assert month["label"] == "This month" and month["budget_minutes"] in (40.3, 43.2, 44.6)
     strip = status["availability"]["strip"]
     assert {c["state"] for c in strip} >= {"down", "unknown"}
 

@@ -25,7 +25,9 @@ NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
         (60, "1 min"),
         (725, "12 min 5 s"),
         (11040, "3 h 04 min"),
+        (3600, "1 h"),
         (190800, "2 d 5 h"),
+        (86400, "1 d"),
     ],
 )
 def test_durations_read_like_a_person_would_say_them(seconds: float | None, text: str) -> None:

@@ -438,7 +438,9 @@ def _read_days(ctx: Context, start: datetime) -> list[DayRecord]:
     return []
 
 
-def _window(result: Availability, label: str) -> dict[str, Any]:
+def _window(result: Availability, label: str, budget_minutes: float) -> dict[str, Any]:
+    """One period's figures; ``budget_minutes`` is the downtime the objective allows over the
+    whole period (the whole month for "this month", not only its days so far)."""
     percent = result.availability_percent
     return {
         "label": label,
@@ -447,10 +449,10 @@ def _window(result: Availability, label: str) -> dict[str, Any]:
         "availability_percent": round(percent, 4) if percent is not None else None,
         "objective_percent": result.objective_percent,
         "down_minutes": round(result.down_minutes, 1),
-        "budget_minutes": round(result.budget_minutes, 1),
+        "budget_minutes": round(budget_minutes, 1),
         "unmeasured_minutes": round(result.unmeasured_minutes, 1),
         "coverage_percent": round(result.coverage_percent, 1),
-        "met": result.met,
+        "met": None if percent is None else result.down_minutes <= budget_minutes,
         "incidents": [
             {
                 "started_at": moment(i.started_at),
@@ -488,13 +490,18 @@ def availability(ctx: Context) -> dict[str, Any]:
         for r in failover_history(ctx)
         if r.get("status") == "completed" and (at := parse_moment(r.get("finished_at")))
     ]
+    allowed = (100 - objective) / 100
+    next_month = (month_start + timedelta(days=32)).replace(day=1)
     windows = []
-    for label, begin in (("Last 30 days", thirty), ("This month", month_start)):
+    for label, begin, budget in (
+        ("Last 30 days", thirty, AVAILABILITY_DAYS * 1440 * allowed),
+        ("This month", month_start, (next_month - month_start).total_seconds() / 60 * allowed),
+    ):
         if begin < ctx.now:
             result = measure(
                 checks, switched, begin, ctx.now, max_gap=MAX_CHECK_GAP, objective_percent=objective
             )
-            windows.append(_window(result, label))
+            windows.append(_window(result, label, budget))
     return {
         "windows": windows,
         "strip": health_strip(days, thirty, ctx.now),

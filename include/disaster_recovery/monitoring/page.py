@@ -22,6 +22,18 @@ Renderer = Callable[[Any, ZoneInfo], str]
 REFRESH_SECONDS = 15
 REFRESH_SECONDS_DURING_FAILOVER = 1
 
+CHECK_LABELS = {
+    "exists": "in S3",
+    "checksum": "SHA-256",
+    "readable": "readable",
+    "sha256": "SHA-256",
+    "pg_restore_list": "table list",
+    "full_read": "full read",
+    "replica": "copy",
+    "backup_manifest": "backup manifest",
+    "pg_verifybackup": "pg_verifybackup",
+}
+
 STEP_LABELS = {
     "detect": "Detect",
     "decide": "Decide (approval)",
@@ -46,9 +58,9 @@ def duration(seconds: float | None) -> str:
     days, hours = total // 86400, total % 86400 // 3600
     minutes, secs = total % 3600 // 60, total % 60
     if days:
-        return f"{days} d {hours} h"
+        return f"{days} d {hours} h" if hours else f"{days} d"
     if hours:
-        return f"{hours} h {minutes:02d} min"
+        return f"{hours} h {minutes:02d} min" if minutes else f"{hours} h"
     if minutes:
         return f"{minutes} min {secs} s" if secs else f"{minutes} min"
     return f"{total} s"
@@ -208,7 +220,7 @@ def render_backups(data: dict[str, Any], tz: ZoneInfo, now: datetime) -> str:
                 esc(every),
                 esc(size(row["size_bytes"])),
                 esc(duration(row["duration_seconds"])),
-                esc(", ".join(row["checks"]) or "—"),
+                esc(", ".join(CHECK_LABELS.get(c, c) for c in row["checks"]) or "—"),
                 esc(", ".join(row["replicas"]) or "—"),
             ]
         )
@@ -418,7 +430,17 @@ def render_availability(data: dict[str, Any], tz: ZoneInfo, now: datetime) -> st
         for state, colour in charts.STATE_COLOURS.items()
     )
     return (
-        table(["Period", "Availability", "Objective", "Down", "Allowed down", "Measured"], rows)
+        table(
+            [
+                "Period",
+                "Availability (of the measured time)",
+                "Objective",
+                "Down",
+                "Allowed down",
+                "Time measured",
+            ],
+            rows,
+        )
         + "<h3>Health, last 30 days (one bar per hour)</h3>"
         + charts.health_strip(data["strip"])
         + f'<p class="legend">{legend}</p>'
