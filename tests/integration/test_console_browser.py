@@ -264,7 +264,9 @@ def test_a_failover_advances_on_the_page_without_a_reload(
 def test_after_the_failover(browser: Any, console_url: str) -> None:
     browser.get(f"{console_url}/dr/")
     last = text_of(browser, "#sec-failovers")
-    assert "dry_run" in last and "Failover" in last
+    assert "dry run" in last and "Failover" in last
+    # Who approved, by name (the in-process approval answers as Airflow's all-admins user).
+    assert "Anonymous" in last and "{" not in last
     assert text_of(browser, "#primary-region") == "us-east-1"  # a dry run changes nothing
     screenshot(browser, "after-failover")
 

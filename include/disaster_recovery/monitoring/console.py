@@ -342,6 +342,13 @@ def _data_loss(result: dict[str, Any]) -> str | None:
     return None
 
 
+def _person(value: Any) -> str | None:
+    """Who answered: Airflow records a user as ``{"id", "name"}``, the library as a name."""
+    if isinstance(value, dict):
+        return str(value.get("name") or value.get("id") or "") or None
+    return str(value) if value else None
+
+
 def failovers(ctx: Context) -> dict[str, Any]:
     history = failover_history(ctx)
     recent = []
@@ -357,9 +364,11 @@ def failovers(ctx: Context) -> dict[str, Any]:
                 "data_loss": _data_loss(result),
                 "reason": result.get("reason"),
                 "initiated_by": result.get("initiated_by"),
-                "approved_by": next(
-                    (s.get("by") for s in result.get("steps", []) if s.get("step") == "decide"),
-                    None,
+                "approved_by": _person(
+                    next(
+                        (s.get("by") for s in result.get("steps", []) if s.get("step") == "decide"),
+                        None,
+                    )
                 ),
                 "error": result.get("error"),
                 "evidence": result.get("evidence"),

@@ -307,7 +307,11 @@ def render_failovers(data: dict[str, Any], tz: ZoneInfo, now: datetime) -> str:
         rows.append(
             [
                 esc(str(run["kind"]).capitalize()),
-                flag(run["status"] == "completed", str(run["status"]), str(run["status"])),
+                flag(
+                    run["status"] in ("completed", "dry_run"),
+                    str(run["status"]).replace("_", " "),
+                    str(run["status"]).replace("_", " "),
+                ),
                 when(run["finished_at"], tz, now),
                 esc(run["new_primary"]),
                 flag(
