@@ -63,6 +63,13 @@ def _approval(ti: Any) -> dict[str, Any] | None:
     return answer if isinstance(answer, dict) else None
 
 
+def _user_name(user: Any) -> str:
+    """Airflow reports the person who answered as ``{"id", "name"}``: keep the name."""
+    if isinstance(user, dict):
+        return str(user.get("name") or user.get("id") or "")
+    return str(user or "")
+
+
 def approval_operator(**kwargs: Any) -> Any:
     """An ``ApprovalOperator`` that also records the decision in XCom (key ``decision``): the
     value a resumed HITL task returns is not kept, and later tasks need the answer and the
@@ -77,7 +84,7 @@ def approval_operator(**kwargs: Any) -> Any:
                     value={
                         "chosen_options": list(event["chosen_options"]),
                         "params_input": dict(event.get("params_input") or {}),
-                        "responded_by": str(event.get("responded_by_user") or ""),
+                        "responded_by": _user_name(event.get("responded_by_user")),
                     },
                 )
             return super().execute_complete(context, event)
