@@ -91,6 +91,10 @@ def test_failovers_drills_and_alerts(status: dict[str, Any]) -> None:
     assert last["data_loss"].startswith("none")
     drills = {d["drill"]: d for d in status["drills"]["drills"]}
     assert drills["monthly"]["passed"] is True and drills["monthly"]["overdue"] is False
+    assert (
+        drills["monthly"]["evidence"].startswith("s3://")
+        and "/drills/" in drills["monthly"]["evidence"]
+    )
     assert drills["quarterly"]["overdue"] is True and drills["quarterly"]["passed"] is None
     names = [a["name"] for a in status["alerts"]["active"]]
     assert names.count("DRDrillOverdue") == 1 and "ReplicationLagHigh" in names

@@ -416,6 +416,7 @@ def drills(ctx: Context) -> dict[str, Any]:
                 "next_due": moment(next_due),
                 "overdue": kind in overdue,
                 "link": dag_link(ctx.deployment, f"dr_drill_{kind}"),
+                "evidence": ctx.store.url(last.key) if last else None,
             }
         )
     return {

@@ -369,7 +369,8 @@ def render_drills(data: dict[str, Any], tz: ZoneInfo, now: datetime) -> str:
                 esc(f"{throughput:.1f} MB/s" if throughput is not None else None),
                 when(drill["next_due"], tz, now),
                 flag(not drill["overdue"], "on time", "OVERDUE"),
-                link(drill["link"], "DAG"),
+                link(drill["link"], "DAG")
+                + (" · " + link(drill.get("evidence"), "record") if drill.get("evidence") else ""),
             ]
         )
     return (
@@ -384,7 +385,7 @@ def render_drills(data: dict[str, Any], tz: ZoneInfo, now: datetime) -> str:
                 "Restore speed",
                 "Next due",
                 "Status",
-                "Link",
+                "Links",
             ],
             rows,
         )
