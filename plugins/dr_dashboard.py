@@ -2,25 +2,52 @@
 
 A FastAPI app mounted at ``/dr`` by the API server: ``/dr/`` is the page, ``/dr/api/status``
 the same data as JSON. It reads the S3 catalog with the Connections Airflow has; it shows no
-secrets. The data comes from :mod:`disaster_recovery.monitoring.dashboard`.
+secrets. The data comes from :mod:`disaster_recovery.console.sections` (plus the failover running now,
+from Airflow's database: :mod:`disaster_recovery.airflow_support.console_runs`), the page from
+:mod:`disaster_recovery.console.page`.
+
+Only people logged in to Airflow see it. Airflow authenticates its own API with a router-level
+dependency that a mounted plugin app does not inherit, so this app declares the same one: the
+caller's JWT (``Authorization: Bearer`` header, or the UI's ``_token`` cookie, which the page's
+frame and its ``fetch`` send) is checked by the configured auth manager, and the user must be
+allowed to see the website. No token: 401; an invalid one: 403.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+from airflow.api_fastapi.core_api.security import requires_access_view
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
 
-app = FastAPI(title="Litper DR dashboard")
+app = FastAPI(
+    title="Litper DR console",
+    dependencies=[Depends(requires_access_view(AccessView.WEBSITE))],
+)
 
 
-def _status() -> dict[str, Any]:
+def _status(only: list[str] | None = None) -> dict[str, Any]:
     from disaster_recovery.airflow_support.connections import server_deployment
-    from disaster_recovery.monitoring import dashboard
+    from disaster_recovery.airflow_support.console_runs import failover_in_progress
+    from disaster_recovery.console import sections as console
 
-    return dashboard.collect(server_deployment())
+    deployment = server_deployment()
+    base_url = deployment.settings.alerts.airflow_base_url
+
+    def in_progress(_ctx: console.Context) -> dict[str, Any]:
+        return failover_in_progress(base_url)
+
+    sections = {**console.SECTIONS, "failover_in_progress": in_progress}
+    return console.collect(deployment, sections=sections, only=only)
+
+
+def _zone() -> Any:
+    from disaster_recovery.config.model import load_settings
+
+    return load_settings().tz
 
 
 @app.get("/api/status")
@@ -28,11 +55,21 @@ def status() -> dict[str, Any]:
     return _status()
 
 
+@app.get("/api/view")
+def view(only: str | None = None) -> dict[str, Any]:
+    """The sections rendered again (all, or ``only`` those named, comma-separated), for the
+    page's own refresh without a reload."""
+    from disaster_recovery.console import page as console_page
+
+    names = [name for name in only.split(",") if name] if only else None
+    return console_page.view(_status(names), _zone())
+
+
 @app.get("/", response_class=HTMLResponse)
 def page() -> str:
-    from disaster_recovery.monitoring import dashboard
+    from disaster_recovery.console import page as console_page
 
-    return dashboard.render_html(_status())
+    return console_page.render_page(_status(), _zone())
 
 
 class DisasterRecoveryPlugin(AirflowPlugin):
@@ -40,7 +77,7 @@ class DisasterRecoveryPlugin(AirflowPlugin):
     fastapi_apps = [{"app": app, "url_prefix": "/dr", "name": "DR dashboard"}]
     external_views = [
         {
-            "name": "DR dashboard",
+            "name": "DR console",
             "href": "/dr/",
             "destination": "nav",
             "category": "browse",

@@ -39,6 +39,9 @@ from dr_sandbox import Sandbox  # noqa: E402
 
 INTEGRATION = Path(__file__).resolve().parent / "integration"
 
+# The DR console's recorded history (fixtures console_config, recorded), shared by its tests.
+pytest_plugins = ["console_support"]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test under tests/integration/ needs real servers: mark it by where it lives."""

@@ -1,6 +1,6 @@
 """`make demo`: a real `airflow standalone` (scheduler, dag-processor, API server, triggerer)
 with the package's DAGs and a sandbox's Connections, driven over its REST API exactly as the
-demo does: the UI lists every DAG, the dashboard plugin answers, and the main job (a verified
+demo does: the UI lists every DAG, the DR console answers logged-in users only, and the main job (a verified
 full backup, the day's base backup, the monthly drill) succeeds under a real scheduler, where
 tasks cannot reach the metadata database directly."""
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,11 +44,17 @@ def test_ui_lists_every_dag_of_the_package(airflow: AirflowApi) -> None:
     assert wait_for_dags(airflow, expected=len(files)) == files
 
 
-def test_dashboard_plugin_is_served(airflow: AirflowApi) -> None:
-    with urllib.request.urlopen(f"{airflow.base_url}/dr/api/status", timeout=30) as response:
+def test_dr_console_is_served_to_logged_in_users_only(airflow: AirflowApi) -> None:
+    url = f"{airflow.base_url}/dr/api/status"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=30)
+    assert refused.value.code == 401
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {airflow.token()}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
         status = json.loads(response.read())
-    assert status["objectives"]["rpo"] == "15m"
-    assert isinstance(status["backups"], list), status["backups"]
+    assert status["objectives"]["rpo_seconds"] == 900
+    assert status["source"]["region"] == "us-east-1"
+    assert isinstance(status["backups"]["tiers"], list), status["backups"]
 
 
 def test_main_job_runs_end_to_end_under_a_real_scheduler(

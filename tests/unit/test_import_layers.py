@@ -30,7 +30,7 @@ import disaster_recovery
 PACKAGE = "disaster_recovery"
 SOURCE = Path(disaster_recovery.__file__).resolve().parent
 PROCEDURES = ("backup", "restore", "wal", "retention", "failover", "monitoring", "drills")
-ENTRY_POINTS = ("cli", "airflow_support", "manager", "__main__", "")  # "" is the package
+ENTRY_POINTS = ("cli", "airflow_support", "manager", "console", "__main__", "")  # "" is the package
 LAYER_OF = {
     "errors": 0,
     "config": 1,

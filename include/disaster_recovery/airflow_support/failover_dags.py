@@ -63,6 +63,13 @@ def _approval(ti: Any) -> dict[str, Any] | None:
     return answer if isinstance(answer, dict) else None
 
 
+def _user_name(user: Any) -> str:
+    """Airflow reports the person who answered as ``{"id", "name"}``: keep the name."""
+    if isinstance(user, dict):
+        return str(user.get("name") or user.get("id") or "")
+    return str(user or "")
+
+
 def approval_operator(**kwargs: Any) -> Any:
     """An ``ApprovalOperator`` that also records the decision in XCom (key ``decision``): the
     value a resumed HITL task returns is not kept, and later tasks need the answer and the
@@ -77,7 +84,7 @@ def approval_operator(**kwargs: Any) -> Any:
                     value={
                         "chosen_options": list(event["chosen_options"]),
                         "params_input": dict(event.get("params_input") or {}),
-                        "responded_by": str(event.get("responded_by_user") or ""),
+                        "responded_by": _user_name(event.get("responded_by_user")),
                     },
                 )
             return super().execute_complete(context, event)
@@ -356,8 +363,8 @@ def health_check() -> dict[str, Any]:
 
     from disaster_recovery.airflow_support.alerting import AirflowSlackSink
     from disaster_recovery.airflow_support.connections import deployment
-    from disaster_recovery.clients.s3 import regional_store
     from disaster_recovery.monitoring.health import check_health, current_roles, evaluate
+    from disaster_recovery.monitoring.history import record_check
 
     found = deployment()
     settings = found.settings
@@ -389,15 +396,11 @@ def health_check() -> dict[str, Any]:
             )
         except Exception:
             log.exception("could not send %s", alert["name"])
-    try:
-        stamp = datetime.now(timezone.utc).strftime("%Y/%m/%d/%H%M%S_%f")
-        store = regional_store(found, secondary)
-        store.put_json(
-            f"{settings.storage.prefix}/health/{stamp}.json", {"health": health, **verdict}
-        )
-    except DisasterRecoveryError:
-        log.exception("could not record the health check in S3")
+    # The full record in the secondary's bucket (it survives the primary), the line that
+    # availability and the console read in both.
+    recorded = record_check(found, health, verdict, (secondary, primary))
     return {
+        "recorded": recorded,
         "health": health,
         "alerts": verdict["alerts"],
         "primary_failures": verdict["state"]["primary_failures"],

@@ -18,7 +18,7 @@ from typing import Any
 from disaster_recovery.errors import DisasterRecoveryError, ExitCode
 
 # Each module has register(subparsers); its handlers take the parsed args and return a dict.
-COMMAND_MODULES = ("sandbox", "backup", "wal", "physical", "failover", "drill")
+COMMAND_MODULES = ("sandbox", "backup", "wal", "physical", "failover", "drill", "status")
 
 
 def build_parser() -> argparse.ArgumentParser:

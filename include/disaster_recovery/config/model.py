@@ -315,6 +315,18 @@ class Drills(_Section):
     accept_data_loss_on_region_loss: bool = True
 
 
+class HealthHistory(_Section):
+    """How long the cleanup keeps the health checks' history (monitoring.history)."""
+
+    # The per-day records availability is measured from (30 days and the month need 31 days;
+    # a year's report needs the rest).
+    availability_records: Duration = timedelta(days=400)
+    # Each check's full record (every fact and error), for investigations.
+    check_records: Duration = timedelta(days=30)
+    # Rows of dr.heartbeat on the primary: data loss is measured against the newest ones.
+    heartbeats: Duration = timedelta(days=7)
+
+
 class Settings(_Section):
     """Everything policy-like the library needs, validated once."""
 
@@ -334,6 +346,7 @@ class Settings(_Section):
     services: dict[str, RegionServices] = {}
     dns: DnsConfig = DnsConfig()
     drills: Drills = Drills()
+    health_history: HealthHistory = HealthHistory()
 
     @field_validator("timezone")
     @classmethod

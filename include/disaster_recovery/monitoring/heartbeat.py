@@ -77,3 +77,24 @@ def ids_up_to(endpoint: PostgresEndpoint, moment: datetime, dbname: str | None =
             f"SELECT id FROM dr.heartbeat WHERE {when} <= %s ORDER BY id", (moment,)
         ).fetchall()
     return [int(r[0]) for r in rows]
+
+
+def prune(endpoint: PostgresEndpoint, older_than: datetime, *, dry_run: bool = False) -> int:
+    """Delete (or count, with ``dry_run``) the heartbeats committed before ``older_than`` on
+    the primary; the newest one is always kept, so data loss stays measurable."""
+    where = "committed_at < %s AND id < (SELECT max(id) FROM dr.heartbeat)"
+    with connect(endpoint, autocommit=False) as conn:
+        exists = conn.execute("SELECT to_regclass('dr.heartbeat') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return 0
+        # Like beat(): never wait for a synchronous standby that may be the one that is down.
+        conn.execute("SET LOCAL synchronous_commit TO local")
+        if dry_run:
+            row = conn.execute(
+                f"SELECT count(*) FROM dr.heartbeat WHERE {where}", (older_than,)
+            ).fetchone()
+            conn.rollback()
+            return int(row[0]) if row else 0
+        deleted = conn.execute(f"DELETE FROM dr.heartbeat WHERE {where}", (older_than,)).rowcount
+        conn.commit()
+    return int(deleted)

@@ -19,10 +19,13 @@ from disaster_recovery.backup.physical import BACKUP_MANIFEST_SUFFIX, Chain
 from disaster_recovery.backup.stores import Stores
 from disaster_recovery.catalog.manifests import ChainManifest, Manifest
 from disaster_recovery.catalog.names import EXTENSIONS, MANIFEST_SUFFIX, parse_backup_file
-from disaster_recovery.clients.s3 import ObjectStore
+from disaster_recovery.clients.s3 import ObjectStore, regional_store
 from disaster_recovery.config.defaults import DEFAULT_SEGMENT_SIZE
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.errors import NotFoundError
+from disaster_recovery.monitoring import heartbeat
+from disaster_recovery.monitoring.health import current_roles, region_postgres
+from disaster_recovery.monitoring.history import prune_history
 from disaster_recovery.postgres.walfiles import parse_segment
 from disaster_recovery.retention.chain import (
     ChainElement,
@@ -180,7 +183,41 @@ def _backup_key(key: str) -> str | None:
     return f"{folder}/{match.group(0)}" if match else None
 
 
-CLEANUP_STEPS: list[CleanupStep] = [cleanup_logical, cleanup_chain, cleanup_leftovers]
+def cleanup_health_history(deployment: Deployment, now: datetime, dry_run: bool) -> StepReport:
+    """The health checks' history: each check's record, the per-day availability records (in
+    both regions' buckets) and old dr.heartbeat rows on the primary, after the periods of
+    ``health_history``."""
+    periods = deployment.settings.health_history
+    counts = {"health_records": 0, "availability_records": 0, "heartbeats": 0}
+    items: list[dict[str, Any]] = []
+    for region in (deployment.settings.regions.primary, deployment.settings.regions.secondary):
+        doomed = prune_history(
+            regional_store(deployment, region),
+            deployment.settings.storage.prefix,
+            keep_checks=periods.check_records,
+            keep_availability=periods.availability_records,
+            now=now,
+            dry_run=dry_run,
+        )
+        for kind, keys in doomed.items():
+            counts[kind] += len(keys)
+            items += [
+                {"kind": kind, "region": region, "file": key.rsplit("/", 1)[-1], "key": key}
+                for key in keys
+            ]
+    primary, _secondary = current_roles(deployment)
+    counts["heartbeats"] = heartbeat.prune(
+        region_postgres(deployment, primary), now - periods.heartbeats, dry_run=dry_run
+    )
+    return StepReport(counts, items)
+
+
+CLEANUP_STEPS: list[CleanupStep] = [
+    cleanup_logical,
+    cleanup_chain,
+    cleanup_leftovers,
+    cleanup_health_history,
+]
 
 
 def cleanup_old_backups(

@@ -1,0 +1,196 @@
+"""The DR console's data, page and ``dr status`` against the session sandbox, with the recorded
+history of :mod:`console_support`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from console_support import NOW
+
+from disaster_recovery.config.endpoints import (
+    ConnectionFields,
+    Deployment,
+    connection_from_env,
+)
+from disaster_recovery.console import page
+from disaster_recovery.console import sections as console
+
+
+@pytest.fixture(scope="module")
+def status(recorded: Deployment) -> dict[str, Any]:
+    return console.collect(recorded, now=NOW)
+
+
+def test_topology_now_from_the_nodes(status: dict[str, Any]) -> None:
+    topology = status["topology"]
+    source = dict(status["source"])
+    assert set(source.pop("section_seconds")) == set(console.SECTIONS)
+    assert source == {
+        "region": "us-east-1",
+        "bucket": source["bucket"],
+        "primary_region": "us-east-1",
+        "fallback": False,
+        "problems": [],
+        "notes": [],
+    }
+    assert topology["primary_region"] == "us-east-1"
+    assert [(n["region"], n["role"], n["healthy"]) for n in topology["nodes"]] == [
+        ("us-east-1", "primary", True),
+        ("us-west-2", "standby", True),
+    ]
+    assert topology["replication_lag_ok"] is True
+    assert isinstance(topology["timeline"], int) and topology["timeline"] >= 1
+    assert topology["replication_lag_threshold_seconds"] == 60
+
+
+def test_backups_per_tier_late_in_red(status: dict[str, Any]) -> None:
+    tiers = {row["tier"]: row for row in status["backups"]["tiers"]}
+    weekly, full = tiers["postgresql_weekly"], tiers["postgresql_full"]
+    assert weekly["age_seconds"] == 7200 and weekly["late"] is False
+    assert weekly["size_bytes"] == 1_732_792 and weekly["replicas"] == ["us-west-2"]
+    assert weekly["duration_seconds"] == 42 and len(weekly["history"]) == 2
+    assert full["late"] is True and full["expected_every_seconds"] == 86400
+    assert tiers["postgresql_monthly"]["late"] is True  # none ever verified
+    assert tiers["postgresql_base"]["late"] is None  # no schedule of its own
+    assert "pitr_window" in status["backups"]
+
+
+def test_availability_from_the_recorded_checks(status: dict[str, Any]) -> None:
+    last30 = status["availability"]["windows"][0]
+    assert last30["label"] == "Last 30 days"
+    assert last30["down_minutes"] == 5.0
+    assert [(i["minutes"], i["closed_by"], i["failed_checks"]) for i in last30["incidents"]] == [
+        (5.0, "recovery", 5)
+    ]
+    # Measured: the last hour of checks, and the 3 minutes the completed failover two days ago
+    # vouches for (its VALIDATE step proved the platform healthy); 5 of those 63 minutes down.
+    assert last30["unmeasured_minutes"] == pytest.approx(30 * 24 * 60 - 63, abs=0.1)
+    assert last30["availability_percent"] == pytest.approx(100 * 58 / 63, abs=1e-3)
+    assert last30["met"] is True and last30["budget_minutes"] == 43.2  # 5 of 43.2 min
+    month = status["availability"]["windows"][1]
+    assert month["label"] == "This month" and month["budget_minutes"] in (40.3, 43.2, 44.6)
+    strip = status["availability"]["strip"]
+    assert {c["state"] for c in strip} >= {"down", "unknown"}
+
+
+def test_failovers_drills_and_alerts(status: dict[str, Any]) -> None:
+    last = status["failovers"]["recent"][0]
+    assert (last["kind"], last["status"], last["rto_seconds"], last["approved_by"]) == (
+        "failover",
+        "completed",
+        847.2,
+        "ana",
+    )
+    assert last["data_loss"].startswith("none")
+    drills = {d["drill"]: d for d in status["drills"]["drills"]}
+    assert drills["monthly"]["passed"] is True and drills["monthly"]["overdue"] is False
+    assert (
+        drills["monthly"]["evidence"].startswith("s3://")
+        and "/drills/" in drills["monthly"]["evidence"]
+    )
+    assert drills["quarterly"]["overdue"] is True and drills["quarterly"]["passed"] is None
+    names = [a["name"] for a in status["alerts"]["active"]]
+    assert names.count("DRDrillOverdue") == 1 and "ReplicationLagHigh" in names
+    assert "BackupLate" in names
+    lag = next(a for a in status["alerts"]["active"] if a["name"] == "ReplicationLagHigh")
+    assert lag["since"] == (NOW - timedelta(minutes=3)).isoformat()
+    assert lag["link"].endswith("/dags/dr_health_check")
+
+
+def test_page_is_readable_at_a_glance(status: dict[str, Any], recorded: Deployment) -> None:
+    html = page.render_page(status, recorded.settings.tz)
+    assert 'Primary region: <b id="primary-region">us-east-1</b>' in html
+    assert "1.7 MB" in html and "OVERDUE" in html and "Daily full (logical)" in html
+    assert "<svg" in html and "cell-down" in html
+    for raw in ("size_bytes", "availability_percent", "age_seconds", "postgresql_weekly_"):
+        assert raw not in re.sub(r"<script>.*?</script>", "", html, flags=re.S).replace(
+            "postgresql_weekly_2", ""
+        ), raw
+    assert not re.search(r"\d\d:\d\d:\d\d\.\d", html), "no microseconds on the page"
+    assert "api/view" in html  # refreshes itself without a reload
+    view = page.view(status, recorded.settings.tz)
+    assert set(view["sections"]) >= {"topology", "backups", "availability", "alerts"}
+
+
+def test_an_unreadable_section_shows_its_error_and_the_rest_renders(recorded: Deployment) -> None:
+    def broken(_ctx: console.Context) -> Any:
+        raise OSError("cannot reach the drill evidence")
+
+    status = console.collect(recorded, now=NOW, sections={**console.SECTIONS, "drills": broken})
+    assert status["drills"] == {"error": "cannot reach the drill evidence"}
+    assert status["topology"]["primary_region"] == "us-east-1"
+    html = page.render_page(status, recorded.settings.tz)
+    assert "Cannot read this section: cannot reach the drill evidence" in html
+    assert "Topology now" in html
+
+
+def test_a_lost_primary_bucket_reads_from_the_other_region(recorded: Deployment) -> None:
+    dead_s3 = "http://127.0.0.1:9"
+
+    def lookup(conn_id: str) -> ConnectionFields:
+        fields = connection_from_env(conn_id)
+        if conn_id == recorded.settings.connections.aws_primary:
+            return ConnectionFields(
+                conn_id,
+                fields.conn_type,
+                login=fields.login,
+                password=fields.password,
+                extra={**fields.extra, "endpoint_url": dead_s3},
+            )
+        return fields
+
+    lost = Deployment(recorded.settings, lookup=lookup)
+    status = console.collect(lost, now=NOW, roles=("us-east-1", "us-west-2"))
+    assert status["source"]["region"] == "us-west-2" and status["source"]["fallback"] is True
+    assert "us-east-1" in status["source"]["problems"][0]
+    html = page.render_page(status, recorded.settings.tz)
+    assert "Read from the bucket of us-west-2" in html and "did not answer" in html
+    assert "error" not in status["drills"]  # every section still rendered from us-west-2
+
+
+def test_no_secret_of_any_connection_appears(
+    recorded: Deployment, sandbox_env: dict[str, str]
+) -> None:
+    secrets = set()
+    for name, value in sandbox_env.items():
+        if name.startswith("AIRFLOW_CONN_"):
+            fields = json.loads(value)
+            secrets.update(s for s in (fields.get("password"),) if s)
+    webhook = connection_from_env(recorded.settings.connections.slack_alerts).password
+    assert webhook.startswith("http") and webhook in secrets
+
+    def leaky(_ctx: console.Context) -> Any:
+        raise RuntimeError(f"POST {webhook} failed")
+
+    status = console.collect(recorded, now=NOW, sections={**console.SECTIONS, "extra": leaky})
+    assert status["extra"] == {"error": "POST [hidden] failed"}
+    html = page.render_page(status, recorded.settings.tz)
+    document = json.dumps(status)
+    for secret in secrets:
+        assert secret not in document and secret not in html, "a Connection secret leaked"
+
+
+def test_dr_status_prints_the_same_data(console_config: Path, recorded: Deployment) -> None:
+    env = {**os.environ, "DR_CONFIG": str(console_config)}
+    done = subprocess.run(
+        [sys.executable, "-m", "disaster_recovery", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["topology"]["primary_region"] == "us-east-1"
+    assert document["availability"]["windows"][0]["down_minutes"] == 5.0
+    assert "read from us-east-1's bucket" in done.stderr
+    assert "drills: overdue: quarterly" in done.stderr
