@@ -22,8 +22,12 @@ system-deps:
 
 install: $(STAMP) system-deps
 
+# `make demo BASE_PORT=35432` moves every port: the sandbox's eight (BASE_PORT..+7) and Airflow's
+# API server and log servers (BASE_PORT+8..+10). Unset: the defaults (25432..., Airflow 8080).
+BASE_PORT ?=
+
 demo: install
-	$(PY) -m disaster_recovery sandbox up --root $(SANDBOX)
+	$(PY) -m disaster_recovery sandbox up --root $(SANDBOX) $(if $(BASE_PORT),--base-port $(BASE_PORT))
 	$(PY) -m dr_sandbox.demo --root $(SANDBOX)
 
 down:

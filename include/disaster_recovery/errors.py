@@ -86,6 +86,13 @@ class AbortedError(DisasterRecoveryError):
     exit_code = ExitCode.ABORTED
 
 
+class BusyError(DisasterRecoveryError):
+    """Another run holds what this run would write (a backup's name, the physical chain): this
+    run refused and wrote nothing. A retry after the other run finishes may succeed."""
+
+    exit_code = ExitCode.ABORTED
+
+
 class DrillRefused(PermanentError):
     """The drill target is production (and the configuration does not allow drills there), or
     it is not in its original topology."""

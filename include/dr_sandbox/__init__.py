@@ -55,6 +55,8 @@ DATABASE = "litper"
 STANDBY_SLOT = "us_west_2"
 ZONE_NAME = "litper.internal."
 AWS_TEST_KEY = "testing"
+# The bot token of the sandbox's Slack Web API stand-in (the webhook receiver checks it).
+SANDBOX_SLACK_TOKEN = "xoxb-sandbox-token"  # noqa: S105 (a stand-in, not a secret)
 WEBHOOK_PATH = "/services/T0SANDBOX/B0ALERTS/sandboxsecret"
 PRIMARY_REGION, SECONDARY_REGION = "us-east-1", "us-west-2"
 DEMO_APP = Path(__file__).resolve().parent / "demo_app.py"
@@ -601,6 +603,14 @@ class Sandbox:
             )
         env["AIRFLOW_CONN_DR_SLACK_ALERTS"] = conn(
             {"conn_type": "slackwebhook", "password": self.webhook_url}
+        )
+        # The Web API (used when alerts.slack_channel is set): the receiver's /api/ plays it.
+        env["AIRFLOW_CONN_DR_SLACK_API"] = conn(
+            {
+                "conn_type": "slack",
+                "password": SANDBOX_SLACK_TOKEN,
+                "extra": {"base_url": self.webhook_url.split("/services/")[0] + "/api/"},
+            }
         )
         env["DR_CONFIG"] = str(self.config_file)
         env["DR_S3_ENDPOINT"] = self.s3_endpoint

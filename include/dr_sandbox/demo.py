@@ -1,4 +1,5 @@
-"""``make demo``: Airflow (``airflow standalone``) on top of the running sandbox.
+"""``make demo``: Airflow (``airflow standalone``'s components, on loopback) on top of the running
+sandbox.
 
 Starts Airflow with this package's DAGs and plugins and the sandbox's Connections, waits until
 the API answers, prints where the UI is and how to log in, then runs the main job through
@@ -17,13 +18,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from disaster_recovery.drills.evidence import DrillRecord
 from disaster_recovery.errors import DisasterRecoveryError, UnavailableError
 from disaster_recovery.postgres import db
-from dr_sandbox import Sandbox, processes
+from dr_sandbox import Sandbox, SandboxPorts, processes
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = "admin"
@@ -74,6 +76,30 @@ class AirflowApi:
         )
         return str(run["dag_run_id"])
 
+    def run_ids(self, dag_id: str, run_type: str | None = None) -> list[str]:
+        query = f"?run_type={run_type}" if run_type else ""
+        runs = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns{query}")["dag_runs"]
+        return [str(run["dag_run_id"]) for run in runs]
+
+    def start_once(self, dag_id: str, timeout: float = 90) -> str:
+        """One run of ``dag_id``, as production would have it. A DAG whose latest scheduled slot
+        is already past (catchup=False runs that slot when unpaused) gets its scheduled run,
+        waited for; a manual run on top of it would run the job twice. Otherwise: a manual run.
+        """
+        dag = self._request("GET", f"/api/v2/dags/{dag_id}")
+        due = dag.get("next_dagrun_run_after")
+        if not due or datetime.fromisoformat(due) > datetime.now(UTC):
+            return self.trigger(dag_id)
+        self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if scheduled := self.run_ids(dag_id, "scheduled"):
+                return scheduled[0]
+            time.sleep(1)
+        raise UnavailableError(
+            f"{dag_id}: the scheduled run due at {due} did not appear within {timeout:g} s"
+        )
+
     def wait(self, dag_id: str, run_id: str, timeout: float = 900) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -109,11 +135,21 @@ def airflow_environment(sandbox: Sandbox, port: int) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+        # What airflow standalone would force (the demo runs its components itself).
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__AUTH_MANAGER": (
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+        ),
         "AIRFLOW__API__PORT": str(port),
+        # Loopback only, like every other part of the sandbox (the default is 0.0.0.0).
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        # The server's zone for naive times: the policy's (the schedules are Bogota time). The
+        # UI itself shows the browser's zone; the banner below says which one to pick.
+        "AIRFLOW__CORE__DEFAULT_TIMEZONE": sandbox.settings().timezone,
         # Its log servers take the next two ports, so two sandboxes' Airflows can coexist.
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port + 1),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(port + 2),
-        "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
         "XDG_RUNTIME_DIR": str(home),
@@ -140,8 +176,9 @@ def start_airflow(sandbox: Sandbox, port: int) -> AirflowApi:
             raise DisasterRecoveryError(
                 f"port {port} is taken by another program; use --airflow-port"
             )
+        # airflow standalone's components, minus the log servers that bind every interface.
         pid = processes.start_detached(
-            [str(Path(sys.executable).parent / "airflow"), "standalone"],
+            [sys.executable, "-m", "dr_sandbox.airflow_services"],
             log_file,
             env=airflow_environment(sandbox, port),
         )
@@ -187,7 +224,7 @@ def wait_for_dags(api: AirflowApi, expected: int = 1, timeout: float = 180) -> l
 def run_dag(api: AirflowApi, dag_id: str, task_id: str, say: Callable[[str], None]) -> Any:
     """Trigger a DAG, wait for it, return the XCom of ``task_id``; a clear error if it failed."""
     say(f"running {dag_id} ...")
-    run_id = api.trigger(dag_id)
+    run_id = api.start_once(dag_id)
     run = api.wait(dag_id, run_id)
     if run["state"] != "success":
         raise DisasterRecoveryError(
@@ -256,7 +293,13 @@ def drill_key(record: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", type=Path, default=Path(".sandbox"))
-    parser.add_argument("--airflow-port", type=int, default=8080)
+    parser.add_argument(
+        "--airflow-port",
+        type=int,
+        default=None,
+        help="Airflow's API server port; its log servers take the next two "
+        "(default: 8080, or the sandbox's base port + 8 when it was moved)",
+    )
     parser.add_argument("--stop", action="store_true", help="stop Airflow started by the demo")
     parser.add_argument(
         "--no-job", action="store_true", help="only start Airflow; do not run the main job"
@@ -266,10 +309,23 @@ def main() -> int:
         print(json.dumps({"airflow_stopped": stop_airflow(args.root)}))
         return 0
     sandbox = Sandbox(args.root)
+    if args.airflow_port is None:
+        moved = sandbox.ports != SandboxPorts()
+        args.airflow_port = sandbox.ports.pg_primary + 8 if moved else 8080
     api = start_airflow(sandbox, args.airflow_port)
+    # The address and login first: the main job takes minutes, and a person can watch it run.
+    # Airflow 3's UI shows times in the browser's zone (kept in the browser), whatever the
+    # server says: name the policy's zone so a person can pick it in the UI's menu.
+    print(
+        f"\nAirflow UI: http://127.0.0.1:{args.airflow_port}  (user {ADMIN}, password "
+        f"{api.password})\nSchedules are in {sandbox.settings().timezone}: pick it in the UI "
+        "(user menu -> Timezone) if your browser is elsewhere.\n",
+        file=sys.stderr,
+        flush=True,
+    )
     dags = wait_for_dags(api, expected=len(list((REPO / "dags").glob("*.py"))))
     result: dict[str, Any] = {
-        "airflow_ui": f"http://localhost:{args.airflow_port}",
+        "airflow_ui": f"http://127.0.0.1:{args.airflow_port}",
         "login": {"username": ADMIN, "password": api.password},
         "dags": dags,
         "sandbox_env": str(sandbox.env_file),

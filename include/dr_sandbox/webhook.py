@@ -1,7 +1,8 @@
 """A Slack webhook receiver for the sandbox and the tests.
 
-Accepts POSTs on ``/services/...`` as Slack does (answers ``ok``), and appends each message as one
-JSON line to a file: ``{"received_at", "path", "payload"}``. ``GET /health`` answers ``ok``.
+Accepts POSTs on ``/services/...`` as Slack does (answers ``ok``), and ``/api/chat.postMessage``
+as Slack's Web API does for a bot token (answers ``{"ok": true}``), and appends each message as
+one JSON line to a file: ``{"received_at", "path", "payload"}``. ``GET /health`` answers ``ok``.
 A path under ``/fail/`` answers 500, to test what happens when Slack is down.
 """
 
@@ -10,11 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 _LOCK = threading.Lock()
+# The Web API route that SlackApiSink and the provider's SlackHook call (base_url + method).
+API_POST_MESSAGE = "/api/chat.postMessage"
 
 
 def make_handler(log_file: Path) -> type[BaseHTTPRequestHandler]:
@@ -46,6 +50,13 @@ def make_handler(log_file: Path) -> type[BaseHTTPRequestHandler]:
             except json.JSONDecodeError:
                 self._answer(400, b"invalid_payload")
                 return
+            if self.path == API_POST_MESSAGE:
+                self._post_message(payload)
+                return
+            self._record(payload)
+            self._answer(200, b"ok")
+
+        def _record(self, payload: object) -> None:
             record = {
                 "received_at": datetime.now(UTC).isoformat(),
                 "path": self.path,
@@ -53,7 +64,23 @@ def make_handler(log_file: Path) -> type[BaseHTTPRequestHandler]:
             }
             with _LOCK, log_file.open("a") as out:
                 out.write(json.dumps(record) + "\n")
-            self._answer(200, b"ok")
+
+        def _post_message(self, payload: dict[str, object]) -> None:
+            """Slack's ``chat.postMessage`` as far as alerts use it: a bot token and a channel."""
+            auth = self.headers.get("Authorization", "")
+            if not auth.startswith("Bearer xoxb-"):
+                answer = {"ok": False, "error": "not_authed"}
+            elif not payload.get("channel"):
+                answer = {"ok": False, "error": "channel_not_found"}
+            else:
+                self._record(payload)
+                answer = {"ok": True, "channel": payload["channel"], "ts": f"{time.time():.6f}"}
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
     return Handler
 

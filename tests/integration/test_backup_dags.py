@@ -61,7 +61,9 @@ def assert_alert(
     text = json.dumps(alerts[0])
     for part in (tier, file, check, error_part, "try_number=", "Open in Airflow"):
         assert part in text, (part, text)
-    assert alerts[0]["channel"] == "#alerts-critical"
+    # alerts.slack_channel is empty: the incoming webhook posts to its own channel, so the body
+    # names none (the provider would warn that a webhook cannot choose one).
+    assert "channel" not in alerts[0]
     assert alerts[0]["severity"] == "Critical"
 
 

@@ -7,6 +7,7 @@ tasks cannot reach the metadata database directly."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -17,7 +18,16 @@ import pytest
 from helpers import private_sandbox
 
 from dr_sandbox import Sandbox, processes
-from dr_sandbox.demo import AirflowApi, main_job, start_airflow, stop_airflow, wait_for_dags
+from dr_sandbox.demo import (
+    AirflowApi,
+    airflow_home,
+    main_job,
+    start_airflow,
+    stop_airflow,
+    wait_for_dags,
+)
+
+MAIN_JOB_DAGS = ("postgresql_backup_full", "postgresql_backup_incremental", "dr_drill_monthly")
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,3 +81,62 @@ def test_main_job_runs_end_to_end_under_a_real_scheduler(
     assert drill["rto_seconds"] < drill["objectives"]["rto_seconds"]
     assert drill["rpo_seconds"] == 0.0
     assert demo_box.status()["healthy"]
+
+
+def process_group(leader: int) -> set[int]:
+    """Every live process in ``leader``'s process group (airflow standalone and its children)."""
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == leader:
+                members.add(int(entry.name))
+    return members
+
+
+def listening_sockets(pids: set[int]) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state that one of ``pids`` holds."""
+    inodes: set[str] = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            parts = line.split()
+            if parts[3] == "0A" and parts[9] in inodes:  # 0A: LISTEN
+                address, port = parts[1].split(":")
+                found.add((_address(address, width), int(port, 16)))
+    return found
+
+
+def _address(hex_address: str, width: int) -> str:
+    if width == 8:
+        return ".".join(str(int(hex_address[i : i + 2], 16)) for i in (6, 4, 2, 0))
+    return "::1" if hex_address == "0" * 24 + "01000000" else hex_address
+
+
+def test_nothing_listens_beyond_loopback(airflow: AirflowApi, demo_box: Sandbox) -> None:
+    """Airflow (API server, log servers) and the sandbox's servers bind loopback only."""
+    leader = int((airflow_home(demo_box.root) / "standalone.pid").read_text())
+    pids = process_group(leader) | set(demo_box.state.pids.values())
+    sockets = listening_sockets(pids)
+    assert (("127.0.0.1", int(airflow.base_url.rsplit(":", 1)[1]))) in sockets, sockets
+    beyond = {(a, p) for a, p in sockets if a not in ("127.0.0.1", "::1")}
+    assert not beyond, f"listening beyond loopback: {sorted(beyond)}"
+
+
+def test_each_main_job_ran_once(airflow: AirflowApi) -> None:
+    """After the main job (the test above), each of its DAGs has exactly one run: unpausing a
+    DAG whose latest slot is past schedules that run, and the demo uses it instead of adding a
+    manual one."""
+    counts = {dag_id: len(airflow.run_ids(dag_id)) for dag_id in MAIN_JOB_DAGS}
+    assert counts == dict.fromkeys(MAIN_JOB_DAGS, 1), counts

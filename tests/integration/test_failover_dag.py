@@ -88,6 +88,24 @@ def test_reject_aborts_and_changes_nothing(box: Sandbox, airflow_db: None) -> No
     assert approval_posts and "required_actions" in approval_posts[-1]["text"]
 
 
+def test_dry_run_rejected_says_dry_run_and_pages_no_one(box: Sandbox, airflow_db: None) -> None:
+    """A rejected dry run: every Slack post says DRY RUN and none is Critical; the decision
+    records who answered as a name and an id (Airflow 3.3 hands the responder as a dict)."""
+    seen = len(slack_messages(box))
+    conf = {"reason": "rehearsal", "initiated_by": "pytest", "dry_run": True}
+    _, outcome = _run("dr_failover", "Reject", conf=conf)
+    result = outcome["result"]
+    assert result["status"] == "aborted" and result["dry_run"] is True
+    posts = slack_messages(box)[seen:]
+    assert [p["alert"] for p in posts] == ["FailoverApprovalRequired", "FailoverFailed"]
+    for post in posts:
+        assert "DRY RUN" in post["text"] and post["severity"] == "Info", post
+    decide = next(r for r in result["steps"] if r["step"] == "decide")
+    assert decide["status"] == "rejected"
+    assert decide["by"] and "{" not in decide["by"] and decide["by_id"], decide
+    assert _topology(box) == ORIGINAL
+
+
 def test_timeout_aborts_and_never_proceeds(box: Sandbox, airflow_db: None) -> None:
     _, outcome = _run("dr_failover", None)
     print("timeout:", outcome["states"])

@@ -39,7 +39,7 @@ def test_default_file_holds_the_design_policy() -> None:
     assert tiers.postgresql_monthly.retention.keep_last == 12
     assert settings.thresholds.replication_lag == timedelta(seconds=60)
     assert settings.thresholds.health_failures_before_failover == 3
-    assert settings.alerts.slack_channel == "#alerts-critical"
+    assert settings.alerts.slack_channel == ""  # the webhook posts to its own channel
     assert settings.connections.postgres_primary == "dr_postgres_primary"
     assert settings.wal_stale_after == settings.objectives.rpo
 

@@ -22,18 +22,28 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class AirflowSlackSink:
-    """Delivers alerts with ``SlackWebhookHook`` from the configured Connection."""
+    """Delivers alerts through the slack provider: with ``alerts.slack_channel`` set, the Web
+    API's ``SlackHook`` (Connection ``connections.slack_api``, a bot token) posts to that
+    channel; otherwise ``SlackWebhookHook`` (``connections.slack_alerts``) posts to the
+    webhook's own channel, with no channel in the body (a webhook cannot choose one)."""
 
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or load_settings()
 
     def send(self, alert: Alert) -> None:
+        channel = self.settings.alerts.slack_channel
+        if channel:
+            from airflow.providers.slack.hooks.slack import SlackHook
+
+            api = SlackHook(slack_conn_id=self.settings.connections.slack_api, timeout=10)
+            api.client.chat_postMessage(**slack_message(alert, channel))
+            return
         from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
         hook = SlackWebhookHook(
             slack_webhook_conn_id=self.settings.connections.slack_alerts, timeout=10
         )
-        hook.send_dict(slack_message(alert, self.settings.alerts.slack_channel))
+        hook.send_dict(slack_message(alert, ""))
 
 
 def fail_fast(function: F) -> F:

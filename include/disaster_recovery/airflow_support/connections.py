@@ -24,6 +24,9 @@ def connection_from_airflow(conn_id: str) -> ConnectionFields:
         conn = Connection.get(conn_id)
     except AirflowNotFoundException:
         raise ConfigError(f"Airflow connection {conn_id!r} is not defined") from None
+    except ValueError as exc:
+        # A URI Airflow cannot parse (a non-numeric port, an unencoded '@' in the password).
+        raise ConfigError(f"Airflow connection {conn_id!r} cannot be read: {exc}") from None
     return fields_of(conn_id, conn)
 
 

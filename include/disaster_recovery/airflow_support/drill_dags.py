@@ -23,12 +23,14 @@ def check_overdue(deployment: Any) -> dict[str, Any]:
     """DRDrillOverdue for each kind of drill with no passed record in its window."""
     from disaster_recovery.airflow_support.alerting import AirflowSlackSink
     from disaster_recovery.clients.s3 import regional_store
-    from disaster_recovery.drills.evidence import EvidenceStore, overdue_alerts
+    from disaster_recovery.drills.evidence import EvidenceStore, first_run, overdue_alerts
 
     settings = deployment.settings
     region = settings.regions.primary
-    records = EvidenceStore(regional_store(deployment, region)).records()
-    alerts = overdue_alerts(records, datetime.now(UTC))
+    store = regional_store(deployment, region)
+    records = EvidenceStore(store).records()
+    now = datetime.now(UTC)
+    alerts = overdue_alerts(records, now, deployed=first_run(store, now))
     sink = AirflowSlackSink(settings)
     for alert in alerts:
         sink.send(alert)

@@ -63,11 +63,14 @@ def _approval(ti: Any) -> dict[str, Any] | None:
     return answer if isinstance(answer, dict) else None
 
 
-def _user_name(user: Any) -> str:
-    """Airflow reports the person who answered as ``{"id", "name"}``: keep the name."""
+def approver(user: Any) -> dict[str, str]:
+    """Who answered, as ``responded_by`` (name) and ``responded_by_id``: Airflow 3.3 hands a
+    dict ``{"id": ..., "name": ...}``, older versions a string; never record a dict's repr."""
     if isinstance(user, dict):
-        return str(user.get("name") or user.get("id") or "")
-    return str(user or "")
+        user_id = str(user.get("id") or "")
+        return {"responded_by": str(user.get("name") or user_id), "responded_by_id": user_id}
+    name = str(getattr(user, "name", None) or user or "")
+    return {"responded_by": name, "responded_by_id": str(getattr(user, "id", None) or name)}
 
 
 def approval_operator(**kwargs: Any) -> Any:
@@ -84,7 +87,7 @@ def approval_operator(**kwargs: Any) -> Any:
                     value={
                         "chosen_options": list(event["chosen_options"]),
                         "params_input": dict(event.get("params_input") or {}),
-                        "responded_by": _user_name(event.get("responded_by_user")),
+                        **approver(event.get("responded_by_user")),
                     },
                 )
             return super().execute_complete(context, event)
@@ -177,9 +180,11 @@ def request_approval(kind: str) -> str:
             Alert(
                 name="FailoverApprovalRequired",
                 summary=(
-                    f"{kind} waits for approval: {params.get('reason')} "
+                    ("DRY RUN, nothing will change: " if params.get("dry_run") else "")
+                    + f"{kind} waits for approval: {params.get('reason')} "
                     f"(by {params.get('initiated_by')})"
                 ),
+                dry_run=bool(params.get("dry_run")),
                 details={
                     "estimated data loss": (evidence.get("estimated_data_loss") or {}).get(
                         "summary"
@@ -226,6 +231,7 @@ def report(kind: str) -> dict[str, Any]:
                     "decide",
                     "approved" if chosen == "Approve" else "rejected",
                     by=answer.get("responded_by"),
+                    by_id=answer.get("responded_by_id"),
                 )
             )
             if chosen != "Approve":
@@ -264,6 +270,9 @@ def report(kind: str) -> dict[str, Any]:
     }
     if error:
         result["error"] = error
+    from disaster_recovery.failover.undo import settle_result
+
+    settle_result(plan, result)
     result["published"] = publish_result(
         plan.deployment, plan.target, result, sink=AirflowSlackSink()
     )
@@ -308,7 +317,10 @@ def build_switch_dag(kind: str, dag_id: str, doc_md: str | None, tags: list[str]
                     )(kind)
                     approval = approval_operator(
                         task_id="approval",
-                        subject=f"Approve the {kind} ({{{{ params.reason }}}})?",
+                        subject=(
+                            "{{ 'DRY RUN (nothing will change): ' if params.dry_run else '' }}"
+                            f"Approve the {kind} ({{{{ params.reason }}}})?"
+                        ),
                         body="{{ ti.xcom_pull(task_ids='decide.notify') }}",
                         # failover.approval_timeout, read from the local policy file when the
                         # DAG is built (no network at parse time), like every schedule.

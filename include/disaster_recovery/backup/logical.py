@@ -32,6 +32,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from disaster_recovery.backup.claims import claimed_name, new_run_id, refuse_foreign_backup
 from disaster_recovery.backup.replicate import replicate
 from disaster_recovery.backup.stores import Stores
 from disaster_recovery.backup.verify import CHECKS, check_checksum, check_readable, load_manifest
@@ -91,7 +92,11 @@ def exported_snapshot(endpoint: PostgresEndpoint) -> Iterator[tuple[psycopg.Conn
         try:
             yield conn, str(row[0])
         finally:
-            conn.rollback()
+            # The transaction is read-only: when the server ended the connection (a failover,
+            # pg_terminate_backend) there is nothing to roll back, and the rollback's "connection
+            # is lost" must not hide the error that says why the dump failed.
+            with suppress(psycopg.OperationalError):
+                conn.rollback()
 
 
 def exact_row_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
@@ -112,10 +117,19 @@ def run_file(backup_type: str, run_time: datetime) -> str:
 
 
 def dump_to_s3(
-    deployment: Deployment, backup_type: str, run_time: datetime, *, who: str | None = None
+    deployment: Deployment,
+    backup_type: str,
+    run_time: datetime,
+    *,
+    who: str | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """Dump the database straight into the primary bucket and write an ``uploaded`` manifest.
 
+    The run first claims the file name (:func:`disaster_recovery.backup.claims.claimed_name`): another
+    run that chose the same name is refused with :class:`BusyError`, never handed this run's
+    backup. ``run_id`` names the run; by default it is the file name, so every attempt of the
+    run for this time (a DAG task's retries) is the same run.
     Idempotent: when this run's backup already exists (object and manifest), it is reused and
     the later steps check it; an object without its manifest is never overwritten.
     Returns ``{"file", "key", "bucket", "reused"}`` (small enough for an XCom).
@@ -124,16 +138,27 @@ def dump_to_s3(
     file = run_file(backup_type, run_time)
     catalog = stores.catalog
     key = catalog.key_for(file)
+    run = run_id or file
+    with claimed_name(stores.primary, key, run_id=run, who=who or actor()):
+        return _dump_or_reuse(deployment, stores, backup_type, file, who=who or actor(), run_id=run)
+
+
+def _dump_or_reuse(
+    deployment: Deployment, stores: Stores, backup_type: str, file: str, *, who: str, run_id: str
+) -> dict[str, Any]:
+    catalog = stores.catalog
+    key = catalog.key_for(file)
     # One HEAD in the usual case (no object yet); the manifest is read only when there is one.
     if stores.primary.head(key) is None:
-        manifest = _dump(deployment, stores, backup_type, file, who or actor())
+        manifest = _dump(deployment, stores, backup_type, file, who=who, run_id=run_id)
         return {
             "file": manifest.file,
             "key": manifest.key,
             "bucket": manifest.bucket,
             "reused": False,
         }
-    if catalog.find(file) is not None:
+    if (existing := catalog.find(file)) is not None:
+        refuse_foreign_backup(stores.primary.url(key), getattr(existing, "run_id", None), run_id)
         log.info(
             "backup %s already exists; reusing it (the next steps check it)",
             stores.primary.url(key),
@@ -150,7 +175,7 @@ def dump_to_s3(
 
 
 def _dump(
-    deployment: Deployment, stores: Stores, backup_type: str, file: str, who: str
+    deployment: Deployment, stores: Stores, backup_type: str, file: str, *, who: str, run_id: str
 ) -> Manifest:
     settings = deployment.settings
     role, endpoint = source_endpoint(deployment)
@@ -213,6 +238,7 @@ def _dump(
             },
             "pg_dump_version": pgbin.program_major("pg_dump"),
             "dumped_by": who,
+            "run_id": run_id,
         }
     )
     stores.catalog.save(manifest)
@@ -334,8 +360,11 @@ def run_backup(
     """Every step in order, as the DAG runs them: dump, checksum, verify, replicate, publish."""
     say = progress or (lambda message: log.info("%s", message))
     when = run_time or datetime.now(UTC)
+    # A run "now" (a person's command, the seed API) is its own run: a second one started in
+    # the same second is refused instead of being handed the first one's backup.
+    run_id = None if run_time else new_run_id()
     say(f"dumping {backup_type} to S3")
-    dumped = dump_to_s3(deployment, backup_type, when, who=who)
+    dumped = dump_to_s3(deployment, backup_type, when, who=who, run_id=run_id)
     file = dumped["file"]
     say(f"checking the SHA-256 of {file}")
     checks: dict[str, Any] = {"checksum": check_checksum(deployment, backup_type, file)}

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from disaster_recovery.backup.claims import Lease, default_who
 from disaster_recovery.backup.replicate import copy_to_region
 from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.catalog.manifests import ChainManifest, Verification
@@ -158,15 +159,26 @@ def scheduled_kind(
     return "incremental"
 
 
+def chain_writer(deployment: Deployment) -> Lease:
+    """The physical chain's one-writer lease, in the primary region's bucket: two runs would
+    otherwise take incrementals on the same parent, or race for the same name."""
+    settings = deployment.settings
+    key = f"{settings.storage.prefix}/locks/physical_chain.json".lstrip("/")
+    store = Chain(deployment, settings.regions.primary).store
+    return Lease(store, key, who=default_who(), duration=settings.pitr.chain_lock_lease)
+
+
 def take_backup(
     deployment: Deployment, kind: Kind = "auto", now: datetime | None = None
 ) -> ChainManifest:
     """Take (and upload, unverified) a base or incremental backup; ``auto`` decides as the
-    schedule does. Verify it with :func:`verify_backup` before it counts."""
-    chosen = scheduled_kind(deployment, now) if kind == "auto" else kind
-    if chosen == "base":
-        return take_base_backup(deployment, now)
-    return take_incremental_backup(deployment, now)
+    schedule does. Verify it with :func:`verify_backup` before it counts. Refused with
+    :class:`BusyError` while another run writes the chain."""
+    with chain_writer(deployment):
+        chosen = scheduled_kind(deployment, now) if kind == "auto" else kind
+        if chosen == "base":
+            return take_base_backup(deployment, now)
+        return take_incremental_backup(deployment, now)
 
 
 def take_base_backup(deployment: Deployment, now: datetime | None = None) -> ChainManifest:
@@ -425,13 +437,15 @@ def replicate_backup(deployment: Deployment, file: str) -> ChainManifest:
 
 def backup_and_verify(deployment: Deployment, kind: Kind = "auto") -> dict[str, Any]:
     """Take, verify and replicate one chain element (the CLI's one-shot path). An incremental
-    asked for on an empty chain takes (and verifies) a base backup first."""
-    if (
-        kind == "incremental"
-        and not Chain(deployment, deployment.settings.regions.primary).verified()
-    ):
-        backup_and_verify(deployment, "base")
-    manifest = take_backup(deployment, kind)
-    verify_backup(deployment, manifest.file)
-    replicated = replicate_backup(deployment, manifest.file)
-    return backup_report(replicated)
+    asked for on an empty chain takes (and verifies) a base backup first. The chain's writer
+    lease is held throughout, so the next run's incremental builds on this verified one."""
+    with chain_writer(deployment):
+        if (
+            kind == "incremental"
+            and not Chain(deployment, deployment.settings.regions.primary).verified()
+        ):
+            backup_and_verify(deployment, "base")
+        manifest = take_backup(deployment, kind)
+        verify_backup(deployment, manifest.file)
+        replicated = replicate_backup(deployment, manifest.file)
+        return backup_report(replicated)

@@ -13,16 +13,30 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-from disaster_recovery.errors import DisasterRecoveryError, ExitCode
+from disaster_recovery.errors import ConfigError, ExitCode
 
 # Each module has register(subparsers); its handlers take the parsed args and return a dict.
 COMMAND_MODULES = ("sandbox", "backup", "wal", "physical", "failover", "drill", "status")
 
 
+class UsageError(ConfigError):
+    """The command line itself is wrong (unknown option, a number out of range)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting, so a bad command line gets
+    the same JSON answer as any other failure (subparsers are built from this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dr", description="Litper disaster recovery")
+    parser = _Parser(prog="dr", description="Litper disaster recovery")
     parser.add_argument(
         "--config", help="policy file (default: $DR_CONFIG or include/dr_config.yaml)"
     )
@@ -38,6 +52,7 @@ def emit(result: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure, a bad command line included, prints a JSON answer."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["wal"] and arguments[1:2] in (["push"], ["fetch"]):
         # PostgreSQL's archive_command / restore_command: the lean path, without the other
@@ -45,8 +60,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from disaster_recovery.wal.__main__ import main as archiver_main
 
         return archiver_main(arguments[1:])
-    parser = build_parser()
-    args = parser.parse_args(arguments)
+    from disaster_recovery.cli.answers import answer
+
+    try:
+        args = build_parser().parse_args(arguments)
+    except UsageError as exc:
+        code, result = answer("(usage)", exc)
+        print(f"{result['reason']} (dr --help shows the usage)", file=sys.stderr)
+        emit(result)
+        return int(code)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -56,13 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         result = args.handler(args)
-    except DisasterRecoveryError as exc:
-        print(f"dr {args.command}: error: {exc}", file=sys.stderr)
-        emit({"status": "failed", "error": str(exc), "error_type": type(exc).__name__})
-        return int(exc.exit_code)
     except KeyboardInterrupt:
         emit({"status": "aborted", "error": "interrupted"})
         return int(ExitCode.ABORTED)
+    except Exception as exc:
+        code, result = answer(args.command, exc)
+        print(f"dr {args.command}: error: {result['error']}", file=sys.stderr)
+        emit(result)
+        return int(code)
     if isinstance(result, int):
         return result
     emit(result)

@@ -8,9 +8,9 @@ a module-level import would slow ``dr wal push`` (see :mod:`disaster_recovery.cl
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
+from disaster_recovery.cli.arguments import folder, port_number, positive_int
 from disaster_recovery.cli.physical import parse_timestamp
 
 # `dr backup <kind>` -> backup type; physical kinds (base, incremental) register next to these.
@@ -70,9 +70,9 @@ def register(commands: Any) -> None:
     )
     pitr.add_argument("--target-lsn", help="e.g. 0/16B3748")
     pitr.add_argument("--target-name", help="a restore point (dr restore-point create NAME)")
-    pitr.add_argument("--target-dir", type=Path, help="new, empty data folder for the instance")
+    pitr.add_argument("--target-dir", type=folder, help="new, empty data folder for the instance")
     pitr.add_argument(
-        "--target-port", type=int, help="port of the restored instance (default: free)"
+        "--target-port", type=port_number, help="port of the restored instance (default: free)"
     )
     pitr.add_argument("--region", help="restore from this region's bucket (default: primary)")
     pitr.add_argument("--plan-only", action="store_true", help="check the chain and WAL only")
@@ -80,7 +80,7 @@ def register(commands: Any) -> None:
         "--replace", action="store_true", help="drop and recreate a non-empty target"
     )
     restore.add_argument(
-        "--jobs", type=int, help="parallel pg_restore jobs (default: backup.restore_jobs)"
+        "--jobs", type=positive_int, help="parallel pg_restore jobs (default: backup.restore_jobs)"
     )
     restore.set_defaults(handler=run_restore)
 

@@ -19,9 +19,11 @@ def settings(args: argparse.Namespace) -> Settings:
 
 
 def deployment(args: argparse.Namespace) -> Deployment:
-    from disaster_recovery.config.endpoints import Deployment
+    from disaster_recovery.config.endpoints import Deployment, check_env_connections
 
-    return Deployment(settings(args))
+    policy = settings(args)
+    check_env_connections(list(policy.connections.model_dump().values()))
+    return Deployment(policy)
 
 
 def progress(message: str) -> None:

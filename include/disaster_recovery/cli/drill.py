@@ -9,11 +9,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from disaster_recovery.cli.arguments import non_negative_int
+
 
 def register(commands: Any) -> None:
     drill = commands.add_parser("drill", help="run a DR drill against the configured drill target")
     drill.add_argument("kind", choices=["monthly", "quarterly"])
-    drill.add_argument("--seed", type=int, help="seed of the random point-in-time target")
+    drill.add_argument(
+        "--seed", type=non_negative_int, help="seed of the random point-in-time target"
+    )
     drill.set_defaults(handler=run_drill)
     drills = commands.add_parser("drills", help="list drill evidence records and overdue drills")
     drills.add_argument("--kind", choices=["monthly", "quarterly"])
@@ -33,12 +37,15 @@ def list_drills(args: argparse.Namespace) -> dict[str, Any]:
 
     from disaster_recovery.cli.common import deployment
     from disaster_recovery.clients.s3 import regional_store
-    from disaster_recovery.drills.evidence import EvidenceStore, overdue_alerts
+    from disaster_recovery.drills.evidence import EvidenceStore, first_run, overdue_alerts
 
     target = deployment(args)
     settings = target.settings
     region = settings.regions.primary
-    records = EvidenceStore(regional_store(target, region)).records(args.kind)
+    store = regional_store(target, region)
+    records = EvidenceStore(store).records(args.kind)
+    now = datetime.now(UTC)
+    deployed = first_run(store, now, record=False)
     return {
         "records": [
             {
@@ -52,5 +59,5 @@ def list_drills(args: argparse.Namespace) -> dict[str, Any]:
             }
             for r in records
         ],
-        "overdue": [a.summary for a in overdue_alerts(records, datetime.now(UTC))],
+        "overdue": [a.summary for a in overdue_alerts(records, now, deployed=deployed)],
     }

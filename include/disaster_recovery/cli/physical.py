@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
-from pathlib import Path
 from typing import Any
+
+from disaster_recovery.cli.arguments import folder, port_number
 
 
 def register(commands: Any) -> None:
@@ -40,9 +41,9 @@ def add_pitr_arguments(parser: argparse.ArgumentParser) -> None:
     )
     target.add_argument("--target-lsn", help="e.g. 0/16B3748")
     target.add_argument("--target-name", help="a restore point (dr restore-point create NAME)")
-    parser.add_argument("--target-dir", type=Path, required=True, help="new, empty data folder")
+    parser.add_argument("--target-dir", type=folder, required=True, help="new, empty data folder")
     parser.add_argument(
-        "--target-port", type=int, help="port of the restored instance (default: free)"
+        "--target-port", type=port_number, help="port of the restored instance (default: free)"
     )
     parser.add_argument("--region", help="restore from this region's bucket (default: primary)")
     parser.add_argument(

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from disaster_recovery.cli.arguments import folder, port_number, positive_float
 from disaster_recovery.errors import ToolError
 
 DEFAULT_ROOT = Path(".sandbox")
@@ -21,13 +22,13 @@ def register(commands: Any) -> None:
     up = actions.add_parser("up", help="start every component (idempotent)")
     up.add_argument(
         "--scale",
-        type=float,
+        type=positive_float,
         default=None,
         help="sample data size: 1 is about 20 MB, 80 about 1 GB (default 1)",
     )
     up.add_argument(
         "--base-port",
-        type=int,
+        type=port_number,
         default=None,
         help="first of eight consecutive ports (default 25432, 25433, 26379, 26380, 25500-25503)",
     )
@@ -37,7 +38,7 @@ def register(commands: Any) -> None:
         actions.add_parser("status", help="each component's health; exit 1 if any is down"),
     ):
         action.add_argument(
-            "--root", type=Path, default=DEFAULT_ROOT, help="state folder (default .sandbox)"
+            "--root", type=folder, default=DEFAULT_ROOT, help="state folder (default .sandbox)"
         )
         action.set_defaults(handler=run)
     actions.choices["down"].add_argument(
@@ -50,7 +51,7 @@ def register(commands: Any) -> None:
         action = actions.add_parser(name, help=text)
         action.add_argument("region", choices=["us-east-1", "us-west-2"])
         action.add_argument(
-            "--root", type=Path, default=DEFAULT_ROOT, help="state folder (default .sandbox)"
+            "--root", type=folder, default=DEFAULT_ROOT, help="state folder (default .sandbox)"
         )
         action.set_defaults(handler=run)
 

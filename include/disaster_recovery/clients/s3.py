@@ -97,6 +97,15 @@ def _translate(exc: Exception, what: str, endpoint: AwsEndpoint) -> DisasterReco
     return UnavailableError(f"{where}: {exc}")
 
 
+# A conditional write lost: the condition no longer holds (412), another conditional write to
+# the same key is in flight (409), or the object is gone (If-Match on a deleted key).
+_LOST_RACE = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404")
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 def s3_client(
     endpoint: AwsEndpoint,
     *,
@@ -116,7 +125,33 @@ def s3_client(
         request_checksum_calculation="when_required",
     )
     session = session or boto3.session.Session()
-    return session.client("s3", config=config, **endpoint.client_kwargs())
+    client = session.client("s3", config=config, **endpoint.client_kwargs())
+    client.meta.events.register("after-call.s3", _refuse_non_s3_answer(endpoint))
+    return client
+
+
+def _refuse_non_s3_answer(endpoint: AwsEndpoint) -> Callable[..., None]:
+    """A check on every response: a web page is not an S3 answer.
+
+    A wrong ``endpoint_url`` (a web server, a login portal, a proxy's error page) answers 200
+    with HTML; botocore parses that as an empty listing or an existing object, which would turn
+    into a false "no backups" or "already uploaded". S3 and its emulators always send an
+    ``x-amz-*`` header (``x-amz-request-id``; moto ``x-amzn-requestid``); an HTML answer
+    without one is refused.
+    """
+
+    def check(http_response: Any, model: Any, **_: Any) -> None:
+        headers = {name.lower(): value for name, value in http_response.headers.items()}
+        from_s3 = any(name.startswith("x-amz") for name in headers)
+        if not from_s3 and "html" in headers.get("content-type", "").lower():
+            raise ConfigError(
+                f"{model.name} (connection {endpoint.conn_id!r}, region {endpoint.region}): "
+                f"{endpoint.endpoint_url or 'the endpoint'} answered with a web page (HTTP "
+                f"{http_response.status_code}, {headers.get('content-type')}), not S3; "
+                "check the connection's endpoint_url"
+            )
+
+    return check
 
 
 class ObjectStore:
@@ -301,6 +336,61 @@ class ObjectStore:
             )
         self.put_bytes(key, data, metadata={**(metadata or {}), "sha256": sha})
         return True
+
+    # -- conditional writes: one writer wins, the other learns it lost ---------------------
+
+    def put_new(
+        self, key: str, data: bytes, *, content_type: str = "application/json"
+    ) -> str | None:
+        """Create ``key`` only if no object has that name (``If-None-Match: *``): the new ETag,
+        or None when one exists. Atomic in S3: of two runs creating one name, exactly one wins."""
+        return self._conditional_put(key, data, content_type, IfNoneMatch="*")
+
+    def replace_if(
+        self, key: str, data: bytes, etag: str, *, content_type: str = "application/json"
+    ) -> str | None:
+        """Overwrite ``key`` only if it is still the version ``etag`` (``If-Match``): the new
+        ETag, or None when another writer changed or removed it in between."""
+        return self._conditional_put(key, data, content_type, IfMatch=etag)
+
+    def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and ETag (for a later :meth:`replace_if`), or None if absent."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+            return response["Body"].read(), str(response["ETag"])
+        except ClientError as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise _translate(exc, f"GET {self.url(key)}", self.endpoint) from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, f"GET {self.url(key)}", self.endpoint) from exc
+
+    def delete_if(self, key: str, etag: str) -> bool:
+        """Delete ``key`` only if it is still the version ``etag``; False otherwise."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
+            return True
+        except ClientError as exc:
+            if _error_code(exc) in _LOST_RACE:
+                return False
+            raise _translate(exc, f"DELETE {self.url(key)}", self.endpoint) from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, f"DELETE {self.url(key)}", self.endpoint) from exc
+
+    def _conditional_put(
+        self, key: str, data: bytes, content_type: str, **condition: str
+    ) -> str | None:
+        try:
+            response = self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **condition
+            )
+            return str(response["ETag"])
+        except ClientError as exc:
+            if _error_code(exc) in _LOST_RACE:
+                return None
+            raise _translate(exc, f"PUT {self.url(key)} ({condition})", self.endpoint) from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, f"PUT {self.url(key)}", self.endpoint) from exc
 
     def delete(self, keys: list[str]) -> int:
         deleted = 0

@@ -1,9 +1,11 @@
 """Alerts to Slack ``#alerts-critical``: what failed, how bad, where to look.
 
-The message is built here, once; who delivers it differs: :class:`SlackWebhookSink` posts with
-``slack_sdk`` (CLI, drills run outside Airflow), and inside Airflow
-:mod:`disaster_recovery.airflow_support.alerting` posts the same body through the slack provider's
-``SlackWebhookHook``.
+The message is built here, once; who delivers it differs. With ``alerts.slack_channel`` empty an
+incoming webhook posts it to the channel the webhook was made for; with a channel set, the Web
+API (``chat.postMessage``, a bot token) posts it there. Outside Airflow (CLI, drills)
+:func:`slack_sink` picks :class:`SlackWebhookSink` or :class:`SlackApiSink` (``slack_sdk``);
+inside Airflow :mod:`disaster_recovery.airflow_support.alerting` does the same with the slack
+provider's ``SlackWebhookHook`` or ``SlackHook``.
 """
 
 from __future__ import annotations
@@ -57,16 +59,21 @@ class Alert:
     details: dict[str, Any] = field(default_factory=dict)  # tier, file, check, dag/run/task...
     link: str | None = None  # the task log, the approval page
     resolved: bool = False
+    # A rehearsal (a failover dry run): said in the title, and never pages as Critical/High.
+    dry_run: bool = False
 
     @property
     def severity(self) -> Severity:
+        if self.dry_run:
+            return Severity.INFO
         return ALERTS.get(self.name, Severity.CRITICAL)
 
     @property
     def title(self) -> str:
         if self.resolved:
             return f":white_check_mark: RESOLVED {self.name}"
-        return f"{_ICONS[self.severity]} [{self.severity.value}] {self.name}"
+        rehearsal = "DRY RUN " if self.dry_run else ""
+        return f"{_ICONS[self.severity]} [{self.severity.value}] {rehearsal}{self.name}"
 
 
 def one_line(text: str, limit: int = 300) -> str:
@@ -100,6 +107,7 @@ def slack_message(alert: Alert, channel: str) -> dict[str, Any]:
         "blocks": blocks,
         "alert": alert.name,
         "severity": alert.severity.value,
+        "dry_run": alert.dry_run,
     }
     if channel:
         body["channel"] = channel
@@ -130,3 +138,35 @@ class SlackWebhookSink:
                 f"Slack webhook ({self.endpoint.conn_id}) answered {response.status_code}: {response.body}"
             )
         log.info("alert sent: %s", alert.name)
+
+
+class SlackApiSink:
+    """Posts alerts with Slack's Web API (``chat.postMessage``) and a bot token: the way to
+    choose the channel (``alerts.slack_channel``), which an incoming webhook cannot."""
+
+    def __init__(self, endpoint: SlackEndpoint):
+        self.endpoint = endpoint
+
+    def send(self, alert: Alert) -> None:
+        from slack_sdk import WebClient
+        from slack_sdk.errors import SlackApiError
+
+        body = slack_message(alert, self.endpoint.channel)
+        client = WebClient(token=self.endpoint.token, base_url=self.endpoint.api_url, timeout=10)
+        try:
+            client.chat_postMessage(**body)
+        except SlackApiError as exc:
+            raise UnavailableError(
+                f"Slack API ({self.endpoint.conn_id}) refused the message to "
+                f"{self.endpoint.channel}: {exc.response.get('error')}"
+            ) from None
+        except Exception as exc:
+            raise UnavailableError(
+                f"Slack API ({self.endpoint.conn_id}) at {self.endpoint.api_url} unreachable: {exc}"
+            ) from None
+        log.info("alert sent to %s: %s", self.endpoint.channel, alert.name)
+
+
+def slack_sink(endpoint: SlackEndpoint) -> AlertSink:
+    """The Web API when the endpoint has a bot token (a channel was chosen), else the webhook."""
+    return SlackApiSink(endpoint) if endpoint.token else SlackWebhookSink(endpoint)

@@ -52,14 +52,16 @@ def parse_connection(conn_id: str, value: str) -> ConnectionFields:
             raise ConfigError(
                 f"connection {conn_id!r}: {env_var_name(conn_id)} is not valid JSON: {exc}"
             ) from None
-        extra = data.get("extra") or {}
-        if isinstance(extra, str):
-            extra = json.loads(extra) if extra.strip() else {}
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"connection {conn_id!r}: {env_var_name(conn_id)} must be a JSON object"
+            )
+        extra = _parse_extra(conn_id, data.get("extra") or {})
         return ConnectionFields(
             conn_id=conn_id,
             conn_type=data.get("conn_type", ""),
             host=data.get("host") or "",
-            port=int(data["port"]) if data.get("port") else None,
+            port=_parse_port(conn_id, data.get("port")),
             login=data.get("login") or "",
             password=data.get("password") or "",
             schema=data.get("schema") or "",
@@ -70,19 +72,67 @@ def parse_connection(conn_id: str, value: str) -> ConnectionFields:
         raise ConfigError(
             f"connection {conn_id!r}: {env_var_name(conn_id)} is neither JSON nor a URI"
         )
-    extra = dict(parse_qsl(parts.query))
-    if "__extra__" in extra:
-        extra = json.loads(extra["__extra__"])
+    query: dict[str, Any] = dict(parse_qsl(parts.query))
+    if "__extra__" in query:
+        query = _parse_extra(conn_id, query["__extra__"])
+    try:
+        port = parts.port
+    except ValueError:
+        # urllib's "Port could not be cast to integer value as '...'" names neither the
+        # connection nor what to do. The text is not echoed: with an unencoded '#' or '/' in
+        # the password, what urllib takes for the port is a piece of the password.
+        raise ConfigError(
+            f"connection {conn_id!r}: the port in {env_var_name(conn_id)} is not a port number "
+            "(1-65535); characters such as ':', '@', '/' or '#' in the login or password must "
+            "be percent-encoded"
+        ) from None
     return ConnectionFields(
         conn_id=conn_id,
         conn_type=parts.scheme.replace("-", "_"),
         host=unquote(parts.hostname or ""),
-        port=parts.port,
+        port=port,
         login=unquote(parts.username or ""),
         password=unquote(parts.password or ""),
         schema=unquote(parts.path.lstrip("/")),
-        extra=extra,
+        extra=query,
     )
+
+
+def _parse_port(conn_id: str, value: Any) -> int | None:
+    """A Connection's port: empty means the default; anything else must be 1-65535."""
+    if value in (None, ""):
+        return None
+    text = str(value).strip()
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConfigError(
+            f"connection {conn_id!r}: port {text!r} is not a port number (1-65535); "
+            f"fix {env_var_name(conn_id)} or the Connection in Airflow"
+        )
+    return int(text)
+
+
+def _parse_extra(conn_id: str, extra: Any) -> dict[str, Any]:
+    """A Connection's extra: a mapping, or JSON text of one."""
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra) if extra.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"connection {conn_id!r}: its extra is not valid JSON ({exc.msg} at "
+                f"character {exc.pos}); fix {env_var_name(conn_id)} or the Connection in Airflow"
+            ) from None
+    if not isinstance(extra, dict):
+        raise ConfigError(f"connection {conn_id!r}: its extra must be a JSON object")
+    return extra
+
+
+def check_env_connections(conn_ids: list[str]) -> None:
+    """Parse every one of ``conn_ids`` that is set in the environment, so a malformed one is
+    refused when the command starts, not after other servers were already asked. Undefined
+    ones stay lazy: a command fails on them only if it needs them."""
+    for conn_id in conn_ids:
+        if value := os.environ.get(env_var_name(conn_id)):
+            parse_connection(conn_id, value)
 
 
 def connection_from_env(conn_id: str) -> ConnectionFields:
@@ -182,9 +232,27 @@ class AwsEndpoint:
 
 @dataclass(frozen=True)
 class SlackEndpoint:
+    """An incoming webhook (``webhook_url``), or the Web API with a bot token and a channel."""
+
     conn_id: str
     webhook_url: str = field(repr=False)
     channel: str = ""
+    token: str = field(default="", repr=False)
+    api_url: str = ""
+
+
+def slack_api_endpoint(conn: ConnectionFields, channel: str) -> SlackEndpoint:
+    """The Web API: the bot token is the password; ``base_url`` in extra as the slack provider
+    reads it (default Slack's own)."""
+    if not conn.password:
+        raise ConfigError(
+            f"connection {conn.conn_id!r}: the bot token (password) is empty; it is needed "
+            "because alerts.slack_channel is set (leave it empty to post through the webhook)"
+        )
+    base_url = str(conn.extra.get("base_url") or "https://slack.com/api/")
+    return SlackEndpoint(
+        conn_id=conn.conn_id, webhook_url="", channel=channel, token=conn.password, api_url=base_url
+    )
 
 
 def postgres_endpoint(conn: ConnectionFields) -> PostgresEndpoint:
@@ -269,6 +337,11 @@ class Deployment:
         return self._resolve(conn_id, lambda: aws_endpoint(self.lookup(conn_id), region))
 
     def slack(self) -> SlackEndpoint:
-        conn_id = self.settings.connections.slack_alerts
+        """The Web API when ``alerts.slack_channel`` is set (only it can choose the channel),
+        the incoming webhook otherwise."""
         channel = self.settings.alerts.slack_channel
-        return self._resolve(conn_id, lambda: slack_endpoint(self.lookup(conn_id), channel))
+        if channel:
+            api_id = self.settings.connections.slack_api
+            return self._resolve(api_id, lambda: slack_api_endpoint(self.lookup(api_id), channel))
+        conn_id = self.settings.connections.slack_alerts
+        return self._resolve(conn_id, lambda: slack_endpoint(self.lookup(conn_id), ""))

@@ -18,6 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from disaster_recovery.config.defaults import DEFAULT_PUSH_AHEAD
 from disaster_recovery.config.durations import parse_duration
+from disaster_recovery.config.policy_file import read_policy_text
 from disaster_recovery.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "dr_config.yaml"
@@ -105,7 +106,10 @@ class Thresholds(_Section):
 
 
 class Alerts(_Section):
-    slack_channel: str = "#alerts-critical"
+    # Empty: post through the incoming webhook (connections.slack_alerts), which posts to the
+    # channel it was created for and cannot choose another. Set: post with the bot token of
+    # connections.slack_api (Slack's Web API, chat.postMessage), which can choose the channel.
+    slack_channel: str = ""
     # Where log links in alerts point; the Airflow UI as operators reach it.
     airflow_base_url: str = "http://localhost:8080"
 
@@ -136,6 +140,9 @@ class Connections(_Section):
     aws_primary: str = "dr_aws_primary"
     aws_secondary: str = "dr_aws_secondary"
     slack_alerts: str = "dr_slack_alerts"
+    # A slack provider "slack" Connection (bot token as password): used when alerts.slack_channel
+    # is set.
+    slack_api: str = "dr_slack_api"
 
 
 class Backup(_Section):
@@ -175,6 +182,9 @@ class Pitr(_Section):
     # The OS user a restored instance (PITR, drills) runs as when this process is root:
     # PostgreSQL refuses to run as root.
     restore_os_user: str = ""
+    # One writer at a time on the physical chain: its lock is renewed every third of this while
+    # a backup runs, so a run that crashed (stopped renewing) holds it at most this long.
+    chain_lock_lease: Duration = timedelta(minutes=5)
 
 
 class Environment(_Section):
@@ -213,6 +223,7 @@ class NodeControlConfig(_Section):
             "start",
             "stop",
             "fence",
+            "unfence",
             "rewind",
             "clone",
             "configure_standby",
@@ -397,16 +408,17 @@ def config_path() -> Path:
 def load_settings(path: str | Path | None = None) -> Settings:
     """Read and validate the policy file (``$DR_CONFIG`` or ``include/dr_config.yaml``)."""
     file = Path(path) if path else config_path()
+    text = read_policy_text(file)
     try:
-        text = file.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: configuration file not found (set {CONFIG_ENV_VAR})") from None
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read configuration: {exc}") from None
-    try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    if data is None:
+        # Only comments: as likely a truncated copy as a wish for every default; say so.
+        raise ConfigError(
+            f"{file}: the configuration holds no settings (only comments or blank lines); "
+            "write at least one section, e.g. 'regions:'"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: the top level must be a mapping of sections")
     return settings_from_dict(data, str(file))

@@ -7,6 +7,7 @@ loss of either region and of Airflow's database.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ from disaster_recovery.clients.slack import Alert
 
 DrillKind = Literal["monthly", "quarterly"]
 EVIDENCE_PREFIX = "drills"
+# Outside drills/ (which holds only records): when the deployment first checked its drills.
+FIRST_RUN_KEY = "deployment/first_run.json"
 # A monthly drill must have passed within 35 days, a quarterly one within 95.
 OVERDUE_AFTER: dict[str, timedelta] = {
     "monthly": timedelta(days=35),
@@ -93,14 +96,43 @@ class EvidenceStore:
         return sorted(found, key=lambda r: r.started_at)
 
 
-def overdue_alerts(records: list[DrillRecord], now: datetime) -> list[Alert]:
-    """DRDrillOverdue for each kind with no passed drill within its window."""
+def first_run(store: ObjectStore, now: datetime, *, record: bool = True) -> datetime:
+    """When this deployment first checked its drills (``deployment/first_run.json``).
+
+    Written once, by whichever scheduled check comes first (``If-None-Match``), and read ever
+    after: a new deployment has had no time to run a drill, so a drill is due one window after
+    this, not at once. ``record=False`` (a person listing drills) reads only: not yet recorded
+    means the deployment starts now.
+    """
+    body = json.dumps({"first_run": now.astimezone(UTC).isoformat()}).encode()
+    if record and store.put_new(FIRST_RUN_KEY, body):
+        return now
+    found = store.get_versioned(FIRST_RUN_KEY)
+    if found is None:  # deleted in between: this check is the first again
+        return now
+    return datetime.fromisoformat(json.loads(found[0])["first_run"])
+
+
+def overdue_alerts(
+    records: list[DrillRecord], now: datetime, *, deployed: datetime | None = None
+) -> list[Alert]:
+    """DRDrillOverdue for each kind with no passed drill within its window. With ``deployed``
+    (:func:`first_run`), a kind that never passed is overdue only once its first drill was due:
+    one window after the deployment's first run."""
     alerts = []
     for kind, window in OVERDUE_AFTER.items():
         passed = [r for r in records if r.drill == kind and r.passed]
         last = max((r.started_at for r in passed), default=None)
+        if last is None and deployed is not None and now - deployed <= window:
+            continue
         if last is None or now - last > window:
-            since = f"last passed {last:%Y-%m-%d}" if last else "none has ever passed"
+            since = (
+                f"last passed {last:%Y-%m-%d}"
+                if last
+                else f"none has passed since the deployment's first run on {deployed:%Y-%m-%d}"
+                if deployed
+                else "none has ever passed"
+            )
             alerts.append(
                 Alert(
                     "DRDrillOverdue",

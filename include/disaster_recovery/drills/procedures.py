@@ -36,7 +36,7 @@ from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.clients.runner import run
 from disaster_recovery.clients.s3 import regional_store
 from disaster_recovery.clients.services import Services
-from disaster_recovery.clients.slack import Alert, AlertSink, SlackWebhookSink
+from disaster_recovery.clients.slack import Alert, AlertSink, slack_sink
 from disaster_recovery.config.endpoints import Deployment, PostgresEndpoint
 from disaster_recovery.drills.evidence import DrillKind, DrillRecord, EvidenceStore
 from disaster_recovery.errors import (
@@ -572,7 +572,7 @@ def publish(deployment: Deployment, record: DrillRecord, sink: AlertSink | None 
             EvidenceStore(regional_store(deployment, region)).save(record)
         except DisasterRecoveryError as exc:
             log.error("could not store drill evidence in %s: %s", region, exc)
-    sink = sink or SlackWebhookSink(deployment.slack())
+    sink = sink or slack_sink(deployment.slack())
     summary = (
         f"{record.drill} drill {'passed' if record.passed else 'FAILED'} on {record.environment}: "
         f"RTO {_seconds(record.rto_seconds)} (objective {_seconds(record.objectives['rto_seconds'])}), "

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from disaster_recovery.clients.s3 import regional_store
-from disaster_recovery.clients.slack import Alert, SlackWebhookSink
+from disaster_recovery.clients.slack import Alert, slack_sink
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import Settings
 from disaster_recovery.errors import AbortedError, DisasterRecoveryError
@@ -102,17 +102,22 @@ def run_steps(
             break
     if plan.dry_run and status == "completed":
         status = "dry_run"
-    return result_document(
-        kind,
+    from disaster_recovery.failover.undo import settle_result
+
+    return settle_result(
         plan,
-        reason=reason,
-        initiated_by=initiated_by,
-        status=status,
-        records=records,
-        timings=timings,
-        started=started,
-        started_at=started_at,
-        error=error,
+        result_document(
+            kind,
+            plan,
+            reason=reason,
+            initiated_by=initiated_by,
+            status=status,
+            records=records,
+            timings=timings,
+            started=started,
+            started_at=started_at,
+            error=error,
+        ),
     )
 
 
@@ -140,23 +145,32 @@ def publish_result(
         published["history_error"] = first_line(exc)
     ok = result["status"] in ("completed", "dry_run")
     kind = result.get("kind", "failover")
+    dry_run = bool(result.get("dry_run"))
+    rehearsal = "DRY RUN, nothing was changed: " if dry_run else ""
     alert = Alert(
-        # FailoverFailed is not in the catalogue of Info alerts, so it goes out as Critical.
+        # FailoverFailed is not in the catalogue of Info alerts, so it goes out as Critical;
+        # a dry run's outcome never does (Alert.dry_run makes it Info).
         name="FailoverCompleted" if ok else "FailoverFailed",
         summary=(
-            f"{kind} {result['status']}: primary is {result['new_primary']} "
+            f"{rehearsal}{kind} {result['status']}: primary is {result['new_primary']} "
             f"({result['total_time_seconds']:.1f} s)"
         ),
+        dry_run=dry_run,
         details={
             "reason": result.get("reason"),
             "initiated_by": result.get("initiated_by"),
             "steps": ", ".join(result["steps_completed"]),
             "error": result.get("error"),
+            "undone": "; ".join(result.get("undone") or []) or None,
+            "left_changed": "; ".join(
+                f"{c['what']} (undo: {c['undo']})" for c in result.get("left_changed") or []
+            )
+            or None,
             "history": published.get("history"),
         },
     )
     try:
-        (sink or SlackWebhookSink(deployment.slack())).send(alert)
+        (sink or slack_sink(deployment.slack())).send(alert)
         published["slack"] = "sent"
     except DisasterRecoveryError as exc:
         published["slack_error"] = first_line(exc)

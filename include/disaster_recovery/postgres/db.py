@@ -12,6 +12,19 @@ from disaster_recovery.config.endpoints import PostgresEndpoint
 from disaster_recovery.errors import ConfigError, UnavailableError
 
 
+def libpq_reason(exc: BaseException) -> str:
+    """libpq's cause in one line: ``Connection refused (Is the server running ...?)``.
+
+    libpq puts the cause at the end of its first line ("connection to server at ... failed:
+    Connection refused") and a hint on the next; keeping only the last line loses the cause.
+    """
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return repr(exc)
+    cause = lines[0].rsplit("failed: ", 1)[-1]
+    return f"{cause} ({' '.join(lines[1:])})" if len(lines) > 1 else cause
+
+
 @contextmanager
 def connect(
     endpoint: PostgresEndpoint,
@@ -27,7 +40,7 @@ def connect(
     try:
         conn = psycopg.connect(autocommit=autocommit, **kwargs)
     except psycopg.OperationalError as exc:
-        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+        message = libpq_reason(exc)
         text = f"cannot connect to PostgreSQL ({endpoint.describe(dbname)}, connection {endpoint.conn_id!r}): {message}"
         if "password authentication failed" in str(exc) or "no password supplied" in str(exc):
             raise ConfigError(text) from None

@@ -29,6 +29,7 @@ class NodeControl(Protocol):
     def start(self) -> None: ...
     def stop(self, mode: str = "fast") -> None: ...
     def fence(self) -> str: ...
+    def unfence(self) -> str: ...
     def rewind(self, source_env: dict[str, str]) -> None: ...
     def clone(self, source_env: dict[str, str], slot: str) -> None: ...
     def configure_standby(self, primary_conninfo: str, slot: str) -> None: ...
@@ -57,6 +58,9 @@ class NoControl:
 
     def fence(self) -> str:
         return "no node control: not fenced on disk"
+
+    def unfence(self) -> str:
+        return "no node control: nothing on disk to undo"
 
     def rewind(self, source_env: dict[str, str]) -> None:
         raise self._refuse("rewind it")
@@ -95,6 +99,15 @@ class LocalNodeControl:
         self.instance.mark_standby()
         self.instance.edit_auto_conf({FENCE_SETTING: "on"})
         return "standby.signal and default_transaction_read_only written"
+
+    def unfence(self) -> str:
+        """Undo :meth:`fence` (a failover stopped before anything was promoted): the node keeps
+        its primary role across a restart."""
+        if not (self.instance.data_dir / "PG_VERSION").exists():
+            return "no data directory: nothing to undo"
+        self.instance.mark_standby(False)
+        self.instance.edit_auto_conf({FENCE_SETTING: None})
+        return "standby.signal and default_transaction_read_only removed"
 
     def rewind(self, source_env: dict[str, str]) -> None:
         """``pg_rewind`` onto the source's timeline (the node must be stopped; a crashed node is
@@ -169,6 +182,15 @@ class CommandNodeControl:
             return "no fence command configured"
         self._run("fence")
         return "fence command ran"
+
+    def unfence(self) -> str:
+        if "unfence" not in self.commands:
+            raise ConfigError(
+                f"failover.nodes.{self.name}.commands.unfence is not configured: undo the fence "
+                "command's work on the host by hand"
+            )
+        self._run("unfence")
+        return "unfence command ran"
 
     def rewind(self, source_env: dict[str, str]) -> None:
         self._run("rewind", env=source_env)

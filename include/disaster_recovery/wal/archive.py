@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from disaster_recovery.config.endpoints import aws_endpoint, connection_from_env
+from disaster_recovery.config.policy_file import read_policy_text
 from disaster_recovery.errors import (
     ConfigError,
     ConflictError,
@@ -135,9 +136,11 @@ def _lean_policy(config_file: str) -> tuple[str, list[ArchiveLocation], int]:
     settings model: the archiver runs once per segment and only needs these keys (start-up cost,
     docs/pitr.md). The full model validates the same file wherever Airflow loads it."""
     try:
-        data = yaml.safe_load(Path(config_file).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(read_policy_text(Path(config_file))) or {}
+    except yaml.YAMLError as exc:
         raise ConfigError(f"{config_file}: cannot read the policy file: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{config_file}: the top level must be a mapping of sections")
     regions = {"primary": "us-east-1", "secondary": "us-west-2", **(data.get("regions") or {})}
     storage = data.get("storage") or {}
     buckets = storage.get("buckets") or {}
