@@ -22,7 +22,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import redis
@@ -48,6 +48,9 @@ from disaster_recovery.wal.host import archiver_command, write_archiver_files
 from dr_sandbox import processes
 from dr_sandbox.sample_data import load_sample_data
 
+if TYPE_CHECKING:
+    from disaster_recovery.clients.s3 import ObjectStore
+
 log = logging.getLogger(__name__)
 
 SUPERUSER = "postgres"
@@ -59,6 +62,13 @@ AWS_TEST_KEY = "testing"
 SANDBOX_SLACK_TOKEN = "xoxb-sandbox-token"  # noqa: S105 (a stand-in, not a secret)
 WEBHOOK_PATH = "/services/T0SANDBOX/B0ALERTS/sandboxsecret"
 PRIMARY_REGION, SECONDARY_REGION = "us-east-1", "us-west-2"
+
+
+def sandbox_kms_key(region: str) -> str:
+    """The KMS key ARN the sandbox encrypts a region's objects with (moto accepts any)."""
+    return f"arn:aws:kms:{region}:000000000000:key/litper-dr-{region}"
+
+
 DEMO_APP = Path(__file__).resolve().parent / "demo_app.py"
 
 
@@ -116,6 +126,7 @@ class SandboxState:
     scale: float
     pids: dict[str, int] = field(default_factory=dict)
     hosted_zone_id: str = ""
+    object_lock: str | None = None  # governance | compliance: buckets made with Object Lock
 
     @classmethod
     def load(cls, path: Path) -> SandboxState | None:
@@ -130,7 +141,13 @@ class SandboxState:
 
 
 class Sandbox:
-    def __init__(self, root: Path, ports: SandboxPorts | None = None, scale: float | None = None):
+    def __init__(
+        self,
+        root: Path,
+        ports: SandboxPorts | None = None,
+        scale: float | None = None,
+        object_lock: str | None = None,
+    ):
         self.root = root.resolve()
         state = SandboxState.load(self.state_file)
         if state is None:
@@ -141,6 +158,8 @@ class Sandbox:
             )
         elif scale is not None:
             state.scale = scale
+        if object_lock is not None:
+            state.object_lock = object_lock
         self.state = state
 
     # -- layout --------------------------------------------------------------------------
@@ -189,6 +208,18 @@ class Sandbox:
 
     def aws(self, region: str) -> AwsEndpoint:
         return AwsEndpoint(f"dr_aws_{region}", region, AWS_TEST_KEY, AWS_TEST_KEY, self.s3_endpoint)
+
+    def store(self, region: str) -> ObjectStore:
+        """The region's bucket as the sandbox's policy configures it (encryption, lock)."""
+        from disaster_recovery.clients.object_lock import lock_policy
+
+        settings = self.settings()
+        return ObjectStore(
+            self.aws(region),
+            settings.bucket(region),
+            encryption=settings.storage.encryption_for(region),
+            lock=lock_policy(settings),
+        )
 
     @property
     def s3_endpoint(self) -> str:
@@ -397,10 +428,11 @@ class Sandbox:
         )
 
     def _prepare_aws(self) -> None:
+        from disaster_recovery.clients.object_lock import lock_policy
 
         settings = self.settings()
         for region, bucket in settings.storage.buckets.items():
-            ObjectStore(self.aws(region), bucket).ensure_bucket()
+            ObjectStore(self.aws(region), bucket, lock=lock_policy(settings)).ensure_bucket()
         self.state.hosted_zone_id = self._ensure_zone()
 
     def _route53(self) -> Any:
@@ -440,6 +472,14 @@ class Sandbox:
             "allow_drills_on_production": False,
         }
         data["dns"] = {"zone": ZONE_NAME, "records": ["db", "redis", "app"]}
+        if self.state.object_lock:
+            data["storage"]["object_lock"] = {"mode": self.state.object_lock, "margin": "1d"}
+        # KMS in the sandbox (moto records the headers): each region has its own key, so a
+        # cross-region copy must be encrypted again with the destination's.
+        data["storage"]["encryption"] = {
+            region: {"algorithm": "aws:kms", "kms_key_id": sandbox_kms_key(region)}
+            for region in (PRIMARY_REGION, SECONDARY_REGION)
+        }
         data["services"] = {
             region: self._services_config(region) for region in (PRIMARY_REGION, SECONDARY_REGION)
         }

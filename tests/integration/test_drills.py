@@ -127,7 +127,7 @@ def test_corrupted_backup_fails_the_drill_and_keeps_the_topology(
     box: Sandbox, airflow_db: None
 ) -> None:
     settings = box.settings()
-    store = ObjectStore(box.aws("us-east-1"), settings.bucket("us-east-1"))
+    store = box.store("us-east-1")
     newest = Catalog(store, settings.storage.prefix).newest_verified("postgresql_full")
     assert newest is not None
     original = flip_byte(store, newest.key)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from disaster_recovery.clients.s3 import ObjectStore
 from disaster_recovery.drills.evidence import DrillRecord, EvidenceStore, overdue_alerts
 from disaster_recovery.monitoring import heartbeat
 from dr_sandbox import Sandbox
@@ -20,7 +19,7 @@ def record(kind: str, days_ago: float, passed: bool = True) -> DrillRecord:
 
 
 def test_records_round_trip_through_s3(sandbox: Sandbox) -> None:
-    store = ObjectStore(sandbox.aws("us-west-2"), sandbox.settings().bucket("us-west-2"))
+    store = sandbox.store("us-west-2")
     evidence = EvidenceStore(store)
     saved = [record("monthly", 50), record("quarterly", 20), record("monthly", 2, passed=False)]
     keys = [evidence.save(r) for r in saved]

@@ -45,8 +45,13 @@ def fields_of(conn_id: str, conn: Any) -> ConnectionFields:
 
 
 def deployment(settings: Settings | None = None) -> Deployment:
-    """The deployment as Airflow knows it: policy from dr_config.yaml, secrets from Connections."""
-    return Deployment(settings or load_settings(), lookup=connection_from_airflow)
+    """The deployment as Airflow knows it: policy from dr_config.yaml, secrets from Connections,
+    AWS sessions from the amazon provider's hook."""
+    from disaster_recovery.airflow_support.aws_hook import provider_session
+
+    return Deployment(
+        settings or load_settings(), lookup=connection_from_airflow, aws_sessions=provider_session
+    )
 
 
 def connection_from_airflow_server(conn_id: str) -> ConnectionFields:

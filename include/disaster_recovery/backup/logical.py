@@ -228,6 +228,7 @@ def _dump(
             "database": endpoint.dbname,
             "format": "custom",
             "status": "uploaded",
+            "encryption": stores.primary.encryption.to_dict(),
             "compression": compression.flag(),
             "snapshot": snapshot,
             "table_counts": counts,
@@ -335,6 +336,7 @@ def publish(
                     "key": manifest.key,
                     "sha256": replica["sha256"],
                     "mode": replica["mode"],
+                    "encryption": stores.secondary.encryption.to_dict(),
                 }
             },
         }

@@ -269,6 +269,7 @@ def _take(
             "database": "(whole cluster)",
             "format": "tar",
             "status": "uploaded",
+            "encryption": store.encryption.to_dict(),
             "start_lsn": start_lsn,
             "end_lsn": end.group(1),
             "timeline": timeline,
@@ -326,6 +327,7 @@ def verify_backup(deployment: Deployment, file: str, region: str | None = None) 
         with tempfile.TemporaryDirectory(prefix="dr-verify-") as scratch:
             folder = Path(scratch)
             tar_path = folder / "base.tar"
+            checks["encryption"] = store.check_encrypted(manifest.key)
             copy = store.digest(manifest.key, copy_to=tar_path)
             manifest.check_digest(
                 copy.size, copy.sha256, where=store.url(manifest.key), check="sha256"
@@ -428,6 +430,7 @@ def replicate_backup(deployment: Deployment, file: str) -> ChainManifest:
     manifest.replicas[settings.regions.secondary] = {
         "bucket": replica["bucket"],
         "sha256": replica["sha256"],
+        "encryption": replica["encryption"],
         "checked_at": datetime.now(UTC).isoformat(),
     }
     primary.catalog.save(manifest)

@@ -59,8 +59,12 @@ def copy_to_region(
         where=f"replica {url} ({mode} mode, {detail})",
         check="replica",
     )
+    # A copy is encrypted with the target region's key; native replication must be configured
+    # to do the same (the rule's replica KMS key).
+    encryption = target.check_encrypted(manifest.key)
     return {
         "ok": True,
+        "encryption": encryption,
         "mode": mode,
         "region": target.endpoint.region,
         "bucket": target.bucket,

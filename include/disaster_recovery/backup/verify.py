@@ -83,12 +83,8 @@ def check_checksum(deployment: Deployment, backup_type: str, file: str) -> dict[
     manifest = load_manifest(stores, backup_type, file)
     started = time.monotonic()
     with _failures_recorded(stores, manifest):
-        if not stores.primary.exists(manifest.key):
-            raise VerificationError(
-                f"{stores.primary.url(manifest.key)} does not exist",
-                check="exists",
-                key=manifest.key,
-            )
+        # Exists, and encrypted as configured (an object written around us fails here).
+        encryption = stores.primary.check_encrypted(manifest.key)
         stored = stores.primary.digest(manifest.key)
         manifest.check_digest(
             stored.size, stored.sha256, where=stores.primary.url(manifest.key), check="checksum"
@@ -97,6 +93,7 @@ def check_checksum(deployment: Deployment, backup_type: str, file: str) -> dict[
         "ok": True,
         "size_bytes": stored.size,
         "sha256": stored.sha256,
+        "encryption": encryption,
         "seconds": round(time.monotonic() - started, 3),
     }
 

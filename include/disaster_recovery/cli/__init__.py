@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from disaster_recovery.errors import ConfigError, ExitCode
 
 # Each module has register(subparsers); its handlers take the parsed args and return a dict.
-COMMAND_MODULES = ("sandbox", "backup", "wal", "physical", "failover", "drill", "status")
+COMMAND_MODULES = ("sandbox", "backup", "wal", "physical", "failover", "drill", "status", "iam")
 
 
 class UsageError(ConfigError):

@@ -32,6 +32,12 @@ def register(commands: Any) -> None:
         default=None,
         help="first of eight consecutive ports (default 25432, 25433, 26379, 26380, 25500-25503)",
     )
+    up.add_argument(
+        "--object-lock",
+        choices=["governance", "compliance"],
+        default=None,
+        help="create the buckets with S3 Object Lock and lock backups and WAL (docs/security.md)",
+    )
     for action in (
         up,
         actions.add_parser("down", help="stop what `up` started"),
@@ -68,7 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.action == "up":
         ports = SandboxPorts.from_base(args.base_port) if args.base_port else None
-        return Sandbox(args.root, ports, args.scale).up()
+        return Sandbox(args.root, ports, args.scale, args.object_lock).up()
     sandbox = Sandbox(args.root)
     if args.action == "down":
         return sandbox.down(purge=args.purge)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import boto3
-
 from disaster_recovery.config.endpoints import AwsEndpoint
 from disaster_recovery.config.model import DnsConfig
 from disaster_recovery.errors import ConfigError, UnavailableError
@@ -23,8 +21,9 @@ class DnsSwitch:
         self._zone_id: str | None = None
 
     def _client(self) -> Any:
+        from disaster_recovery.clients.aws_sessions import aws_client
 
-        return boto3.client("route53", **self.aws.client_kwargs())
+        return aws_client(self.aws, "route53")
 
     def zone_id(self) -> str:
         if self._zone_id is None:

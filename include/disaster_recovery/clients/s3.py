@@ -10,16 +10,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
+from disaster_recovery.clients.aws_sessions import session_for
+from disaster_recovery.clients.object_lock import Locked, LockPolicy
+from disaster_recovery.config.encryption import Encryption
 from disaster_recovery.config.endpoints import AwsEndpoint, Deployment
 from disaster_recovery.errors import (
     ConfigError,
@@ -27,7 +31,13 @@ from disaster_recovery.errors import (
     DisasterRecoveryError,
     NotFoundError,
     UnavailableError,
+    VerificationError,
 )
+
+if TYPE_CHECKING:
+    from disaster_recovery.config.endpoints import Deployment
+
+log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 READ_CHUNK = 1 * MIB
@@ -106,6 +116,27 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def delete_refused(
+    store: ObjectStore, refused: list[dict[str, Any]], *, deleted_before: int
+) -> DisasterRecoveryError:
+    """The error for keys a DeleteObjects request refused, naming them and what to do."""
+    codes = sorted({str(item.get("Code", "")) for item in refused})
+    keys = ", ".join(store.url(str(item.get("Key"))) for item in refused[:5])
+    more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+    where = f"connection {store.endpoint.conn_id!r}, region {store.endpoint.region}"
+    if codes == ["AccessDenied"]:
+        return ConfigError(
+            f"DELETE refused (AccessDenied) for {keys}{more} ({where}): these credentials may "
+            "not delete backups, as least privilege wants for every role but the cleanup's. "
+            "Run the cleanup with the cleanup role (`dr iam-policy --role cleanup`); "
+            f"{deleted_before} object(s) of this request were deleted."
+        )
+    return DisasterRecoveryError(
+        f"DELETE refused ({', '.join(codes)}) for {keys}{more} ({where}); "
+        f"{deleted_before} object(s) of this request were deleted."
+    )
+
+
 def s3_client(
     endpoint: AwsEndpoint,
     *,
@@ -124,7 +155,7 @@ def s3_client(
         response_checksum_validation="when_required",
         request_checksum_calculation="when_required",
     )
-    session = session or boto3.session.Session()
+    session = session_for(endpoint, plain=session)
     client = session.client("s3", config=config, **endpoint.client_kwargs())
     client.meta.events.register("after-call.s3", _refuse_non_s3_answer(endpoint))
     return client
@@ -155,13 +186,27 @@ def _refuse_non_s3_answer(endpoint: AwsEndpoint) -> Callable[..., None]:
 
 
 class ObjectStore:
-    """One bucket in one region, reached through one Connection."""
+    """One bucket in one region, reached through one Connection.
+
+    Every write (put, multipart upload, copy) carries the bucket's server-side encryption;
+    without a configured one that is AES256, so nothing is ever stored unencrypted.
+    """
 
     def __init__(
-        self, endpoint: AwsEndpoint, bucket: str, *, chunk_mib: int = 16, client: Any = None
+        self,
+        endpoint: AwsEndpoint,
+        bucket: str,
+        *,
+        chunk_mib: int = 16,
+        client: Any = None,
+        encryption: Encryption | None = None,
+        lock: LockPolicy | None = None,
     ):
         self.endpoint = endpoint
         self.bucket = bucket
+        self.encryption = encryption or Encryption()
+        self.lock = lock  # Object Lock: retain-until dates on writes, version-aware deletes
+        self.locked: list[Locked] = []  # what delete() left under a lock
         self._client = client  # built on first use unless given (see s3_client)
         self.transfer = TransferConfig(
             multipart_threshold=chunk_mib * MIB,
@@ -173,6 +218,30 @@ class ObjectStore:
         # (160 MiB at 16 MiB parts). One per thread plus one being read bounds memory, and a slow
         # S3 then slows pg_dump down (pipe back-pressure) instead of growing the worker.
         self.transfer.max_in_memory_upload_chunks = UPLOAD_THREADS + 1
+
+    def check_encrypted(self, key: str, head: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The object's encryption is this store's configured one, else VerificationError."""
+        head = head if head is not None else self.head(key)
+        if head is None:
+            raise VerificationError(f"{self.url(key)} does not exist", check="exists", key=key)
+        problem = self.encryption.problem(head)
+        if problem:
+            raise VerificationError(
+                f"{self.url(key)} is {problem}: it was written without the configured encryption "
+                f"(storage.encryption for {self.endpoint.region}). Copy it over itself with the "
+                "right encryption or take a new backup, and find the writer that skipped it.",
+                check="encryption",
+                key=key,
+            )
+        return {
+            "ok": True,
+            "algorithm": head.get("ServerSideEncryption"),
+            "kms_key_id": head.get("SSEKMSKeyId"),
+        }
+
+    def write_args(self, key: str) -> dict[str, Any]:
+        """What every write of ``key`` carries: encryption, and its lock when configured."""
+        return {**self.encryption.write_args(), **(self.lock.write_args(key) if self.lock else {})}
 
     def __repr__(self) -> str:
         return f"ObjectStore(s3://{self.bucket}, region={self.endpoint.region})"
@@ -276,7 +345,7 @@ class ObjectStore:
         no open upload is left behind.
         """
         reader = HashingReader(source, at_eof)
-        extra: dict[str, Any] = {"ContentType": content_type}
+        extra: dict[str, Any] = {"ContentType": content_type, **self.write_args(key)}
         if metadata:
             extra["Metadata"] = metadata
         try:
@@ -305,7 +374,7 @@ class ObjectStore:
         content_type: str = "application/octet-stream",
         metadata: dict[str, str] | None = None,
     ) -> None:
-        extra: dict[str, Any] = {"ContentType": content_type}
+        extra: dict[str, Any] = {"ContentType": content_type, **self.write_args(key)}
         if metadata:
             extra["Metadata"] = metadata
         self._call(
@@ -393,29 +462,68 @@ class ObjectStore:
             raise _translate(exc, f"PUT {self.url(key)}", self.endpoint) from exc
 
     def delete(self, keys: list[str]) -> int:
+        """Delete ``keys``; returns how many went. With Object Lock every version goes, and a
+        key still locked stays whole, listed in :attr:`locked` (never an error)."""
+        if self.lock is not None:
+            removed, locked = remove_versions(self, keys)
+            self.locked.extend(locked)
+            return removed
         deleted = 0
         for start in range(0, len(keys), 1000):
             batch = [{"Key": k} for k in keys[start : start + 1000]]
-            self._call(
+            response = self._call(
                 f"DELETE {len(batch)} objects in s3://{self.bucket}",
                 self.client.delete_objects,
                 Bucket=self.bucket,
                 Delete={"Objects": batch, "Quiet": True},
             )
+            # DeleteObjects answers 200 and lists per key what it refused (a missing delete
+            # right, an Object Lock): counting those as deleted would report a lie.
+            refused = response.get("Errors") or []
+            if refused:
+                raise delete_refused(
+                    self, refused, deleted_before=deleted + len(batch) - len(refused)
+                )
             deleted += len(batch)
         return deleted
 
+    def delete_versions(self, key: str, version_ids: list[str]) -> None:
+        """Delete these versions of ``key`` (a locked one makes S3 refuse: raised)."""
+        for start in range(0, len(version_ids), 1000):
+            batch = [{"Key": key, "VersionId": v} for v in version_ids[start : start + 1000]]
+            response = self._call(
+                f"DELETE {len(batch)} versions of {self.url(key)}",
+                self.client.delete_objects,
+                Bucket=self.bucket,
+                Delete={"Objects": batch, "Quiet": True},
+            )
+            if response.get("Errors"):
+                raise delete_refused(self, response["Errors"], deleted_before=0)
+
     def copy_from(self, source: ObjectStore, key: str) -> None:
-        """Server-side copy of ``key`` from another bucket (possibly another region)."""
+        """Server-side copy of ``key`` from another bucket (possibly another region),
+        encrypted with this bucket's setting (a KMS key is the destination region's), then
+        locked like any write of that key (a retention set on the new version: a copy request
+        cannot carry the checksum S3 demands of a locking write)."""
         self._call(
             f"COPY {source.url(key)} -> {self.url(key)}",
             self.client.copy,
             CopySource={"Bucket": source.bucket, "Key": key},
             Bucket=self.bucket,
             Key=key,
+            ExtraArgs=self.encryption.write_args(),
             Config=self.transfer,
             SourceClient=source.client,
         )
+        until = self.lock.retain_until(key) if self.lock else None
+        if self.lock is not None and until is not None:
+            self._call(
+                f"LOCK {self.url(key)}",
+                self.client.put_object_retention,
+                Bucket=self.bucket,
+                Key=key,
+                Retention={"Mode": self.lock.mode.upper(), "RetainUntilDate": until},
+            )
 
     def open_multipart_uploads(self, prefix: str = "") -> list[str]:
         return [upload["Key"] for upload in self.multipart_uploads(prefix)]
@@ -442,10 +550,13 @@ class ObjectStore:
         )
 
     def ensure_bucket(self) -> None:
-        """Create the bucket if missing (sandbox and tests; real buckets come from IaC)."""
+        """Create the bucket if missing (sandbox and tests; real buckets come from IaC), with
+        Object Lock (and so versioning) when the store locks its objects."""
         if self.bucket_exists():
             return
         kwargs: dict[str, Any] = {"Bucket": self.bucket}
+        if self.lock is not None:
+            kwargs["ObjectLockEnabledForBucket"] = True
         if self.endpoint.region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.endpoint.region}
         self._call(f"CREATE s3://{self.bucket}", self.client.create_bucket, **kwargs)
@@ -462,11 +573,70 @@ class ObjectStore:
             raise _translate(exc, f"HEAD s3://{self.bucket}", self.endpoint) from exc
 
 
+# -- versioned buckets under Object Lock ---------------------------------------------------------
+
+
+def versions_of(store: ObjectStore, key: str) -> list[dict[str, Any]]:
+    """Every version and delete marker of exactly ``key``."""
+    found: list[dict[str, Any]] = []
+    paginator = store.client.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=store.bucket, Prefix=key):
+        for entry in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            if entry["Key"] == key:
+                found.append(entry)
+    return found
+
+
+def locked_until(store: ObjectStore, key: str, versions: list[dict[str, Any]]) -> datetime | None:
+    """The latest retain-until date among the versions still locked now, else None."""
+    now = datetime.now(UTC)
+    latest = None
+    for version in versions:
+        if "ETag" not in version:
+            continue  # a delete marker carries no lock
+        head = store.client.head_object(
+            Bucket=store.bucket, Key=key, VersionId=version["VersionId"]
+        )
+        until = head.get("ObjectLockRetainUntilDate")
+        if until is not None and until > now and (latest is None or until > latest):
+            latest = until
+    return latest
+
+
+def remove_versions(store: ObjectStore, keys: list[str]) -> tuple[int, list[Locked]]:
+    """Delete every version of each key whose lock has passed; keys with a version still
+    locked are left whole and returned. Returns (keys removed, keys locked)."""
+    removed = 0
+    locked: list[Locked] = []
+    for key in keys:
+        versions = versions_of(store, key)
+        until = locked_until(store, key, versions)
+        if until is not None:
+            locked.append(Locked(key, store.endpoint.region, until))
+            continue
+        if versions:
+            store.delete_versions(key, [v["VersionId"] for v in versions])
+            removed += 1
+    if locked:
+        log.warning(
+            "left %d object(s) under Object Lock in %s: %s",
+            len(locked),
+            store.url(""),
+            ", ".join(f"{item.key} until {item.until.isoformat()}" for item in locked[:5]),
+        )
+    return removed, locked
+
+
 def regional_store(deployment: Deployment, region: str) -> ObjectStore:
-    """The backup bucket of ``region``, reached through that region's AWS Connection."""
-    settings = deployment.settings
+    """The backup bucket of ``region``, reached through that region's AWS Connection, with the
+    encryption and Object Lock the settings name for it: how every procedure gets a bucket."""
+    from disaster_recovery.clients.object_lock import lock_policy
+
+    storage = deployment.settings.storage
     return ObjectStore(
         deployment.aws(region),
-        settings.bucket(region),
-        chunk_mib=settings.storage.multipart_chunk_mib,
+        deployment.settings.bucket(region),
+        chunk_mib=storage.multipart_chunk_mib,
+        encryption=storage.encryption_for(region),
+        lock=lock_policy(deployment.settings),
     )

@@ -14,8 +14,6 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-import boto3
-
 from disaster_recovery.clients.runner import run
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import RegionServices, Settings
@@ -141,9 +139,10 @@ class Services:
         raise ConfigError(f"services.{region}: unknown kind {kind!r}")
 
     def _scale_ecs(self, region: str, action: dict[str, Any], up: bool) -> dict[str, Any]:
+        from disaster_recovery.clients.aws_sessions import aws_client
 
         count = int(action.get("desired_count", 2)) if up else 0
-        client = boto3.client("ecs", **self.deployment.aws(region).client_kwargs())
+        client = aws_client(self.deployment.aws(region), "ecs")
         answer = client.update_service(
             cluster=action["cluster"], service=action["service"], desiredCount=count
         )

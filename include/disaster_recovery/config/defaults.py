@@ -6,3 +6,8 @@ WAL_TYPE = "postgresql_wal"
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 # Finished files pushed along with the one archive_command is called for (Pitr.push_ahead).
 DEFAULT_PUSH_AHEAD = 4
+
+
+def wal_prefix(storage_prefix: str) -> str:
+    """Where the WAL archive lives in each bucket: ``<prefix>/postgresql_wal/``."""
+    return f"{storage_prefix}/{WAL_TYPE}/".lstrip("/")

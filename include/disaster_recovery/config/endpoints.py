@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from disaster_recovery.errors import ConfigError
 
@@ -145,6 +145,34 @@ def connection_from_env(conn_id: str) -> ConnectionFields:
     return parse_connection(conn_id, value)
 
 
+# libpq connection keywords a postgres Connection's extra may carry, with the environment
+# variable through which they reach the client programs (pg_dump, pg_basebackup, psql...).
+LIBPQ_ENV = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslcrl": "PGSSLCRL",
+    "sslcrldir": "PGSSLCRLDIR",
+    "sslsni": "PGSSLSNI",
+    "sslnegotiation": "PGSSLNEGOTIATION",
+    "sslcertmode": "PGSSLCERTMODE",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "requirepeer": "PGREQUIREPEER",
+    "require_auth": "PGREQUIREAUTH",
+    "channel_binding": "PGCHANNELBINDING",
+    "gssencmode": "PGGSSENCMODE",
+    "krbsrvname": "PGKRBSRVNAME",
+    "gsslib": "PGGSSLIB",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "load_balance_hosts": "PGLOADBALANCEHOSTS",
+    "options": "PGOPTIONS",
+    "passfile": "PGPASSFILE",
+}
+
+
 @dataclass(frozen=True)
 class PostgresEndpoint:
     conn_id: str
@@ -153,6 +181,8 @@ class PostgresEndpoint:
     user: str
     dbname: str
     password: str = field(default="", repr=False)
+    # libpq keywords from the Connection's extra (LIBPQ_ENV), for every client and program.
+    options: dict[str, str] = field(default_factory=dict, compare=False)
 
     def describe(self, dbname: str | None = None) -> str:
         return f"db={dbname or self.dbname} host={self.host}:{self.port}"
@@ -167,6 +197,7 @@ class PostgresEndpoint:
             "PGCONNECT_TIMEOUT": "10",
             "PGAPPNAME": "litper-dr",
         }
+        env.update({LIBPQ_ENV[key]: value for key, value in self.options.items()})
         if self.password:
             env["PGPASSWORD"] = self.password
         return env
@@ -180,6 +211,7 @@ class PostgresEndpoint:
             "connect_timeout": 10,
             "application_name": "litper-dr",
         }
+        kwargs.update(self.options)
         if self.password:
             kwargs["password"] = self.password
         return kwargs
@@ -188,12 +220,11 @@ class PostgresEndpoint:
         auth = quote(self.user, safe="")
         if self.password:
             auth += ":" + quote(self.password, safe="")
-        return f"postgresql://{auth}@{self.host}:{self.port}/{dbname or self.dbname}"
+        query = "?" + urlencode(self.options) if self.options else ""
+        return f"postgresql://{auth}@{self.host}:{self.port}/{dbname or self.dbname}{query}"
 
     def with_database(self, dbname: str) -> PostgresEndpoint:
-        return PostgresEndpoint(
-            self.conn_id, self.host, self.port, self.user, dbname, self.password
-        )
+        return replace(self, dbname=dbname)
 
 
 @dataclass(frozen=True)
@@ -214,17 +245,32 @@ class RedisEndpoint:
 
 @dataclass(frozen=True)
 class AwsEndpoint:
+    """An AWS Connection in one region. Sessions: :mod:`disaster_recovery.clients.aws_sessions`."""
+
     conn_id: str
     region: str
     access_key: str = field(default="", repr=False)
     secret_key: str = field(default="", repr=False)
     endpoint_url: str | None = None
+    # The amazon provider's credential options (extra): an assumed role, a profile.
+    role_arn: str | None = None
+    assume_role_method: str = "assume_role"
+    assume_role_kwargs: dict[str, Any] = field(default_factory=dict, compare=False)
+    web_identity_token_file: str | None = None
+    sts_endpoint_url: str | None = None
+    profile: str | None = None
+    # Inside Airflow: the provider's hook builds the session (airflow_support.aws_hook).
+    session_factory: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def session_holds_credentials(self) -> bool:
+        return bool(self.session_factory or self.role_arn or self.profile)
 
     def client_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"region_name": self.region}
         if self.endpoint_url:
             kwargs["endpoint_url"] = self.endpoint_url
-        if self.access_key:
+        if self.access_key and not self.session_holds_credentials:
             kwargs["aws_access_key_id"] = self.access_key
             kwargs["aws_secret_access_key"] = self.secret_key
         return kwargs
@@ -265,6 +311,7 @@ def postgres_endpoint(conn: ConnectionFields) -> PostgresEndpoint:
         user=conn.login or "postgres",
         dbname=conn.schema or "postgres",
         password=conn.password,
+        options={key: str(value) for key, value in conn.extra.items() if key in LIBPQ_ENV},
     )
 
 
@@ -282,13 +329,20 @@ def redis_endpoint(conn: ConnectionFields) -> RedisEndpoint:
 
 def aws_endpoint(conn: ConnectionFields, default_region: str) -> AwsEndpoint:
     extra = conn.extra
+    service_config = extra.get("service_config") or {}
     return AwsEndpoint(
         conn_id=conn.conn_id,
         region=extra.get("region_name") or default_region,
         access_key=conn.login or extra.get("aws_access_key_id", ""),
         secret_key=conn.password or extra.get("aws_secret_access_key", ""),
-        endpoint_url=extra.get("endpoint_url")
-        or (extra.get("service_config") or {}).get("s3", {}).get("endpoint_url"),
+        endpoint_url=extra.get("endpoint_url") or service_config.get("s3", {}).get("endpoint_url"),
+        role_arn=extra.get("role_arn") or None,
+        assume_role_method=extra.get("assume_role_method") or "assume_role",
+        assume_role_kwargs=dict(extra.get("assume_role_kwargs") or {}),
+        web_identity_token_file=extra.get("assume_role_with_web_identity_token_file"),
+        # As the provider: an assumed role's STS endpoint is never the global endpoint_url.
+        sts_endpoint_url=service_config.get("sts", {}).get("endpoint_url"),
+        profile=extra.get("profile_name") or None,
     )
 
 
@@ -311,6 +365,8 @@ class Deployment:
 
     settings: Settings
     lookup: ConnectionLookup = connection_from_env
+    # (conn_id, region) -> boto3 session; inside Airflow the amazon provider's hook.
+    aws_sessions: Callable[[str, str], Any] | None = None
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def _resolve(self, key: str, build: Callable[[], Any]) -> Any:
@@ -334,7 +390,14 @@ class Deployment:
             conn_id = self.settings.connections.aws_secondary
         else:
             raise ConfigError(f"region {region!r} is neither regions.primary nor regions.secondary")
-        return self._resolve(conn_id, lambda: aws_endpoint(self.lookup(conn_id), region))
+        return self._resolve(conn_id, lambda: self._aws_endpoint(conn_id, region))
+
+    def _aws_endpoint(self, conn_id: str, region: str) -> AwsEndpoint:
+        endpoint = aws_endpoint(self.lookup(conn_id), region)
+        if self.aws_sessions is None:
+            return endpoint
+        sessions = self.aws_sessions
+        return replace(endpoint, session_factory=lambda: sessions(conn_id, endpoint.region))
 
     def slack(self) -> SlackEndpoint:
         """The Web API when ``alerts.slack_channel`` is set (only it can choose the channel),

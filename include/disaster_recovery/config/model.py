@@ -14,10 +14,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from croniter import croniter
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from disaster_recovery.config.defaults import DEFAULT_PUSH_AHEAD
 from disaster_recovery.config.durations import parse_duration
+from disaster_recovery.config.encryption import Encryption, encryption_by_region
 from disaster_recovery.config.policy_file import read_policy_text
 from disaster_recovery.errors import ConfigError
 
@@ -114,6 +123,14 @@ class Alerts(_Section):
     airflow_base_url: str = "http://localhost:8080"
 
 
+class ObjectLock(_Section):
+    """S3 Object Lock on backups, manifests and WAL (docs/security.md): each object locked for
+    its tier's max_age plus ``margin``. The buckets must have been created with Object Lock."""
+
+    mode: Literal["governance", "compliance"]
+    margin: Duration = timedelta(days=1)
+
+
 class Storage(_Section):
     prefix: str = "litper"
     buckets: dict[str, str] = {
@@ -125,11 +142,28 @@ class Storage(_Section):
     replication: Literal["copy", "native"] = "copy"
     replication_wait: Duration = timedelta(minutes=15)
     multipart_chunk_mib: int = Field(16, ge=5, le=512)
+    # Per region: {algorithm: AES256} or {algorithm: aws:kms, kms_key_id: <that region's key>}
+    # (docs/security.md). A region left out gets AES256: no object is written unencrypted.
+    encryption: dict[str, dict[str, str]] = {}
+    object_lock: ObjectLock | None = None
 
     @field_validator("prefix")
     @classmethod
     def _strip_slashes(cls, value: str) -> str:
         return value.strip("/")
+
+    @model_validator(mode="after")
+    def _encryption_of_known_buckets(self) -> Storage:
+        try:
+            encryption_by_region(self.encryption, list(self.buckets), "storage.encryption")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def encryption_for(self, region: str) -> Encryption:
+        return encryption_by_region(self.encryption, list(self.buckets), "storage.encryption")[
+            region
+        ]
 
 
 class Connections(_Section):

@@ -144,6 +144,7 @@ def rebuild_as_standby(
             user=source.user,
             password=source.password,
             application_name=name,
+            **source.options,  # sslmode and the rest of the Connection's libpq extras
         )
         node.configure_standby(conninfo, name)
         node.start()

@@ -31,12 +31,14 @@ def connect(
     dbname: str | None = None,
     *,
     autocommit: bool = True,
-    timeout: int = 10,
+    timeout: int | None = None,
 ) -> Iterator[psycopg.Connection[Any]]:
     """A connection that is closed on exit; unreachable servers raise :class:`UnavailableError`,
-    bad credentials :class:`ConfigError` naming the Connection."""
+    bad credentials :class:`ConfigError` naming the Connection. ``timeout`` (seconds to
+    connect) defaults to the Connection's ``connect_timeout`` extra, else 10."""
     kwargs = endpoint.connect_kwargs(dbname)
-    kwargs["connect_timeout"] = timeout
+    if timeout is not None:
+        kwargs["connect_timeout"] = timeout
     try:
         conn = psycopg.connect(autocommit=autocommit, **kwargs)
     except psycopg.OperationalError as exc:

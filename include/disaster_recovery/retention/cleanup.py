@@ -19,7 +19,8 @@ from disaster_recovery.backup.physical import BACKUP_MANIFEST_SUFFIX, Chain
 from disaster_recovery.backup.stores import Stores
 from disaster_recovery.catalog.manifests import ChainManifest, Manifest
 from disaster_recovery.catalog.names import EXTENSIONS, MANIFEST_SUFFIX, parse_backup_file
-from disaster_recovery.clients.s3 import ObjectStore, regional_store
+from disaster_recovery.clients.object_lock import Locked
+from disaster_recovery.clients.s3 import ObjectStore, locked_until, regional_store, versions_of
 from disaster_recovery.config.defaults import DEFAULT_SEGMENT_SIZE
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.errors import NotFoundError
@@ -64,26 +65,53 @@ def delete_backup(stores: Stores, manifest: Manifest) -> None:
                 store.delete([key])
 
 
+def backup_locks(stores: Stores, manifest: Manifest) -> list[Locked]:
+    """The backup's objects still under Object Lock in either region (none without a lock):
+    such a backup is kept whole, its manifest too, until every lock has passed."""
+    held = []
+    for store in (stores.primary, stores.secondary):
+        if store.lock is None:
+            continue
+        for key in (manifest.manifest_key, manifest.key):
+            until = locked_until(store, key, versions_of(store, key))
+            if until is not None:
+                held.append(Locked(key, store.endpoint.region, until))
+    return held
+
+
 def cleanup_logical(deployment: Deployment, now: datetime, dry_run: bool) -> StepReport:
-    """The full, weekly and monthly tiers."""
+    """The full, weekly and monthly tiers. With Object Lock, a backup the policy lets go but
+    whose lock has not passed is kept and reported (``locked``), never an error."""
     stores = Stores.of(deployment)
     manifests = stores.catalog.manifests(TIER_ALIASES.values())
     deletions = plan_deletions(manifests, now, policies_from_settings(deployment.settings))
     items = []
+    gone = []
+    locked = 0
     for deletion in deletions:
+        item = {
+            "file": deletion.file,
+            "backup_type": deletion.manifest.backup_type,
+            "started_at": deletion.manifest.started_at.isoformat(),
+            "status": deletion.manifest.status,
+            "reason": deletion.reason,
+        }
+        held = backup_locks(stores, deletion.manifest)
+        if held:
+            locked += 1
+            until = max(lock.until for lock in held)
+            log.info("kept %s: Object Lock until %s", deletion.file, until.isoformat())
+            items.append({**item, "reason": f"kept: Object Lock until {until.isoformat()}"})
+            continue
         if not dry_run:
             delete_backup(stores, deletion.manifest)
             log.info("deleted %s: %s", deletion.file, deletion.reason)
-        items.append(
-            {
-                "file": deletion.file,
-                "backup_type": deletion.manifest.backup_type,
-                "started_at": deletion.manifest.started_at.isoformat(),
-                "status": deletion.manifest.status,
-                "reason": deletion.reason,
-            }
-        )
-    return StepReport(count_by_alias(deletions), items)
+        gone.append(deletion)
+        items.append(item)
+    counts = count_by_alias(gone)
+    if stores.primary.lock is not None:
+        counts["locked"] = locked
+    return StepReport(counts, items)
 
 
 def cleanup_chain(deployment: Deployment, now: datetime, dry_run: bool) -> StepReport:

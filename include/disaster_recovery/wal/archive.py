@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from disaster_recovery.clients.object_lock import LockPolicy, lean_lock_policy, lock_policy
+from disaster_recovery.config.encryption import Encryption, encryption_by_region
 from disaster_recovery.config.endpoints import aws_endpoint, connection_from_env
 from disaster_recovery.config.policy_file import read_policy_text
 from disaster_recovery.errors import (
@@ -46,7 +48,7 @@ if TYPE_CHECKING:  # the archiver imports boto3 and pydantic only when it needs 
     from disaster_recovery.clients.s3 import ObjectStore
     from disaster_recovery.config.endpoints import AwsEndpoint, Deployment
 
-from disaster_recovery.config.defaults import DEFAULT_PUSH_AHEAD, WAL_TYPE
+from disaster_recovery.config.defaults import DEFAULT_PUSH_AHEAD, wal_prefix
 from disaster_recovery.errors import WalCorruptError
 from disaster_recovery.postgres.walfiles import TimelineSwitch, is_archivable, parse_history
 
@@ -118,17 +120,15 @@ class PushedAhead:
             pass  # no markers yet
 
 
-def wal_prefix(storage_prefix: str) -> str:
-    return f"{storage_prefix}/{WAL_TYPE}/".lstrip("/")
-
-
 @dataclass(frozen=True)
 class ArchiveLocation:
-    """One region's bucket and the Connection that reaches it."""
+    """One region's bucket, the Connection that reaches it, and the encryption it writes."""
 
     region: str
     bucket: str
     endpoint: AwsEndpoint
+    encryption: Encryption = field(default_factory=Encryption)
+    lock: LockPolicy | None = None
 
 
 def _lean_policy(config_file: str) -> tuple[str, list[ArchiveLocation], int]:
@@ -149,15 +149,21 @@ def _lean_policy(config_file: str) -> tuple[str, list[ArchiveLocation], int]:
         "aws_secondary": "dr_aws_secondary",
         **(data.get("connections") or {}),
     }
+    prefix = str(storage.get("prefix", "litper")).strip("/")
+    lock = lean_lock_policy(data, prefix, config_file)
     locations = []
     for role in ("primary", "secondary"):
         region = regions[role]
         if region not in buckets:
             raise ConfigError(f"{config_file}: storage.buckets has no bucket for region {region!r}")
         conn = connection_from_env(connections[f"aws_{role}"])
-        locations.append(ArchiveLocation(region, buckets[region], aws_endpoint(conn, region)))
+        encryption = encryption_by_region(
+            storage.get("encryption"), list(buckets), f"{config_file}: storage.encryption"
+        )[region]
+        endpoint = aws_endpoint(conn, region)
+        locations.append(ArchiveLocation(region, buckets[region], endpoint, encryption, lock))
     push_ahead = int((data.get("pitr") or {}).get("push_ahead", DEFAULT_PUSH_AHEAD))
-    return str(storage.get("prefix", "litper")).strip("/"), locations, push_ahead
+    return prefix, locations, push_ahead
 
 
 @dataclass
@@ -176,7 +182,13 @@ class WalArchive:
         return cls(
             settings.storage.prefix,
             [
-                ArchiveLocation(region, settings.bucket(region), deployment.aws(region))
+                ArchiveLocation(
+                    region,
+                    settings.bucket(region),
+                    deployment.aws(region),
+                    settings.storage.encryption_for(region),
+                    lock_policy(settings),
+                )
                 for region in (settings.regions.primary, settings.regions.secondary)
             ],
             settings.pitr.push_ahead,
@@ -214,7 +226,13 @@ class WalArchive:
                 connect_timeout=5,
                 read_timeout=60,
             )
-            self._stores[region] = ObjectStore(location.endpoint, location.bucket, client=client)
+            self._stores[region] = ObjectStore(
+                location.endpoint,
+                location.bucket,
+                client=client,
+                encryption=location.encryption,
+                lock=location.lock,
+            )
         return self._stores[region]
 
     def key(self, name: str) -> str:
@@ -382,3 +400,19 @@ def _write_atomically(destination: Path, data: bytes) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, destination)
+
+
+def raise_for_unencrypted(facts: dict[str, Any]) -> None:
+    unencrypted = {region: names for region, names in facts.get("unencrypted", {}).items() if names}
+    if not unencrypted:
+        return
+    from disaster_recovery.errors import VerificationError
+
+    parts = [f"{', '.join(names)} in {region}" for region, names in unencrypted.items()]
+    raise VerificationError(
+        "WAL segments stored without the configured encryption (storage.encryption): "
+        + "; ".join(parts)
+        + ". Whoever wrote them bypassed the archiver's encryption: find out who, and copy "
+        "each over itself with the region's encryption.",
+        check="encryption",
+    )

@@ -22,7 +22,7 @@ from disaster_recovery.postgres.walfiles import (
     parse_segment,
     segments_on_path,
 )
-from disaster_recovery.wal.archive import WalArchive
+from disaster_recovery.wal.archive import WalArchive, raise_for_unencrypted
 
 # -- continuity ------------------------------------------------------------------------------
 
@@ -42,6 +42,8 @@ class ArchiveReport:
     stale: bool
     stale_after_seconds: float
     notes: list[str] = field(default_factory=list)
+    # Segments stored without their region's configured encryption (storage.encryption).
+    unencrypted: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def gap(self) -> bool:
@@ -49,9 +51,10 @@ class ArchiveReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "healthy": not self.gap and not self.stale,
+            "healthy": not self.gap and not self.stale and not any(self.unencrypted.values()),
             "gap": self.gap,
             "stale": self.stale,
+            "unencrypted": self.unencrypted,
             "checked_from": self.checked_from,
             "checked_to": self.checked_to,
             "timeline": self.timeline,
@@ -149,10 +152,11 @@ def check_archive(
     missing = {
         region: [s for s in expected if s not in listing] for region, listing in listings.items()
     }
-    corrupt = {
+    damaged = {
         region: _corrupt_segments(archive, region, listings[region], expected, deep)
         for region in archive.regions
     }
+    corrupt = {region: found[0] for region, found in damaged.items()}
     newest = {}
     for region, listing in listings.items():
         present = [s for s in expected if s in listing]
@@ -187,6 +191,7 @@ def check_archive(
         stale=stale,
         stale_after_seconds=stale_after,
         notes=notes,
+        unencrypted={region: found[1] for region, found in damaged.items()},
     )
 
 
@@ -196,15 +201,17 @@ def _corrupt_segments(
     listing: Mapping[str, dict[str, Any]],
     names: Iterable[str],
     deep: bool,
-) -> list[str]:
-    """Segments whose bytes do not hash to their recorded SHA-256, hashing only objects whose
-    ETag changed since they were last found intact."""
+) -> tuple[list[str], list[str]]:
+    """Segments whose bytes do not hash to their recorded SHA-256, and segments stored without
+    the configured encryption, looking only at objects whose ETag changed since they were last
+    found intact and encrypted."""
     store = archive.store(region)
     state_key = _verified_state_key(archive.prefix, region)
     verified: dict[str, str] = {}
     if not deep and store.exists(state_key):
         verified = {k: str(v) for k, v in store.get_json(state_key).items()}
     corrupt = []
+    unencrypted = []
     intact: dict[str, str] = {}
     for name in names:
         if name not in listing:
@@ -218,16 +225,21 @@ def _corrupt_segments(
         except WalCorruptError:
             corrupt.append(name)
             continue
+        if store.encryption.problem(store.head(archive.key(name)) or {}):
+            unencrypted.append(name)
+            continue
         intact[name] = etag
     store.put_json(state_key, intact)
-    return corrupt
+    return corrupt, unencrypted
 
 
 def raise_for_gap(report: ArchiveReport | dict[str, Any]) -> None:
     """:class:`WalGapError` naming each missing or corrupt segment and its region (takes the
-    report or its ``to_dict()`` form, as the DAG passes it through XCom)."""
+    report or its ``to_dict()`` form, as the DAG passes it through XCom); without a gap,
+    :class:`VerificationError` for segments stored without the configured encryption."""
     facts = report.to_dict() if isinstance(report, ArchiveReport) else report
     if not facts["gap"]:
+        raise_for_unencrypted(facts)
         return
     parts = [
         f"missing {', '.join(names)} in {region}"

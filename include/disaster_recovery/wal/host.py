@@ -54,6 +54,16 @@ def archiver_env(settings: Settings, deployment: Deployment, config_file: Path) 
         extra: dict[str, Any] = {"region_name": aws.region}
         if aws.endpoint_url:
             extra["endpoint_url"] = aws.endpoint_url
+        if aws.role_arn:  # the archiver assumes the same role (docs/security.md)
+            extra["role_arn"] = aws.role_arn
+            extra["assume_role_method"] = aws.assume_role_method
+            extra["assume_role_kwargs"] = aws.assume_role_kwargs
+            if aws.sts_endpoint_url:
+                extra["service_config"] = {"sts": {"endpoint_url": aws.sts_endpoint_url}}
+            if aws.web_identity_token_file:
+                extra["assume_role_with_web_identity_token_file"] = aws.web_identity_token_file
+        if aws.profile:
+            extra["profile_name"] = aws.profile
         env[env_var_name(aws.conn_id)] = json.dumps(
             {
                 "conn_type": "aws",
@@ -70,7 +80,17 @@ def archiver_config(settings: Settings) -> dict[str, Any]:
     return {
         "timezone": settings.timezone,
         "regions": settings.regions.model_dump(),
-        "storage": {"prefix": settings.storage.prefix, "buckets": dict(settings.storage.buckets)},
+        "storage": {
+            "prefix": settings.storage.prefix,
+            "buckets": dict(settings.storage.buckets),
+            "encryption": dict(settings.storage.encryption),
+            **(
+                {"object_lock": settings.storage.object_lock.model_dump(mode="json")}
+                if settings.storage.object_lock
+                else {}
+            ),
+        },
+        "tiers": {"postgresql_wal": settings.tiers.postgresql_wal.model_dump(mode="json")},
         "connections": settings.connections.model_dump(),
         "pitr": {"push_ahead": settings.pitr.push_ahead},
     }

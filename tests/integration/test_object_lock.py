@@ -1,0 +1,343 @@
+"""Immutable copies: with ``storage.object_lock`` every backup, manifest, replica and WAL segment
+is written locked until the end of its retention plus a margin; nothing deletes it before; the
+cleanup keeps and reports what is still locked, then removes every version once the lock passed.
+Runs in buckets of its own, created with Object Lock, in the sandbox's moto."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from backup_support import unique_time
+from botocore.exceptions import ClientError
+
+from disaster_recovery.backup.logical import run_backup
+from disaster_recovery.backup.stores import Stores
+from disaster_recovery.clients.object_lock import (
+    LockPolicy,
+    lean_lock_policy,
+    lock_policy,
+    versions_of,
+)
+from disaster_recovery.clients.s3 import ObjectStore, regional_store
+from disaster_recovery.config.endpoints import Deployment
+from disaster_recovery.config.model import Settings, load_settings
+from disaster_recovery.retention.cleanup import cleanup_old_backups
+from disaster_recovery.wal.archive import WalArchive
+from dr_sandbox import Sandbox
+
+REGIONS = ("us-east-1", "us-west-2")
+MAX_AGE = 3  # seconds: the weekly tier's and the WAL's retention in these tests
+MARGIN = 12  # seconds: the lock outlives the retention by this much
+
+
+# -- the policy ----------------------------------------------------------------------------------
+
+
+def test_each_backup_types_objects_are_locked_for_its_retention_plus_the_margin() -> None:
+    settings = Settings.model_validate(
+        {"storage": {"prefix": "p", "object_lock": {"mode": "compliance", "margin": "2d"}}}
+    )
+    policy = lock_policy(settings)
+    assert policy is not None
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    day = timedelta(days=1)
+    assert policy.retain_until("p/postgresql_full/2026/01/01/f.dump", now) == now + 9 * day
+    assert policy.retain_until("p/postgresql_full/2026/01/01/f.dump.manifest.json", now) == (
+        now + 9 * day
+    )
+    assert policy.retain_until("p/postgresql_monthly/x.dump", now) == now + 368 * day
+    assert policy.retain_until("p/postgresql_wal/000000010000000000000001", now) == now + 9 * day
+    assert policy.retain_until("p/postgresql_base/x.tar", now) == now + 9 * day
+    for unlocked in ("p/health/x.json", "p/postgresql_wal_state/v.json", "other/postgresql_full/x"):
+        assert policy.retain_until(unlocked, now) is None
+    assert policy.write_args("p/health/x.json") == {}
+    args = policy.write_args("p/postgresql_full/x.dump")
+    assert args["ObjectLockMode"] == "COMPLIANCE" and "ChecksumAlgorithm" in args
+    assert lock_policy(Settings()) is None
+
+
+def test_the_archiver_reads_the_lock_without_the_settings_model() -> None:
+    data = {
+        "storage": {"object_lock": {"mode": "governance", "margin": "6h"}},
+        "tiers": {"postgresql_wal": {"retention": {"max_age": "2d"}}},
+    }
+    policy = lean_lock_policy(data, "p", "wal.yaml")
+    assert policy == LockPolicy(
+        "governance", "p", {"postgresql_wal": timedelta(days=2)}, timedelta(hours=6)
+    )
+    assert lean_lock_policy({"storage": {}}, "p", "wal.yaml") is None
+
+
+# -- against moto --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def locked(
+    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Deployment]:
+    """A deployment whose two buckets (new, with Object Lock) lock in compliance mode."""
+    data = yaml.safe_load(sandbox.config_file.read_text())
+    tag = secrets.token_hex(4)
+    data["storage"]["buckets"] = {region: f"litper-locked-{tag}-{region}" for region in REGIONS}
+    data["storage"]["prefix"] = "locked"
+    data["storage"]["object_lock"] = {"mode": "compliance", "margin": f"{MARGIN}s"}
+    retention = {"retention": {"max_age": f"{MAX_AGE}s", "keep_last": 0}}
+    data["tiers"] = {
+        **data["tiers"],
+        "postgresql_weekly": {**data["tiers"]["postgresql_weekly"], **retention},
+        "postgresql_wal": {**data["tiers"]["postgresql_wal"], **retention},
+    }
+    data["backup"] = {**data.get("backup", {}), "task_retries": 0}
+    config_file = tmp_path / "dr_config.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("DR_CONFIG", str(config_file))
+    deployment = Deployment(load_settings(config_file))
+    for region in REGIONS:
+        store = regional_store(deployment, region)
+        store.ensure_bucket()
+        config = store.client.get_object_lock_configuration(Bucket=store.bucket)
+        assert config["ObjectLockConfiguration"]["ObjectLockEnabled"] == "Enabled"
+    yield deployment
+
+
+def lock_of(store: ObjectStore, key: str) -> tuple[str, datetime]:
+    head = store.head(key)
+    assert head is not None, key
+    return head["ObjectLockMode"], head["ObjectLockRetainUntilDate"]
+
+
+def test_backups_manifests_replicas_and_wal_are_written_locked_and_cannot_be_deleted(
+    locked: Deployment, tmp_path: Path
+) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)  # S3 keeps whole seconds
+    manifest = run_backup(locked, "postgresql_weekly", unique_time())
+    stores = Stores.of(locked)
+    for store in (stores.primary, stores.secondary):
+        for key in (manifest.key, manifest.manifest_key):
+            mode, until = lock_of(store, key)
+            assert mode == "COMPLIANCE"
+            # The write time plus the retention plus the margin.
+            assert before + timedelta(seconds=MAX_AGE + MARGIN) <= until
+            assert until <= datetime.now(UTC) + timedelta(seconds=MAX_AGE + MARGIN)
+        # The copy in us-west-2 is locked too, and still encrypted with its region's key.
+        assert store.head(manifest.key)["ServerSideEncryption"] == "aws:kms"  # type: ignore[index]
+
+    segment = tmp_path / "000000010000000000000007"
+    segment.write_bytes(os.urandom(2048))
+    archive = WalArchive.for_deployment(locked)
+    archive.push(segment)
+    for region in REGIONS:
+        assert lock_of(archive.store(region), archive.key(segment.name))[0] == "COMPLIANCE"
+
+    # Records that are no backup data stay unlocked.
+    stores.primary.put_json("locked/health/check.json", {"ok": True})
+    assert "ObjectLockMode" not in stores.primary.head("locked/health/check.json")  # type: ignore[operator]
+
+    # No credential deletes a locked version; a plain delete only hides it behind a marker.
+    client, bucket = stores.primary.client, stores.primary.bucket
+    version = versions_of(stores.primary, manifest.key)[0]["VersionId"]
+    for bypass in (False, True):
+        with pytest.raises(ClientError) as refused:
+            client.delete_object(
+                Bucket=bucket,
+                Key=manifest.key,
+                VersionId=version,
+                BypassGovernanceRetention=bypass,
+            )
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    client.delete_object(Bucket=bucket, Key=manifest.key)
+    assert not stores.primary.exists(manifest.key)
+    body = client.get_object(Bucket=bucket, Key=manifest.key, VersionId=version)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == manifest.sha256
+
+
+def _deleted_files(result: dict[str, Any]) -> list[str]:
+    return sorted(i["file"] for i in result["deleted"] if not i["reason"].startswith("kept"))
+
+
+def test_the_cleanup_keeps_locked_backups_then_removes_every_version(locked: Deployment) -> None:
+    first = run_backup(locked, "postgresql_weekly", unique_time())
+    time.sleep(1.1)
+    second = run_backup(locked, "postgresql_weekly", first.started_at + timedelta(seconds=5))
+    stores = Stores.of(locked)
+    assert [m.file for m in stores.catalog.manifests(["postgresql_weekly"])] == [
+        first.file,
+        second.file,
+    ]
+
+    # The policy lets the older one go (past max_age, not the newest): its lock has not passed.
+    policy_time = datetime.now(UTC) + timedelta(seconds=MAX_AGE + 1)
+    early = cleanup_old_backups(locked, now=policy_time)
+    assert early["locked"] == 1 and early["weekly"] == 0
+    kept = [i for i in early["deleted"] if i["file"] == first.file]
+    assert kept and kept[0]["reason"].startswith("kept: Object Lock until")
+    for store in (stores.primary, stores.secondary):
+        assert store.exists(first.key) and store.exists(first.manifest_key)
+
+    # Once every lock has passed, exactly what the policy says goes, with all its versions.
+    _, until = lock_of(stores.primary, first.manifest_key)  # the manifest was written last
+    time.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 1)
+    late = cleanup_old_backups(locked, now=datetime.now(UTC))
+    assert late["weekly"] == 1 and late["locked"] == 0
+    assert _deleted_files(late) == [first.file]
+    for store in (stores.primary, stores.secondary):
+        for key in (first.key, first.manifest_key):
+            assert versions_of(store, key) == [], key
+        # The newest verified backup of the tier is never deleted.
+        assert store.exists(second.key)
+    assert [m.file for m in stores.catalog.manifests(["postgresql_weekly"])] == [second.file]
+
+
+# -- property: on a locked, versioned bucket the cleanup realizes exactly the policy's plan ---------
+
+QUICK_KEEP_LAST = 2
+
+
+@pytest.fixture
+def quickly_unlocked(
+    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Deployment]:
+    """Locked buckets whose weekly locks pass two seconds after a write."""
+    data = yaml.safe_load(sandbox.config_file.read_text())
+    tag = secrets.token_hex(4)
+    data["storage"]["buckets"] = {region: f"litper-quick-{tag}-{region}" for region in REGIONS}
+    data["storage"]["object_lock"] = {"mode": "compliance", "margin": "1s"}
+    data["tiers"] = {
+        **data["tiers"],
+        "postgresql_weekly": {
+            **data["tiers"]["postgresql_weekly"],
+            "retention": {"max_age": "1s", "keep_last": QUICK_KEEP_LAST},
+        },
+    }
+    config_file = tmp_path / "dr_config.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("DR_CONFIG", str(config_file))
+    deployment = Deployment(load_settings(config_file))
+    for region in REGIONS:
+        regional_store(deployment, region).ensure_bucket()
+    yield deployment
+
+
+def _catalogued_backup(stores: Stores, prefix: str, age_minutes: int, verified: bool) -> str:
+    """A weekly backup (object and manifest, both regions) started ``age_minutes`` ago."""
+    from disaster_recovery.catalog.listing import Catalog
+    from disaster_recovery.catalog.manifests import Manifest, Verification
+    from disaster_recovery.catalog.names import backup_file_name
+
+    started = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=age_minutes)
+    file = backup_file_name("postgresql_weekly", started)
+    for store in (stores.primary, stores.secondary):
+        catalog = Catalog(store, prefix)
+        key = catalog.key_for(file)
+        store.put_bytes(key, b"dump " + file.encode())
+        catalog.save(
+            Manifest(
+                backup_type="postgresql_weekly",
+                file=file,
+                bucket=store.bucket,
+                key=key,
+                size_bytes=5 + len(file),
+                started_at=started,
+                finished_at=started,
+                status="verified" if verified else "failed",
+                verification=Verification(checks={}, verified_at=started, verified_by="test")
+                if verified
+                else None,
+            )
+        )
+        store.put_bytes(key, b"dump " + file.encode())  # a second version of the object
+    return file
+
+
+def test_after_the_locks_pass_the_cleanup_deletes_exactly_the_plan_with_every_version(
+    quickly_unlocked: Deployment,
+) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from disaster_recovery.catalog.listing import Catalog
+    from disaster_recovery.retention.logical import plan_deletions, policies_from_settings
+
+    backups = st.lists(
+        st.tuples(st.integers(min_value=1, max_value=10_000), st.booleans()),
+        min_size=1,
+        max_size=5,
+        unique_by=lambda b: b[0],
+    )
+
+    @settings(
+        max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+    )
+    @given(backups=backups)
+    def check(backups: list[tuple[int, bool]]) -> None:
+        prefix = f"quick-{secrets.token_hex(4)}"
+        data = yaml.safe_load(Path(os.environ["DR_CONFIG"]).read_text())
+        data["storage"]["prefix"] = prefix
+        config_file = Path(os.environ["DR_CONFIG"]).with_name(f"{prefix}.yaml")
+        config_file.write_text(yaml.safe_dump(data))
+        deployment = Deployment(load_settings(config_file))
+        stores = Stores.of(deployment)
+        files = [_catalogued_backup(stores, prefix, age, ok) for age, ok in backups]
+        manifests = stores.catalog.manifests(["postgresql_weekly"])
+        time.sleep(2.2)  # every lock has passed
+        now = datetime.now(UTC)
+        plan = {
+            d.file
+            for d in plan_deletions(manifests, now, policies_from_settings(deployment.settings))
+        }
+        result = cleanup_old_backups(deployment, now=now)
+        planned.append(len(plan))
+        assert result["locked"] == 0 and result["weekly"] == len(plan)
+        assert {i["file"] for i in result["deleted"]} == plan
+        for store in (stores.primary, stores.secondary):
+            catalog_now = {m.file for m in Catalog(store, prefix).manifests(["postgresql_weekly"])}
+            assert catalog_now == set(files) - plan
+            for manifest in manifests:
+                versions = versions_of(store, manifest.key) + versions_of(
+                    store, manifest.manifest_key
+                )
+                if manifest.file in plan:
+                    assert versions == [], manifest.file
+                else:
+                    assert len(versions_of(store, manifest.key)) == 2
+
+    planned: list[int] = []
+    check()
+    assert max(planned) > 0 and min(planned) == 0  # examples that delete, and that keep all
+
+
+def test_the_sandbox_creates_its_buckets_with_object_lock(tmp_path: Path) -> None:
+    from disaster_recovery.cli import build_parser
+    from dr_sandbox import SandboxPorts
+
+    args = build_parser().parse_args(["sandbox", "up", "--object-lock", "compliance"])
+    assert args.object_lock == "compliance"
+    root = tmp_path / "box"
+    root.mkdir()
+    box = Sandbox(root, SandboxPorts.free(), object_lock=args.object_lock)
+    try:
+        # The steps of `up` that matter here: the policy, moto, the buckets.
+        box.state.save(box.state_file)
+        box._write_config()
+        box._start_moto()
+        box._prepare_aws()
+        settings = box.settings()
+        assert settings.storage.object_lock is not None
+        assert settings.storage.object_lock.mode == "compliance"
+        for region in REGIONS:
+            store = box.store(region)
+            config = store.client.get_object_lock_configuration(Bucket=store.bucket)
+            assert config["ObjectLockConfiguration"]["ObjectLockEnabled"] == "Enabled"
+            versioning = store.client.get_bucket_versioning(Bucket=store.bucket)
+            assert versioning["Status"] == "Enabled"
+    finally:
+        box.down(purge=True)

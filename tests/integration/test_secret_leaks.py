@@ -1,0 +1,227 @@
+"""No secret ever leaves: with known, distinctive secret values (the PostgreSQL password, an AWS
+secret key, the Slack webhook URL) the DAGs and the CLI run their success and failure paths,
+and none of those values appears in a command line (``/proc/<pid>/cmdline``, watched while
+they run), a log line, a CLI answer or error, a Slack alert, an object in S3 (manifests,
+health records), an XCom, or the dashboard."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from backup_support import BackupEnv, run_dag
+from fastapi.testclient import TestClient
+
+from dr_sandbox import WEBHOOK_PATH, Sandbox
+from dr_sandbox.webhook import read_messages
+
+PLUGIN = Path(__file__).resolve().parents[2] / "plugins" / "dr_dashboard.py"
+
+
+class CmdlineWatcher:
+    """Reads every process's command line every few milliseconds while the tests run."""
+
+    def __init__(self, needles: list[str]):
+        self.needles = needles
+        self.leaks: list[str] = []
+        self.seen: set[str] = set()  # program names seen, to show the watch was effective
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            for entry in os.scandir("/proc"):
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                        args = handle.read().split(b"\0")
+                except OSError:
+                    continue
+                line = " ".join(a.decode(errors="replace") for a in args)
+                self.seen.add(Path(args[0].decode(errors="replace")).name)
+                for needle in self.needles:
+                    if needle in line:
+                        self.leaks.append(f"pid {entry.name}: {line.replace(needle, '<SECRET>')}")
+            time.sleep(0.005)
+
+    def __enter__(self) -> CmdlineWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def leaks_in(text: str, needles: list[str], where: str) -> list[str]:
+    return [f"{where}: contains secret #{i}" for i, n in enumerate(needles) if n in text]
+
+
+@pytest.fixture
+def known_secrets(
+    sandbox: Sandbox, sandbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[str]]:
+    """The sandbox's secrets, with an AWS secret key made distinctive (moto accepts any)."""
+    aws_secret = f"awsSecret{secrets.token_hex(12)}"
+    for role, region in (("PRIMARY", "us-east-1"), ("SECONDARY", "us-west-2")):
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_DR_AWS_{role}",
+            json.dumps(
+                {
+                    "conn_type": "aws",
+                    "login": "AKIALEAKTEST",
+                    "password": aws_secret,
+                    "extra": {"endpoint_url": sandbox.s3_endpoint, "region_name": region},
+                }
+            ),
+        )
+    password = sandbox.state.password
+    assert len(password) >= 12
+    yield [password, aws_secret, WEBHOOK_PATH, WEBHOOK_PATH.rsplit("/", 1)[-1]]
+
+
+def dr(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "disaster_recovery", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+        timeout=300,
+    )
+
+
+def _xcom_values() -> list[str]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return [json.dumps(row[0], default=str) for row in session.query(XComModel.value).all()]
+
+
+def _files_under(folder: Path) -> Iterator[tuple[Path, str]]:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            yield path, path.read_bytes().decode(errors="replace")
+
+
+def test_no_secret_leaves_through_any_channel(  # noqa: PLR0917 (pytest fixtures)
+    sandbox: Sandbox,
+    known_secrets: list[str],
+    airflow_db: None,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO")
+    env = BackupEnv(sandbox, tmp_path)
+    leaks: list[str] = []
+    answers: list[tuple[str, subprocess.CompletedProcess[str]]] = []
+    try:
+        with CmdlineWatcher(known_secrets) as watcher:
+            taken = dr("backup", "weekly")
+            assert taken.returncode == 0, taken.stderr
+            file = json.loads(taken.stdout)["backup_file"]
+            answers.append(("backup", taken))
+            for name, args in [
+                ("verify", ("verify", "postgresql_weekly", file)),
+                (
+                    "verify-missing",
+                    ("verify", "postgresql_weekly", "postgresql_weekly_20200101_000000.dump"),
+                ),
+                ("list", ("list",)),
+                ("cleanup", ("cleanup", "--dry-run")),
+                ("wal-check", ("wal", "check")),
+                ("health", ("health",)),
+                ("drills", ("drills",)),
+            ]:
+                answers.append((name, dr(*args)))
+            # Failure paths: an unreachable database, S3 refusing the credentials.
+            unreachable = json.loads(os.environ["AIRFLOW_CONN_DR_POSTGRES_PRIMARY"])
+            unreachable["port"] = 9
+            answers.append(
+                (
+                    "backup-unreachable",
+                    dr(
+                        "backup",
+                        "weekly",
+                        env={"AIRFLOW_CONN_DR_POSTGRES_PRIMARY": json.dumps(unreachable)},
+                    ),
+                )
+            )
+            bad_s3 = {
+                "conn_type": "aws",
+                "login": "AKIALEAKTEST",
+                "password": known_secrets[1],
+                "extra": {"endpoint_url": "http://127.0.0.1:9", "region_name": "us-east-1"},
+            }
+            answers.append(
+                ("list-no-s3", dr("list", env={"AIRFLOW_CONN_DR_AWS_PRIMARY": json.dumps(bad_s3)}))
+            )
+            # The DAGs, success and failure (the WAL check of this empty prefix fails and alerts).
+            for dag_id in (
+                "postgresql_backup_weekly",
+                "postgresql_backup_cleanup",
+                "dr_health_check",
+                "postgresql_wal_archive",
+            ):
+                run_dag(dag_id)
+        assert {"pg_dump", "pg_restore"} <= watcher.seen, sorted(watcher.seen)
+        leaks += watcher.leaks
+
+        assert answers[-1][1].returncode != 0 and answers[-2][1].returncode != 0
+        for name, answer in answers:
+            leaks += leaks_in(answer.stdout + answer.stderr, known_secrets, f"dr {name}")
+        out, err = capfd.readouterr()
+        leaks += leaks_in(out + err + caplog.text, known_secrets, "logs of this process")
+        for path, text in _files_under(Path(os.environ["AIRFLOW_HOME"])):
+            # Task logs, the metadata database (rendered fields, XComs, DAG runs' conf), ...
+            leaks += leaks_in(text, known_secrets, str(path))
+        # What Slack received (the receiver also logs the request path: Slack's own URL).
+        alerts = json.dumps(read_messages(sandbox.slack_log))
+        assert "BackupFailed" in alerts or "WALArchive" in alerts  # failure paths alerted
+        leaks += leaks_in(alerts, known_secrets, "Slack messages")
+        for index, value in enumerate(_xcom_values()):
+            leaks += leaks_in(value, known_secrets, f"XCom #{index}")
+        stores = env.stores()
+        for store in (stores.primary, stores.secondary):
+            for entry in store.list_keys(env.prefix + "/"):
+                body = store.get_bytes(entry["Key"]).decode(errors="replace")
+                leaks += leaks_in(body, known_secrets, store.url(entry["Key"]))
+        leaks += _dashboard_leaks(env, known_secrets)
+    finally:
+        env.cleanup()
+    assert leaks == []
+
+
+def _dashboard_leaks(env: BackupEnv, needles: list[str]) -> list[str]:
+    spec = importlib.util.spec_from_file_location("dr_dashboard_leaks", PLUGIN)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    client = TestClient(module.app)
+    found: list[str] = []
+    for path in ("/", "/api/status"):
+        answer = client.get(path)
+        assert answer.status_code == 200
+        found += leaks_in(answer.text, needles, f"dashboard {path}")
+    return found
+
+
+def test_the_watcher_finds_a_secret_on_a_command_line() -> None:
+    """The cmdline watch can fail: a process started with a secret argument is caught."""
+    needle = f"needle{secrets.token_hex(8)}"
+    with CmdlineWatcher([needle]) as watcher:
+        subprocess.run([sys.executable, "-c", "import time; time.sleep(0.3)", needle], check=True)
+    assert watcher.leaks and "<SECRET>" in watcher.leaks[0]
+    assert leaks_in(f"x{needle}x", [needle], "text") == ["text: contains secret #0"]
