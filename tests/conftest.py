@@ -33,6 +33,7 @@ os.environ.pop("DR_CONFIG", None)
 for _name in [n for n in os.environ if n.startswith("AIRFLOW_CONN_")]:
     del os.environ[_name]
 
+from backup_support import BackupEnv  # noqa: E402
 from helpers import new_sandbox, sandbox_environment  # noqa: E402
 
 from dr_sandbox import Sandbox  # noqa: E402
@@ -89,3 +90,16 @@ def make_sandbox() -> Iterator[Callable[..., Sandbox]]:
     yield factory
     for box in made:
         box.down(purge=True)
+
+
+@pytest.fixture
+def backup_env(
+    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[BackupEnv]:
+    """Backups on the session sandbox under a prefix of the test's own, removed afterwards."""
+    monkeypatch.setenv("DR_CONFIG", "")  # restored after the test; BackupEnv sets it
+    backup_env = BackupEnv(sandbox, tmp_path)
+    try:
+        yield backup_env
+    finally:
+        backup_env.cleanup()

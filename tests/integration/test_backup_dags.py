@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,19 +29,8 @@ from dr_sandbox import Sandbox
 
 
 @pytest.fixture
-def env(
-    sandbox: Sandbox,
-    sandbox_env: dict[str, str],
-    airflow_db: None,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[BackupEnv]:
-    monkeypatch.setenv("DR_CONFIG", "")  # restored after the test; BackupEnv sets it
-    backup_env = BackupEnv(sandbox, tmp_path)
-    try:
-        yield backup_env
-    finally:
-        backup_env.cleanup()
+def env(backup_env: BackupEnv, airflow_db: None) -> BackupEnv:
+    return backup_env
 
 
 def published(env: BackupEnv, backup_type: str) -> list[str]:

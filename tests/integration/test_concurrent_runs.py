@@ -13,9 +13,8 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,15 +28,8 @@ from dr_sandbox import Sandbox
 
 
 @pytest.fixture
-def env(
-    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[BackupEnv]:
-    monkeypatch.setenv("DR_CONFIG", "")
-    backup_env = BackupEnv(sandbox, tmp_path)
-    try:
-        yield backup_env
-    finally:
-        backup_env.cleanup()
+def env(backup_env: BackupEnv) -> BackupEnv:
+    return backup_env
 
 
 def together(*calls: Callable[[], Any]) -> list[Any]:

@@ -8,13 +8,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from backup_support import BackupEnv, run_dag, task_states, unique_time
+from backup_support import BackupEnv, unique_time
+from helpers import run_dag, task_states
 from pitr_support import switch_and_wait_archived
 
 from disaster_recovery.backup.logical import run_backup, run_file
@@ -128,19 +128,8 @@ def test_the_wal_archiver_reads_the_same_setting_without_the_settings_model(
 
 
 @pytest.fixture
-def env(
-    sandbox: Sandbox,
-    sandbox_env: dict[str, str],
-    airflow_db: None,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[BackupEnv]:
-    monkeypatch.setenv("DR_CONFIG", "")
-    backup_env = BackupEnv(sandbox, tmp_path)
-    try:
-        yield backup_env
-    finally:
-        backup_env.cleanup()
+def env(backup_env: BackupEnv, airflow_db: None) -> BackupEnv:
+    return backup_env
 
 
 def unencrypted_objects(store: ObjectStore, prefix: str = "") -> list[str]:

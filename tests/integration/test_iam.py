@@ -452,7 +452,7 @@ def test_inside_airflow_the_providers_hook_assumes_the_role(
     airflow_db: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from backup_support import run_dag, task_states
+    from helpers import run_dag, task_states
 
     from disaster_recovery.airflow_support.aws_hook import provider_session
     from disaster_recovery.backup.logical import run_file

@@ -8,9 +8,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from backup_support import BackupEnv, row_counts, scratch_database, settled, unique_time
@@ -27,15 +25,8 @@ from dr_sandbox import Sandbox
 
 
 @pytest.fixture
-def env(
-    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[BackupEnv]:
-    monkeypatch.setenv("DR_CONFIG", "")
-    backup_env = BackupEnv(sandbox, tmp_path)
-    try:
-        yield backup_env
-    finally:
-        backup_env.cleanup()
+def env(backup_env: BackupEnv) -> BackupEnv:
+    return backup_env
 
 
 # -- argument builders and the table of contents (no server) ------------------------------------

@@ -21,13 +21,8 @@ from botocore.exceptions import ClientError
 
 from disaster_recovery.backup.logical import run_backup
 from disaster_recovery.backup.stores import Stores
-from disaster_recovery.clients.object_lock import (
-    LockPolicy,
-    lean_lock_policy,
-    lock_policy,
-    versions_of,
-)
-from disaster_recovery.clients.s3 import ObjectStore, regional_store
+from disaster_recovery.clients.object_lock import LockPolicy, lean_lock_policy, lock_policy
+from disaster_recovery.clients.s3 import ObjectStore, regional_store, versions_of
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import Settings, load_settings
 from disaster_recovery.retention.cleanup import cleanup_old_backups

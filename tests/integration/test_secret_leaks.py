@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backup_support import BackupEnv, run_dag
+from backup_support import BackupEnv
 from fastapi.testclient import TestClient
+from helpers import run_dag
 
 from dr_sandbox import WEBHOOK_PATH, Sandbox
 from dr_sandbox.webhook import read_messages
