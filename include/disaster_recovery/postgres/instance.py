@@ -183,7 +183,10 @@ class LocalInstance:
         # would lose settings such as the fence's default_transaction_read_only.
         temporary = auto.with_name(auto.name + ".dr-tmp")
         temporary.write_text("\n".join(kept) + "\n")
-        hand_over(temporary, self.os_user)
+        temporary.chmod(0o600)
+        if self.os_user is not None:  # the server's own file, as PostgreSQL writes it
+            entry = pwd.getpwnam(self.os_user)
+            os.chown(temporary, entry.pw_uid, entry.pw_gid)
         os.replace(temporary, auto)
 
     def mark_standby(self, standby: bool = True) -> None:
