@@ -22,8 +22,8 @@ system-deps:
 
 install: $(STAMP) system-deps
 
-# `make demo BASE_PORT=35432` moves every port: the sandbox's eight (BASE_PORT..+7) and Airflow's
-# API server and log servers (BASE_PORT+8..+10). Unset: the defaults (25432..., Airflow 8080).
+# `make demo BASE_PORT=35432` moves every port: the sandbox's ten (BASE_PORT..+9) and Airflow's
+# API server and log servers (BASE_PORT+10..+12). Unset: the defaults (25432..., Airflow 8080).
 BASE_PORT ?=
 
 demo: install

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from disaster_recovery.backup.logical import run_backup, verify_existing
-from disaster_recovery.backup.stores import Stores
 from disaster_recovery.catalog.names import LOGICAL_TYPES
 from disaster_recovery.catalog.report import backup_report
 from disaster_recovery.config.endpoints import ConnectionFields, Deployment, connection_from_env
@@ -139,11 +138,15 @@ def list_backups(
 ) -> dict[str, list[dict[str, Any]]]:
     """``{backup_type: [{file, started_at, size_bytes, verified, age, replicated_to}, ...]}``."""
 
+    from disaster_recovery.backup.both_regions import one_catalog
+
     when = now or datetime.now(UTC)
-    stores = Stores.of(deployment)
     tiers: dict[str, list[dict[str, Any]]] = {backup_type: [] for backup_type in LOGICAL_TYPES}
-    for manifest in stores.catalog.manifests(LOGICAL_TYPES):
+    # Both regions' catalogs, each backup once with every place it is stored.
+    for listed in one_catalog(deployment, LOGICAL_TYPES).backups:
+        manifest = listed.manifest
         entry = backup_report(manifest)
+        entry["locations"] = listed.locations
         entry["age_hours"] = round((when - manifest.started_at).total_seconds() / 3600, 1)
         if manifest.error:
             entry["error"] = manifest.error

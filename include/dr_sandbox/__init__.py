@@ -70,6 +70,9 @@ def sandbox_kms_key(region: str) -> str:
 
 
 DEMO_APP = Path(__file__).resolve().parent / "demo_app.py"
+PORT_COUNT = 10
+# The moto server of each region's S3 (state.pids key) and the global one (Route 53).
+MOTO_KEYS = {PRIMARY_REGION: "moto", SECONDARY_REGION: "moto_us_west_2", "global": "moto_global"}
 
 
 # PostgreSQL refuses to run as root: when the sandbox is started by root, its servers (and the
@@ -109,14 +112,18 @@ class SandboxPorts:
     # The demo application of each region (us-east-1, us-west-2).
     app_primary: int = 25502
     app_secondary: int = 25503
+    # One S3 per region (``moto`` is us-east-1's), and Route 53, which is global, on its own:
+    # losing a region loses its S3 and nothing else's.
+    moto_secondary: int = 25504
+    moto_global: int = 25505
 
     @classmethod
     def from_base(cls, base: int) -> SandboxPorts:
-        return cls(base, base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 7)
+        return cls(*(base + offset for offset in range(PORT_COUNT)))
 
     @classmethod
     def free(cls) -> SandboxPorts:
-        return cls(*(processes.free_port() for _ in range(8)))
+        return cls(*(processes.free_port() for _ in range(PORT_COUNT)))
 
 
 @dataclass
@@ -207,7 +214,14 @@ class Sandbox:
         return RedisEndpoint(f"dr_redis_{role}", "127.0.0.1", port)
 
     def aws(self, region: str) -> AwsEndpoint:
-        return AwsEndpoint(f"dr_aws_{region}", region, AWS_TEST_KEY, AWS_TEST_KEY, self.s3_endpoint)
+        return AwsEndpoint(
+            f"dr_aws_{region}",
+            region,
+            AWS_TEST_KEY,
+            AWS_TEST_KEY,
+            self.s3_endpoint_of(region),
+            route53_endpoint_url=self.route53_endpoint,
+        )
 
     def store(self, region: str) -> ObjectStore:
         """The region's bucket as the sandbox's policy configures it (encryption, lock)."""
@@ -223,7 +237,22 @@ class Sandbox:
 
     @property
     def s3_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.ports.moto}"
+        """us-east-1's S3 (``DR_S3_ENDPOINT``)."""
+        return self.s3_endpoint_of(PRIMARY_REGION)
+
+    def moto_port(self, which: str) -> int:
+        return {
+            PRIMARY_REGION: self.ports.moto,
+            SECONDARY_REGION: self.ports.moto_secondary,
+            "global": self.ports.moto_global,
+        }[which]
+
+    def s3_endpoint_of(self, region: str) -> str:
+        return f"http://127.0.0.1:{self.moto_port(region)}"
+
+    @property
+    def route53_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.moto_port('global')}"
 
     @property
     def webhook_url(self) -> str:
@@ -256,15 +285,21 @@ class Sandbox:
         return self.summary()
 
     def _start_moto(self) -> None:
-        if processes.pid_alive(self.state.pids.get("moto"), "moto"):
+        for which in MOTO_KEYS:
+            self._start_moto_server(which)
+
+    def _start_moto_server(self, which: str) -> None:
+        key = MOTO_KEYS[which]
+        if processes.pid_alive(self.state.pids.get(key), "moto"):
             return
-        log_file = self.root / "logs" / "moto.log"
-        self.state.pids["moto"] = processes.start_detached(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.ports.moto)],
+        port = self.moto_port(which)
+        log_file = self.root / "logs" / f"{key}.log"
+        self.state.pids[key] = processes.start_detached(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             log_file,
         )
         self.state.save(self.state_file)
-        processes.wait_for_port(self.ports.moto, "moto server", log_file=log_file)
+        processes.wait_for_port(port, f"moto server ({which})", log_file=log_file)
 
     def _start_webhook(self) -> None:
         if processes.pid_alive(self.state.pids.get("webhook"), "webhook"):
@@ -437,7 +472,7 @@ class Sandbox:
 
     def _route53(self) -> Any:
 
-        return boto3.client("route53", **self.aws("us-east-1").client_kwargs())
+        return boto3.client("route53", **self.aws("us-east-1").client_kwargs("route53"))
 
     def _ensure_zone(self) -> str:
         client = self._route53()
@@ -583,7 +618,8 @@ class Sandbox:
                     "zone": ZONE_NAME,
                     "record": "db",
                     "aws": {
-                        "endpoint_url": self.s3_endpoint,
+                        # The app resolves `db` through Route 53, which is global.
+                        "endpoint_url": self.route53_endpoint,
                         "key": AWS_TEST_KEY,
                         "secret": AWS_TEST_KEY,
                     },
@@ -638,7 +674,15 @@ class Sandbox:
                     "conn_type": "aws",
                     "login": AWS_TEST_KEY,
                     "password": AWS_TEST_KEY,
-                    "extra": {"endpoint_url": self.s3_endpoint, "region_name": region},
+                    "extra": {
+                        "endpoint_url": self.s3_endpoint_of(region),
+                        "region_name": region,
+                        # Airflow's per-service endpoints: Route 53 is global.
+                        "service_config": {
+                            "s3": {"endpoint_url": self.s3_endpoint_of(region)},
+                            "route53": {"endpoint_url": self.route53_endpoint},
+                        },
+                    },
                 }
             )
         env["AIRFLOW_CONN_DR_SLACK_ALERTS"] = conn(
@@ -654,6 +698,8 @@ class Sandbox:
         )
         env["DR_CONFIG"] = str(self.config_file)
         env["DR_S3_ENDPOINT"] = self.s3_endpoint
+        env["DR_S3_ENDPOINT_US_EAST_1"] = self.s3_endpoint_of(PRIMARY_REGION)
+        env["DR_S3_ENDPOINT_US_WEST_2"] = self.s3_endpoint_of(SECONDARY_REGION)
         env["DR_PRIMARY_DSN"] = primary.uri()
         env["DR_STANDBY_DSN"] = standby.uri()
         env["DR_REDIS_PRIMARY_URL"] = self.redis("primary").url()
@@ -731,7 +777,10 @@ class Sandbox:
         for region, bucket in buckets.items():
             if not ObjectStore(self.aws(region), bucket).bucket_exists():
                 raise DisasterRecoveryError(f"bucket {bucket} is missing")
-        return {"endpoint": self.s3_endpoint, "buckets": sorted(buckets.values())}
+        return {
+            "endpoints": {region: self.s3_endpoint_of(region) for region in buckets},
+            "buckets": sorted(buckets.values()),
+        }
 
     def _check_route53(self) -> dict[str, Any]:
         records = self._route53().list_resource_record_sets(HostedZoneId=self.state.hosted_zone_id)
@@ -751,28 +800,64 @@ class Sandbox:
         return ("primary", "primary") if region == PRIMARY_REGION else ("standby", "replica")
 
     def kill_region(self, region: str) -> dict[str, Any]:
-        """Lose a region at once: SIGKILL its PostgreSQL postmaster and Redis server, and its
-        application. Nothing is shut down cleanly."""
+        """Lose a region at once: SIGKILL its PostgreSQL postmaster and Redis server, its
+        application, and its S3. Nothing is shut down cleanly. S3 is durable, so its objects
+        are kept (moto holds them in memory only: they are saved through the S3 API first and
+        come back with :meth:`revive_region`)."""
         pg_role, redis_role = self._region_parts(region)
         self.instance(pg_role).kill()
         pid = self.state.pids.get(f"redis_{redis_role}")
         if processes.pid_alive(pid, "redis-server"):
             processes.kill_group(pid)  # type: ignore[arg-type]
         app = self._demo_app(region, "stop") if self._app_config_file(region).exists() else {}
+        saved = self._lose_s3(region)
         return {
             "region": region,
-            "killed": [f"postgres_{pg_role}", f"redis_{redis_role}", "app"],
+            "killed": [f"postgres_{pg_role}", f"redis_{redis_role}", "app", "s3"],
             "app_was_running": bool(app.get("stopped")),
+            "s3_objects_kept": saved,
         }
 
     def revive_region(self, region: str) -> dict[str, Any]:
-        """Bring a lost region's machines back: its Redis server starts (empty, as after a
-        crash without persistence). PostgreSQL stays down: failback rebuilds it (pg_rewind
-        needs it stopped)."""
+        """Bring a lost region's machines back: its S3 with the objects it held, and its Redis
+        server (empty, as after a crash without persistence). PostgreSQL stays down: failback
+        rebuilds it (pg_rewind needs it stopped)."""
         _, redis_role = self._region_parts(region)
+        restored = self._revive_s3(region)
         self._start_redis(redis_role, follow_primary=False)
         self.state.save(self.state_file)
-        return {"region": region, "revived": [f"redis_{redis_role}"]}
+        return {
+            "region": region,
+            "revived": ["s3", f"redis_{redis_role}"],
+            "s3_objects_restored": restored,
+        }
+
+    def _s3_snapshot(self, region: str) -> Path:
+        return self.root / "s3-kept" / region
+
+    def _lose_s3(self, region: str) -> int:
+        from dr_sandbox.s3_snapshot import save_objects
+
+        key = MOTO_KEYS[region]
+        pid = self.state.pids.get(key)
+        if not processes.pid_alive(pid, "moto"):
+            return 0
+        saved = save_objects(self.aws(region), self._s3_snapshot(region))
+        processes.kill_group(pid)  # type: ignore[arg-type]
+        self.state.pids.pop(key, None)
+        self.state.save(self.state_file)
+        return saved
+
+    def _revive_s3(self, region: str) -> int:
+        from dr_sandbox.s3_snapshot import restore_objects
+
+        if processes.pid_alive(self.state.pids.get(MOTO_KEYS[region]), "moto"):
+            return 0
+        self._start_moto_server(region)
+        folder = self._s3_snapshot(region)
+        restored = restore_objects(self.aws(region), folder) if folder.exists() else 0
+        shutil.rmtree(folder, ignore_errors=True)
+        return restored
 
     def down(self, purge: bool = False) -> dict[str, Any]:
         """Stop everything ``up`` started (and only that); ``purge`` also deletes the state."""
@@ -793,7 +878,7 @@ class Sandbox:
                 node.stop(mode="fast")
                 stopped.append(f"postgres_{role}")
         markers = {
-            "moto": "moto",
+            **{key: "moto" for key in MOTO_KEYS.values()},
             "webhook": "webhook",
             "redis_primary": "redis-server",
             "redis_replica": "redis-server",
@@ -828,7 +913,10 @@ class Sandbox:
                     "app": f"{self.app_url(SECONDARY_REGION)} (started by a failover)",
                 },
             },
-            "s3_and_route53": self.s3_endpoint,
+            "s3": {
+                region: self.s3_endpoint_of(region) for region in (PRIMARY_REGION, SECONDARY_REGION)
+            },
+            "route53": self.route53_endpoint,
             "slack_webhook": self.webhook_url.split("/services/")[0],
             "slack_log": str(self.slack_log),
             "database": DATABASE,

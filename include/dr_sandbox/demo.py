@@ -25,7 +25,7 @@ from typing import Any
 from disaster_recovery.drills.evidence import DrillRecord
 from disaster_recovery.errors import DisasterRecoveryError, UnavailableError
 from disaster_recovery.postgres import db
-from dr_sandbox import Sandbox, SandboxPorts, processes
+from dr_sandbox import PORT_COUNT, Sandbox, SandboxPorts, processes
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = "admin"
@@ -298,7 +298,7 @@ def main() -> int:
         type=int,
         default=None,
         help="Airflow's API server port; its log servers take the next two "
-        "(default: 8080, or the sandbox's base port + 8 when it was moved)",
+        "(default: 8080, or right after the sandbox's own ports when they were moved)",
     )
     parser.add_argument("--stop", action="store_true", help="stop Airflow started by the demo")
     parser.add_argument(
@@ -311,7 +311,7 @@ def main() -> int:
     sandbox = Sandbox(args.root)
     if args.airflow_port is None:
         moved = sandbox.ports != SandboxPorts()
-        args.airflow_port = sandbox.ports.pg_primary + 8 if moved else 8080
+        args.airflow_port = sandbox.ports.pg_primary + PORT_COUNT if moved else 8080
     api = start_airflow(sandbox, args.airflow_port)
     # The address and login first: the main job takes minutes, and a person can watch it run.
     # Airflow 3's UI shows times in the browser's zone (kept in the browser), whatever the

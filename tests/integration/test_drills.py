@@ -102,6 +102,7 @@ def test_quarterly_drill_measures_real_rto_and_rpo(box: Sandbox, airflow_db: Non
         "detect",
         "failover",
         "archive_rpo",
+        "survivor_protection",
         "revive_region",
         "failback",
     ]
@@ -112,6 +113,16 @@ def test_quarterly_drill_measures_real_rto_and_rpo(box: Sandbox, airflow_db: Non
     assert record.rpo_seconds is not None and record.rpo_seconds < 5
     archive_timeout = box.settings().pitr.archive_timeout.total_seconds()
     assert steps["archive_rpo"].details["rpo_seconds"] <= archive_timeout + 30
+    # The region loss included us-east-1's S3: protection went on in us-west-2.
+    assert steps["kill_primary_region"].details["command"][-3:] == [
+        "us-east-1",
+        "--root",
+        str(box.root),
+    ]
+    survivor = steps["survivor_protection"].details
+    assert survivor["region"] == "us-west-2" and survivor["pitr_plan_region"] == "us-west-2"
+    assert survivor["full_backup"].startswith("postgresql_full_")
+    assert survivor["timeline"] >= 2
     assert_original_topology(box)
 
 

@@ -70,7 +70,7 @@ def test_dns_switch_upserts_waits_and_reads_back(
     sandbox: Sandbox, sandbox_env: dict[str, str]
 ) -> None:
     # A zone of its own, so the sandbox's records keep pointing at us-east-1.
-    client = boto3.client("route53", **sandbox.aws("us-west-2").client_kwargs())
+    client = boto3.client("route53", **sandbox.aws("us-west-2").client_kwargs("route53"))
     client.create_hosted_zone(Name="switch-test.internal.", CallerReference="switch-test")
     deployment = _deployment_with(
         {},

@@ -370,8 +370,12 @@ def test_s3_down_archiving_retries_and_loses_nothing(
         first = switch_and_wait_archived(primary)
         env_file = box.root / "wal" / "wal.env"
         good = env_file.read_text()
-        # The database host loses S3: the archiver's endpoint points at a closed port.
-        env_file.write_text(good.replace(box.s3_endpoint, "http://127.0.0.1:9"))
+        # The database host loses S3 in both regions: each endpoint points at a closed port
+        # (one region lost is not a failure: test_region_loss covers it).
+        lost = good
+        for region in ("us-east-1", "us-west-2"):
+            lost = lost.replace(box.s3_endpoint_of(region), "http://127.0.0.1:9")
+        env_file.write_text(lost)
         _, failed_before = _archiver_stats(primary)
         with db.connect(primary) as conn:
             conn.execute("CREATE TABLE during_outage AS SELECT generate_series(1, 1000) AS n")

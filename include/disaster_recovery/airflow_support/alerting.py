@@ -87,6 +87,14 @@ def root_error(exc: BaseException | None) -> BaseException | None:
     return exc
 
 
+def already_announced(exc: BaseException | None) -> bool:
+    """A split brain posts its own ``SplitBrain`` alert, once per incident, when it is found
+    (disaster_recovery.monitoring.topology): the failed task adds no second alert for it."""
+    from disaster_recovery.monitoring.topology import SplitBrain
+
+    return isinstance(root_error(exc), SplitBrain)
+
+
 Facts = Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]
 
 
@@ -126,6 +134,8 @@ def alert_on_failure(
     not on a retried one). ``facts(context)`` may add a subject and details of its own."""
 
     def callback(context: dict[str, Any]) -> None:
+        if already_announced(context.get("exception")):
+            return
         subject, extra = facts(context) if facts else ("", {})
         alert = task_alert(context, name, {**details, **extra}, subject)
         try:

@@ -74,6 +74,23 @@ def wal_archive_dag(doc_md: str, settings: Settings | None = None) -> Any:
             raise_for_staleness(report)
             return {"newest": report["newest"], "archiver": report["archiver"]}
 
+        @task(on_failure_callback=alert_on_failure("WALReplicaBehind"))
+        @fail_fast
+        def fill_replicas() -> dict[str, Any]:
+            """What a region lost while it was down: WAL files, then owed backup copies."""
+            from disaster_recovery.backup.replica_debt import fill_owed_replicas
+            from disaster_recovery.wal.archive import WalArchive
+            from disaster_recovery.wal.history import archive_missing_history
+            from disaster_recovery.wal.replica_debt import fill_missing, raise_if_behind
+
+            deployment = _deployment()
+            result = fill_missing(WalArchive.for_deployment(deployment))
+            result["backups"] = fill_owed_replicas(deployment)
+            result["history"] = archive_missing_history(deployment)
+            raise_if_behind(result)
+            return result
+
+        fill_replicas()
         # XComArg stands in for the dict at parse time; Airflow resolves it when the task runs.
         report = inspect_archive()
         check_continuity(report)  # type: ignore[arg-type]

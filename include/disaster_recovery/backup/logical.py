@@ -35,15 +35,23 @@ from psycopg import sql
 from disaster_recovery.backup.claims import claimed_name, new_run_id, refuse_foreign_backup
 from disaster_recovery.backup.replicate import replicate
 from disaster_recovery.backup.stores import Stores
-from disaster_recovery.backup.verify import CHECKS, check_checksum, check_readable, load_manifest
+from disaster_recovery.backup.verify import (
+    CHECKS,
+    _failures_recorded,
+    check_checksum,
+    check_readable,
+    load_manifest,
+)
 from disaster_recovery.catalog.manifests import Manifest, Verification
 from disaster_recovery.catalog.names import backup_file_name, check_backup_type
 from disaster_recovery.clients.runner import streaming
 from disaster_recovery.config.endpoints import Deployment, PostgresEndpoint
 from disaster_recovery.errors import (
     ProducerFailed,
+    UnavailableError,
     VerificationError,
 )
+from disaster_recovery.monitoring import topology
 from disaster_recovery.postgres import db, pgbin, pgdump
 
 log = logging.getLogger(__name__)
@@ -178,7 +186,20 @@ def _dump(
     deployment: Deployment, stores: Stores, backup_type: str, file: str, *, who: str, run_id: str
 ) -> Manifest:
     settings = deployment.settings
+    # Only from the node the checked topology names (SplitBrain / unavailable raise here).
+    deployment, checked = topology.protected(deployment)
+    if checked.topology.primary_region != stores.primary.endpoint.region:
+        raise UnavailableError(
+            f"the topology changed while the run started (primary now "
+            f"{checked.topology.primary_region}); retry the run"
+        )
     role, endpoint = source_endpoint(deployment)
+    standby = checked.nodes[checked.topology.standby_region]
+    if role == "standby" and standby.role != "standby":
+        raise UnavailableError(
+            f"backup.dump_from is standby, but {standby.region}'s node ({standby.connection}) is "
+            f"{standby.role}: dump from the primary (--from primary) or bring the standby back"
+        )
     compression = pgdump.Compression.parse(settings.backup.compression)
     key = stores.catalog.key_for(file)
     started_at = datetime.now(UTC)
@@ -236,6 +257,7 @@ def _dump(
                 "role": role,
                 "connection": endpoint.conn_id,
                 "host": f"{endpoint.host}:{endpoint.port}",
+                **checked.source(role),
             },
             "pg_dump_version": pgbin.program_major("pg_dump"),
             "dumped_by": who,
@@ -322,7 +344,13 @@ def publish(
             check=missing[0],
             key=manifest.key,
         )
+    with _failures_recorded(stores, manifest):
+        # A failover since the dump makes its node a deposed one: never published.
+        topology.require_current_source(
+            deployment, _manifest_source(manifest), file, key=manifest.key
+        )
     replica = checks["replica"]
+    owed = bool(replica.get("owed"))
     verified = manifest.model_copy(
         update={
             "status": "verified",
@@ -330,7 +358,9 @@ def publish(
             "verification": Verification(
                 checks=checks, verified_at=datetime.now(UTC), verified_by=who or actor()
             ),
-            "replicas": {
+            "replicas": {}
+            if owed
+            else {
                 replica["region"]: {
                     "bucket": replica["bucket"],
                     "key": manifest.key,
@@ -339,13 +369,19 @@ def publish(
                     "encryption": stores.secondary.encryption.to_dict(),
                 }
             },
+            "replica_owed": {replica["region"]: datetime.now(UTC).isoformat()} if owed else None,
         }
     )
-    if deployment.settings.storage.replication == "copy":
+    if deployment.settings.storage.replication == "copy" and not owed:
         # The replica's manifest first: the primary's published manifest is the commit point.
         stores.secondary_catalog.save(verified)
     stores.catalog.save(verified)
     return verified
+
+
+def _manifest_source(manifest: Manifest) -> dict[str, Any]:
+    source = (manifest.model_extra or {}).get("source") or {}
+    return dict(source) if isinstance(source, dict) else {}
 
 
 # -- the whole pipeline ---------------------------------------------------------------------------
@@ -372,7 +408,7 @@ def run_backup(
     checks: dict[str, Any] = {"checksum": check_checksum(deployment, backup_type, file)}
     say(f"reading {file} with pg_restore")
     checks.update(check_readable(deployment, backup_type, file))
-    say(f"replicating {file} to {deployment.settings.regions.secondary}")
+    say(f"replicating {file} to {Stores.of(deployment).secondary.endpoint.region}")
     checks["replica"] = replicate(deployment, backup_type, file)
     return publish(deployment, backup_type, file, checks, who=who)
 

@@ -42,6 +42,7 @@ from disaster_recovery.errors import (
     ToolError,
     VerificationError,
 )
+from disaster_recovery.monitoring import topology
 from disaster_recovery.postgres import db, pgbin
 from disaster_recovery.postgres.walfiles import parse_lsn, segment_name, timeline_of
 
@@ -139,6 +140,7 @@ def scheduled_kind(
     started today (configured time zone), or when the server is no longer the one or on the
     timeline of the chain's newest element (after a failover); an incremental otherwise."""
     now = now or datetime.now(UTC)
+    deployment = topology.following(deployment)
     settings = deployment.settings
     chain = Chain(deployment, settings.regions.primary).verified()
     today = now.astimezone(settings.tz).date()
@@ -187,6 +189,7 @@ def take_base_backup(deployment: Deployment, now: datetime | None = None) -> Cha
 
 def take_incremental_backup(deployment: Deployment, now: datetime | None = None) -> ChainManifest:
     """An incremental on the newest verified chain element (base or incremental)."""
+    deployment = topology.following(deployment)
     facts = _server_facts(deployment)
     require_incremental_support(facts["server_major"], facts["summarize_wal"])
     chain = Chain(deployment, deployment.settings.regions.primary).verified()
@@ -202,12 +205,22 @@ def take_incremental_backup(deployment: Deployment, now: datetime | None = None)
             f"(system identifier {parent.system_identifier}); "
             "take a base backup"
         )
+    if getattr(parent, "timeline", None) != facts["timeline"]:
+        # WAL summaries do not cross a timeline switch: the chain restarts from a new base.
+        raise ConflictError(
+            f"the chain's newest element {parent.file} is on timeline "
+            f"{getattr(parent, 'timeline', '?')}, the primary is on timeline {facts['timeline']} "
+            "(a failover happened): take a base backup (`dr backup-physical base`, or let the "
+            "hourly run choose)"
+        )
     return _take(deployment, INCREMENTAL, parent=parent, now=now)
 
 
 def _take(
     deployment: Deployment, backup_type: str, parent: ChainManifest | None, now: datetime | None
 ) -> ChainManifest:
+    # Only from the node the checked topology names (SplitBrain / unavailable raise here).
+    deployment, checked = topology.protected(deployment)
     settings = deployment.settings
     region = settings.regions.primary
     chain = Chain(deployment, region)
@@ -278,6 +291,7 @@ def _take(
             "system_identifier": facts["system_identifier"],
             "server_major": facts["server_major"],
             "parent": parent.file if parent else None,
+            "source": {"role": "primary", "connection": endpoint.conn_id, **checked.source()},
             "chain_base": parent.chain_base if parent else file,
         }
     )
@@ -317,6 +331,7 @@ def download_and_extract(store: ObjectStore, manifest: ChainManifest, folder: Pa
 def verify_backup(deployment: Deployment, file: str, region: str | None = None) -> ChainManifest:
     """Download the tar to a temporary folder, check its SHA-256, run ``pg_verifybackup -n``,
     keep its ``backup_manifest`` next to it, and mark the manifest verified (or failed)."""
+    deployment = topology.following(deployment)
     settings = deployment.settings
     region = region or settings.regions.primary
     chain = Chain(deployment, region)
@@ -347,6 +362,16 @@ def verify_backup(deployment: Deployment, file: str, region: str | None = None) 
                 ) from None
             checks["pg_verifybackup"] = "backup successfully verified"
             store.put_if_absent(manifest.key + BACKUP_MANIFEST_SUFFIX, backup_manifest.read_bytes())
+            if manifest.status != "verified":
+                from disaster_recovery.wal.history import require_history
+
+                # Restorable only with its timeline's history archived (after a failover).
+                require_history(deployment, int(getattr(manifest, "timeline", 1)), manifest.key)
+            source = getattr(manifest, "source", None)
+            if isinstance(source, dict) and manifest.status != "verified":
+                # A node deposed since the backup began is never the source of a chain element.
+                topology.require_current_source(deployment, source, file, key=manifest.key)
+                checks["topology"] = {"generation": source.get("topology_generation")}
     except DisasterRecoveryError as exc:
         manifest.status = "failed"
         manifest.error = str(exc)
@@ -410,6 +435,7 @@ def _check_backup_manifest(path: Path, manifest: ChainManifest) -> dict[str, Any
 def replicate_backup(deployment: Deployment, file: str) -> ChainManifest:
     """Copy a verified backup (tar, backup_manifest, manifest) to the secondary region's
     bucket and check the copy's SHA-256 there."""
+    deployment = topology.following(deployment)
     settings = deployment.settings
     primary = Chain(deployment, settings.regions.primary)
     secondary = Chain(deployment, settings.regions.secondary)
@@ -427,6 +453,12 @@ def replicate_backup(deployment: Deployment, file: str) -> ChainManifest:
         settings,
         companions=[manifest.key + BACKUP_MANIFEST_SUFFIX],
     )
+    if replica.get("owed"):
+        # The other region is gone: the element counts here; its copy is owed
+        # (backup.replica_debt.fill_owed_replicas makes it when the region answers).
+        manifest.replica_owed = {settings.regions.secondary: datetime.now(UTC).isoformat()}
+        primary.catalog.save(manifest)
+        return manifest
     manifest.replicas[settings.regions.secondary] = {
         "bucket": replica["bucket"],
         "sha256": replica["sha256"],
@@ -442,6 +474,7 @@ def backup_and_verify(deployment: Deployment, kind: Kind = "auto") -> dict[str, 
     """Take, verify and replicate one chain element (the CLI's one-shot path). An incremental
     asked for on an empty chain takes (and verifies) a base backup first. The chain's writer
     lease is held throughout, so the next run's incremental builds on this verified one."""
+    deployment = topology.following(deployment)
     with chain_writer(deployment):
         if (
             kind == "incremental"

@@ -3,6 +3,7 @@ replication), then checked by SHA-256."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -10,12 +11,14 @@ from typing import Any
 from disaster_recovery.backup.stores import Stores
 from disaster_recovery.backup.verify import _failures_recorded, load_manifest
 from disaster_recovery.catalog.manifests import Manifest
-from disaster_recovery.clients.s3 import ObjectStore
+from disaster_recovery.clients.s3 import ObjectStore, region_lost
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import Settings
 from disaster_recovery.errors import (
     VerificationError,
 )
+
+log = logging.getLogger(__name__)
 
 
 def copy_to_region(
@@ -38,6 +41,20 @@ def copy_to_region(
     mode = settings.storage.replication
     url = target.url(manifest.key)
     started = time.monotonic()
+    if not check_only and (lost := region_lost(target)):
+        # The other region is gone: the backup still counts where it is, and its copy is owed
+        # (backup.replica_debt fills it when the region answers).
+        log.warning("replica of %s owed: %s", manifest.file, lost)
+        return {
+            "ok": True,
+            "owed": True,
+            "mode": mode,
+            "region": target.endpoint.region,
+            "bucket": target.bucket,
+            "copied": False,
+            "error": lost,
+            "seconds": round(time.monotonic() - started, 3),
+        }
     present = target.head(manifest.key) is not None
     copied = False
     if not present and check_only:

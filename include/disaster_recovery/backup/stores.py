@@ -8,6 +8,7 @@ from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.clients.s3 import ObjectStore, regional_store
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import Settings
+from disaster_recovery.monitoring import topology
 
 
 @dataclass
@@ -20,6 +21,8 @@ class Stores:
 
     @classmethod
     def of(cls, deployment: Deployment) -> Stores:
+        """``primary`` is the bucket of the region that is primary now (the topology record)."""
+        deployment = topology.following(deployment)
         regions = deployment.settings.regions
         return cls(
             regional_store(deployment, regions.primary),

@@ -42,6 +42,18 @@ def load_manifest(stores: Stores, backup_type: str, file: str) -> Manifest:
         raise ConfigError(f"{file!r} is not a {backup_type} backup file")
     key = stores.catalog.key_for(file)
     manifest = stores.catalog.find(file)
+    if manifest is None and (other := stores.secondary_catalog.find(file)) is not None:
+        if not other.verified:
+            # Dumped while the other region was primary: that node was deposed since.
+            raise VerificationError(
+                f"{file} was written to {stores.secondary.url(key)} while "
+                f"{stores.secondary.endpoint.region} was primary; the primary is now "
+                f"{stores.primary.endpoint.region}, so it is not checked nor published. Take a "
+                "new backup",
+                check="topology",
+                key=key,
+            )
+        manifest = other
     if manifest is None:
         raise VerificationError(
             f"no manifest for {file} ({stores.primary.url(key)}.manifest.json): the backup cannot "

@@ -42,6 +42,8 @@ class Manifest(BaseModel):
     status: Status = "uploaded"
     verification: Verification | None = None
     replicas: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Regions whose copy is owed (the region was lost when the backup was published) and since.
+    replica_owed: dict[str, str] | None = None
     error: str | None = None
 
     @property

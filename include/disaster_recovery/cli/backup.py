@@ -74,7 +74,12 @@ def register(commands: Any) -> None:
     pitr.add_argument(
         "--target-port", type=port_number, help="port of the restored instance (default: free)"
     )
-    pitr.add_argument("--region", help="restore from this region's bucket (default: primary)")
+    pitr.add_argument(
+        "--region",
+        help="restore from this region's bucket only, logical or point in time (default: the "
+        "current primary's region; a logical restore falls back to the other region when that "
+        "one is down or its copy is damaged)",
+    )
     pitr.add_argument("--plan-only", action="store_true", help="check the chain and WAL only")
     restore.add_argument(
         "--replace", action="store_true", help="drop and recreate a non-empty target"
@@ -161,6 +166,7 @@ def run_restore(args: argparse.Namespace) -> dict[str, Any]:
         backup_type=args.backup_type,
         replace=args.replace,
         jobs=args.jobs,
+        region=args.region,
     )
     result["healthy"] = result["counts_match"]
     return result

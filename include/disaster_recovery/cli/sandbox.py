@@ -30,7 +30,7 @@ def register(commands: Any) -> None:
         "--base-port",
         type=port_number,
         default=None,
-        help="first of eight consecutive ports (default 25432, 25433, 26379, 26380, 25500-25503)",
+        help="first of ten consecutive ports (default 25432, 25433, 26379, 26380, 25500-25505)",
     )
     up.add_argument(
         "--object-lock",

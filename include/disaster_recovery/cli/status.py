@@ -12,7 +12,9 @@ from typing import Any
 
 def register(commands: Any) -> None:
     status = commands.add_parser(
-        "status", help="the DR console's data (topology, RPO, backups, drills, availability)"
+        "status",
+        help="the DR console's data (topology, where protection goes, RPO, backups, drills, "
+        "availability); exit 1 when the topology record and the nodes disagree",
     )
     status.set_defaults(handler=show_status)
 
@@ -25,4 +27,6 @@ def show_status(args: argparse.Namespace) -> dict[str, Any]:
 
     document = collect(deployment(args))
     print("\n".join(summary(document)), file=sys.stderr)
+    # Exit 1 when the topology record and the nodes disagree (or no primary answers).
+    document["healthy"] = (document.get("protection") or {}).get("healthy", False)
     return document

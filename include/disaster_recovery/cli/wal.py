@@ -45,8 +45,13 @@ def run_archiver(args: argparse.Namespace) -> int:
 def check_archive(args: argparse.Namespace) -> dict[str, Any]:
     from disaster_recovery.cli.common import deployment
     from disaster_recovery.wal.continuity import check_archive as check
+    from disaster_recovery.wal.history import archive_missing_history
 
-    return check(deployment(args), deep=args.deep).to_dict()
+    # A timeline history file missing from the archive but still on the primary: archive it.
+    repaired = archive_missing_history(deployment(args))
+    report = check(deployment(args), deep=args.deep).to_dict()
+    report["history_archived_again"] = repaired["archived"]
+    return report
 
 
 def create_restore_point(args: argparse.Namespace) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def session_for(endpoint: AwsEndpoint, *, plain: Any = None) -> Any:
 
 def aws_client(endpoint: AwsEndpoint, service: str, **kwargs: Any) -> Any:
     """A client of ``service`` for the endpoint (its region, endpoint URL and credentials)."""
-    return session_for(endpoint).client(service, **endpoint.client_kwargs(), **kwargs)
+    return session_for(endpoint).client(service, **endpoint.client_kwargs(service), **kwargs)
 
 
 def _base_session(endpoint: AwsEndpoint) -> Any:

@@ -451,7 +451,12 @@ class ObjectStore:
     ) -> str | None:
         try:
             response = self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **condition
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                **self.encryption.write_args(),
+                **condition,
             )
             return str(response["ETag"])
         except ClientError as exc:
@@ -504,7 +509,12 @@ class ObjectStore:
         """Server-side copy of ``key`` from another bucket (possibly another region),
         encrypted with this bucket's setting (a KMS key is the destination region's), then
         locked like any write of that key (a retention set on the new version: a copy request
-        cannot carry the checksum S3 demands of a locking write)."""
+        cannot carry the checksum S3 demands of a locking write). Buckets behind different S3
+        endpoints (emulators, one per region) cannot copy server-side: the bytes stream through
+        this process instead, content type and metadata kept."""
+        if source.endpoint.endpoint_url != self.endpoint.endpoint_url:
+            self._stream_copy(source, key)
+            return
         self._call(
             f"COPY {source.url(key)} -> {self.url(key)}",
             self.client.copy,
@@ -524,6 +534,21 @@ class ObjectStore:
                 Key=key,
                 Retention={"Mode": self.lock.mode.upper(), "RetainUntilDate": until},
             )
+
+    def _stream_copy(self, source: ObjectStore, key: str) -> None:
+        head = source.head(key)
+        if head is None:
+            raise NotFoundError(f"COPY {source.url(key)} -> {self.url(key)}: source not found")
+        body = source.open(key)
+        try:
+            self.upload_stream(
+                key,
+                body,
+                metadata=head.get("Metadata") or None,
+                content_type=head.get("ContentType") or "application/octet-stream",
+            )
+        finally:
+            body.close()
 
     def open_multipart_uploads(self, prefix: str = "") -> list[str]:
         return [upload["Key"] for upload in self.multipart_uploads(prefix)]
@@ -627,9 +652,10 @@ def remove_versions(store: ObjectStore, keys: list[str]) -> tuple[int, list[Lock
     return removed, locked
 
 
-def regional_store(deployment: Deployment, region: str) -> ObjectStore:
-    """The backup bucket of ``region``, reached through that region's AWS Connection, with the
-    encryption and Object Lock the settings name for it: how every procedure gets a bucket."""
+def regional_store(deployment: Deployment, region: str, *, client: Any = None) -> ObjectStore:
+    """The backup bucket of ``region``, reached through that region's AWS Connection (or
+    ``client``, for callers that need other timeouts), with the encryption and Object Lock the
+    settings name for it: how every procedure gets a bucket."""
     from disaster_recovery.clients.object_lock import lock_policy
 
     storage = deployment.settings.storage
@@ -639,4 +665,15 @@ def regional_store(deployment: Deployment, region: str) -> ObjectStore:
         chunk_mib=storage.multipart_chunk_mib,
         encryption=storage.encryption_for(region),
         lock=lock_policy(deployment.settings),
+        client=client,
     )
+
+
+def region_lost(store: ObjectStore) -> str | None:
+    """Why ``store``'s S3 cannot be reached now, or None when it answers: a lost region's copy
+    is owed instead of failing the backup in the region that survives."""
+    try:
+        store.bucket_exists()
+    except UnavailableError as exc:
+        return str(exc).splitlines()[0]
+    return None

@@ -43,6 +43,8 @@ ALERTS: dict[str, Severity] = {
     "FailoverApprovalRequired": Severity.CRITICAL,
     "FailoverCompleted": Severity.INFO,
     "DRDrillReport": Severity.INFO,
+    "SplitBrain": Severity.CRITICAL,
+    "WALReplicaBehind": Severity.HIGH,
 }
 
 _ICONS = {

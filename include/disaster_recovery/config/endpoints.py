@@ -261,15 +261,18 @@ class AwsEndpoint:
     profile: str | None = None
     # Inside Airflow: the provider's hook builds the session (airflow_support.aws_hook).
     session_factory: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+    # Route 53 is global: it may answer elsewhere than the region's S3 (emulators, proxies).
+    route53_endpoint_url: str | None = None
 
     @property
     def session_holds_credentials(self) -> bool:
         return bool(self.session_factory or self.role_arn or self.profile)
 
-    def client_kwargs(self) -> dict[str, Any]:
+    def client_kwargs(self, service: str = "s3") -> dict[str, Any]:
         kwargs: dict[str, Any] = {"region_name": self.region}
-        if self.endpoint_url:
-            kwargs["endpoint_url"] = self.endpoint_url
+        url = self.route53_endpoint_url if service == "route53" else self.endpoint_url
+        if url:
+            kwargs["endpoint_url"] = url
         if self.access_key and not self.session_holds_credentials:
             kwargs["aws_access_key_id"] = self.access_key
             kwargs["aws_secret_access_key"] = self.secret_key
@@ -328,20 +331,27 @@ def redis_endpoint(conn: ConnectionFields) -> RedisEndpoint:
 
 
 def aws_endpoint(conn: ConnectionFields, default_region: str) -> AwsEndpoint:
+    """Per-service endpoints as Airflow's AWS connection has them: ``service_config.<service>.
+    endpoint_url`` first, then the connection-wide ``endpoint_url``."""
     extra = conn.extra
-    service_config = extra.get("service_config") or {}
+    services = extra.get("service_config") or {}
+
+    def url(service: str) -> str | None:
+        return (services.get(service) or {}).get("endpoint_url") or extra.get("endpoint_url")
+
     return AwsEndpoint(
         conn_id=conn.conn_id,
         region=extra.get("region_name") or default_region,
         access_key=conn.login or extra.get("aws_access_key_id", ""),
         secret_key=conn.password or extra.get("aws_secret_access_key", ""),
-        endpoint_url=extra.get("endpoint_url") or service_config.get("s3", {}).get("endpoint_url"),
+        endpoint_url=url("s3"),
+        route53_endpoint_url=url("route53"),
         role_arn=extra.get("role_arn") or None,
         assume_role_method=extra.get("assume_role_method") or "assume_role",
         assume_role_kwargs=dict(extra.get("assume_role_kwargs") or {}),
         web_identity_token_file=extra.get("assume_role_with_web_identity_token_file"),
         # As the provider: an assumed role's STS endpoint is never the global endpoint_url.
-        sts_endpoint_url=service_config.get("sts", {}).get("endpoint_url"),
+        sts_endpoint_url=(services.get("sts") or {}).get("endpoint_url"),
         profile=extra.get("profile_name") or None,
     )
 

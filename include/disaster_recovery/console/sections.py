@@ -29,11 +29,13 @@ from disaster_recovery.catalog.names import LOGICAL_TYPES, PHYSICAL_TYPES
 from disaster_recovery.clients.s3 import ObjectStore, regional_store
 from disaster_recovery.clients.slack import ALERTS, Severity
 from disaster_recovery.config.endpoints import Deployment
+from disaster_recovery.console.protection import protection_status
 from disaster_recovery.drills.evidence import EvidenceStore, overdue_alerts
 from disaster_recovery.errors import DisasterRecoveryError, UnavailableError
 from disaster_recovery.monitoring.availability import Availability, measure
-from disaster_recovery.monitoring.health import check_health, current_roles, region_postgres
+from disaster_recovery.monitoring.health import check_health, region_postgres
 from disaster_recovery.monitoring.history import DayRecord, checks_of, load_days
+from disaster_recovery.monitoring.topology import read_record
 from disaster_recovery.postgres import db
 from disaster_recovery.postgres.walfiles import is_segment
 from disaster_recovery.restore.pitr import describe_chain
@@ -62,9 +64,10 @@ HUMAN_TIERS = {
 
 
 def console_roles(deployment: Deployment) -> tuple[str, str]:
-    """(primary region, secondary region) now. The one place the console learns the roles:
-    the topology record (issue 11) replaces this body."""
-    return current_roles(deployment)
+    """(primary region, secondary region) now, by the topology record (readable from either
+    region's bucket, so the console loads while one region is lost)."""
+    record = read_record(deployment)
+    return record.primary_region, record.standby_region
 
 
 @dataclass
@@ -572,6 +575,7 @@ Section = Callable[[Context], Any]
 SECTIONS: dict[str, Section] = {
     "objectives": objectives,
     "topology": topology,
+    "protection": lambda ctx: protection_status(ctx.deployment),
     "rpo_exposure": rpo_exposure,
     "backups": backups,
     "failovers": failovers,

@@ -32,6 +32,7 @@ from typing import Any
 
 import redis as redis_client
 
+from disaster_recovery.backup.logical import run_backup
 from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.clients.runner import run
 from disaster_recovery.clients.s3 import regional_store
@@ -44,6 +45,7 @@ from disaster_recovery.errors import (
     DisasterRecoveryError,
     DrillFailed,
     DrillRefused,
+    UnavailableError,
     VerificationError,
 )
 from disaster_recovery.failover.failback import run_failback
@@ -110,7 +112,11 @@ def restore_newest_full(ctx: DrillContext) -> dict[str, Any]:
 
     scratch = f"dr_drill_{ctx.record.started_at:%Y%m%d%H%M%S}"
     started = time.monotonic()
-    result = restore_logical(ctx.deployment, target_db=scratch, replace=True)
+    # The current primary's copy only: a drill must catch a damaged copy, not fall back.
+    from disaster_recovery.monitoring.topology import following
+
+    region = following(ctx.deployment).settings.regions.primary
+    result = restore_logical(ctx.deployment, target_db=scratch, replace=True, region=region)
     seconds = time.monotonic() - started
     try:
         if not result["counts_match"]:
@@ -171,9 +177,17 @@ def drop_database(server: PostgresEndpoint, name: str) -> None:
 
 
 def restorable_window(ctx: DrillContext) -> tuple[datetime, datetime]:
+    """The window of the current primary's region, or of the other when that one's S3 is lost."""
+    from disaster_recovery.monitoring.topology import following
 
-    region = ctx.settings.regions.primary
-    described = describe_chain(ctx.deployment, region)["regions"][region]
+    regions = following(ctx.deployment).settings.regions
+    region = regions.primary
+    try:
+        described = describe_chain(ctx.deployment, region)["regions"][region]
+    except UnavailableError as exc:
+        log.warning("%s unreachable (%s): the window of %s", region, exc, regions.secondary)
+        region = regions.secondary
+        described = describe_chain(ctx.deployment, region)["regions"][region]
     if not described.get("earliest_restorable") or not described.get("latest_restorable"):
         raise VerificationError(
             f"the {region} archive cannot restore to any point in time: "
@@ -403,6 +417,67 @@ def archive_rpo(ctx: DrillContext) -> dict[str, Any]:
     }
 
 
+def survivor_protection(ctx: DrillContext) -> dict[str, Any]:
+    """Protection goes on in the surviving region: a verified full backup and base backup land
+    in its bucket, and a point-in-time restore from its archive holds a heartbeat committed
+    after the failover."""
+    from disaster_recovery.backup import physical
+    from disaster_recovery.monitoring.topology import following
+
+    view = following(ctx.deployment)
+    region = view.settings.regions.primary
+    full = run_backup(ctx.deployment, "postgresql_full")
+    base = physical.backup_and_verify(ctx.deployment, "base")
+    survivor = view.postgres("primary")
+    beat_id, _ = heartbeat.beat(survivor, "drill:survivor")
+    time.sleep(1.1)  # the target lies after the beat's commit, S3 times have whole seconds
+    moment = datetime.now(UTC)
+    time.sleep(1.1)
+    segment = switch_and_wait_archived(survivor)
+    result, restored = restore_to(ctx, moment, "survivor_pitr")
+    try:
+        newest = heartbeat.newest(restored)
+    finally:
+        RestoredCluster.of(result).stop_and_remove()
+    if newest is None or newest["id"] < beat_id:
+        raise VerificationError(
+            f"the point-in-time restore from {region} lacks heartbeat {beat_id} committed "
+            f"before {moment.isoformat()} (newest {newest})",
+            check="survivor_pitr",
+        )
+    if full.bucket != view.settings.bucket(region):
+        raise VerificationError(
+            f"the full backup went to {full.bucket}, not {region}'s bucket", check="survivor"
+        )
+    return {
+        "region": region,
+        "full_backup": full.file,
+        "base_backup": base["file"],
+        "timeline": base["timeline"],
+        "pitr_target": moment.isoformat(),
+        "pitr_plan_region": result["plan"]["region"],
+        "heartbeat_restored": newest["id"],
+        "wal_switched_to": segment,
+    }
+
+
+def switch_and_wait_archived(endpoint: PostgresEndpoint, timeout: float = 60) -> str:
+    """Close the current WAL segment and wait until the archiver stored it."""
+    with db.connect(endpoint, "postgres") as conn:
+        conn.execute("SELECT txid_current()")
+        row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        assert row is not None
+        segment = str(row[0])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+            last = str((row[0] if row else None) or "")
+            if last == segment or last[:24] > segment:
+                return segment
+            time.sleep(0.1)
+    raise UnavailableError(f"WAL segment {segment} was not archived within {timeout:g} s")
+
+
 def revive_region(ctx: DrillContext) -> dict[str, Any]:
     command = ctx.settings.drills.region_revive_command
     if not command or ctx.notes.get("revived"):
@@ -446,6 +521,8 @@ def region_loss(ctx: DrillContext) -> dict[str, Any]:
         )
     with ctx.record.step("archive_rpo") as step:
         step.details = archive_rpo(ctx)
+    with ctx.record.step("survivor_protection") as step:
+        step.details = survivor_protection(ctx)
     if ctx.settings.drills.region_revive_command:
         with ctx.record.step("revive_region") as step:
             step.details = revive_region(ctx)

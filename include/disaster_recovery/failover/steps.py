@@ -34,6 +34,7 @@ from disaster_recovery.failover.plan import (
     record,
     target_promoted,
 )
+from disaster_recovery.monitoring import topology
 from disaster_recovery.monitoring.health import (
     check_health,
 )
@@ -343,6 +344,21 @@ def promote_database(endpoint: PostgresEndpoint) -> bool:
     return True
 
 
+def record_topology(plan: Plan, target_pg: PostgresEndpoint) -> dict[str, Any]:
+    """Write the topology record naming ``plan.target`` primary on its new timeline."""
+    system_identifier = db.query_one(
+        target_pg, "SELECT system_identifier::text FROM pg_control_system()"
+    )
+    return topology.write_record(
+        plan.deployment,
+        plan.target,
+        timeline=timeline(target_pg),
+        system_identifier=str(system_identifier),
+        reason=f"promotion of {plan.target} (run {plan.run_id})",
+        written_by="litper-dr failover/failback",
+    )
+
+
 def promote(plan: Plan) -> dict[str, Any]:
     """Promote the standby and the Redis replica; reset what the promoted node inherited; the old
     Redis master, if reachable, follows the new one (so it cannot take writes)."""
@@ -362,6 +378,8 @@ def promote(plan: Plan) -> dict[str, Any]:
         )
     promoted = promote_database(target_pg)
     reset_inherited_settings(target_pg)
+    # The role has moved: say so where every protection looks (both regions' buckets).
+    recorded = record_topology(plan, target_pg)
     redis_promoted = redisnode.promote(target_redis)
     try:
         redisnode.follow(source_redis, target_redis)
@@ -374,6 +392,7 @@ def promote(plan: Plan) -> dict[str, Any]:
         "done" if promoted or redis_promoted else "already_done",
         postgres_promoted=promoted,
         timeline=timeline(target_pg),
+        topology=recorded,
         reset_settings=list(INHERITED_SETTINGS),
         redis_promoted=redis_promoted,
         old_redis_master=old_redis,

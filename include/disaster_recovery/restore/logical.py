@@ -30,9 +30,12 @@ from disaster_recovery.errors import (
     CommandFailed,
     ConfigError,
     ConflictError,
+    DisasterRecoveryError,
     NotFoundError,
+    UnavailableError,
     VerificationError,
 )
+from disaster_recovery.monitoring import topology
 from disaster_recovery.postgres import db, pgbin, pgdump
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,53 @@ def choose_backup(stores: Stores, backup_type: str, backup_file: str | None) -> 
             f"{stores.primary.url(stores.settings.storage.prefix)}"
         )
     return newest
+
+
+def restore_sources(stores: Stores, region: str | None) -> list[Stores]:
+    """The buckets to restore from, in order: ``region`` alone when forced; otherwise the
+    current primary's region first, then the other (when the first is down or damaged)."""
+    swapped = Stores(stores.secondary, stores.primary, stores.settings)
+    if region is None:
+        return [stores, swapped]
+    for candidate in (stores, swapped):
+        if candidate.primary.endpoint.region == region:
+            return [candidate]
+    raise ConfigError(
+        f"--region {region!r} is neither {stores.primary.endpoint.region} nor "
+        f"{stores.secondary.endpoint.region}"
+    )
+
+
+def first_candidate(
+    sources: list[Stores], backup_type: str, backup_file: str | None
+) -> tuple[Stores, Manifest]:
+    """The backup from the first region whose catalog answers and holds it (verified)."""
+    errors: list[DisasterRecoveryError] = []
+    for stores in sources:
+        try:
+            return stores, choose_backup(stores, backup_type, backup_file)
+        except (UnavailableError, NotFoundError, VerificationError) as exc:
+            log.warning("%s cannot serve the backup: %s", stores.primary.endpoint.region, exc)
+            errors.append(exc)
+    # The most telling error: the first region's, unless it was only unreachable.
+    raise next((e for e in errors if not isinstance(e, UnavailableError)), errors[0])
+
+
+def download_from_first_intact(
+    sources: list[Stores], chosen: Stores, manifest: Manifest, archive: Path
+) -> Stores:
+    """Download ``manifest``'s object with its SHA-256 checked, from ``chosen`` or, when that
+    copy is damaged or unreachable, from the next region that holds it. Returns the source."""
+    candidates = [chosen, *[s for s in sources if s is not chosen]]
+    errors = []
+    for stores in candidates:
+        try:
+            download_checked(stores.primary, manifest, archive)
+            return stores
+        except (VerificationError, UnavailableError, NotFoundError) as exc:
+            errors.append(exc)
+            log.warning("cannot restore from %s: %s", stores.primary.url(manifest.key), exc)
+    raise errors[0]
 
 
 def prepare_target(server: PostgresEndpoint, target_db: str, *, replace: bool) -> str:
@@ -119,13 +169,15 @@ def restore_logical(
     jobs: int | None = None,
     server_role: str = "primary",
     temp_dir: str | None = None,
+    region: str | None = None,
 ) -> dict[str, Any]:
     """Restore a verified logical backup into ``target_db`` on the ``server_role`` node and
     compare every table's row count with the counts recorded in the dump's snapshot."""
     if not target_db:
         raise ConfigError("a target database name is required")
-    stores = Stores.of(deployment)
-    manifest = choose_backup(stores, backup_type, backup_file)
+    deployment = topology.following(deployment)  # "primary" is the current primary's node
+    sources = restore_sources(Stores.of(deployment), region)
+    stores, manifest = first_candidate(sources, backup_type, backup_file)
     server = deployment.postgres(server_role)  # type: ignore[arg-type]
     target = server.with_database(target_db)
     jobs = jobs or deployment.settings.backup.restore_jobs
@@ -139,7 +191,7 @@ def restore_logical(
         if jobs > 1:
             with tempfile.TemporaryDirectory(prefix="dr-restore-", dir=temp_dir) as folder:
                 archive = Path(folder) / manifest.file
-                download_checked(stores.primary, manifest, archive)
+                stores = download_from_first_intact(sources, stores, manifest, archive)
                 run(
                     pgdump.restore_args(jobs=jobs, archive=str(archive), dbname=target_db),
                     target=target.describe(),
@@ -179,6 +231,7 @@ def restore_logical(
         "status": "restored" if not differences else "restored_with_differences",
         "backup_file": manifest.file,
         "backup_type": manifest.backup_type,
+        "region": stores.primary.endpoint.region,
         "started_at": manifest.started_at.isoformat(),
         "target": target.describe(),
         "target_db": target_db,

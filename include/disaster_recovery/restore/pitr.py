@@ -37,6 +37,7 @@ from disaster_recovery.errors import (
     RestoreRefused,
     UnavailableError,
 )
+from disaster_recovery.monitoring import topology
 from disaster_recovery.postgres import db, pgbin
 from disaster_recovery.postgres.instance import (
     ROLE_SETTINGS,
@@ -172,6 +173,7 @@ def plan_restore(
     deployment: Deployment, target: Target, region: str | None = None, now: datetime | None = None
 ) -> RestorePlan:
     """Choose the chain and check the WAL for ``target``; refuse with a clear error."""
+    deployment = topology.following(deployment)  # the current primary's region first
     settings = deployment.settings
     region = region or settings.regions.primary
     now = now or datetime.now(UTC)
@@ -597,8 +599,15 @@ def _restorable_window(
     timeline = newest_timeline(listing, max(b.timeline for b in bases))
     try:
         history = archive.history(timeline)
-    except NotFoundError:
-        history = []  # without it the unbroken run stops at the timeline switch
+    except NotFoundError as exc:
+        # Recovery follows the newest timeline and needs its history file: every point-in-time
+        # restore fails without it (_wal_needed), so no window may be claimed.
+        return {
+            "earliest_restorable": None,
+            "latest_restorable": None,
+            "note": f"{exc}: no point in time is restorable until it is archived again "
+            "(`dr wal check` archives it from the primary's pg_wal)",
+        }
     on_path = segments_on_path(set(listing), timeline, history, seg_size)
     earliest, latest = None, None
     for base in bases:

@@ -23,10 +23,13 @@ start-up lean (``python -m disaster_recovery.wal push %p``). Rules that PostgreS
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +45,7 @@ from disaster_recovery.errors import (
     DisasterRecoveryError,
     NotFoundError,
     PermanentError,
+    UnavailableError,
 )
 
 if TYPE_CHECKING:  # the archiver imports boto3 and pydantic only when it needs them
@@ -57,6 +61,8 @@ log = logging.getLogger(__name__)
 # restore_command exit statuses above 125 make PostgreSQL abort recovery (see module docstring).
 FETCH_FATAL_EXIT = 126
 FETCH_NOT_FOUND_EXIT = 1
+# After a region's S3 failed, pushes skip it this long (what it lacks is recorded and filled).
+REGION_RETRY_SECONDS = 60
 
 
 # -- the archive ----------------------------------------------------------------------------
@@ -118,6 +124,36 @@ class PushedAhead:
                     marker.unlink(missing_ok=True)
         except OSError:
             pass  # no markers yet
+
+
+class RegionsDown:
+    """``pg_wal/dr_region_down/<region>``: when a region's S3 last failed. For
+    :data:`REGION_RETRY_SECONDS` after that, pushes skip the region and record what it lacks
+    instead of paying its timeouts again for every segment."""
+
+    FOLDER = "dr_region_down"
+
+    def __init__(self, pg_wal: Path):
+        self.folder = pg_wal / self.FOLDER
+
+    def recently(self, region: str) -> str | None:
+        try:
+            marked = (self.folder / region).stat().st_mtime
+        except OSError:
+            return None
+        if time.time() - marked > REGION_RETRY_SECONDS:
+            return None
+        return datetime.fromtimestamp(marked, UTC).isoformat(timespec="seconds")
+
+    def mark(self, region: str) -> None:
+        try:
+            self.folder.mkdir(exist_ok=True)
+            (self.folder / region).touch()
+        except OSError as exc:  # a memo only: never fail the push for it
+            log.warning("cannot record %s as down: %s", region, exc)
+
+    def clear(self, region: str) -> None:
+        (self.folder / region).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -248,8 +284,9 @@ class WalArchive:
         it, the marker answers without building an S3 client.
 
         Only the requested file decides the outcome: identical existing objects are success, a
-        different one raises :class:`ConflictError`, any region failing raises (PostgreSQL
-        retries the file). A file pushed ahead that fails is only logged and gets no marker;
+        different one raises :class:`ConflictError`. Stored in at least one region is success,
+        the other region's lack recorded (:mod:`disaster_recovery.wal.replica_debt`); no region
+        storing it raises (PostgreSQL retries the file). A file pushed ahead that fails is only logged and gets no marker;
         PostgreSQL offers it again in its turn and gets the error then."""
         file = Path(path)
         if not is_archivable(file.name):
@@ -295,11 +332,26 @@ class WalArchive:
         sha256 = hashlib.sha256(data).hexdigest()
         outcome: dict[str, str] = {}
         errors: list[DisasterRecoveryError] = []
+        down = RegionsDown(file.parent)
+        recently_down = {r: since for r in self.regions if (since := down.recently(r))}
+        if len(recently_down) == len(self.regions):
+            recently_down = {}  # all of them: try them all, one may be back
 
         def to_region(region: str) -> None:
+            if (since := recently_down.get(region)) is not None:
+                # A region that just failed is not waited for again on every segment (a
+                # black-holed endpoint costs its timeouts each time): owed, retried later.
+                errors.append(UnavailableError(f"{region} unreachable since {since}"))
+                outcome[region] = f"failed: skipped, unreachable since {since}"
+                return
             try:
                 written = self.store(region).put_if_absent(self.key(name), data)
                 outcome[region] = "archived" if written else "already archived (identical)"
+                down.clear(region)
+            except UnavailableError as exc:
+                down.mark(region)
+                errors.append(exc)
+                outcome[region] = f"failed: {str(exc).splitlines()[0]}"
             except ConflictError as exc:
                 errors.append(
                     ConflictError(
@@ -317,7 +369,15 @@ class WalArchive:
             list(pool.map(to_region, self.regions))
         if errors:
             conflict = next((e for e in errors if isinstance(e, ConflictError)), None)
-            raise conflict or errors[0]
+            held = [r for r in self.regions if r in outcome and "archived" in outcome[r]]
+            if conflict or not held:
+                raise conflict or errors[0]
+            # Stored in at least one region: a lost region must not stop PostgreSQL's archiver.
+            # What the others lack is recorded beside the copy and filled when they return.
+            lacking = [r for r in self.regions if r not in held]
+            record_debt(self, name, sha256, held, lacking)
+            for region in lacking:
+                outcome[region] += " (owed: copied when the region answers)"
         return {"file": name, "sha256": sha256, "size_bytes": len(data), "regions": outcome}
 
     # -- restore_command ---------------------------------------------------------------
@@ -329,10 +389,12 @@ class WalArchive:
         if not is_archivable(name):
             raise PermanentError(f"{name!r} is not a WAL file name")
         problems: list[DisasterRecoveryError] = []
+        answered = []
         for region in self.regions:
             try:
                 data = self._read_verified(region, name)
             except NotFoundError:
+                answered.append(region)
                 continue
             except DisasterRecoveryError as exc:
                 problems.append(exc)
@@ -340,9 +402,12 @@ class WalArchive:
                 continue
             _write_atomically(Path(destination), data)
             return {"file": name, "region": region, "size_bytes": len(data)}
-        if problems:
-            raise next((p for p in problems if isinstance(p, WalCorruptError)), problems[0])
-        raise NotFoundError(f"{name} is not in the WAL archive ({', '.join(self.regions)})")
+        corrupt = next((p for p in problems if isinstance(p, WalCorruptError)), None)
+        # A region that answers "not there" is an answer even while the other is lost: recovery
+        # probes for files that do not exist (the next timeline's history) and must hear so.
+        if corrupt or (problems and not answered):
+            raise corrupt or problems[0]
+        raise NotFoundError(f"{name} is not in the WAL archive ({', '.join(answered)})")
 
     def _read_verified(self, region: str, name: str) -> bytes:
         store = self.store(region)
@@ -383,11 +448,20 @@ class WalArchive:
         if timeline <= 1:
             return []
         name = f"{timeline:08X}.history"
+        unreachable = []
         for region in self.regions:
             try:
                 return parse_history(self._read_verified(region, name).decode())
             except NotFoundError:
                 continue
+            except UnavailableError as exc:  # a lost region: the other may hold it
+                unreachable.append(f"{region}: {str(exc).splitlines()[0]}")
+        if unreachable:
+            raise UnavailableError(
+                f"timeline history {name} is not in the reachable WAL archive ("
+                + "; ".join(unreachable)
+                + ")"
+            )
         raise NotFoundError(f"timeline history {name} is not in the WAL archive")
 
 
@@ -402,17 +476,35 @@ def _write_atomically(destination: Path, data: bytes) -> None:
     os.replace(temporary, destination)
 
 
-def raise_for_unencrypted(facts: dict[str, Any]) -> None:
-    unencrypted = {region: names for region, names in facts.get("unencrypted", {}).items() if names}
-    if not unencrypted:
-        return
-    from disaster_recovery.errors import VerificationError
+# -- what a lost region still lacks (filled by wal.replica_debt when it returns) -------------
 
-    parts = [f"{', '.join(names)} in {region}" for region, names in unencrypted.items()]
-    raise VerificationError(
-        "WAL segments stored without the configured encryption (storage.encryption): "
-        + "; ".join(parts)
-        + ". Whoever wrote them bypassed the archiver's encryption: find out who, and copy "
-        "each over itself with the region's encryption.",
-        check="encryption",
-    )
+DEBT_FOLDER = "postgresql_wal_debt"
+
+
+def debt_prefix(storage_prefix: str) -> str:
+    return f"{storage_prefix}/{DEBT_FOLDER}/".lstrip("/")
+
+
+def debt_key(storage_prefix: str, lacking_region: str, name: str) -> str:
+    return f"{debt_prefix(storage_prefix)}{lacking_region}/{name}"
+
+
+def record_debt(
+    archive: WalArchive, name: str, sha256: str, held_in: list[str], lacking: list[str]
+) -> None:
+    """Write, in every region that holds ``name``, that each ``lacking`` region still needs it.
+    Raises when no marker could be written (the push then fails and PostgreSQL retries it)."""
+    since = datetime.now(UTC).isoformat()
+    written = 0
+    for region in held_in:
+        store = archive.store(region)
+        for missing in lacking:
+            body = {"file": name, "sha256": sha256, "since": since, "lacking": missing}
+            store.put_bytes(
+                debt_key(archive.prefix, missing, name),
+                json.dumps(body).encode(),
+                content_type="application/json",
+            )
+            written += 1
+    if not written:
+        raise DisasterRecoveryError(f"{name}: the debt of {', '.join(lacking)} was not recorded")

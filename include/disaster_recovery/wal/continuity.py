@@ -15,14 +15,20 @@ if TYPE_CHECKING:  # the archiver imports boto3 and pydantic only when it needs 
     from disaster_recovery.config.endpoints import Deployment
 
 from disaster_recovery.config.defaults import WAL_TYPE
-from disaster_recovery.errors import WalCorruptError, WalGapError, WalStaleError
+from disaster_recovery.errors import (
+    UnavailableError,
+    VerificationError,
+    WalCorruptError,
+    WalGapError,
+    WalStaleError,
+)
 from disaster_recovery.postgres.walfiles import (
     expected_segments,
     parse_lsn,
     parse_segment,
     segments_on_path,
 )
-from disaster_recovery.wal.archive import WalArchive, raise_for_unencrypted
+from disaster_recovery.wal.archive import WalArchive
 
 # -- continuity ------------------------------------------------------------------------------
 
@@ -44,6 +50,9 @@ class ArchiveReport:
     notes: list[str] = field(default_factory=list)
     # Segments stored without their region's configured encryption (storage.encryption).
     unencrypted: dict[str, list[str]] = field(default_factory=dict)
+    # Files a region lacks because it was down when they were pushed (filled when it returns).
+    owed: dict[str, int] = field(default_factory=dict)
+    unreachable: dict[str, str] = field(default_factory=dict)
 
     @property
     def gap(self) -> bool:
@@ -67,6 +76,8 @@ class ArchiveReport:
             "archiver": self.archiver,
             "stale_after_seconds": self.stale_after_seconds,
             "notes": self.notes,
+            "owed": self.owed,
+            "unreachable": self.unreachable,
         }
 
 
@@ -128,6 +139,10 @@ def check_archive(
     what staleness measures. The content of each segment is hashed once per S3 ETag
     (remembered in ``<prefix>/postgresql_wal_state/``), or every time with ``deep``.
     """
+    from disaster_recovery.monitoring import topology
+
+    # The current primary's position, its region's catalog first (the topology record).
+    deployment = topology.following(deployment)
     settings = deployment.settings
     now = now or datetime.now(UTC)
     archive = WalArchive.for_deployment(deployment)
@@ -135,7 +150,8 @@ def check_archive(
     seg_size = position["segment_size"]
     timeline, current_segno = parse_segment(position["segment"], seg_size)
     history = archive.history(timeline)
-    listings = {region: archive.listing(region) for region in archive.regions}
+    listings, unreachable = _reachable_listings(archive)
+    owed = _owed_files(archive)
     notes: list[str] = []
 
     names = {name for listing in listings.values() for name in listing}
@@ -149,12 +165,15 @@ def check_archive(
     newest_segno = on_lineage[-1] if on_lineage else start_segno - 1
     expected = expected_segments(start_segno, newest_segno, timeline, history, seg_size)
 
+    # A file a region lacks because it was down when pushed is owed, not a gap: the WAL DAG
+    # copies it when the region answers (WALReplicaBehind meanwhile).
     missing = {
-        region: [s for s in expected if s not in listing] for region, listing in listings.items()
+        region: [s for s in expected if s not in listing and s not in owed.get(region, set())]
+        for region, listing in listings.items()
     }
     damaged = {
         region: _corrupt_segments(archive, region, listings[region], expected, deep)
-        for region in archive.regions
+        for region in listings
     }
     corrupt = {region: found[0] for region, found in damaged.items()}
     newest = {}
@@ -173,7 +192,7 @@ def check_archive(
     unarchived = parse_lsn(position["lsn"]) > (newest_segno + 1) * seg_size
     stale_after = settings.wal_stale_after.total_seconds()
     ages = [entry["age_seconds"] for entry in newest.values()]
-    stale = unarchived and (not ages or max(ages) > stale_after or len(ages) < len(archive.regions))
+    stale = unarchived and (not ages or max(ages) > stale_after or len(ages) < len(listings))
     return ArchiveReport(
         checked_from=expected[0] if expected else None,
         checked_to=expected[-1] if expected else None,
@@ -192,6 +211,8 @@ def check_archive(
         stale_after_seconds=stale_after,
         notes=notes,
         unencrypted={region: found[1] for region, found in damaged.items()},
+        owed={region: len(names) for region, names in owed.items() if names},
+        unreachable=unreachable,
     )
 
 
@@ -273,3 +294,41 @@ def raise_for_staleness(report: ArchiveReport | dict[str, Any]) -> None:
         f"pg_stat_archiver failed_count={archiver.get('failed_count')}, last_failed_wal="
         f"{archiver.get('last_failed_wal')}. Check the archive_command in the server log."
     )
+
+
+def raise_for_unencrypted(facts: dict[str, Any]) -> None:
+    unencrypted = {region: names for region, names in facts.get("unencrypted", {}).items() if names}
+    if not unencrypted:
+        return
+    parts = [f"{', '.join(names)} in {region}" for region, names in unencrypted.items()]
+    raise VerificationError(
+        "WAL segments stored without the configured encryption (storage.encryption): "
+        + "; ".join(parts)
+        + ". Whoever wrote them bypassed the archiver's encryption: find out who, and copy "
+        "each over itself with the region's encryption.",
+        check="encryption",
+    )
+
+
+def _reachable_listings(
+    archive: WalArchive,
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, str]]:
+    """Each answering region's listing, and why the others did not answer (a lost region is
+    judged when it returns; at least one region must answer)."""
+    listings, unreachable = {}, {}
+    for region in archive.regions:
+        try:
+            listings[region] = archive.listing(region)
+        except UnavailableError as exc:
+            unreachable[region] = str(exc).splitlines()[0]
+    if not listings:
+        raise UnavailableError(
+            "no region's WAL archive answers: " + "; ".join(unreachable.values())
+        )
+    return listings, unreachable
+
+
+def _owed_files(archive: WalArchive) -> dict[str, set[str]]:
+    from disaster_recovery.wal.replica_debt import owed_files
+
+    return owed_files(archive)
