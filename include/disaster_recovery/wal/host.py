@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shlex
 import sys
-import sysconfig
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +109,8 @@ def write_archiver_files(
     for path in (config_file, env_file):
         path.chmod(0o600)
         if owner:
+            import pwd  # here: the archiver's push path (this module) never needs it
+
             entry = pwd.getpwnam(owner)
             os.chown(path, entry.pw_uid, entry.pw_gid)
     return env_file
@@ -136,9 +136,12 @@ def archiver_python(os_user: str | None) -> tuple[str, list[str]]:
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     for candidate in (Path(f"/usr/bin/python{version}"), Path(f"/usr/local/bin/python{version}")):
         if candidate.exists() and _reachable_by_others(candidate):
+            import sysconfig  # here: the archiver's push path never needs it
+
+            paths = sysconfig.get_paths()
             return str(candidate), [
-                sysconfig.get_paths()["purelib"],
-                sysconfig.get_paths()["platlib"],
+                paths["purelib"],
+                paths["platlib"],
             ]
 
     raise ToolError(
