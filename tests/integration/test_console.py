@@ -143,7 +143,14 @@ def test_a_lost_primary_bucket_reads_from_the_other_region(recorded: Deployment)
                 fields.conn_type,
                 login=fields.login,
                 password=fields.password,
-                extra={**fields.extra, "endpoint_url": dead_s3},
+                extra={
+                    **fields.extra,
+                    "endpoint_url": dead_s3,
+                    "service_config": {
+                        **(fields.extra.get("service_config") or {}),
+                        "s3": {"endpoint_url": dead_s3},
+                    },
+                },
             )
         return fields
 

@@ -4,6 +4,7 @@ with the simple auth manager, a real login and the metadata DB (revoked tokens l
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,12 @@ def test_a_forged_token_is_refused(api_client: TestClient, route: str) -> None:
     assert response.status_code == 403
 
 
-def test_a_logged_in_user_sees_the_page_and_the_json(api_client: TestClient) -> None:
+def test_a_logged_in_user_sees_the_page_and_the_json(
+    api_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No Connections in this process (a session sandbox's may be exported by earlier tests).
+    for name in [n for n in os.environ if n.startswith("AIRFLOW_CONN_")]:
+        monkeypatch.delenv(name)
     token = login(api_client, "operator")
     page = api_client.get("/dr/", headers={"Authorization": f"Bearer {token}"})
     assert page.status_code == 200, page.text

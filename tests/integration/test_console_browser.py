@@ -277,7 +277,9 @@ def test_with_the_primary_region_s3_lost_the_page_reads_us_west_2(
     name = "AIRFLOW_CONN_" + recorded.settings.connections.aws_primary.upper()
     saved = os.environ[name]
     lost = json.loads(saved)
+    # The region's S3 endpoint, wherever the Connection names it (service_config wins).
     lost["extra"]["endpoint_url"] = "http://127.0.0.1:9"
+    lost["extra"].setdefault("service_config", {})["s3"] = {"endpoint_url": "http://127.0.0.1:9"}
     os.environ[name] = json.dumps(lost)
     try:
         browser.get(f"{console_url}/dr/")

@@ -196,9 +196,11 @@ def _dump(
     role, endpoint = source_endpoint(deployment)
     standby = checked.nodes[checked.topology.standby_region]
     if role == "standby" and standby.role != "standby":
+        why = f" ({standby.error})" if standby.error else ""
         raise UnavailableError(
             f"backup.dump_from is standby, but {standby.region}'s node ({standby.connection}) is "
-            f"{standby.role}: dump from the primary (--from primary) or bring the standby back"
+            f"{standby.role}{why}: dump from the primary (--from primary) or bring the standby "
+            "back"
         )
     compression = pgdump.Compression.parse(settings.backup.compression)
     key = stores.catalog.key_for(file)

@@ -202,6 +202,7 @@ def read_record(deployment: Deployment) -> Topology:
     held: dict[str, dict[int, str]] = {}
     stores: dict[str, ObjectStore] = {}
     errors: dict[str, str] = {}
+    permanent: list[DisasterRecoveryError] = []
     for region in regions_of(deployment):
         store = record_store(deployment, region)
         try:
@@ -209,6 +210,12 @@ def read_record(deployment: Deployment) -> Topology:
             stores[region] = store
         except DisasterRecoveryError as exc:
             errors[region] = str(exc).splitlines()[0]
+            if isinstance(exc, PermanentError):
+                permanent.append(exc)
+    if not held and len(permanent) == len(errors):
+        # Every bucket refused for a reason a retry cannot fix (a wrong endpoint or key): say
+        # that, not "unreachable".
+        raise permanent[0]
     if not held:
         raise UnavailableError(
             "cannot read the topology record: no region's bucket answers ("
