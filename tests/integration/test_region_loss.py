@@ -111,16 +111,16 @@ def test_losing_us_east_1_with_its_s3(make_sandbox, airflow_db: None) -> None:  
         # -- backups land in us-west-2 and verify ------------------------------------------
         full = run_backup(_deployment(), "postgresql_full")
         assert full.verified and full.bucket == settings.bucket(WEST)
-        assert (full.model_extra or {})["replica_owed"].keys() == {EAST}
+        assert (full.replica_owed or {}).keys() == {EAST}
         assert (full.model_extra or {})["table_counts"]["public.during_outage"] == 6000
         base = physical.backup_and_verify(_deployment(), "auto")
-        assert (base["backup_type"], base["timeline"], base["replicas"]) == (
+        assert (base["backup_type"], base["timeline"], base["replicated_to"]) == (
             "postgresql_base",
             2,
             [],
         )
         incremental = physical.backup_and_verify(_deployment(), "incremental")
-        assert incremental["parent"] == base["file"]
+        assert incremental["parent"] == base["backup_file"]
         assert replication_debt(_deployment())[EAST]["backups"] == 3
         # One catalog across both regions: the listing works with us-east-1 gone.
         listed = {e["backup_file"]: e for e in list_backups(_deployment())["postgresql_full"]}

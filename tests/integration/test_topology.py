@@ -232,7 +232,7 @@ def test_pitr_to_a_moment_after_the_failover(failed_over: dict[str, Any]) -> Non
     count = len(failed_over["ticks"].ticks)
     index = random.randrange(first_after, count - 1)
     result = _pitr(failed_over, index)
-    assert result["plan"]["base"] == failed_over["base"]["file"]
+    assert result["plan"]["base"] == failed_over["base"]["backup_file"]
     assert result["plan"]["region"] == WEST  # the current primary's region first
 
 
@@ -291,15 +291,15 @@ def test_physical_chain_starts_a_new_base_on_the_new_timeline(
         physical.take_incremental_backup(deployment)
     base = physical.backup_and_verify(deployment, "auto")
     assert (base["backup_type"], base["timeline"]) == ("postgresql_base", 2)
-    assert base["replicas"] == [EAST]
+    assert base["replicated_to"] == [EAST]
     assert physical.scheduled_kind(deployment) == "incremental"
     incremental = physical.backup_and_verify(deployment, "auto")
     assert incremental["backup_type"] == "postgresql_incremental"
-    assert incremental["parent"] == base["file"]
+    assert incremental["parent"] == base["backup_file"]
     assert incremental["timeline"] == 2
     chain = physical.Chain(deployment, WEST).verified()
     newest = chain[-1]
-    assert newest.file == incremental["file"]
+    assert newest.file == incremental["backup_file"]
     assert newest.bucket == deployment.settings.bucket(WEST)
     assert (newest.model_extra or {})["source"]["region"] == WEST
     assert (newest.model_extra or {})["source"]["topology_generation"] == 1

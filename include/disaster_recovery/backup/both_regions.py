@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.catalog.manifests import Manifest
-from disaster_recovery.clients.s3 import ObjectStore
+from disaster_recovery.clients.s3 import regional_store
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.errors import UnavailableError
 from disaster_recovery.monitoring import topology
@@ -42,7 +42,7 @@ def one_catalog(deployment: Deployment, backup_types: Iterable[str]) -> Listing:
     merged: dict[str, Listed] = {}
     unreachable: dict[str, str] = {}
     for region in (settings.regions.primary, settings.regions.secondary):
-        store = ObjectStore(view.aws(region), settings.bucket(region))
+        store = regional_store(view, region)
         try:
             manifests = Catalog(store, settings.storage.prefix).manifests(types)
         except UnavailableError as exc:

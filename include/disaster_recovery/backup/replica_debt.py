@@ -14,46 +14,35 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from disaster_recovery.backup.physical import BACKUP_MANIFEST_SUFFIX
+from disaster_recovery.backup.replicate import copy_to_region
 from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.catalog.manifests import Manifest
 from disaster_recovery.catalog.names import LOGICAL_TYPES, PHYSICAL_TYPES
-from disaster_recovery.clients.s3 import ObjectStore, region_lost
+from disaster_recovery.clients.s3 import ObjectStore, region_lost, regional_store
 from disaster_recovery.config.endpoints import Deployment
-from disaster_recovery.errors import VerificationError
 from disaster_recovery.monitoring import topology
 
 log = logging.getLogger(__name__)
 
 BACKUP_TYPES = (*LOGICAL_TYPES, *PHYSICAL_TYPES)
 # Physical elements carry PostgreSQL's backup_manifest beside the tar (incrementals need it).
-_COMPANION_SUFFIX = ".backup_manifest"
-
-
-def _store(deployment: Deployment, region: str) -> ObjectStore:
-    settings = deployment.settings
-    return ObjectStore(
-        deployment.aws(region),
-        settings.bucket(region),
-        chunk_mib=settings.storage.multipart_chunk_mib,
-    )
 
 
 def owed(deployment: Deployment) -> list[Manifest]:
     """Verified backups of the current primary's catalog whose copy in the other region is owed."""
     view = topology.following(deployment)
-    catalog = Catalog(_store(view, view.settings.regions.primary), view.settings.storage.prefix)
-    return [
-        m
-        for m in catalog.manifests(BACKUP_TYPES)
-        if m.verified and (m.model_extra or {}).get("replica_owed")
-    ]
+    catalog = Catalog(
+        regional_store(view, view.settings.regions.primary), view.settings.storage.prefix
+    )
+    return [m for m in catalog.manifests(BACKUP_TYPES) if m.verified and m.replica_owed]
 
 
 def replication_debt(deployment: Deployment) -> dict[str, Any]:
     """Per region: how many backups it is owed and since when."""
     debt: dict[str, dict[str, Any]] = {}
     for manifest in owed(deployment):
-        for region, since in (manifest.model_extra or {})["replica_owed"].items():
+        for region, since in (manifest.replica_owed or {}).items():
             entry = debt.setdefault(region, {"backups": 0, "since": since})
             entry["backups"] += 1
             entry["since"] = min(entry["since"], since)
@@ -64,14 +53,14 @@ def fill_owed_replicas(deployment: Deployment) -> dict[str, Any]:
     """Copy every owed backup to the region that lacks it, if that region answers."""
     view = topology.following(deployment)
     primary_region, other = view.settings.regions.primary, view.settings.regions.secondary
-    source, target = _store(view, primary_region), _store(view, other)
+    source, target = regional_store(view, primary_region), regional_store(view, other)
     pending = owed(view)
     if pending and (lost := region_lost(target)):
         return {"copied": [], "waiting": {other: lost}, "owed": len(pending)}
     prefix = view.settings.storage.prefix
     copied = []
     for manifest in pending:
-        _copy_checked(source, target, manifest)
+        _copy_checked(source, target, manifest, view)
         filled = manifest.model_copy(
             update={
                 "replica_owed": None,
@@ -94,20 +83,12 @@ def fill_owed_replicas(deployment: Deployment) -> dict[str, Any]:
     return {"copied": copied, "waiting": {}, "owed": 0}
 
 
-def _copy_checked(source: ObjectStore, target: ObjectStore, manifest: Manifest) -> None:
-    keys = [manifest.key]
-    if manifest.backup_type in PHYSICAL_TYPES:
-        keys.append(manifest.key + _COMPANION_SUFFIX)
-    for key in keys:
-        if target.head(key) is None:
-            target.copy_from(source, key)
-    copy = target.digest(manifest.key)
-    if (copy.size, copy.sha256) != (manifest.size_bytes, manifest.sha256):
-        raise VerificationError(
-            f"{target.url(manifest.key)}: {copy.size} bytes, SHA-256 {copy.sha256} after the "
-            f"owed copy; the manifest says {manifest.size_bytes} bytes, {manifest.sha256}. "
-            "Not overwritten: find out what wrote it",
-            check="replica",
-            key=manifest.key,
-        )
+def _copy_checked(
+    source: ObjectStore, target: ObjectStore, manifest: Manifest, deployment: Deployment
+) -> None:
+    """The owed copy, by the one replication rule (check, copy or wait; never overwrite)."""
+    companions = (
+        [manifest.key + BACKUP_MANIFEST_SUFFIX] if manifest.backup_type in PHYSICAL_TYPES else []
+    )
+    copy_to_region(source, target, manifest, deployment.settings, companions=companions)
     log.info("owed replica of %s made in %s", manifest.file, target.bucket)

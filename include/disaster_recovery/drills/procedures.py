@@ -452,7 +452,7 @@ def survivor_protection(ctx: DrillContext) -> dict[str, Any]:
     return {
         "region": region,
         "full_backup": full.file,
-        "base_backup": base["file"],
+        "base_backup": base["backup_file"],
         "timeline": base["timeline"],
         "pitr_target": moment.isoformat(),
         "pitr_plan_region": result["plan"]["region"],
