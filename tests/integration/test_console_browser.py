@@ -102,6 +102,26 @@ def token_for(base_url: str, username: str) -> str:
         return str(json.loads(response.read())["access_token"])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_leftover_switch_runs(airflow_db: None) -> None:
+    """Start from a quiet Airflow: a failover another test left queued (the health check's
+    automatic trigger never runs under dag.test()) would be a failover in progress here."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from sqlalchemy import update
+
+    with create_session() as session:
+        session.execute(
+            update(DagRun)
+            .where(
+                DagRun.dag_id.in_(["dr_failover", "dr_failback"]),
+                DagRun.state.in_([DagRunState.RUNNING, DagRunState.QUEUED]),
+            )
+            .values(state=DagRunState.FAILED)
+        )
+
+
 @pytest.fixture(scope="module")
 def browser(console_url: str) -> Iterator[Any]:
     """Headless Chromium, logged in: the UI's ``_token`` cookie, as after Airflow's login page."""

@@ -152,7 +152,7 @@ def test_losing_us_east_1_with_its_s3(make_sandbox, airflow_db: None) -> None:  
         assert set(segments) <= set(filled["copied"][EAST])
         assert filled["behind"] == {}
         copies = fill_owed_replicas(_deployment())
-        assert set(copies["copied"]) == {full.file, base["file"], incremental["file"]}
+        assert set(copies["copied"]) == {full.file, base["backup_file"], incremental["backup_file"]}
         assert replication_debt(_deployment()) == {}
         archive = WalArchive.for_deployment(_deployment())
         for segment in segments:
@@ -171,7 +171,7 @@ def test_losing_us_east_1_with_its_s3(make_sandbox, airflow_db: None) -> None:  
         assert verified(EAST) == verified(WEST)
         listed = {e["backup_file"]: e for e in list_backups(_deployment())["postgresql_full"]}
         assert set(listed[full.file]["locations"]) == {EAST, WEST}  # counted once, two places
-        assert {full.file, base["file"], incremental["file"]} <= verified(EAST)
+        assert {full.file, base["backup_file"], incremental["backup_file"]} <= verified(EAST)
 
         # -- failback; the backup taken during the outage restores in us-east-1 ---------------
         back = run_failback(Plan(_deployment(), WEST, EAST), "region is back", "pytest")

@@ -74,18 +74,13 @@ def known_secrets(
 ) -> Iterator[list[str]]:
     """The sandbox's secrets, with an AWS secret key made distinctive (moto accepts any)."""
     aws_secret = f"awsSecret{secrets.token_hex(12)}"
-    for role, region in (("PRIMARY", "us-east-1"), ("SECONDARY", "us-west-2")):
-        monkeypatch.setenv(
-            f"AIRFLOW_CONN_DR_AWS_{role}",
-            json.dumps(
-                {
-                    "conn_type": "aws",
-                    "login": "AKIALEAKTEST",
-                    "password": aws_secret,
-                    "extra": {"endpoint_url": sandbox.s3_endpoint, "region_name": region},
-                }
-            ),
-        )
+    for role in ("PRIMARY", "SECONDARY"):
+        name = f"AIRFLOW_CONN_DR_AWS_{role}"
+        # The sandbox's own Connection (its per-region S3 and global Route 53 endpoints), with
+        # distinctive credentials.
+        connection = json.loads(sandbox.environment()[name])
+        connection.update({"login": "AKIALEAKTEST", "password": aws_secret})
+        monkeypatch.setenv(name, json.dumps(connection))
     password = sandbox.state.password
     assert len(password) >= 12
     yield [password, aws_secret, WEBHOOK_PATH, WEBHOOK_PATH.rsplit("/", 1)[-1]]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import sandbox_environment, slack_messages
+from helpers import new_sandbox, sandbox_environment, slack_messages
 from pitr_support import Ticker, rows_in, stop_restored, switch_and_wait_archived
 
 from disaster_recovery.backup import physical
@@ -144,11 +144,7 @@ def failed_over() -> Iterator[dict[str, Any]]:
     """A sandbox with a ticker committing on us-east-1, a verified base backup on timeline 1,
     then a planned failover to us-west-2, the ticker going on there, and a table written on
     the new primary only."""
-    from conftest import _sandbox_root
-
-    from dr_sandbox import SandboxPorts
-
-    box = Sandbox(_sandbox_root("dr-topology-"), SandboxPorts.free(), scale=0.1)
+    box = new_sandbox(0.1, "dr-topology-")
     try:
         box.up()
         with sandbox_environment(box):

@@ -6,6 +6,8 @@ WAL_TYPE = "postgresql_wal"
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 # Finished files pushed along with the one archive_command is called for (Pitr.push_ahead).
 DEFAULT_PUSH_AHEAD = 4
+# What a lost region still lacks of the WAL archive: <prefix>/<this>/<region>/<file>.
+WAL_DEBT_FOLDER = "postgresql_wal_debt"
 
 
 def wal_prefix(storage_prefix: str) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from disaster_recovery.config.defaults import wal_prefix
+from disaster_recovery.config.defaults import WAL_DEBT_FOLDER, wal_prefix
 from disaster_recovery.config.encryption import Encryption, is_alias
 from disaster_recovery.errors import ConfigError
 
@@ -94,7 +94,8 @@ def _archiver(settings: Settings) -> list[dict[str, Any]]:
             "Sid": "ArchiveWal",
             "Effect": "Allow",
             "Action": ["s3:PutObject", "s3:GetObject"],
-            "Resource": _objects(settings, wal),
+            # With one region lost, a push records in the survivor what the other still lacks.
+            "Resource": _objects(settings, wal) + _objects(settings, _under(wal_debt(settings))),
         },
         _list_statement(settings, "FindWal", wal),
     ]
@@ -116,6 +117,34 @@ def _airflow(settings: Settings) -> list[dict[str, Any]]:
             "Action": ["s3:ListBucketMultipartUploads"],
             "Resource": _bucket_arns(settings),
         },
+        {
+            # Coordination objects the tasks create and remove themselves, never a backup: a
+            # run's claim on its backup's name, the physical chain's lease, the split-brain
+            # markers, and the WAL a returning region was owed (removed once it is filled).
+            "Sid": "ReleaseCoordinationObjects",
+            "Effect": "Allow",
+            "Action": ["s3:DeleteObject"],
+            "Resource": [
+                arn
+                for pattern in _coordination_patterns(settings)
+                for arn in _objects(settings, pattern)
+            ],
+        },
+    ]
+
+
+def wal_debt(settings: Settings) -> str:
+    return f"{settings.storage.prefix}/{WAL_DEBT_FOLDER}".strip("/")
+
+
+def _coordination_patterns(settings: Settings) -> list[str]:
+    prefix = settings.storage.prefix.strip("/")
+    under = f"{prefix}/" if prefix else ""
+    return [
+        f"{under}*.claim.json",
+        f"{under}locks/*",
+        f"{under}topology/split-brain/*",
+        _under(wal_debt(settings)),
     ]
 
 

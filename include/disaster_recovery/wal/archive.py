@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # the archiver imports boto3 and pydantic only when it needs 
     from disaster_recovery.clients.s3 import ObjectStore
     from disaster_recovery.config.endpoints import AwsEndpoint, Deployment
 
-from disaster_recovery.config.defaults import DEFAULT_PUSH_AHEAD, wal_prefix
+from disaster_recovery.config.defaults import DEFAULT_PUSH_AHEAD, WAL_DEBT_FOLDER, wal_prefix
 from disaster_recovery.errors import WalCorruptError
 from disaster_recovery.postgres.walfiles import TimelineSwitch, is_archivable, parse_history
 
@@ -478,11 +478,9 @@ def _write_atomically(destination: Path, data: bytes) -> None:
 
 # -- what a lost region still lacks (filled by wal.replica_debt when it returns) -------------
 
-DEBT_FOLDER = "postgresql_wal_debt"
-
 
 def debt_prefix(storage_prefix: str) -> str:
-    return f"{storage_prefix}/{DEBT_FOLDER}/".lstrip("/")
+    return f"{storage_prefix}/{WAL_DEBT_FOLDER}/".lstrip("/")
 
 
 def debt_key(storage_prefix: str, lacking_region: str, name: str) -> str:
