@@ -70,14 +70,17 @@ def test_only_the_cleanup_role_may_delete_and_the_archiver_only_touches_wal() ->
         role: policy_document(settings, role, zone_id=ZONE_ID if role != "archiver" else None)
         for role in ROLES
     }
+    coordination = ("*.claim.json", "/locks/*", "/split-brain/*", "/_debt/*")
     for role, policy in policies.items():
-        deletes = [
-            action
-            for statement in policy["Statement"]
-            for action in statement["Action"]
-            if "Delete" in action
-        ]
-        assert (deletes != []) is (role == "cleanup"), (role, deletes)
+        deleting = [s for s in policy["Statement"] if any("Delete" in a for a in s["Action"])]
+        if role == "cleanup":
+            assert deleting
+        for statement in deleting if role != "cleanup" else []:
+            # Other roles remove only the coordination objects they create themselves (a run's
+            # claim, the chain's lease, split-brain markers, a lost region's WAL debt): never a
+            # backup, a manifest or a WAL file.
+            assert statement["Action"] == ["s3:DeleteObject"], (role, statement)
+            assert all(r.endswith(coordination) for r in statement["Resource"]), (role, statement)
         assert all(s["Effect"] == "Allow" for s in policy["Statement"])
     archiver = policies["archiver"]
     objects = [r for s in archiver["Statement"] for r in s["Resource"] if "/" in r]

@@ -55,7 +55,7 @@ def fill_owed_replicas(deployment: Deployment) -> dict[str, Any]:
     primary_region, other = view.settings.regions.primary, view.settings.regions.secondary
     source, target = regional_store(view, primary_region), regional_store(view, other)
     pending = owed(view)
-    if pending and (lost := region_lost(target)):
+    if pending and (lost := region_lost(target, pending[0].key)):
         return {"copied": [], "waiting": {other: lost}, "owed": len(pending)}
     prefix = view.settings.storage.prefix
     copied = []

@@ -41,7 +41,7 @@ def copy_to_region(
     mode = settings.storage.replication
     url = target.url(manifest.key)
     started = time.monotonic()
-    if not check_only and (lost := region_lost(target)):
+    if not check_only and (lost := region_lost(target, manifest.key)):
         # The other region is gone: the backup still counts where it is, and its copy is owed
         # (backup.replica_debt fills it when the region answers).
         log.warning("replica of %s owed: %s", manifest.file, lost)

@@ -669,11 +669,13 @@ def regional_store(deployment: Deployment, region: str, *, client: Any = None) -
     )
 
 
-def region_lost(store: ObjectStore) -> str | None:
+def region_lost(store: ObjectStore, key: str) -> str | None:
     """Why ``store``'s S3 cannot be reached now, or None when it answers: a lost region's copy
-    is owed instead of failing the backup in the region that survives."""
+    is owed instead of failing the backup in the region that survives. Asked with a HEAD of
+    ``key`` (the object about to be copied), which least-privilege roles may do; a refusal
+    (403) is not a lost region and surfaces at the copy itself."""
     try:
-        store.bucket_exists()
+        store.head(key)
     except UnavailableError as exc:
         return str(exc).splitlines()[0]
     return None

@@ -6,8 +6,10 @@ WAL_TYPE = "postgresql_wal"
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 # Finished files pushed along with the one archive_command is called for (Pitr.push_ahead).
 DEFAULT_PUSH_AHEAD = 4
-# What a lost region still lacks of the WAL archive: <prefix>/<this>/<region>/<file>.
-WAL_DEBT_FOLDER = "postgresql_wal_debt"
+# What a lost region still lacks of the WAL archive, beside the archive itself (the archiver
+# may write only there): <prefix>/postgresql_wal/_debt/<region>/<file>. Never a WAL file name,
+# so listings, the continuity check and retention pass it by.
+WAL_DEBT_FOLDER = "postgresql_wal/_debt"
 
 
 def wal_prefix(storage_prefix: str) -> str:

@@ -94,8 +94,7 @@ def _archiver(settings: Settings) -> list[dict[str, Any]]:
             "Sid": "ArchiveWal",
             "Effect": "Allow",
             "Action": ["s3:PutObject", "s3:GetObject"],
-            # With one region lost, a push records in the survivor what the other still lacks.
-            "Resource": _objects(settings, wal) + _objects(settings, _under(wal_debt(settings))),
+            "Resource": _objects(settings, wal),
         },
         _list_statement(settings, "FindWal", wal),
     ]

@@ -4,7 +4,7 @@
 must never stop (and ``pg_wal`` grow until the disk is full) because one region is lost. For
 each region that did not get the file, a *debt* marker is written next to the copy that exists::
 
-    <prefix>/postgresql_wal_debt/<lacking region>/<file name>   (JSON: sha256, since)
+    <prefix>/postgresql_wal/_debt/<lacking region>/<file name>   (JSON: sha256, since)
 
 When the region answers again, :func:`fill_missing` (the WAL DAG's first task) copies each owed
 file from the region that holds it, checks its SHA-256 in the region that lacked it, and only
