@@ -34,6 +34,8 @@ class BackupEnv:
         self.sandbox = sandbox
         self.prefix = f"test-{secrets.token_hex(4)}"
         self.config_file = folder / "dr_config.yaml"
+        # DR_CONFIG points at this test's policy until cleanup() puts the previous one back.
+        self._previous_config = os.environ.get("DR_CONFIG")
         self.write_config(**overrides)
         self.alerts_seen = len(slack_messages(sandbox))
         self._stores: Stores | None = None
@@ -85,6 +87,10 @@ class BackupEnv:
         return stores.primary.open_multipart_uploads(self.prefix + "/")
 
     def cleanup(self) -> None:
+        if self._previous_config is None:
+            os.environ.pop("DR_CONFIG", None)
+        else:
+            os.environ["DR_CONFIG"] = self._previous_config
         stores = self.stores()
         for store in (stores.primary, stores.secondary):
             keys = [entry["Key"] for entry in store.list_keys(self.prefix + "/")]

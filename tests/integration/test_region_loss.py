@@ -76,7 +76,7 @@ def test_losing_us_east_1_with_its_s3(make_sandbox, airflow_db: None) -> None:  
         # -- the region is lost, S3 included ----------------------------------------------
         lost = box.kill_region(EAST)
         assert "s3" in lost["killed"] and lost["s3_objects_kept"] > 0
-        assert region_lost(east_store) is not None
+        assert region_lost(east_store, "probe") is not None
         result = run_failover(
             Plan(_deployment(), EAST, WEST, accept_data_loss=True), "region loss", "pytest"
         )

@@ -334,7 +334,7 @@ def test_the_dags_protect_the_new_primary(failed_over: dict[str, Any], airflow_d
     state, tasks = _dag_run("postgresql_backup_incremental")
     assert state == "success", tasks
     newest_element = physical.Chain(deployment, WEST).verified()[-1]
-    assert (newest_element.model_extra or {})["timeline"] == 2
+    assert newest_element.timeline == 2
     assert (newest_element.model_extra or {})["source"]["region"] == WEST
     switch_and_wait_archived(failed_over["box"].postgres("standby"))
     state, tasks = _dag_run("postgresql_wal_archive")
