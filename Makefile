@@ -35,7 +35,7 @@ down:
 	-@test -x $(PY) && $(PY) -m disaster_recovery sandbox down --root $(SANDBOX)
 
 test: install
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -126,11 +126,15 @@ def airflow_home(root: Path) -> Path:
 def airflow_environment(sandbox: Sandbox, port: int) -> dict[str, str]:
     venv_bin = str(Path(sys.executable).parent)
     home = airflow_home(sandbox.root)
+    # The caller's own Airflow settings stay out (a test session's metadata database would
+    # otherwise become the demo's, with every DAG run the tests made in it).
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     return {
-        **os.environ,
+        **inherited,
         **sandbox.environment(),
         "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
         "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

@@ -140,3 +140,12 @@ def test_each_main_job_ran_once(airflow: AirflowApi) -> None:
     manual one."""
     counts = {dag_id: len(airflow.run_ids(dag_id)) for dag_id in MAIN_JOB_DAGS}
     assert counts == dict.fromkeys(MAIN_JOB_DAGS, 1), counts
+
+
+def test_the_demo_keeps_its_own_metadata_database(airflow: AirflowApi, demo_box: Sandbox) -> None:
+    """Started from a shell (or this test session) that has Airflow settings of its own, the demo
+    still uses the database in its home: the runs above are the demo's only runs."""
+    assert os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("airflow.db")
+    home = airflow_home(demo_box.root)
+    assert str(home) not in os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert (home / "airflow.db").stat().st_size > 0
