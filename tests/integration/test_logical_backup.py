@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import yaml
 from backup_support import BackupEnv, row_counts, scratch_database, settled, unique_time
 from helpers import run_dr
 
@@ -18,7 +19,12 @@ from disaster_recovery import BackupManager
 from disaster_recovery.backup.logical import dump_to_s3, run_backup
 from disaster_recovery.backup.replicate import replicate
 from disaster_recovery.backup.verify import check_checksum, check_readable
-from disaster_recovery.errors import ConfigError, ConflictError, VerificationError
+from disaster_recovery.errors import (
+    ConfigError,
+    ConflictError,
+    UnavailableError,
+    VerificationError,
+)
 from disaster_recovery.postgres import db, pgdump
 from disaster_recovery.restore.logical import restore_logical
 from dr_sandbox import Sandbox
@@ -179,6 +185,29 @@ def test_dump_from_the_standby(env: BackupEnv, sandbox: Sandbox) -> None:
     recorded = manifest.table_counts  # type: ignore[attr-defined]
     assert settled(recorded) == settled(row_counts(sandbox, "litper"))
     assert recorded["dr.heartbeat"] <= row_counts(sandbox, "litper")["dr.heartbeat"]
+
+
+def test_a_standby_behind_the_primary_is_not_dumped(env: BackupEnv, sandbox: Sandbox) -> None:
+    """Replay paused on the standby while the primary commits: the dump is refused (naming the
+    lag and the threshold) instead of publishing a backup without the latest commits."""
+    env.write_config(dump_from="standby")
+    policy = yaml.safe_load(env.config_file.read_text())
+    policy["thresholds"] = {**policy.get("thresholds", {}), "replication_lag": "1s"}
+    env.config_file.write_text(yaml.safe_dump(policy))
+    primary = sandbox.postgres("primary")
+    with db.connect(sandbox.postgres("standby")) as standby:
+        standby.execute("SELECT pg_wal_replay_pause()")
+        try:
+            time.sleep(1.5)
+            with db.connect(primary) as conn:
+                conn.execute("CREATE TABLE dr_lag_probe AS SELECT 1 AS n")
+            with pytest.raises(UnavailableError, match=r"behind the primary .*replication_lag 1 s"):
+                run_backup(env.deployment(), "postgresql_full", unique_time())
+            assert not env.stores().catalog.manifests(["postgresql_full"])
+        finally:
+            standby.execute("SELECT pg_wal_replay_resume()")
+            with db.connect(primary) as conn:
+                conn.execute("DROP TABLE IF EXISTS dr_lag_probe")
 
 
 # -- restore --------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pitr_support import Ticker, deployment_for, rows_in, stop_restored, switch_
 
 from disaster_recovery import BackupManager
 from disaster_recovery.backup import physical
-from disaster_recovery.errors import NotFoundError, RestoreRefused, ToolError
+from disaster_recovery.errors import NotFoundError, RestoreRefused, ToolError, VerificationError
 from disaster_recovery.restore.pitr import (
     Target,
     create_restore_point,
@@ -200,7 +200,9 @@ def test_target_beyond_the_archived_wal_is_refused(history: dict[str, Any]) -> N
             messages.append(str(exc))
             break
     assert messages and "beyond the archived WAL" in messages[0]
-    assert "pg_switch_wal()" in messages[0]
+    # The newest segment it names was archived before the target (never after: that would
+    # contradict "beyond").
+    assert "before the target" in messages[0] and "pg_switch_wal()" in messages[0]
 
 
 def test_unknown_restore_point_and_bad_targets_are_refused(history: dict[str, Any]) -> None:
@@ -280,3 +282,29 @@ def test_cli_plans_lists_and_checks(history: dict[str, Any], sandbox: Sandbox) -
     assert point.returncode == 0 and json.loads(point.stdout)["lsn"]
     again = _dr(sandbox, "restore-point", "create", json.loads(point.stdout)["name"])
     assert again.returncode != 0 and "already exists" in again.stdout
+
+
+def test_a_damaged_copy_in_the_primary_region_is_restored_from_the_other(
+    history: dict[str, Any],
+) -> None:
+    """us-east-1's base backup corrupted, us-west-2's intact: without a flag the restore takes
+    us-west-2's copy and says so; forced to us-east-1 it refuses, naming the damage."""
+    deployment = history["deployment"]
+    file = history["base"]["backup_file"]
+    east, west = physical.Chain(deployment, "us-east-1"), physical.Chain(deployment, "us-west-2")
+    key = east.catalog.load_chain(file).key
+    east.store.put_bytes(key, b"not the backup any more")
+    try:
+        window = _ticks_between(
+            history, _iso(history["base"]["finished_at"]), _iso(history["inc1"]["started_at"])
+        )
+        index = window[len(window) // 2]
+        result = _check_restore(history, index, target_time=history["ticker"].pause_between(index))
+        assert result["plan"]["base"] == file
+        assert any(n.startswith(f"{file} from us-east-1:") for n in result["plan"]["notes"])
+        with pytest.raises(VerificationError, match=f"no intact copy of {file}"):
+            _restore(
+                history, target_time=history["ticker"].pause_between(index), region="us-east-1"
+            )
+    finally:
+        east.store.copy_from(west.store, key)

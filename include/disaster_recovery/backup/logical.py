@@ -52,6 +52,7 @@ from disaster_recovery.errors import (
     VerificationError,
 )
 from disaster_recovery.monitoring import topology
+from disaster_recovery.monitoring.health import replication_lag, standby_database
 from disaster_recovery.postgres import db, pgbin, pgdump
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,35 @@ def source_endpoint(deployment: Deployment) -> tuple[str, PostgresEndpoint]:
     """The node to dump: ``backup.dump_from`` (the standby keeps the load off the primary)."""
     role = deployment.settings.backup.dump_from
     return role, deployment.postgres(role)
+
+
+def require_caught_up_standby(deployment: Deployment, checked: topology.Checked) -> None:
+    """``dump_from: standby`` only from a standby that streams and has replayed the primary's
+    WAL to within ``thresholds.replication_lag``: a stale standby's dump would look like a good
+    backup while missing the latest commits."""
+    standby = checked.nodes[checked.topology.standby_region]
+    if standby.role != "standby":
+        why = f" ({standby.error})" if standby.error else ""
+        raise UnavailableError(
+            f"backup.dump_from is standby, but {standby.region}'s node ({standby.connection}) is "
+            f"{standby.role}{why}: dump from the primary (--from primary) or bring the standby "
+            "back"
+        )
+    primary, replica = deployment.postgres("primary"), deployment.postgres("standby")
+    if (state := standby_database(replica)["status"]) != "streaming":
+        raise UnavailableError(
+            f"backup.dump_from is standby, but {replica.describe()} is {state}: its data may be "
+            "stale; dump from the primary (--from primary) or repair replication"
+        )
+    lag = replication_lag(primary, replica)
+    limit = deployment.settings.thresholds.replication_lag.total_seconds()
+    if lag["seconds"] is None or lag["seconds"] > limit:
+        raise UnavailableError(
+            f"backup.dump_from is standby, but {replica.describe()} is behind the primary "
+            f"(replayed {lag['standby_replay_lsn']}, primary at {lag['primary_lsn']}, lag "
+            f"{lag['seconds']} s > thresholds.replication_lag {limit:g} s): dump from the "
+            "primary (--from primary) or wait for the standby to catch up"
+        )
 
 
 # -- dump ---------------------------------------------------------------------------------------
@@ -194,14 +224,8 @@ def _dump(
             f"{checked.topology.primary_region}); retry the run"
         )
     role, endpoint = source_endpoint(deployment)
-    standby = checked.nodes[checked.topology.standby_region]
-    if role == "standby" and standby.role != "standby":
-        why = f" ({standby.error})" if standby.error else ""
-        raise UnavailableError(
-            f"backup.dump_from is standby, but {standby.region}'s node ({standby.connection}) is "
-            f"{standby.role}{why}: dump from the primary (--from primary) or bring the standby "
-            "back"
-        )
+    if role == "standby":
+        require_caught_up_standby(deployment, checked)
     compression = pgdump.Compression.parse(settings.backup.compression)
     key = stores.catalog.key_for(file)
     started_at = datetime.now(UTC)

@@ -29,13 +29,16 @@ from disaster_recovery.catalog.manifests import ChainManifest
 from disaster_recovery.catalog.report import backup_report
 from disaster_recovery.clients.runner import run
 from disaster_recovery.config.endpoints import Deployment, PostgresEndpoint
+from disaster_recovery.config.model import Settings
 from disaster_recovery.errors import (
     AbortedError,
     ConfigError,
     ConflictError,
+    DisasterRecoveryError,
     NotFoundError,
     RestoreRefused,
     UnavailableError,
+    VerificationError,
 )
 from disaster_recovery.monitoring import topology
 from disaster_recovery.postgres import db, pgbin
@@ -172,11 +175,38 @@ def load_restore_point(deployment: Deployment, name: str, region: str) -> dict[s
 def plan_restore(
     deployment: Deployment, target: Target, region: str | None = None, now: datetime | None = None
 ) -> RestorePlan:
-    """Choose the chain and check the WAL for ``target``; refuse with a clear error."""
+    """Choose the chain and check the WAL for ``target``; refuse with a clear error.
+
+    Without ``region``: the current primary's region first, then the other when the first's
+    S3 does not answer or holds no base backup for the target (a region lost, or a chain
+    copy missing there). ``region`` forces one."""
     deployment = topology.following(deployment)  # the current primary's region first
     settings = deployment.settings
-    region = region or settings.regions.primary
     now = now or datetime.now(UTC)
+    regions = [region] if region else [settings.regions.primary, settings.regions.secondary]
+    refusals: list[DisasterRecoveryError] = []
+    for candidate in regions:
+        try:
+            plan_time, plan_lsn = _target_position(deployment, target, candidate, now)
+            elements = _chain_for(
+                deployment, candidate, target, plan_time=plan_time, plan_lsn=plan_lsn, now=now
+            )
+        except (UnavailableError, NotFoundError, RestoreRefused) as exc:
+            log.warning("%s cannot serve the restore: %s", candidate, exc)
+            refusals.append(exc)
+            continue
+        wal = _wal_needed(deployment, elements[-1], plan_time, plan_lsn, target)
+        notes = [f"{r}: {str(e).splitlines()[0]}" for r, e in zip(regions, refusals, strict=False)]
+        return RestorePlan(candidate, target, elements, wal, plan_time, plan_lsn, notes)
+    # The most telling refusal: the first region's, unless it was only unreachable.
+    raise next((e for e in refusals if not isinstance(e, UnavailableError)), refusals[0])
+
+
+def _target_position(
+    deployment: Deployment, target: Target, region: str, now: datetime
+) -> tuple[datetime | None, int | None]:
+    """The target as a time and/or an LSN (a named restore point is looked up in ``region``);
+    a target in the future is refused."""
     plan_time, plan_lsn = target.time, parse_lsn(target.lsn) if target.lsn else None
     if target.name is not None:
         point = load_restore_point(deployment, target.name, region)
@@ -185,7 +215,20 @@ def plan_restore(
         raise RestoreRefused(f"target {target.describe()} is in the future (now {now.isoformat()})")
     if target.lsn is not None:
         _refuse_future_lsn(deployment, target.lsn)
+    return plan_time, plan_lsn
 
+
+def _chain_for(
+    deployment: Deployment,
+    region: str,
+    target: Target,
+    *,
+    plan_time: datetime | None,
+    plan_lsn: int | None,
+    now: datetime,
+) -> list[ChainManifest]:
+    """The newest verified base backup of ``region`` that ends before the target, followed by
+    its newest incrementals that also do."""
     verified = Chain(deployment, region).verified()
 
     def ends_before(element: ChainManifest) -> bool:
@@ -219,10 +262,8 @@ def plan_restore(
             if m.backup_type == INCREMENTAL and m.parent == elements[-1].file and ends_before(m)
         ]
         if not children:
-            break
+            return elements
         elements.append(children[-1])
-    wal = _wal_needed(deployment, elements[-1], plan_time, plan_lsn, target)
-    return RestorePlan(region, target, elements, wal, plan_time, plan_lsn)
 
 
 def as_target_time(value: datetime | str, tz: Any) -> datetime:
@@ -283,20 +324,7 @@ def _wal_needed(
             if s >= start_segno and listing[n]["last_modified"] >= plan_time
         )
         if not after:
-            newest = max(on_path.items(), default=None)
-            where = (
-                (
-                    f"the newest archived segment, {newest[1]}, was archived at "
-                    f"{listing[newest[1]]['last_modified'].isoformat()}"
-                )
-                if newest
-                else "nothing is archived"
-            )
-            raise RestoreRefused(
-                f"target {target.describe()} is beyond the archived WAL: {where}. The WAL "
-                "holding the target is not archived yet: wait for archive_timeout or run "
-                "`SELECT pg_switch_wal()` on the primary, then retry"
-            )
+            raise RestoreRefused(_beyond_the_archive(target, last, listing, on_path, start_segno))
         end_segno = after[0]
     needed = expected_segments(start_segno, end_segno, timeline, history, seg_size)
     missing = [name for name in needed if name not in listing]
@@ -307,6 +335,31 @@ def _wal_needed(
             f"{needed[-1]}; target {target.describe()} cannot be reached from {last.file}"
         )
     return needed
+
+
+def _beyond_the_archive(
+    target: Target,
+    last: ChainManifest,
+    listing: dict[str, dict[str, Any]],
+    on_path: dict[int, str],
+    start_segno: int,
+) -> str:
+    """Why no archived segment reaches ``target``, in terms that do not contradict each other:
+    the newest segment that the chain's WAL path holds, counted from where ``last`` starts."""
+    reachable = {s: n for s, n in on_path.items() if s >= start_segno}
+    if not reachable:
+        return (
+            f"target {target.describe()} cannot be reached from {last.file}: no segment of its "
+            f"timeline path is archived from its start ({last.start_segment}) on; the archive "
+            "holds no WAL written after that backup on this history"
+        )
+    name = reachable[max(reachable)]
+    return (
+        f"target {target.describe()} is beyond the archived WAL: the newest segment after "
+        f"{last.file}, {name}, was archived at {listing[name]['last_modified'].isoformat()}, "
+        "before the target. The WAL holding the target is not archived yet: wait for "
+        "archive_timeout or run `SELECT pg_switch_wal()` on the primary, then retry"
+    )
 
 
 # -- restoring -------------------------------------------------------------------------------
@@ -353,15 +406,16 @@ def restore_to_point_in_time(
     aux.mkdir(parents=True)
     user = server_user(settings.pitr.restore_os_user, "pitr.restore_os_user")
     timings: dict[str, float] = {}
-    store = Chain(deployment, plan.region).store
+    # A forced region is the only source; otherwise the other region's copy when one is damaged.
+    sources = [plan.region] if region else [plan.region, other_region(settings, plan.region)]
 
     started = time.monotonic()
     if len(plan.elements) == 1:
-        download_and_extract(store, plan.elements[0], data_dir)
+        plan.notes += download_intact(deployment, sources, plan.elements[0], data_dir)
     else:
         parts = [aux / "parts" / f"{i}" for i in range(len(plan.elements))]
         for element, folder in zip(plan.elements, parts, strict=True):
-            download_and_extract(store, element, folder)
+            plan.notes += download_intact(deployment, sources, element, folder)
     timings["download_extract_seconds"] = round(time.monotonic() - started, 2)
     if len(plan.elements) > 1:
         started = time.monotonic()
@@ -391,6 +445,34 @@ def restore_to_point_in_time(
         "os_user": user,
         "stop_with": f"pg_ctl stop -D {data_dir}",
     }
+
+
+def other_region(settings: Settings, region: str) -> str:
+    regions = settings.regions
+    return regions.secondary if region == regions.primary else regions.primary
+
+
+def download_intact(
+    deployment: Deployment, regions: list[str], element: ChainManifest, folder: Path
+) -> list[str]:
+    """Extract ``element`` from the first region whose copy is reachable and intact (SHA-256
+    and size as the manifest says). Returns a note for each copy passed over."""
+    passed_over: list[str] = []
+    errors: list[DisasterRecoveryError] = []
+    for region in regions:
+        store = Chain(deployment, region).store
+        try:
+            download_and_extract(store, element, folder)
+            return passed_over
+        except (VerificationError, UnavailableError, NotFoundError) as exc:
+            log.warning("cannot restore %s from %s: %s", element.file, region, exc)
+            errors.append(exc)
+            passed_over.append(f"{element.file} from {region}: {str(exc).splitlines()[0]}")
+            shutil.rmtree(folder, ignore_errors=True)
+    message = f"no intact copy of {element.file}: " + "; ".join(passed_over)
+    if any(isinstance(e, VerificationError) for e in errors):
+        raise VerificationError(message, check="sha256", key=element.key)
+    raise type(errors[0])(message)
 
 
 @dataclass(frozen=True)
