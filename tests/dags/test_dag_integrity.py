@@ -39,7 +39,9 @@ CONTRACT_DAG_IDS = {
     "dr_drill_quarterly",
 }
 ALLOWED_TAGS = {"dr", "backup", "restore", "wal", "failover", "health", "drill", "maintenance"}
-PARSE_BUDGET_SECONDS = 10.0
+# Airflow's own limit (core.dagbag_import_timeout, default 30 s): a file that takes longer to
+# import is an import error in production. A contract, not a speed benchmark (bench/ has those).
+PARSE_LIMIT_SECONDS = 30.0
 # Tasks that must not retry, and why: a health check runs again next minute anyway; a drill
 # retry would repeat a failover; DETECT records the evidence of its moment; a person's approval
 # (and the message asking for it) is not a thing to repeat.
@@ -108,8 +110,8 @@ def test_no_import_errors_and_no_io_at_parse_time(parsed: dict[str, Any]) -> Non
     assert parsed["errors"] == {}
 
 
-def test_parse_time_budget(parsed: dict[str, Any]) -> None:
-    assert parsed["seconds"] < PARSE_BUDGET_SECONDS, f"parsing dags/ took {parsed['seconds']:.1f} s"
+def test_parsing_stays_within_airflows_import_timeout(parsed: dict[str, Any]) -> None:
+    assert parsed["seconds"] < PARSE_LIMIT_SECONDS, f"parsing dags/ took {parsed['seconds']:.1f} s"
 
 
 def test_every_dag_file_holds_its_dag(parsed: dict[str, Any]) -> None:
@@ -177,12 +179,12 @@ def dagbag() -> Any:
     return bag
 
 
-def test_in_process_parse_has_no_errors_and_is_fast(dagbag: Any) -> None:
+def test_in_process_parse_has_no_errors(dagbag: Any) -> None:
     assert dagbag.import_errors == {}
     assert set(BACKUP_SCHEDULES) | set(PHYSICAL_DAG_IDS) | set(SWITCH_DAG_IDS) <= set(
         dagbag.dag_ids
     )
-    assert dagbag.parse_seconds < PARSE_BUDGET_SECONDS
+    assert dagbag.parse_seconds < PARSE_LIMIT_SECONDS
 
 
 # -- backup DAGs -----------------------------------------------------------------------------------

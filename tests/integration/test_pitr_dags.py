@@ -33,7 +33,7 @@ from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.errors import RestoreRefused
 from disaster_recovery.restore.pitr import Target, plan_restore, restore_to_point_in_time
 from disaster_recovery.retention.cleanup import cleanup_physical_chain
-from disaster_recovery.wal.archive import WalArchive
+from disaster_recovery.wal.archive import WalArchive, debt_prefix
 from disaster_recovery.wal.continuity import check_archive
 from dr_sandbox import Sandbox
 
@@ -101,13 +101,15 @@ def test_wal_dag_raises_gap_for_a_deleted_and_a_corrupted_segment(airflow_db: No
 
         # Eight days on, the WAL before the only base backup's start goes; the base stays.
         base = physical.Chain(deployment, "us-east-1").verified()[0]
+        # A segment still owed to us-west-2 (pushed while it was lost) stays until it is copied.
+        owed = "000000010000000000000001"
+        marker = f"{debt_prefix(archive.prefix)}us-west-2/{owed}"
+        archive.store("us-east-1").put_json(marker, {"since": datetime.now(UTC).isoformat()})
         later = datetime.now(UTC) + timedelta(days=8)
         dry = cleanup_physical_chain(deployment, now=later, dry_run=True)
         assert dry["base"] == 0 and dry["incremental"] == 0 and dry["wal"] >= 1
-        assert all(
-            archive.store(r).exists(archive.key("000000010000000000000001"))
-            for r in archive.regions
-        )
+        assert dry["regions"]["us-east-1"]["wal_kept_owed"] == 1
+        assert all(archive.store(r).exists(archive.key(owed)) for r in archive.regions)
         done = cleanup_physical_chain(deployment, now=later)
         assert {k: done[k] for k in ("base", "incremental", "wal")} == {
             k: dry[k] for k in ("base", "incremental", "wal")
@@ -115,9 +117,12 @@ def test_wal_dag_raises_gap_for_a_deleted_and_a_corrupted_segment(airflow_db: No
         start = base.start_segment  # type: ignore[attr-defined]
         for region in archive.regions:
             left = archive.listing(region)
-            assert not any(n < start for n in left if len(n) == 24), sorted(left)
+            assert [n for n in left if len(n) == 24 and n < start] == [owed], sorted(left)
             assert start in left
         assert physical.Chain(deployment, "us-east-1").verified()[0].file == base.file
+        archive.store("us-east-1").delete([marker])  # copied: the debt is paid
+        assert cleanup_physical_chain(deployment, now=later)["wal"] == 1
+        assert not any(archive.store(r).exists(archive.key(owed)) for r in archive.regions)
 
 
 def test_restore_right_after_a_failover_timeline_change() -> None:

@@ -40,7 +40,9 @@ SERVICES = {
     "pg-standby",
     "redis-primary",
     "redis-replica",
-    "s3",
+    "s3-us-east-1",
+    "s3-us-west-2",
+    "route53",
     "slack",
 }
 
@@ -107,8 +109,17 @@ def test_connections_match_the_code(compose: dict[str, Any]) -> None:
         )
     }
     assert hosts == {"pg-primary", "pg-standby", "redis-primary", "redis-replica"}
-    aws = json.loads(airflow_env["AIRFLOW_CONN_DR_AWS_SECONDARY"])
-    assert aws["extra"]["region_name"] == settings.regions.secondary
+    # Each region's S3 is its own server (a lost region loses its S3); Route 53 is shared.
+    for role, region in (
+        ("PRIMARY", settings.regions.primary),
+        ("SECONDARY", settings.regions.secondary),
+    ):
+        extra = json.loads(airflow_env[f"AIRFLOW_CONN_DR_AWS_{role}"])["extra"]
+        assert extra["region_name"] == region
+        s3_host = extra["service_config"]["s3"]["endpoint_url"].split("//")[1].split(":")[0]
+        assert s3_host == f"s3-{region}" == extra["endpoint_url"].split("//")[1].split(":")[0]
+        assert s3_host in compose["services"]
+        assert extra["service_config"]["route53"]["endpoint_url"] == "http://route53:5000"
 
 
 def test_standby_streams_synchronously_from_the_primary(compose: dict[str, Any]) -> None:

@@ -31,6 +31,10 @@ class Stores:
         )
 
     @property
+    def both(self) -> tuple[ObjectStore, ObjectStore]:
+        return self.primary, self.secondary
+
+    @property
     def catalog(self) -> Catalog:
         return Catalog(self.primary, self.settings.storage.prefix)
 

@@ -85,19 +85,27 @@ def restore_sources(stores: Stores, region: str | None) -> list[Stores]:
     )
 
 
-def first_candidate(
+def restore_candidate(
     sources: list[Stores], backup_type: str, backup_file: str | None
 ) -> tuple[Stores, Manifest]:
-    """The backup from the first region whose catalog answers and holds it (verified)."""
+    """A named backup from the first region whose catalog holds it verified; otherwise the
+    newest verified backup of the tier in either region (one taken in the other region during
+    an outage included), from the first region that holds that one."""
+    found: list[tuple[Stores, Manifest]] = []
     errors: list[DisasterRecoveryError] = []
     for stores in sources:
         try:
-            return stores, choose_backup(stores, backup_type, backup_file)
+            found.append((stores, choose_backup(stores, backup_type, backup_file)))
         except (UnavailableError, NotFoundError, VerificationError) as exc:
             log.warning("%s cannot serve the backup: %s", stores.primary.endpoint.region, exc)
             errors.append(exc)
-    # The most telling error: the first region's, unless it was only unreachable.
-    raise next((e for e in errors if not isinstance(e, UnavailableError)), errors[0])
+            continue
+        if backup_file:
+            break
+    if not found:
+        # The most telling error: the first region's, unless it was only unreachable.
+        raise next((e for e in errors if not isinstance(e, UnavailableError)), errors[0])
+    return max(found, key=lambda pair: pair[1].started_at)  # on a tie, the first region's
 
 
 def download_from_first_intact(
@@ -177,7 +185,7 @@ def restore_logical(
         raise ConfigError("a target database name is required")
     deployment = topology.following(deployment)  # "primary" is the current primary's node
     sources = restore_sources(Stores.of(deployment), region)
-    stores, manifest = first_candidate(sources, backup_type, backup_file)
+    stores, manifest = restore_candidate(sources, backup_type, backup_file)
     server = deployment.postgres(server_role)  # type: ignore[arg-type]
     target = server.with_database(target_db)
     jobs = jobs or deployment.settings.backup.restore_jobs

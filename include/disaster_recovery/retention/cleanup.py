@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from disaster_recovery.backup.both_regions import one_catalog
 from disaster_recovery.backup.physical import BACKUP_MANIFEST_SUFFIX, Chain
 from disaster_recovery.backup.stores import Stores
 from disaster_recovery.catalog.manifests import ChainManifest, Manifest
@@ -41,6 +42,7 @@ from disaster_recovery.retention.logical import (
     policies_from_settings,
 )
 from disaster_recovery.wal.archive import WalArchive
+from disaster_recovery.wal.replica_debt import owed_files
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +53,27 @@ _BACKUP_NAME = re.compile(r"^postgresql_[a-z]+_\d{8}_\d{6}\.(?:dump|tar)")
 class StepReport:
     counts: dict[str, int]
     items: list[dict[str, Any]] = field(default_factory=list)
+    # region -> why its bucket was passed over (cleaned when it answers again)
+    unreachable: dict[str, str] = field(default_factory=dict)
 
 
 CleanupStep = Callable[[Deployment, datetime, bool], StepReport]
 
 
-def delete_backup(stores: Stores, manifest: Manifest) -> None:
-    """Delete one backup in both regions: the manifest first (it leaves the catalog, so it is
-    never a restore candidate whose object is gone), then the object."""
-    for store in (stores.primary, stores.secondary):
+def delete_backup(stores: Iterable[ObjectStore], manifest: Manifest) -> None:
+    """Delete one backup in each bucket that holds it: the manifest first (it leaves the
+    catalog, so it is never a restore candidate whose object is gone), then the object."""
+    for store in stores:
         for key in (manifest.manifest_key, manifest.key):
             if store.exists(key):
                 store.delete([key])
 
 
-def backup_locks(stores: Stores, manifest: Manifest) -> list[Locked]:
-    """The backup's objects still under Object Lock in either region (none without a lock):
+def backup_locks(stores: Iterable[ObjectStore], manifest: Manifest) -> list[Locked]:
+    """The backup's objects still under Object Lock in these buckets (none without a lock):
     such a backup is kept whole, its manifest too, until every lock has passed."""
     held = []
-    for store in (stores.primary, stores.secondary):
+    for store in stores:
         if store.lock is None:
             continue
         for key in (manifest.manifest_key, manifest.key):
@@ -83,7 +87,12 @@ def cleanup_logical(deployment: Deployment, now: datetime, dry_run: bool) -> Ste
     """The full, weekly and monthly tiers. With Object Lock, a backup the policy lets go but
     whose lock has not passed is kept and reported (``locked``), never an error."""
     stores = Stores.of(deployment)
-    manifests = stores.catalog.manifests(TIER_ALIASES.values())
+    listing = one_catalog(deployment, TIER_ALIASES.values())
+    manifests = [listed.manifest for listed in listing.backups]
+    held_in = {
+        listed.manifest.file: [s for s in stores.both if s.endpoint.region in listed.locations]
+        for listed in listing.backups
+    }
     deletions = plan_deletions(manifests, now, policies_from_settings(deployment.settings))
     items = []
     gone = []
@@ -96,7 +105,7 @@ def cleanup_logical(deployment: Deployment, now: datetime, dry_run: bool) -> Ste
             "status": deletion.manifest.status,
             "reason": deletion.reason,
         }
-        held = backup_locks(stores, deletion.manifest)
+        held = backup_locks(held_in[deletion.file], deletion.manifest)
         if held:
             locked += 1
             until = max(lock.until for lock in held)
@@ -104,14 +113,14 @@ def cleanup_logical(deployment: Deployment, now: datetime, dry_run: bool) -> Ste
             items.append({**item, "reason": f"kept: Object Lock until {until.isoformat()}"})
             continue
         if not dry_run:
-            delete_backup(stores, deletion.manifest)
+            delete_backup(held_in[deletion.file], deletion.manifest)
             log.info("deleted %s: %s", deletion.file, deletion.reason)
         gone.append(deletion)
         items.append(item)
     counts = count_by_alias(gone)
     if stores.primary.lock is not None:
         counts["locked"] = locked
-    return StepReport(counts, items)
+    return StepReport(counts, items, listing.unreachable)
 
 
 def cleanup_chain(deployment: Deployment, now: datetime, dry_run: bool) -> StepReport:
@@ -265,6 +274,8 @@ def cleanup_old_backups(
         for name, count in report.counts.items():
             result[name] = result.get(name, 0) + count
         items += report.items
+        if report.unreachable:
+            result.setdefault("unreachable", {}).update(report.unreachable)
     result["dry_run"] = dry_run
     result["deleted"] = items
     return result
@@ -324,6 +335,7 @@ def cleanup_physical_chain(
     archive = WalArchive.for_deployment(deployment)
     totals: dict[str, set[str]] = {"incremental": set(), "wal": set(), "base": set()}
     regions: dict[str, Any] = {}
+    owed = set().union(*owed_files(archive).values())
     for region in archive.regions:
         chain = Chain(deployment, region)
         manifests = chain.elements()
@@ -336,7 +348,10 @@ def cleanup_physical_chain(
             now,
         )
         by_file = {m.file: m for m in manifests}
-        data_keys = [archive.key(name) for name in plan.wal]
+        # A segment another region still waits for stays until it was copied there (the
+        # fill copies from this region; deleting it would leave that region's gap for ever).
+        wal = [name for name in plan.wal if name not in owed]
+        data_keys = [archive.key(name) for name in wal]
         manifest_keys = []
         for file in plan.base + plan.incremental:
             key = by_file[file].key
@@ -352,11 +367,13 @@ def cleanup_physical_chain(
         regions[region] = {
             "base": plan.base,
             "incremental": plan.incremental,
-            "wal": len(plan.wal),
+            "wal": len(wal),
+            "wal_kept_owed": len(plan.wal) - len(wal),
             "wal_kept_from_segno": plan.wal_kept_from_segno,
         }
-        for kind, names in totals.items():
-            names.update(getattr(plan, kind))
+        totals["wal"].update(wal)
+        totals["base"].update(plan.base)
+        totals["incremental"].update(plan.incremental)
         log.info(
             "chain retention in %s: %s%s", region, plan.counts(), " (dry run)" if dry_run else ""
         )
