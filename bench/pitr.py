@@ -24,10 +24,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from helpers import private_sandbox
 from pitr_support import (
     Ticker,
     deployment_for,
-    private_sandbox,
     stop_restored,
     switch_and_wait_archived,
 )

@@ -30,7 +30,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from pitr_support import private_sandbox
+from helpers import private_sandbox
 
 from disaster_recovery.postgres import db, pgbin
 from disaster_recovery.wal.host import archiver_python, load_env_file
@@ -109,8 +109,9 @@ def _startup(base: list[str], env_file: Path, lean: bool) -> float:
     return time.perf_counter() - started
 
 
-def sustained_rate(box: object, seconds: int) -> dict[str, float]:
-    primary = box.postgres("primary")  # type: ignore[attr-defined]
+def sustained_rate(box: object, seconds: int, role: str = "primary") -> dict[str, float]:
+    """pgbench for ``seconds`` on the sandbox node ``role`` (the one accepting writes)."""
+    primary = box.postgres(role)  # type: ignore[attr-defined]
     env = primary.libpq_env()
     pgbench = pgbin.program("pgbench")
     subprocess.run(
@@ -119,7 +120,7 @@ def sustained_rate(box: object, seconds: int) -> dict[str, float]:
         check=True,
         capture_output=True,
     )
-    ready_dir = box.instance("primary").data_dir / "pg_wal" / "archive_status"  # type: ignore[attr-defined]
+    ready_dir = box.instance(role).data_dir / "pg_wal" / "archive_status"  # type: ignore[attr-defined]
 
     def position() -> tuple[int, int]:
         with db.connect(primary, "postgres") as conn:
@@ -174,10 +175,12 @@ def set_push_ahead(box: object, files: int) -> None:
     policy.write_text(yaml.safe_dump(document))
 
 
-def burst_throughput(box: object, megabytes: int, push_ahead: int) -> dict[str, float]:
-    """Write ~``megabytes`` of WAL in one statement, then time until every segment is archived:
-    the archiver's sustained rate when it, not the workload, is the bottleneck."""
-    primary = box.postgres("primary")  # type: ignore[attr-defined]
+def burst_throughput(
+    box: object, megabytes: int, push_ahead: int, role: str = "primary"
+) -> dict[str, float]:
+    """Write ~``megabytes`` of WAL in one statement on the node ``role``, then time until every
+    segment is archived: the archiver's rate when it, not the workload, is the bottleneck."""
+    primary = box.postgres(role)  # type: ignore[attr-defined]
     set_push_ahead(box, push_ahead)
     with db.connect(primary, "postgres") as conn:
         conn.execute("DROP TABLE IF EXISTS burst")
@@ -207,6 +210,7 @@ def burst_throughput(box: object, megabytes: int, push_ahead: int) -> dict[str, 
         f"{label}: WAL written (MB)": wal_bytes / 1e6,
         f"{label}: WAL written at MB/s": wal_bytes / 1e6 / written,
         f"{label}: archived at MB/s (write start -> all archived)": wal_bytes / 1e6 / total,
+        f"{label}: segments archived /s": wal_bytes / SEGMENT / total,
         f"{label}: write start -> all archived (s)": total,
     }
 
