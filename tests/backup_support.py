@@ -20,6 +20,7 @@ from helpers import slack_messages
 
 from disaster_recovery.backup.stores import Stores
 from disaster_recovery.catalog.listing import Catalog
+from disaster_recovery.clients.s3 import ObjectStore
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import Settings, load_settings
 from disaster_recovery.postgres import db
@@ -260,3 +261,13 @@ class FailingS3Proxy:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def unencrypted_objects(store: ObjectStore, prefix: str = "") -> list[str]:
+    """Every object under ``prefix`` without the store's configured encryption, with why."""
+    found = []
+    for entry in store.list_keys(prefix):
+        problem = store.encryption.problem(store.head(entry["Key"]) or {})
+        if problem:
+            found.append(f"{store.url(entry['Key'])}: {problem}")
+    return found

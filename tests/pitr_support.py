@@ -133,3 +133,17 @@ def rows_in(port: int, source: PostgresEndpoint) -> tuple[int, int]:
 
 def stop_restored(result: dict[str, Any]) -> None:
     RestoredCluster.of(result).stop_and_remove()
+
+
+def prepare_for_drills(box: Sandbox) -> None:
+    """What a drill needs of a fresh sandbox (its variables in os.environ): a verified full
+    backup, a verified base backup, and archived WAL after it holding the demo application's
+    heartbeats."""
+    from disaster_recovery.backup.logical import run_backup
+    from disaster_recovery.backup.physical import backup_and_verify
+
+    deployment = Deployment(box.settings())
+    run_backup(deployment, "postgresql_full")
+    backup_and_verify(deployment, "base")
+    time.sleep(3)  # heartbeats after the base backup, then archived
+    switch_and_wait_archived(box.postgres("primary"))

@@ -4,7 +4,6 @@ figures, and the ways a drill must fail (corrupted backup, rejected failover, pr
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,10 +12,8 @@ from typing import Any
 import pytest
 import yaml
 from helpers import private_sandbox, run_dag, run_dr, slack_messages, task_states
-from pitr_support import switch_and_wait_archived
+from pitr_support import prepare_for_drills
 
-from disaster_recovery.backup.logical import run_backup
-from disaster_recovery.backup.physical import backup_and_verify
 from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.clients.s3 import ObjectStore
 from disaster_recovery.config.endpoints import Deployment
@@ -34,11 +31,7 @@ def box() -> Iterator[Sandbox]:
     try:
         with private_sandbox(scale=0.2, prefix="dr-drill-") as sandbox:
             os.environ.update(sandbox.environment())
-            deployment = Deployment(sandbox.settings())
-            run_backup(deployment, "postgresql_full")
-            backup_and_verify(deployment, "base")
-            time.sleep(3)  # heartbeats after the base backup, then archived
-            switch_and_wait_archived(sandbox.postgres("primary"))
+            prepare_for_drills(sandbox)
             yield sandbox
     finally:
         os.environ.clear()

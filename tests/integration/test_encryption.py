@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from backup_support import BackupEnv, unique_time
+from backup_support import BackupEnv, unencrypted_objects, unique_time
 from helpers import run_dag, task_states
 from pitr_support import switch_and_wait_archived
 
@@ -130,16 +130,6 @@ def test_the_wal_archiver_reads_the_same_setting_without_the_settings_model(
 @pytest.fixture
 def env(backup_env: BackupEnv, airflow_db: None) -> BackupEnv:
     return backup_env
-
-
-def unencrypted_objects(store: ObjectStore, prefix: str = "") -> list[str]:
-    """Every object under ``prefix`` without the store's configured encryption, with why."""
-    found = []
-    for entry in store.list_keys(prefix):
-        problem = store.encryption.problem(store.head(entry["Key"]) or {})
-        if problem:
-            found.append(f"{store.url(entry['Key'])}: {problem}")
-    return found
 
 
 def put_unencrypted(store: ObjectStore, key: str) -> None:

@@ -100,6 +100,22 @@ def test_only_the_cleanup_role_may_delete_and_the_archiver_only_touches_wal() ->
     assert not statements_allowing(policies["archiver"], "route53:ChangeResourceRecordSets")
 
 
+def test_with_object_lock_writers_set_retentions_the_cleanup_reads_them_and_none_bypasses() -> None:
+    settings = Settings.model_validate({"storage": {"object_lock": {"mode": "governance"}}})
+    policies = {role: policy_document(settings, role, zone_id=ZONE_ID) for role in ROLES}
+    for role in ("airflow", "operator", "archiver"):
+        (retention,) = statements_allowing(policies[role], "s3:PutObjectRetention")
+        wal_only = role == "archiver"
+        assert all(r.endswith("/postgresql_wal/*") == wal_only for r in retention["Resource"])
+    assert statements_allowing(policies["cleanup"], "s3:GetObjectRetention")
+    assert not statements_allowing(policies["cleanup"], "s3:PutObjectRetention")
+    for policy in policies.values():
+        assert not statements_allowing(policy, "s3:BypassGovernanceRetention")
+    assert not statements_allowing(
+        policy_document(Settings(), "airflow", zone_id=ZONE_ID), "s3:PutObjectRetention"
+    )
+
+
 def test_kms_keys_come_from_the_encryption_setting() -> None:
     settings = Settings.model_validate(
         {

@@ -9,7 +9,6 @@ import hashlib
 import os
 import secrets
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,17 @@ import pytest
 import yaml
 from backup_support import unique_time
 from botocore.exceptions import ClientError
+from pitr_support import switch_and_wait_archived
 
 from disaster_recovery.backup.logical import run_backup
+from disaster_recovery.backup.physical import BACKUP_MANIFEST_SUFFIX, Chain, backup_and_verify
 from disaster_recovery.backup.stores import Stores
 from disaster_recovery.clients.object_lock import LockPolicy, lean_lock_policy, lock_policy
 from disaster_recovery.clients.s3 import ObjectStore, regional_store, versions_of
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import Settings, load_settings
-from disaster_recovery.retention.cleanup import cleanup_old_backups
+from disaster_recovery.postgres.walfiles import parse_segment, segment_name
+from disaster_recovery.retention.cleanup import cleanup_chain, cleanup_old_backups
 from disaster_recovery.wal.archive import WalArchive
 from dr_sandbox import Sandbox
 
@@ -75,39 +77,75 @@ def test_the_archiver_reads_the_lock_without_the_settings_model() -> None:
 # -- against moto --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def locked(
-    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Deployment]:
-    """A deployment whose two buckets (new, with Object Lock) lock in compliance mode."""
+def locked_deployment(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    name: str,
+    margin: str,
+    retention: dict[str, dict[str, Any]],
+    **sections: dict[str, Any],
+) -> Deployment:
+    """The sandbox's policy on two new buckets with Object Lock (compliance, ``margin``), each
+    tier of ``retention`` (``pitr`` for the base backups) given its retention and ``sections``
+    merged in; exported as DR_CONFIG (the caller's monkeypatch restores it)."""
     data = yaml.safe_load(sandbox.config_file.read_text())
     tag = secrets.token_hex(4)
-    data["storage"]["buckets"] = {region: f"litper-locked-{tag}-{region}" for region in REGIONS}
-    data["storage"]["prefix"] = "locked"
-    data["storage"]["object_lock"] = {"mode": "compliance", "margin": f"{MARGIN}s"}
-    retention = {"retention": {"max_age": f"{MAX_AGE}s", "keep_last": 0}}
-    data["tiers"] = {
-        **data["tiers"],
-        "postgresql_weekly": {**data["tiers"]["postgresql_weekly"], **retention},
-        "postgresql_wal": {**data["tiers"]["postgresql_wal"], **retention},
-    }
-    data["backup"] = {**data.get("backup", {}), "task_retries": 0}
-    config_file = tmp_path / "dr_config.yaml"
+    data["storage"]["buckets"] = {region: f"litper-{name}-{tag}-{region}" for region in REGIONS}
+    data["storage"]["object_lock"] = {"mode": "compliance", "margin": margin}
+    for tier, values in retention.items():
+        if tier == "pitr":
+            data["pitr"] = {**data.get("pitr", {}), "base_retention": values}
+        else:
+            data["tiers"][tier] = {**data["tiers"][tier], "retention": values}
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values}
+    config_file = tmp_path / f"{name}.yaml"
     config_file.write_text(yaml.safe_dump(data))
-    monkeypatch.setenv("DR_CONFIG", str(config_file))
+    os.environ["DR_CONFIG"] = str(config_file)
     deployment = Deployment(load_settings(config_file))
     for region in REGIONS:
         store = regional_store(deployment, region)
         store.ensure_bucket()
         config = store.client.get_object_lock_configuration(Bucket=store.bucket)
         assert config["ObjectLockConfiguration"]["ObjectLockEnabled"] == "Enabled"
-    yield deployment
+    return deployment
+
+
+@pytest.fixture
+def locked(
+    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Deployment:
+    """A deployment whose two buckets (new, with Object Lock) lock in compliance mode."""
+    monkeypatch.setenv("DR_CONFIG", "")
+    retention = {"max_age": f"{MAX_AGE}s", "keep_last": 0}
+    return locked_deployment(
+        sandbox,
+        tmp_path,
+        "locked",
+        f"{MARGIN}s",
+        {"postgresql_weekly": retention, "postgresql_wal": retention},
+        storage={"prefix": "locked"},
+        backup={"task_retries": 0},
+    )
 
 
 def lock_of(store: ObjectStore, key: str) -> tuple[str, datetime]:
     head = store.head(key)
     assert head is not None, key
     return head["ObjectLockMode"], head["ObjectLockRetainUntilDate"]
+
+
+def _lock_until(store: ObjectStore, keys: list[str], until: datetime) -> None:
+    """Hold every version of ``keys`` until ``until`` (a compliance lock may only be extended):
+    the test decides which lock passes first, whatever the machine's speed."""
+    for key in keys:
+        for version in versions_of(store, key):
+            store.client.put_object_retention(
+                Bucket=store.bucket,
+                Key=key,
+                VersionId=version["VersionId"],
+                Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
+            )
 
 
 def test_backups_manifests_replicas_and_wal_are_written_locked_and_cannot_be_deleted(
@@ -138,6 +176,8 @@ def test_backups_manifests_replicas_and_wal_are_written_locked_and_cannot_be_del
     assert "ObjectLockMode" not in stores.primary.head("locked/health/check.json")  # type: ignore[operator]
 
     # No credential deletes a locked version; a plain delete only hides it behind a marker.
+    # (Held a while longer first: on a busy machine the backup alone may outlast the lock.)
+    _lock_until(stores.primary, [manifest.key], datetime.now(UTC) + timedelta(seconds=30))
     client, bucket = stores.primary.client, stores.primary.bucket
     version = versions_of(stores.primary, manifest.key)[0]["VersionId"]
     for bypass in (False, True):
@@ -169,7 +209,12 @@ def test_the_cleanup_keeps_locked_backups_then_removes_every_version(locked: Dep
         second.file,
     ]
 
-    # The policy lets the older one go (past max_age, not the newest): its lock has not passed.
+    # The policy lets the older one go (past max_age, not the newest): its lock has not passed
+    # (held a few seconds from now: on a busy machine the second backup may outlast it).
+    for store in (stores.primary, stores.secondary):
+        _lock_until(
+            store, [first.key, first.manifest_key], datetime.now(UTC) + timedelta(seconds=6)
+        )
     policy_time = datetime.now(UTC) + timedelta(seconds=MAX_AGE + 1)
     early = cleanup_old_backups(locked, now=policy_time)
     assert early["locked"] == 1 and early["weekly"] == 0
@@ -200,26 +245,16 @@ QUICK_KEEP_LAST = 2
 @pytest.fixture
 def quickly_unlocked(
     sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Deployment]:
+) -> Deployment:
     """Locked buckets whose weekly locks pass two seconds after a write."""
-    data = yaml.safe_load(sandbox.config_file.read_text())
-    tag = secrets.token_hex(4)
-    data["storage"]["buckets"] = {region: f"litper-quick-{tag}-{region}" for region in REGIONS}
-    data["storage"]["object_lock"] = {"mode": "compliance", "margin": "1s"}
-    data["tiers"] = {
-        **data["tiers"],
-        "postgresql_weekly": {
-            **data["tiers"]["postgresql_weekly"],
-            "retention": {"max_age": "1s", "keep_last": QUICK_KEEP_LAST},
-        },
-    }
-    config_file = tmp_path / "dr_config.yaml"
-    config_file.write_text(yaml.safe_dump(data))
-    monkeypatch.setenv("DR_CONFIG", str(config_file))
-    deployment = Deployment(load_settings(config_file))
-    for region in REGIONS:
-        regional_store(deployment, region).ensure_bucket()
-    yield deployment
+    monkeypatch.setenv("DR_CONFIG", "")
+    return locked_deployment(
+        sandbox,
+        tmp_path,
+        "quick",
+        "1s",
+        {"postgresql_weekly": {"max_age": "1s", "keep_last": QUICK_KEEP_LAST}},
+    )
 
 
 def _catalogued_backup(stores: Stores, prefix: str, age_minutes: int, verified: bool) -> str:
@@ -308,6 +343,143 @@ def test_after_the_locks_pass_the_cleanup_deletes_exactly_the_plan_with_every_ve
     planned: list[int] = []
     check()
     assert max(planned) > 0 and min(planned) == 0  # examples that delete, and that keep all
+
+
+# -- the physical chain and WAL: base backups, an incremental, segments -----------------------------
+
+CHAIN_DUE = 2  # seconds: base backups, incrementals and WAL are due this long after their write
+
+
+@pytest.fixture
+def locked_chain(
+    sandbox: Sandbox, sandbox_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Deployment:
+    """Locked buckets where base backups (one kept), incrementals and WAL are due CHAIN_DUE
+    seconds after they are written, and locked a second longer."""
+    monkeypatch.setenv("DR_CONFIG", "")
+    due = {"max_age": f"{CHAIN_DUE}s", "keep_last": 0}
+    return locked_deployment(
+        sandbox,
+        tmp_path,
+        "chain",
+        "1s",
+        {"pitr": {**due, "keep_last": 1}, "postgresql_incremental": due, "postgresql_wal": due},
+        storage={"prefix": "chain"},
+    )
+
+
+def _chain_keys(manifest: Any) -> list[str]:
+    return [manifest.key, manifest.key + BACKUP_MANIFEST_SUFFIX, manifest.manifest_key]
+
+
+def _cleanup_now(deployment: Deployment, dry_run: bool = False) -> dict[str, Any]:
+    """The cleanup's chain step, with the policy's clock past every due date (the locks run on
+    S3's clock)."""
+    now = datetime.now(UTC) + timedelta(seconds=CHAIN_DUE)
+    return cleanup_old_backups(deployment, now=now, dry_run=dry_run, steps=[cleanup_chain])
+
+
+def _wait_until(moment: datetime) -> None:
+    time.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()) + 0.5)
+
+
+def test_the_chain_and_wal_stay_while_locked_then_go_exactly_as_the_retention_says(
+    locked_chain: Deployment, tmp_path: Path
+) -> None:
+    """Base B1, incremental I1 on it, base B2 (kept), WAL below B1, between B1 and B2 and from
+    B2. Each cleanup deletes, with every version, what the chain retention lets go and Object
+    Lock has released, keeps and reports the rest; a locked version resists every delete."""
+    deployment = locked_chain
+    b1 = backup_and_verify(deployment, "base")["backup_file"]
+    i1 = backup_and_verify(deployment, "incremental")["backup_file"]
+    switch_and_wait_archived(deployment.postgres("primary"))
+    b2 = backup_and_verify(deployment, "base")["backup_file"]
+    chain = {m.file: m for m in Chain(deployment, "us-east-1").elements()}
+    assert chain[i1].parent == b1 and chain[b2].parent is None
+    first = parse_segment(chain[b1].start_segment)[1]
+    last = parse_segment(chain[b2].start_segment)[1]
+    assert first < last, (chain[b1].start_segment, chain[b2].start_segment)
+    archive = WalArchive.for_deployment(deployment)
+
+    def push(segnos: range) -> list[str]:
+        names = [segment_name(chain[b2].timeline, segno) for segno in segnos]
+        for name in names:
+            (tmp_path / name).write_bytes(os.urandom(1024))
+            archive.push(tmp_path / name)
+        return names
+
+    below_b1 = push(range(first - 2, first))
+    between = push(range(first, min(last, first + 2)))
+    from_b2 = push(range(last, last + 1))
+    due_wal = [archive.key(n) for n in below_b1 + between]
+    stores = [archive.store(region) for region in REGIONS]
+    for store in stores:
+        # Written locked, multipart tars included, in both regions.
+        for key in [k for f in (b1, i1, b2) for k in _chain_keys(chain[f])] + due_wal:
+            assert lock_of(store, key)[0] == "COMPLIANCE", key
+    # The chain's locks pass first, then the WAL's, each leaving time for a cleanup (timed with
+    # a dry run: a busy machine runs it many times slower).
+    started = time.monotonic()
+    _cleanup_now(deployment, dry_run=True)
+    pace = timedelta(seconds=2 * (time.monotonic() - started) + 3)
+    chain_until = datetime.now(UTC) + pace
+    wal_until = chain_until + pace
+    for store in stores:
+        _lock_until(store, [k for f in (b1, i1) for k in _chain_keys(chain[f])], chain_until)
+        _lock_until(store, due_wal, wal_until)
+
+    # 1. All due, all locked: B1 and I1 are kept whole (B1 keeps the WAL from its start); the
+    #    segments below B1 are due but locked. Nothing goes, nothing fails.
+    early = _cleanup_now(deployment)
+    assert datetime.now(UTC) < chain_until, "the cleanup took longer than the locks"
+    assert (early["base"], early["incremental"], early["wal"]) == (0, 0, 0)
+    assert early["locked"] == 2 * (2 + len(below_b1))  # per region: B1, I1, those segments
+    kept = {(i["file"], i["region"]) for i in early["deleted"] if i["reason"].startswith("kept")}
+    assert {(f, r) for f in (b1, i1) for r in REGIONS} <= kept
+    assert [i["count"] for i in early["deleted"] if i.get("backup_type") == "postgresql_wal"] == [
+        len(below_b1)
+    ] * 2
+    for store in stores:
+        for key in _chain_keys(chain[b1]) + _chain_keys(chain[i1]) + due_wal:
+            assert store.exists(key), key
+        # No credential deletes a locked version of a base backup, an incremental or a segment.
+        for key in (chain[b1].key, chain[i1].key, due_wal[0]):
+            version = versions_of(store, key)[0]["VersionId"]
+            for bypass in (False, True):
+                with pytest.raises(ClientError) as refused:
+                    store.client.delete_object(
+                        Bucket=store.bucket,
+                        Key=key,
+                        VersionId=version,
+                        BypassGovernanceRetention=bypass,
+                    )
+                assert refused.value.response["Error"]["Code"] == "AccessDenied"
+
+    # 2. The chain's locks have passed, the WAL's not: B1 and I1 go with every version; the WAL
+    #    before B2 is now due, and stays under its lock, reported.
+    _wait_until(chain_until)
+    middle = _cleanup_now(deployment)
+    assert datetime.now(UTC) < wal_until, "the cleanup took longer than the locks"
+    assert (middle["base"], middle["incremental"], middle["wal"]) == (1, 1, 0)
+    assert middle["locked"] == 2 * len(due_wal)
+    for store in stores:
+        for key in _chain_keys(chain[b1]) + _chain_keys(chain[i1]):
+            assert versions_of(store, key) == [], key
+        for key in _chain_keys(chain[b2]) + due_wal:
+            assert store.exists(key), key
+    assert [m.file for m in Chain(deployment, "us-west-2").elements()] == [b2]
+
+    # 3. Every lock has passed: exactly the WAL before B2 goes, every version; B2 and its WAL
+    #    stay.
+    _wait_until(wal_until)
+    late = _cleanup_now(deployment)
+    counts = (late["base"], late["incremental"], late["wal"], late["locked"])
+    assert counts == (0, 0, len(due_wal), 0)
+    for store in stores:
+        for key in due_wal:
+            assert versions_of(store, key) == [], key
+        for key in _chain_keys(chain[b2]) + [archive.key(n) for n in from_b2]:
+            assert store.exists(key), key
 
 
 def test_the_sandbox_creates_its_buckets_with_object_lock(tmp_path: Path) -> None:

@@ -217,3 +217,37 @@ def test_young_incrementals_stay(hours_old: int) -> None:
     inc_segno = total - hours_old * 2
     elements, wal = _world(total, [0], {0: [inc_segno]}, missing=set())
     assert plan_chain_deletions(elements, wal, POLICY, NOW).incremental == []
+
+
+def test_an_element_under_object_lock_stays_with_its_ancestors_and_wal() -> None:
+    """A held (still locked) incremental keeps its parents and base; the base keeps its WAL."""
+    total = 24 * 2 * 10
+    bases = [0, 48, 96, 144, 192, 240, 288, 336, 384, 432]
+    elements, wal = _world(total, bases, {b: [b + 2, b + 4] for b in bases}, missing=set())
+    policy = ChainPolicy(
+        base=Retention(max_age=timedelta(days=7), keep_last=2),
+        incremental=Retention(max_age=timedelta(hours=24), keep_last=0),
+        wal_max_age=timedelta(days=7),
+    )
+    free = plan_chain_deletions(elements, wal, policy, NOW)
+    held = plan_chain_deletions(elements, wal, policy, NOW, held={"inc50"})
+    assert "inc50" in free.incremental and "base48" in free.base
+    assert held.base == ["base0"]
+    assert set(held.incremental) == set(free.incremental) - {"inc50"}  # its child may go
+    assert held.wal_kept_from_segno == 48 and held.wal == [f"{s:024X}" for s in range(48)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(worlds(), st.data())
+def test_a_lock_only_delays_deletions(
+    world: tuple[list[ChainElement], list[WalFile], ChainPolicy], data: st.DataObject
+) -> None:
+    """Whatever is held: nothing held is deleted, and nothing is deleted the free plan keeps."""
+    elements, wal, policy = world
+    free = plan_chain_deletions(elements, wal, policy, NOW)
+    doomed = free.base + free.incremental
+    held = data.draw(st.sets(st.sampled_from(doomed))) if doomed else set()
+    plan = plan_chain_deletions(elements, wal, policy, NOW, held=held)
+    assert not held & set(plan.base + plan.incremental)
+    assert set(plan.base) <= set(free.base) and set(plan.incremental) <= set(free.incremental)
+    assert set(plan.wal) <= set(free.wal)

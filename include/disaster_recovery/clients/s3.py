@@ -364,6 +364,9 @@ class ObjectStore:
             if isinstance(cause, DisasterRecoveryError):
                 raise cause from exc
             raise
+        # Object Lock headers on a multipart upload are S3's contract, yet S3-compatible stores
+        # (moto among them) drop them at completion: set the retention on the new version too.
+        self._retain(key)
         return StoredObject(self.bucket, key, reader.size, reader.sha256)
 
     def put_bytes(
@@ -525,6 +528,11 @@ class ObjectStore:
             Config=self.transfer,
             SourceClient=source.client,
         )
+        self._retain(key)
+
+    def _retain(self, key: str) -> None:
+        """Lock the newest version of ``key`` until its retain-until date (from now: only ever
+        later than a date the write itself carried, which S3 allows in every mode)."""
         until = self.lock.retain_until(key) if self.lock else None
         if self.lock is not None and until is not None:
             self._call(

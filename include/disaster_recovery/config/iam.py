@@ -51,6 +51,7 @@ def policy_document(settings: Settings, role: str, *, zone_id: str | None = None
         "cleanup": _cleanup,
         "operator": _operator,
     }[role](settings)
+    statements += _lock_statements(settings, role)
     statements += _kms_statements(settings, role)
     if role in DNS_ROLES:
         statements += _route53_statements(str(zone_id))
@@ -180,6 +181,30 @@ def _operator(settings: Settings) -> list[dict[str, Any]]:
         }
     )
     return statements
+
+
+def _lock_statements(settings: Settings, role: str) -> list[dict[str, Any]]:
+    """With Object Lock: writers set a retention on what they write (S3 asks for
+    ``s3:PutObjectRetention`` on a write carrying lock headers, and the copies and multipart
+    uploads set it afterwards); the cleanup reads each version's retention to skip the locked
+    ones. Nobody gets ``s3:BypassGovernanceRetention``."""
+    if settings.storage.object_lock is None:
+        return []
+    if role == "cleanup":
+        actions = ["s3:GetObjectVersion", "s3:GetObjectRetention"]
+        pattern = _under(settings.storage.prefix)
+    elif role == "archiver":
+        actions, pattern = ["s3:PutObjectRetention"], _under(wal_prefix(settings.storage.prefix))
+    else:
+        actions, pattern = ["s3:PutObjectRetention"], _under(settings.storage.prefix)
+    return [
+        {
+            "Sid": "ObjectLockRetention",
+            "Effect": "Allow",
+            "Action": actions,
+            "Resource": _objects(settings, pattern),
+        }
+    ]
 
 
 def _kms_actions(role: str) -> list[str]:

@@ -15,12 +15,14 @@ cleanup DAG. The rules:
   never deleted (tiny, and recovery needs them to follow timelines).
 - Backups that never verified go once older than their tier's max age; younger ones may still
   be in progress and stay.
+- An element *held* (still under S3 Object Lock) stays like any kept one, with its ancestors
+  and, for a base, its WAL: a lock only delays a deletion, it never leaves half a chain.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -77,15 +79,20 @@ def _newest(elements: Iterable[ChainElement], count: int) -> set[str]:
 
 
 def plan_chain_deletions(
-    elements: Sequence[ChainElement], wal: Sequence[WalFile], policy: ChainPolicy, now: datetime
+    elements: Sequence[ChainElement],
+    wal: Sequence[WalFile],
+    policy: ChainPolicy,
+    now: datetime,
+    held: Collection[str] = (),
 ) -> ChainDeletions:
-    """What may be deleted without losing any point a kept backup can restore to."""
+    """What may be deleted without losing any point a kept backup can restore to; ``held``
+    names elements that must stay whatever the policy says (still under Object Lock)."""
     window_start = now - policy.wal_max_age
     bases = [e for e in elements if e.kind == "base"]
     incrementals = [e for e in elements if e.kind == "incremental"]
     verified_bases = [e for e in bases if e.verified]
 
-    keep: set[str] = set()
+    keep: set[str] = {e.file for e in elements if e.file in held}
     keep |= _newest(verified_bases, policy.base.keep_last)
     keep |= _newest([e for e in incrementals if e.verified], policy.incremental.keep_last)
     before_window = [e for e in verified_bases if e.finished_at and e.finished_at < window_start]

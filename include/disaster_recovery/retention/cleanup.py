@@ -128,13 +128,37 @@ def cleanup_chain(deployment: Deployment, now: datetime, dry_run: bool) -> StepR
 
     report = cleanup_physical_chain(deployment, now=now, dry_run=dry_run)
     counts = {name: int(report[name]) for name in ("base", "incremental", "wal")}
-    # Backups are listed one by one; WAL segments only counted (there are thousands).
-    items = [
-        {"file": file, "backup_type": f"postgresql_{kind}", "region": region}
-        for region, plan in (report.get("regions") or {}).items()
-        for kind in ("base", "incremental")
-        for file in plan.get(kind, [])
-    ]
+    if deployment.settings.storage.object_lock is not None:
+        counts["locked"] = report["locked"]
+    # Backups are listed one by one; WAL segments only counted (there are thousands), those
+    # kept under Object Lock as one range per region.
+    items: list[dict[str, Any]] = []
+    for region, plan in report["regions"].items():
+        items += [
+            {"file": file, "backup_type": f"postgresql_{kind}", "region": region}
+            for kind in ("base", "incremental")
+            for file in plan[kind]
+        ]
+        items += [
+            {
+                "file": file,
+                "backup_type": parse_backup_file(file)[0],
+                "region": region,
+                "reason": f"kept: Object Lock until {until}",
+            }
+            for file, until in plan["locked"].items()
+        ]
+        if plan["locked_wal"]:
+            names = sorted(plan["locked_wal"])
+            items.append(
+                {
+                    "file": f"{names[0]}..{names[-1]}" if len(names) > 1 else names[0],
+                    "backup_type": "postgresql_wal",
+                    "region": region,
+                    "count": len(names),
+                    "reason": f"kept: Object Lock until {max(plan['locked_wal'].values())}",
+                }
+            )
     return StepReport(counts, items)
 
 
@@ -325,8 +349,9 @@ def cleanup_physical_chain(
 ) -> dict[str, Any]:
     """Apply the chain retention in each region's bucket.
 
-    Returns ``{"incremental": n, "wal": n, "base": n}`` (distinct files deleted, or that would
-    be with ``dry_run``) plus ``"regions"`` with the names per region.
+    Returns ``{"incremental": n, "wal": n, "base": n, "locked": n}`` (distinct files deleted, or
+    that would be with ``dry_run``; ``locked``: elements and WAL segments the policy lets go but
+    Object Lock still holds, kept and reported) plus ``"regions"`` with the names per region.
     """
 
     now = now or datetime.now(UTC)
@@ -334,24 +359,27 @@ def cleanup_physical_chain(
     policy = policy_from_settings(settings)
     archive = WalArchive.for_deployment(deployment)
     totals: dict[str, set[str]] = {"incremental": set(), "wal": set(), "base": set()}
+    locked_total = 0
     regions: dict[str, Any] = {}
     owed = set().union(*owed_files(archive).values())
     for region in archive.regions:
-        chain = Chain(deployment, region)
-        manifests = chain.elements()
+        store = archive.store(region)
+        manifests = Chain(deployment, region).elements()
         seg_size = manifests[0].wal_segment_size if manifests else DEFAULT_SEGMENT_SIZE
-        listing = archive.listing(region)
-        plan = plan_chain_deletions(
-            elements_from_manifests(manifests),
-            wal_files_from_listing(listing, seg_size),
-            policy,
-            now,
-        )
+        elements = elements_from_manifests(manifests)
+        wal = wal_files_from_listing(archive.listing(region), seg_size)
+        plan = plan_chain_deletions(elements, wal, policy, now)
         by_file = {m.file: m for m in manifests}
+        held = _held_elements(store, [by_file[f] for f in plan.base + plan.incremental])
+        if held:
+            # Kept with what they stand on (their parents, a base's WAL): plan again.
+            plan = plan_chain_deletions(elements, wal, policy, now, held=held)
+        wal_locked = _locked_wal(store, [archive.key(name) for name in plan.wal])
+        plan.wal = [name for name in plan.wal if archive.key(name) not in wal_locked]
         # A segment another region still waits for stays until it was copied there (the
         # fill copies from this region; deleting it would leave that region's gap for ever).
-        wal = [name for name in plan.wal if name not in owed]
-        data_keys = [archive.key(name) for name in wal]
+        doomed_wal = [name for name in plan.wal if name not in owed]
+        data_keys = [archive.key(name) for name in doomed_wal]
         manifest_keys = []
         for file in plan.base + plan.incremental:
             key = by_file[file].key
@@ -360,25 +388,62 @@ def cleanup_physical_chain(
         if not dry_run:
             # Manifests last: a crash in between leaves a manifest whose tar is gone (reported
             # as broken by verification), never a tar that no manifest describes.
-            store = archive.store(region)
             for keys in (data_keys, manifest_keys):
                 if keys:
                     store.delete(keys)
+        locked_total += len(held) + len(wal_locked)
         regions[region] = {
             "base": plan.base,
             "incremental": plan.incremental,
-            "wal": len(wal),
-            "wal_kept_owed": len(plan.wal) - len(wal),
+            "wal": len(doomed_wal),
+            "wal_kept_owed": len(plan.wal) - len(doomed_wal),
             "wal_kept_from_segno": plan.wal_kept_from_segno,
+            # What the policy lets go but Object Lock still holds: name -> retain-until.
+            "locked": {file: until.isoformat() for file, until in held.items()},
+            "locked_wal": {
+                key.rsplit("/", 1)[-1]: until.isoformat() for key, until in wal_locked.items()
+            },
         }
-        totals["wal"].update(wal)
+        totals["wal"].update(doomed_wal)
         totals["base"].update(plan.base)
         totals["incremental"].update(plan.incremental)
         log.info(
-            "chain retention in %s: %s%s", region, plan.counts(), " (dry run)" if dry_run else ""
+            "chain retention in %s: %s, kept under Object Lock: %d element(s), %d WAL file(s)%s",
+            region,
+            plan.counts(),
+            len(held),
+            len(wal_locked),
+            " (dry run)" if dry_run else "",
         )
     return {
         **{kind: len(names) for kind, names in totals.items()},
+        "locked": locked_total,
         "dry_run": dry_run,
         "regions": regions,
     }
+
+
+def _held_elements(store: ObjectStore, doomed: list[ChainManifest]) -> dict[str, datetime]:
+    """The chain elements among ``doomed`` with an object still under Object Lock (tar, its
+    backup_manifest or its manifest), with the latest retain-until date: kept whole."""
+    if store.lock is None:
+        return {}
+    held = {}
+    for manifest in doomed:
+        keys = (manifest.key, manifest.key + BACKUP_MANIFEST_SUFFIX, manifest.manifest_key)
+        untils = [u for k in keys if (u := locked_until(store, k, versions_of(store, k)))]
+        if untils:
+            held[manifest.file] = max(untils)
+    return held
+
+
+def _locked_wal(store: ObjectStore, keys: list[str]) -> dict[str, datetime]:
+    """The WAL segments among ``keys`` still under Object Lock, with their retain-until date."""
+    if store.lock is None:
+        return {}
+    found = {}
+    for key in keys:
+        until = locked_until(store, key, versions_of(store, key))
+        if until is not None:
+            found[key] = until
+    return found
