@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import redis
+from failover_support import app_read_only, redis_accepts_writes, standby_signal
 from helpers import sandbox_environment
 
-from disaster_recovery.clients.services import http_json
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import load_settings
 from disaster_recovery.failover.engine import publish_result
@@ -23,29 +22,6 @@ from dr_sandbox import Sandbox
 from dr_sandbox.webhook import read_messages
 
 pytestmark = pytest.mark.integration
-
-
-def app_read_only(box: Sandbox, region: str) -> bool:
-    # 503 while its database is down; the body still says whether it is read-only.
-    status, body = http_json(f"{box.app_url(region)}/health", timeout=3)
-    assert status in (200, 503) and isinstance(body, dict), (status, body)
-    return bool(body["read_only"])
-
-
-def redis_accepts_writes(box: Sandbox) -> bool:
-    """A write on the primary Redis returns at once (a paused master holds it until timeout)."""
-    endpoint = box.redis("primary")
-    client = redis.Redis(host=endpoint.host, port=endpoint.port, socket_timeout=2)
-    try:
-        return bool(client.set("dr:undo-test", "1"))
-    except redis.TimeoutError:
-        return False
-    finally:
-        client.close()
-
-
-def standby_signal(box: Sandbox, role: str) -> bool:
-    return (box.instance(role).data_dir / "standby.signal").exists()
 
 
 def slack_text(box: Sandbox, seen: int) -> str:
