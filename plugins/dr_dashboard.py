@@ -11,6 +11,9 @@ dependency that a mounted plugin app does not inherit, so this app declares the 
 caller's JWT (``Authorization: Bearer`` header, or the UI's ``_token`` cookie, which the page's
 frame and its ``fetch`` send) is checked by the configured auth manager, and the user must be
 allowed to see the website. No token: 401; an invalid one: 403.
+
+The plugin also makes the policy's time zone the UI's default (a root middleware,
+:mod:`disaster_recovery.airflow_support.ui_timezone`): Airflow 3 has no setting for it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from airflow.api_fastapi.core_api.security import requires_access_view
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
+
+from disaster_recovery.airflow_support.ui_timezone import UiTimezoneDefault
 
 app = FastAPI(
     title="Litper DR console",
@@ -75,6 +80,9 @@ def page() -> str:
 class DisasterRecoveryPlugin(AirflowPlugin):
     name = "litper_disaster_recovery"
     fastapi_apps = [{"app": app, "url_prefix": "/dr", "name": "DR dashboard"}]
+    fastapi_root_middlewares = [
+        {"middleware": UiTimezoneDefault, "name": "The policy's time zone as the UI's default"}
+    ]
     external_views = [
         {
             "name": "DR console",

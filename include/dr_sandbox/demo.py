@@ -76,10 +76,12 @@ class AirflowApi:
         )
         return str(run["dag_run_id"])
 
-    def run_ids(self, dag_id: str, run_type: str | None = None) -> list[str]:
+    def runs(self, dag_id: str, run_type: str | None = None) -> list[dict[str, Any]]:
         query = f"?run_type={run_type}" if run_type else ""
-        runs = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns{query}")["dag_runs"]
-        return [str(run["dag_run_id"]) for run in runs]
+        return list(self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns{query}")["dag_runs"])
+
+    def run_ids(self, dag_id: str, run_type: str | None = None) -> list[str]:
+        return [str(run["dag_run_id"]) for run in self.runs(dag_id, run_type)]
 
     def start_once(self, dag_id: str, timeout: float = 90) -> str:
         """One run of ``dag_id``, as production would have it. A DAG whose latest scheduled slot
@@ -148,7 +150,7 @@ def airflow_environment(sandbox: Sandbox, port: int) -> dict[str, str]:
         # Loopback only, like every other part of the sandbox (the default is 0.0.0.0).
         "AIRFLOW__API__HOST": "127.0.0.1",
         # The server's zone for naive times: the policy's (the schedules are Bogota time). The
-        # UI itself shows the browser's zone; the banner below says which one to pick.
+        # UI's own default zone comes from the DR plugin (ui_timezone): Airflow 3 has no setting.
         "AIRFLOW__CORE__DEFAULT_TIMEZONE": sandbox.settings().timezone,
         # Its log servers take the next two ports, so two sandboxes' Airflows can coexist.
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port + 1),
@@ -158,6 +160,13 @@ def airflow_environment(sandbox: Sandbox, port: int) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
         "XDG_RUNTIME_DIR": str(home),
     }
+
+
+def default_airflow_port(sandbox: Sandbox) -> int:
+    """8080, or right after the sandbox's ten ports when they were moved (``make demo
+    BASE_PORT=...``: one base port moves everything, Airflow included)."""
+    moved = sandbox.ports != SandboxPorts()
+    return sandbox.ports.pg_primary + PORT_COUNT if moved else 8080
 
 
 def admin_password(root: Path, timeout: float = 120) -> str:
@@ -314,16 +323,13 @@ def main() -> int:
         return 0
     sandbox = Sandbox(args.root)
     if args.airflow_port is None:
-        moved = sandbox.ports != SandboxPorts()
-        args.airflow_port = sandbox.ports.pg_primary + PORT_COUNT if moved else 8080
+        args.airflow_port = default_airflow_port(sandbox)
     api = start_airflow(sandbox, args.airflow_port)
     # The address and login first: the main job takes minutes, and a person can watch it run.
-    # Airflow 3's UI shows times in the browser's zone (kept in the browser), whatever the
-    # server says: name the policy's zone so a person can pick it in the UI's menu.
     print(
         f"\nAirflow UI: http://127.0.0.1:{args.airflow_port}  (user {ADMIN}, password "
-        f"{api.password})\nSchedules are in {sandbox.settings().timezone}: pick it in the UI "
-        "(user menu -> Timezone) if your browser is elsewhere.\n",
+        f"{api.password})\nTimes in the UI and the schedules are {sandbox.settings().timezone} "
+        "(user menu -> Timezone picks another).\n",
         file=sys.stderr,
         flush=True,
     )

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from console_support import NOW
+from console_support import NOW, record_first_run
 
+from disaster_recovery.clients.s3 import regional_store
 from disaster_recovery.config.endpoints import (
     ConnectionFields,
     Deployment,
@@ -103,6 +104,20 @@ def test_failovers_drills_and_alerts(status: dict[str, Any]) -> None:
     lag = next(a for a in status["alerts"]["active"] if a["name"] == "ReplicationLagHigh")
     assert lag["since"] == (NOW - timedelta(minutes=3)).isoformat()
     assert lag["link"].endswith("/dags/dr_health_check")
+
+
+def test_a_new_deployment_has_no_overdue_drill(recorded: Deployment) -> None:
+    """Deployed an hour ago, no drill can have been due yet: the quarterly drill that never ran
+    is not overdue and raises no alert, as the scheduled check posts none."""
+    store = regional_store(recorded, "us-east-1")
+    record_first_run(store, NOW - timedelta(hours=1))
+    try:
+        fresh = console.collect(recorded, now=NOW, only=["drills", "alerts"])
+    finally:
+        record_first_run(store, NOW - timedelta(days=100))
+    drills = {d["drill"]: d for d in fresh["drills"]["drills"]}
+    assert drills["quarterly"]["passed"] is None and drills["quarterly"]["overdue"] is False
+    assert "DRDrillOverdue" not in [a["name"] for a in fresh["alerts"]["active"]]
 
 
 def test_page_is_readable_at_a_glance(status: dict[str, Any], recorded: Deployment) -> None:
