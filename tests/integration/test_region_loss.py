@@ -26,7 +26,7 @@ from disaster_recovery.manager import list_backups
 from disaster_recovery.monitoring import topology
 from disaster_recovery.postgres import db
 from disaster_recovery.restore.logical import restore_logical
-from disaster_recovery.wal.archive import WalArchive
+from disaster_recovery.wal.archive import RegionsDown, WalArchive
 from disaster_recovery.wal.continuity import check_archive
 from disaster_recovery.wal.replica_debt import fill_missing, replica_debt
 from dr_sandbox import Sandbox
@@ -148,6 +148,11 @@ def test_losing_us_east_1_with_its_s3(make_sandbox, airflow_db: None) -> None:  
         assert ObjectStore(box.aws(EAST), settings.bucket(EAST)).exists(
             topology.generation_key(_deployment(), 1)
         )
+        # The survivor's archiver retries a failed region only after REGION_RETRY_SECONDS
+        # (segments archived meanwhile are owed too, and filled by the next WAL DAG run): let
+        # that time pass, and see the archiver reach us-east-1 again before filling.
+        RegionsDown(Path(box.instance("standby").data_dir) / "pg_wal").clear(EAST)
+        after_revive = switch_and_wait_archived(survivor)
         filled = fill_missing(WalArchive.for_deployment(_deployment()))
         assert set(segments) <= set(filled["copied"][EAST])
         assert filled["behind"] == {}
@@ -155,7 +160,7 @@ def test_losing_us_east_1_with_its_s3(make_sandbox, airflow_db: None) -> None:  
         assert set(copies["copied"]) == {full.file, base["backup_file"], incremental["backup_file"]}
         assert replication_debt(_deployment()) == {}
         archive = WalArchive.for_deployment(_deployment())
-        for segment in segments:
+        for segment in [*segments, after_revive]:
             assert archive.store(EAST).exists(archive.key(segment))
         states = _wal_dag_states()
         assert states["fill_replicas"] == "success"
