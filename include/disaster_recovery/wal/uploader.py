@@ -210,22 +210,26 @@ def push_async(archive: WalArchive, path: str | Path, env_file: str | None) -> d
     while time.monotonic() < deadline:
         if (sha256 := spool.confirmed(file)) is not None:
             return {"file": file.name, "sha256": sha256, "confirmed_by": "uploader"}
-        if (reason := spool.error(file.name)) is not None:
-            raise DisasterRecoveryError(
-                f"{file.name}: the WAL uploader could not archive it: {reason}"
-            )
+        if spool.uploader_pid() is None and not _uploader_starting(spool, started_at):
+            if started_at is not None:
+                log.warning("the WAL uploader did not start; pushing %s here", file.name)
+                break
+            started_at = start_uploader(spool, env_file)  # also clears a dead one's errors
+            continue
+        # Errors are the running uploader's verdicts (it retries; PostgreSQL retries us).
+        reason = spool.error(file.name)
         backlog = len(spool.ready())
         if backlog > archive.tuning.async_max_backlog:
             raise WalBacklogError(
                 f"{file.name}: {backlog} WAL files wait to be archived in {spool.pg_wal} "
                 f"(pitr.async_max_backlog {archive.tuning.async_max_backlog}): the uploader is not "
-                f"keeping up or S3 is failing; see {spool.log_file}"
+                f"keeping up or S3 is failing (last upload error: {reason or 'none'}); see "
+                f"{spool.log_file}"
             )
-        if spool.uploader_pid() is None and not _uploader_starting(spool, started_at):
-            if started_at is not None:
-                log.warning("the WAL uploader did not start; pushing %s here", file.name)
-                break
-            started_at = start_uploader(spool, env_file)
+        if reason is not None:
+            raise DisasterRecoveryError(
+                f"{file.name}: the WAL uploader could not archive it: {reason}"
+            )
         time.sleep(POLL_SECONDS)
     return archive.push(file)  # not confirmed in time: push it here (identical is success)
 
@@ -291,7 +295,10 @@ def run_uploader(archive: WalArchive, pg_wal: Path, watched: list[Path]) -> int:
         log.info("uploader %d started for %s", os.getpid(), pg_wal)
         for region in archive.regions:
             archive.store(region)  # persistent clients, built before threads share them
-        _upload_loop(archive, spool, watched)
+        try:
+            _upload_loop(archive, spool, watched)
+        finally:
+            spool.clear_errors()  # its verdicts; the next uploader gives its own
         log.info("uploader %d stopped", os.getpid())
     return 0
 
@@ -311,6 +318,7 @@ def _upload_loop(archive: WalArchive, spool: Spool, watched: list[Path]) -> None
                     break
                 if name in done or name in in_flight or retry_at.get(name, 0) > now:
                     continue
+                log.info("pushing %s", name)
                 in_flight[name] = pool.submit(archive._push_file, spool.pg_wal / name)
             if in_flight:
                 idle_since = now
