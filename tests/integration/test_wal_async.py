@@ -17,8 +17,8 @@ import yaml
 from helpers import private_sandbox, run_dag, run_dr, slack_messages, task_states
 from pitr_support import deployment_for, switch_and_wait_archived
 
+from disaster_recovery.config.endpoints import PostgresEndpoint
 from disaster_recovery.postgres import db
-from disaster_recovery.postgres.instance import PostgresEndpoint
 from disaster_recovery.wal.archive import WalArchive
 from disaster_recovery.wal.continuity import check_archive
 from disaster_recovery.wal.host import load_env_file
