@@ -74,6 +74,14 @@ def wal_archive_dag(doc_md: str, settings: Settings | None = None) -> Any:
             raise_for_staleness(report)
             return {"newest": report["newest"], "archiver": report["archiver"]}
 
+        @task(on_failure_callback=alert_on_failure("WALArchiveBacklog"))
+        @fail_fast
+        def check_backlog(report: dict[str, Any]) -> dict[str, Any]:
+            from disaster_recovery.wal.continuity import raise_for_backlog
+
+            raise_for_backlog(report)
+            return {"ready_backlog": report["archiver"].get("ready_backlog")}
+
         @task(on_failure_callback=alert_on_failure("WALReplicaBehind"))
         @fail_fast
         def fill_replicas() -> dict[str, Any]:
@@ -95,6 +103,7 @@ def wal_archive_dag(doc_md: str, settings: Settings | None = None) -> Any:
         report = inspect_archive()
         check_continuity(report)  # type: ignore[arg-type]
         check_freshness(report)  # type: ignore[arg-type]
+        check_backlog(report)  # type: ignore[arg-type]
     return dag
 
 

@@ -38,6 +38,7 @@ ALERTS: dict[str, Severity] = {
     "PrimaryDown": Severity.CRITICAL,
     "WALArchiveStale": Severity.CRITICAL,
     "WALArchiveGap": Severity.CRITICAL,
+    "WALArchiveBacklog": Severity.HIGH,
     "DRDrillFailed": Severity.CRITICAL,
     "DRDrillOverdue": Severity.HIGH,
     "FailoverApprovalRequired": Severity.CRITICAL,

@@ -24,7 +24,13 @@ from pydantic import (
     model_validator,
 )
 
-from disaster_recovery.config.defaults import DEFAULT_PUSH_AHEAD
+from disaster_recovery.config.defaults import (
+    DEFAULT_ARCHIVE_MODE,
+    DEFAULT_ASYNC_MAX_BACKLOG,
+    DEFAULT_ASYNC_UPLOADS,
+    DEFAULT_PREFETCH,
+    DEFAULT_PUSH_AHEAD,
+)
 from disaster_recovery.config.durations import parse_duration
 from disaster_recovery.config.encryption import Encryption, encryption_by_region
 from disaster_recovery.config.policy_file import read_policy_text
@@ -213,6 +219,17 @@ class Pitr(_Section):
     # archive_command also pushes up to this many other finished WAL files, in parallel, so a
     # burst of writes drains faster than one upload per call (0: only the file asked for).
     push_ahead: int = Field(DEFAULT_PUSH_AHEAD, ge=0, le=32)
+    # async: archive_command answers from the confirmations of a long-lived uploader (one per
+    # data directory, started by the first call) that pushes every .ready file in order with
+    # several uploads in flight; sync: each call uploads its own file (and push_ahead others).
+    archive_mode: Literal["async", "sync"] = DEFAULT_ARCHIVE_MODE
+    # async: archive_command refuses once this many files wait to be archived (.ready), so a
+    # stalled upload is a loud failure and a WALArchiveBacklog alert, not a silent lag.
+    async_max_backlog: int = Field(DEFAULT_ASYNC_MAX_BACKLOG, ge=1)
+    async_uploads: int = Field(DEFAULT_ASYNC_UPLOADS, ge=1, le=32)
+    # restore_command fetches this many following segments in parallel into a spool in the
+    # restored data directory (0: one segment per call).
+    prefetch: int = Field(DEFAULT_PREFETCH, ge=0, le=32)
     # The OS user a restored instance (PITR, drills) runs as when this process is root:
     # PostgreSQL refuses to run as root.
     restore_os_user: str = ""

@@ -59,6 +59,8 @@ from disaster_recovery.postgres.walfiles import (
 )
 from disaster_recovery.wal.archive import WalArchive
 from disaster_recovery.wal.host import archiver_command, write_archiver_files
+from disaster_recovery.wal.prefetch import FOLDER as PREFETCH_FOLDER
+from disaster_recovery.wal.prefetch import served_from_spool
 
 log = logging.getLogger(__name__)
 
@@ -584,11 +586,15 @@ def _recover(
         _check_reached(plan, last_time, replay_lsn)
         conn.execute("SELECT pg_promote(true, 60)")
         timeline = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
+    pg_wal = instance.data_dir / "pg_wal"
+    served = served_from_spool(pg_wal)
+    shutil.rmtree(pg_wal / PREFETCH_FOLDER, ignore_errors=True)  # what recovery did not ask for
     return {
         "last_replayed_transaction_time": last_time.isoformat() if last_time else None,
         "last_replayed_lsn": replay_lsn,
         "new_timeline": timeline_of(timeline[0]) if timeline else None,
         "stopped_by": _stop_line(instance),
+        "wal_served_from_prefetch": served,
     }
 
 

@@ -90,7 +90,9 @@ def archiver_config(settings: Settings) -> dict[str, Any]:
         },
         "tiers": {"postgresql_wal": settings.tiers.postgresql_wal.model_dump(mode="json")},
         "connections": settings.connections.model_dump(),
-        "pitr": {"push_ahead": settings.pitr.push_ahead},
+        "pitr": settings.pitr.model_dump(
+            include={"push_ahead", "archive_mode", "async_max_backlog", "async_uploads", "prefetch"}
+        ),
     }
 
 
