@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from backup_support import unencrypted_objects
 from helpers import sandbox_environment, slack_messages
 from pitr_support import switch_and_wait_archived
 
@@ -141,6 +142,7 @@ def test_losing_us_east_1_with_its_s3(make_sandbox, airflow_db: None) -> None:  
         # -- the region returns with its data; the gaps close -------------------------------
         revived = box.revive_region(EAST)
         assert revived["s3_objects_restored"] == lost["s3_objects_kept"]
+        assert unencrypted_objects(box.store(EAST)) == []  # back as they were written
         assert _catalog(_deployment(), EAST).find(before.file).verified  # type: ignore[union-attr]
         # The topology record written while us-east-1 was down is copied there when read.
         record = topology.read_record(_deployment())
