@@ -261,7 +261,7 @@ def main_job(api: AirflowApi, sandbox: Sandbox, say: Callable[[str], None]) -> d
     backup = run_dag(api, "postgresql_backup_full", "publish", say)
     run_dag(api, "postgresql_backup_incremental", "replicate_backup", say)
     archive_now(sandbox)
-    drill = run_dag(api, "dr_drill_monthly", "drill", say)
+    drill = run_dag(api, "dr_drill_monthly", "evidence", say)
     steps = {step["name"]: step for step in drill["steps"]}
     return {
         "backup": {

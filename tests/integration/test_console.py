@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from disaster_recovery.config.endpoints import (
 )
 from disaster_recovery.console import page
 from disaster_recovery.console import sections as console
+from disaster_recovery.failover.names import FAILOVER_STEPS
+from disaster_recovery.failover.plan import Plan
+from disaster_recovery.failover.steps import run_failover
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +103,10 @@ def test_failovers_drills_and_alerts(status: dict[str, Any]) -> None:
     assert drills["quarterly"]["overdue"] is True and drills["quarterly"]["passed"] is None
     names = [a["name"] for a in status["alerts"]["active"]]
     assert names.count("DRDrillOverdue") == 1 and "ReplicationLagHigh" in names
-    assert "BackupLate" in names
+    late = next(a for a in status["alerts"]["active"] if a["name"] == "BackupLate")
+    # The daily full is 3 days old: late since a day and 6 hours (its slack) after it started.
+    assert late["since"] == (NOW - timedelta(days=3) + timedelta(hours=30)).isoformat()
+    assert late["link"].endswith("/dags/postgresql_backup_full")
     lag = next(a for a in status["alerts"]["active"] if a["name"] == "ReplicationLagHigh")
     assert lag["since"] == (NOW - timedelta(minutes=3)).isoformat()
     assert lag["link"].endswith("/dags/dr_health_check")
@@ -201,3 +208,56 @@ def test_dr_status_prints_the_same_data(console_config: Path, recorded: Deployme
     assert document["availability"]["windows"][0]["down_minutes"] == 5.0
     assert "read from us-east-1's bucket" in done.stderr
     assert "drills: overdue: quarterly" in done.stderr
+
+
+def dr_status(console_config: Path) -> subprocess.CompletedProcess[str]:
+    """``dr status`` in its own process: S3 and the nodes only, no Airflow database."""
+    return subprocess.run(
+        [sys.executable, "-m", "disaster_recovery", "status"],
+        env={**os.environ, "DR_CONFIG": str(console_config)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_dr_status_shows_a_running_failover_from_s3(
+    console_config: Path, recorded: Deployment
+) -> None:
+    """A real failover (the library's, as `dr failover` runs it) held at DECIDE: `dr status`
+    shows it and its steps from the progress the engine writes to S3, then no longer once it
+    ended (rejected there, so nothing changed)."""
+    asked, answer = threading.Event(), threading.Event()
+
+    def approve(_evidence: dict[str, Any], _body: str) -> bool:
+        asked.set()
+        answer.wait(120)
+        return False
+
+    plan = Plan(recorded, "us-east-1", "us-west-2")
+    results: list[dict[str, Any]] = []
+    runner = threading.Thread(
+        target=lambda: results.append(run_failover(plan, "console test", "pytest", approve=approve))
+    )
+    runner.start()
+    try:
+        assert asked.wait(60), "the failover never reached DECIDE"
+        during = dr_status(console_config)
+    finally:
+        answer.set()
+        runner.join(120)
+    assert during.returncode == 0, during.stderr
+    runs = json.loads(during.stdout)["failover_in_progress"]["runs"]
+    assert [(r["kind"], r["run_id"]) for r in runs] == [("failover", plan.run_id)]
+    states = {s["step"]: s["state"] for s in runs[0]["steps"]}
+    assert list(states) == list(FAILOVER_STEPS)
+    assert (states["detect"], states["decide"]) == ("success", "running")
+    assert all(states[step] is None for step in FAILOVER_STEPS[2:])
+    assert runs[0]["steps"][0]["started_at"] and runs[0]["source"] == "s3 (us-west-2)"
+    assert f"failover in progress: run {plan.run_id}, at decide (running)" in during.stderr
+
+    assert results and results[0]["status"] == "aborted"
+    after = dr_status(console_config)
+    assert json.loads(after.stdout)["failover_in_progress"] == {"runs": []}
+    assert "in progress" not in after.stderr
