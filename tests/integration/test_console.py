@@ -26,6 +26,7 @@ from disaster_recovery.console import sections as console
 from disaster_recovery.failover.names import FAILOVER_STEPS
 from disaster_recovery.failover.plan import Plan
 from disaster_recovery.failover.steps import run_failover
+from disaster_recovery.monitoring.history import raw_key
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,7 @@ def test_topology_now_from_the_nodes(status: dict[str, Any]) -> None:
     ]
     assert topology["replication_lag_ok"] is True
     assert isinstance(topology["timeline"], int) and topology["timeline"] >= 1
+    assert isinstance(topology["generation"], int) and topology["generation"] >= 0
     assert topology["replication_lag_threshold_seconds"] == 60
 
 
@@ -110,11 +112,14 @@ def test_failovers_drills_and_alerts(status: dict[str, Any]) -> None:
     lag = next(a for a in status["alerts"]["active"] if a["name"] == "ReplicationLagHigh")
     assert lag["since"] == (NOW - timedelta(minutes=3)).isoformat()
     assert lag["link"].endswith("/dags/dr_health_check")
+    assert lag["evidence"].endswith(raw_key("console-test", NOW - timedelta(minutes=3)))
 
 
 def test_page_is_readable_at_a_glance(status: dict[str, Any], recorded: Deployment) -> None:
     html = page.render_page(status, recorded.settings.tz)
     assert 'Primary region: <b id="primary-region">us-east-1</b>' in html
+    generation, timeline = status["topology"]["generation"], status["topology"]["timeline"]
+    assert f"generation {generation} · timeline {timeline}" in html
     assert "1.7 MB" in html and "OVERDUE" in html and "Daily full (logical)" in html
     assert "<svg" in html and "cell-down" in html
     for raw in ("size_bytes", "availability_percent", "age_seconds", "postgresql_weekly_"):

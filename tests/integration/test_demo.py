@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import private_sandbox
 
+from disaster_recovery.drills.names import DRILL_STEPS
 from dr_sandbox import Sandbox, processes
 from dr_sandbox.demo import (
     AirflowApi,
@@ -78,6 +79,8 @@ def test_main_job_runs_end_to_end_under_a_real_scheduler(
     assert all(backup["checks"].values()) and backup["replicated_to"] == ["us-west-2"]
     drill = result["drill"]
     assert drill["passed"] is True
+    # Each step ran as its own task, the drill's state passed between them through XCom.
+    assert drill["steps"] == dict.fromkeys(DRILL_STEPS["monthly"], "passed")
     assert drill["rto_seconds"] < drill["objectives"]["rto_seconds"]
     assert drill["rpo_seconds"] == 0.0
     assert demo_box.status()["healthy"]

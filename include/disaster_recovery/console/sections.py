@@ -37,7 +37,7 @@ from disaster_recovery.errors import DisasterRecoveryError, UnavailableError
 from disaster_recovery.failover.progress import running_switches
 from disaster_recovery.monitoring.availability import Availability, measure
 from disaster_recovery.monitoring.health import check_health, region_postgres
-from disaster_recovery.monitoring.history import DayRecord, checks_of, load_days
+from disaster_recovery.monitoring.history import DayRecord, checks_of, load_days, raw_key
 from disaster_recovery.monitoring.topology import read_record
 from disaster_recovery.postgres import db
 from disaster_recovery.postgres.walfiles import is_segment
@@ -180,6 +180,15 @@ def primary_timeline(deployment: Deployment, region: str) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
+def topology_generation(ctx: Context) -> int | None:
+    """The topology record's generation (one more with every change of the primary region)."""
+    try:
+        return int(read_record(ctx.deployment).generation)
+    except DisasterRecoveryError as exc:
+        ctx.notes.append(f"topology record: {first_line(exc)}")
+        return None
+
+
 def topology(ctx: Context) -> dict[str, Any]:
     """Which region is primary, and each node's role and health, measured now."""
     health = check_health(ctx.deployment, ctx.primary, ctx.secondary)
@@ -203,6 +212,7 @@ def topology(ctx: Context) -> dict[str, Any]:
     return {
         "primary_region": ctx.primary,
         "secondary_region": ctx.secondary,
+        "generation": topology_generation(ctx),
         "timeline": primary_timeline(ctx.deployment, ctx.primary),
         "checked_at": moment(parse_moment(health["checked_at"])),
         "nodes": nodes,
@@ -398,39 +408,45 @@ def failovers(ctx: Context) -> dict[str, Any]:
 def failover_in_progress(ctx: Context) -> dict[str, Any]:
     """A failover or failback running now, from the progress it writes to S3 (the plugin adds
     Airflow's own view when its database answers): each step's state and time, who approved."""
-    ended = {(str(r.get("run_id")), str(r.get("kind"))) for r in failover_history(ctx)}
-    runs: dict[tuple[str, str], dict[str, Any]] = {}
+    found: list[tuple[str, dict[str, Any]]] = []
     for region, store in ctx.other_stores():
         try:
-            found = running_switches(store, ctx.deployment.settings)
+            found += [(region, doc) for doc in running_switches(store, ctx.deployment.settings)]
         except DisasterRecoveryError as exc:
             ctx.notes.append(f"failover progress in {region}: {first_line(exc)}")
+    # A run whose result is in the history has ended, whatever its progress says (a process
+    # that died before its last write); read the history only when something seems to run.
+    ended = (
+        {(str(r.get("run_id")), str(r.get("kind"))) for r in failover_history(ctx)}
+        if found
+        else set()
+    )
+    runs: dict[tuple[str, str], dict[str, Any]] = {}
+    for region, doc in found:
+        key = (str(doc.get("run_id")), str(doc.get("kind")))
+        if key in ended or key in runs:
             continue
-        for doc in found:
-            key = (str(doc.get("run_id")), str(doc.get("kind")))
-            if key in ended or key in runs:
-                continue
-            runs[key] = {
-                "kind": doc.get("kind"),
-                "run_id": doc.get("run_id"),
-                "started_at": moment(parse_moment(doc.get("started_at"))),
-                "updated_at": moment(parse_moment(doc.get("updated_at"))),
-                "steps": [
-                    {
-                        "step": step["step"],
-                        "state": step.get("state"),
-                        "started_at": moment(parse_moment(step.get("started_at"))),
-                        "seconds": step.get("seconds"),
-                    }
-                    for step in doc.get("steps", [])
-                ],
-                "approved_by": _person(doc.get("approved_by")),
-                "initiated_by": doc.get("initiated_by"),
-                "reason": doc.get("reason"),
-                "dry_run": bool(doc.get("dry_run")),
-                "source": f"s3 ({region})",
-                "link": doc.get("evidence"),
-            }
+        runs[key] = {
+            "kind": doc.get("kind"),
+            "run_id": doc.get("run_id"),
+            "started_at": moment(parse_moment(doc.get("started_at"))),
+            "updated_at": moment(parse_moment(doc.get("updated_at"))),
+            "steps": [
+                {
+                    "step": step["step"],
+                    "state": step.get("state"),
+                    "started_at": moment(parse_moment(step.get("started_at"))),
+                    "seconds": step.get("seconds"),
+                }
+                for step in doc.get("steps", [])
+            ],
+            "approved_by": _person(doc.get("approved_by")),
+            "initiated_by": doc.get("initiated_by"),
+            "reason": doc.get("reason"),
+            "dry_run": bool(doc.get("dry_run")),
+            "source": f"s3 ({region})",
+            "link": doc.get("evidence"),
+        }
     return {"runs": list(runs.values())}
 
 
@@ -600,13 +616,31 @@ def alerts(ctx: Context) -> dict[str, Any]:
     days = health_days(ctx, availability_start(ctx.now))
     newest = next((d for d in reversed(days) if d.checks), None)
     for name, since in (newest.active_alerts if newest else {}).items():
-        found.append(_alert(ctx, name, f"{name} (health check)", since, "dr_health_check"))
+        raised = _alert(ctx, name, f"{name} (health check)", since, "dr_health_check")
+        raised["evidence"] = check_record_url(ctx, since)
+        found.append(raised)
     records = drill_records(ctx)
     for alert in overdue_alerts(records, ctx.now):
         kind = alert.details["drill"]
         last_passed = alert.details.get("last_passed")
         found.append(_alert(ctx, alert.name, alert.summary, last_passed, f"dr_drill_{kind}"))
     return {"active": found}
+
+
+def check_record_url(ctx: Context, checked_at: str) -> str | None:
+    """The full record of the health check made at ``checked_at`` (the one that raised an
+    alert), from whichever bucket holds it; None when none does."""
+    at = parse_moment(checked_at)
+    if at is None:
+        return None
+    key = raw_key(ctx.prefix, at)
+    for _region, store in ctx.other_stores():
+        try:
+            if store.exists(key):
+                return store.url(key)
+        except DisasterRecoveryError:
+            continue
+    return None
 
 
 def _alert(ctx: Context, name: str, summary: str, since: Any, dag_id: str) -> dict[str, Any]:
