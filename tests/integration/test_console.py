@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from console_support import NOW
+from helpers import REPO
 
 from disaster_recovery.config.endpoints import (
     ConnectionFields,
@@ -227,12 +228,35 @@ def dr_status(console_config: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def plugin_view_without_airflow_db(
+    console_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """The console plugin's failover section with Airflow's metadata database unreachable (a
+    SQLite file in a folder that does not exist)."""
+    import importlib.util
+
+    from airflow import settings
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    missing = tmp_path / "no-such-folder" / "airflow.db"
+    monkeypatch.setattr(settings, "Session", sessionmaker(create_engine(f"sqlite:///{missing}")))
+    monkeypatch.setenv("DR_CONFIG", str(console_config))
+    spec = importlib.util.spec_from_file_location("dr_dashboard", REPO / "plugins/dr_dashboard.py")
+    assert spec is not None and spec.loader is not None
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    section: dict[str, Any] = plugin._status(["failover_in_progress"])["failover_in_progress"]
+    return section
+
+
 def test_dr_status_shows_a_running_failover_from_s3(
-    console_config: Path, recorded: Deployment
+    console_config: Path, recorded: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A real failover (the library's, as `dr failover` runs it) held at DECIDE: `dr status`
-    shows it and its steps from the progress the engine writes to S3, then no longer once it
-    ended (rejected there, so nothing changed)."""
+    shows it and its steps from the progress the engine writes to S3, and so does the console
+    plugin when Airflow's database does not answer; then no longer once it ended (rejected
+    there, so nothing changed)."""
     asked, answer = threading.Event(), threading.Event()
 
     def approve(_evidence: dict[str, Any], _body: str) -> bool:
@@ -249,6 +273,7 @@ def test_dr_status_shows_a_running_failover_from_s3(
     try:
         assert asked.wait(60), "the failover never reached DECIDE"
         during = dr_status(console_config)
+        plugin = plugin_view_without_airflow_db(console_config, tmp_path, monkeypatch)
     finally:
         answer.set()
         runner.join(120)
@@ -261,6 +286,8 @@ def test_dr_status_shows_a_running_failover_from_s3(
     assert all(states[step] is None for step in FAILOVER_STEPS[2:])
     assert runs[0]["steps"][0]["started_at"] and runs[0]["source"] == "s3 (us-west-2)"
     assert f"failover in progress: run {plan.run_id}, at decide (running)" in during.stderr
+    assert [r["run_id"] for r in plugin["runs"]] == [plan.run_id]
+    assert "unable to open database file" in plugin["airflow_error"]
 
     assert results and results[0]["status"] == "aborted"
     after = dr_status(console_config)
