@@ -18,7 +18,7 @@ from disaster_recovery.clients.s3 import ObjectStore, regional_store
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import load_settings
 from disaster_recovery.drills.evidence import FIRST_RUN_KEY, DrillRecord, EvidenceStore
-from disaster_recovery.monitoring.history import append_check
+from disaster_recovery.monitoring.history import append_check, raw_key
 from dr_sandbox import Sandbox
 
 PREFIX = "console-test"
@@ -84,7 +84,12 @@ def recorded(
         at = NOW - timedelta(minutes=minutes_ago)
         active = {"PrimaryDown": at.isoformat()} if minutes_ago in OUTAGE else {}
         append_check(store, PREFIX, health(at, minutes_ago not in OUTAGE), active)
-    # The newest check still sees the lag alert raised 3 minutes ago.
+    # The newest check still sees the lag alert raised 3 minutes ago, by this check.
+    raised = NOW - timedelta(minutes=3)
+    store.put_json(
+        raw_key(PREFIX, raised),
+        {"health": health(raised, True), "alerts": [{"name": "ReplicationLagHigh"}]},
+    )
     append_check(
         store,
         PREFIX,

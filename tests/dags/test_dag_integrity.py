@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from helpers import DAGS
 
+from disaster_recovery.drills.names import DRILL_STEPS, RESTORE_TOPOLOGY
 from disaster_recovery.failover.names import FAILBACK_STEPS, FAILOVER_STEPS
 
 CONTRACT_DAG_IDS = {
@@ -49,8 +50,11 @@ NEVER_RETRIED = {
     ("dr_health_check", "check"),
     ("dr_health_check", "primary_failed_repeatedly"),
     ("dr_health_check", "trigger_failover"),
-    ("dr_drill_monthly", "drill"),
-    ("dr_drill_quarterly", "drill"),
+    *(
+        (f"dr_drill_{kind}", task)
+        for kind, steps in DRILL_STEPS.items()
+        for task in (*steps, RESTORE_TOPOLOGY, "evidence")
+    ),
     *(
         (dag, task)
         for dag in ("dr_failover", "dr_failback")
@@ -295,3 +299,32 @@ def test_library_and_dags_run_the_same_steps() -> None:
         assert callable(failover_dags._step_function("failback", step, plan, params))
     for step in FAILOVER_STEPS[1:]:  # (failover's detect reads an Airflow Variable first)
         assert callable(failover_dags._step_function("failover", step, plan, params))
+
+
+# -- drill DAGs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", DRILL_STEPS)
+def test_drill_dag_shows_each_step_as_a_task(dagbag: Any, kind: str) -> None:
+    """check_overdue, then the drill's steps in order, the teardown that restores the topology
+    (set up by preflight, so it runs whatever the steps did), and the evidence last."""
+    dag = dagbag.dags[f"dr_drill_{kind}"]
+    order = ["check_overdue", *DRILL_STEPS[kind], RESTORE_TOPOLOGY, "evidence"]
+    assert {t.task_id for t in dag.tasks} == set(order)
+    for upstream, downstream in itertools.pairwise(order):
+        # preflight also leads straight to its teardown
+        extra = {RESTORE_TOPOLOGY} if upstream == "preflight" else set()
+        assert dag.get_task(upstream).downstream_task_ids == {downstream} | extra, upstream
+    preflight, teardown = dag.get_task("preflight"), dag.get_task(RESTORE_TOPOLOGY)
+    assert preflight.is_setup and teardown.is_teardown
+    assert teardown.trigger_rule == "all_done_setup_success"
+    assert preflight.trigger_rule == "all_done"  # an overdue check that failed blocks nothing
+    assert dag.get_task("evidence").trigger_rule == "all_done"
+    assert all(dag.get_task(t).retries == 0 for t in order[1:])  # a retry repeats a failover
+
+
+def test_library_and_drill_dags_run_the_same_steps() -> None:
+    from disaster_recovery.drills.procedures import STEPS
+
+    for kind, names in DRILL_STEPS.items():
+        assert tuple(step.name for step in STEPS[kind]) == names

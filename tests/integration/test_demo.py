@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from helpers import chromium, free_port_block, private_sandbox
 
+from disaster_recovery.drills.names import DRILL_STEPS
 from dr_sandbox import PORT_COUNT, Sandbox, SandboxPorts, processes
 from dr_sandbox.demo import (
     ADMIN,
@@ -89,6 +90,8 @@ def test_main_job_runs_end_to_end_under_a_real_scheduler(
     assert all(backup["checks"].values()) and backup["replicated_to"] == ["us-west-2"]
     drill = result["drill"]
     assert drill["passed"] is True
+    # Each step ran as its own task, the drill's state passed between them through XCom.
+    assert drill["steps"] == dict.fromkeys(DRILL_STEPS["monthly"], "passed")
     assert drill["rto_seconds"] < drill["objectives"]["rto_seconds"]
     assert drill["rpo_seconds"] == 0.0
     assert demo_box.status()["healthy"]

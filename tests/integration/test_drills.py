@@ -18,6 +18,7 @@ from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.clients.s3 import ObjectStore
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.drills.evidence import DrillRecord, EvidenceStore
+from disaster_recovery.drills.names import DRILL_STEPS
 from disaster_recovery.monitoring import heartbeat
 from disaster_recovery.monitoring.health import current_roles
 from dr_sandbox import Sandbox
@@ -60,10 +61,15 @@ def assert_original_topology(sandbox: Sandbox) -> None:
 
 def test_monthly_drill_dag_produces_checked_evidence(box: Sandbox, airflow_db: None) -> None:
     state, tasks = drill("dr_drill_monthly", seed=7)
-    assert (state, tasks) == ("success", {"drill": "success", "check_overdue": "success"})
+    # Each step is a task of the grid; the teardown found nothing to restore.
+    steps = DRILL_STEPS["monthly"]
+    expected = ("check_overdue", *steps, "restore_topology", "evidence")
+    assert (state, tasks) == ("success", dict.fromkeys(expected, "success"))
     record = newest_record(box, "monthly")
     steps = {s.name: s for s in record.steps}
-    assert record.passed and [s.result for s in record.steps] == ["passed"] * 5
+    assert record.passed and [(s.name, s.result) for s in record.steps] == [
+        (name, "passed") for name in steps
+    ]
     restored = steps["restore_full"].details
     assert restored["counts_match"] and restored["rows"] > 1000 and restored["amcheck"]
     assert record.restore_throughput_mb_s and record.restore_throughput_mb_s > 0
@@ -89,16 +95,14 @@ def test_quarterly_drill_measures_real_rto_and_rpo(box: Sandbox, airflow_db: Non
     assert state == "success", tasks
     record = newest_record(box, "quarterly")
     steps = {s.name: s for s in record.steps}
-    assert list(steps) == [
-        "preflight",
-        "kill_primary_region",
-        "detect",
-        "failover",
-        "archive_rpo",
-        "survivor_protection",
-        "revive_region",
-        "failback",
-    ]
+    names = list(DRILL_STEPS["quarterly"])  # every step ran, validate among them
+    assert list(steps) == names
+    assert tasks == dict.fromkeys(
+        ["check_overdue", *names, "restore_topology", "evidence"], "success"
+    )
+    # The RTO runs from the kill (one task) to the validated secondary (three tasks later).
+    assert steps["validate"].details["rto_seconds"] == record.rto_seconds
+    assert record.rto_seconds >= sum(steps[name].seconds or 0 for name in ("detect", "failover"))
     assert steps["detect"].details["consecutive_failures"] == 3
     assert record.rto_seconds is not None and 0 < record.rto_seconds < 1800
     # The synchronous standby lost no acknowledged heartbeat; the RPO is the time since the
@@ -116,6 +120,39 @@ def test_quarterly_drill_measures_real_rto_and_rpo(box: Sandbox, airflow_db: Non
     assert survivor["region"] == "us-west-2" and survivor["pitr_plan_region"] == "us-west-2"
     assert survivor["full_backup"].startswith("postgresql_full_")
     assert survivor["timeline"] >= 2
+    assert_original_topology(box)
+
+
+def test_failed_middle_step_still_restores_the_topology(
+    box: Sandbox, airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The region is lost and the primary moved to us-west-2 when archive_rpo fails (its
+    point-in-time restore cannot start a server: the configured OS user does not exist). The
+    steps after it never run; the teardown revives us-east-1 and fails back."""
+    config = config_with(box, tmp_path, pitr={"restore_os_user": "no_such_drill_user"})
+    monkeypatch.setenv("DR_CONFIG", config)
+    before = len(alerts(box))
+    state, tasks = drill("dr_drill_quarterly")
+    assert state == "failed"
+    assert [tasks[t] for t in ("kill_primary_region", "detect", "failover", "validate")] == [
+        "success"
+    ] * 4
+    assert tasks["archive_rpo"] == "failed"
+    assert {tasks[t] for t in ("survivor_protection", "revive_region", "failback")} == {
+        "upstream_failed"
+    }
+    assert (tasks["restore_topology"], tasks["evidence"]) == ("success", "failed")
+    record = newest_record(box, "quarterly")
+    assert [(s.name, s.result) for s in record.steps][-3:] == [
+        ("validate", "passed"),
+        ("archive_rpo", "failed"),
+        ("restore_topology", "passed"),
+    ]
+    assert "no_such_drill_user" in (record.steps[-2].error or "")
+    assert record.steps[-1].details == {"failback": "completed"}
+    assert not record.passed and (record.error or "").startswith("archive_rpo: ")
+    assert record.rto_seconds is not None  # measured before the failure, kept
+    assert "DRDrillFailed" in alerts(box)[before:]
     assert_original_topology(box)
 
 
@@ -140,7 +177,9 @@ def test_corrupted_backup_fails_the_drill_and_keeps_the_topology(
         state, tasks = drill("dr_drill_monthly")
     finally:
         store.put_bytes(newest.key, original)
-    assert state == "failed" and tasks["drill"] == "failed"
+    assert state == "failed"
+    assert (tasks["restore_full"], tasks["point_in_time"]) == ("failed", "upstream_failed")
+    assert (tasks["restore_topology"], tasks["evidence"]) == ("success", "failed")
     record = newest_record(box, "monthly")
     assert (
         not record.passed
@@ -166,7 +205,7 @@ def test_rejected_failover_fails_the_drill_and_keeps_the_topology(
     monkeypatch.setenv("DR_CONFIG", config_with(box, tmp_path, drills={"auto_approve": False}))
     before = len(alerts(box))
     state, tasks = drill("dr_drill_monthly")
-    assert state == "failed" and tasks["drill"] == "failed"
+    assert state == "failed" and tasks["failover"] == "failed" and tasks["evidence"] == "failed"
     record = newest_record(box, "monthly")
     failover = next(s for s in record.steps if s.name == "failover")
     assert failover.result == "failed" and "aborted" in (failover.error or "")
@@ -181,7 +220,9 @@ def test_production_target_is_refused_without_touching_it(
     newest_before = heartbeat.newest(box.postgres("standby"))
     before = len(alerts(box))
     state, tasks = drill("dr_drill_quarterly")
-    assert state == "failed" and tasks["drill"] == "failed"
+    assert state == "failed" and tasks["preflight"] == "failed" and tasks["evidence"] == "failed"
+    # A refused setup skips its teardown: nothing was touched, so nothing is restored.
+    assert tasks["restore_topology"] != "success"
     record = newest_record(box, "quarterly")
     assert [s.name for s in record.steps] == ["preflight"]
     assert "marked production" in (record.steps[0].error or "")

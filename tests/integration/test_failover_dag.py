@@ -27,6 +27,7 @@ from disaster_recovery.clients.route53 import DnsSwitch
 from disaster_recovery.clients.services import http_json
 from disaster_recovery.config.model import load_settings
 from disaster_recovery.failover.names import FAILOVER_STEPS
+from disaster_recovery.failover.progress import progress_key
 from disaster_recovery.postgres import db
 from dr_sandbox import Sandbox
 
@@ -163,6 +164,16 @@ def test_approve_fails_over_to_secondary(box: Sandbox, airflow_db: None) -> None
     assert result["published"]["history"].startswith(
         "s3://litper-dr-backups-us-west-2/litper/failovers/"
     )
+    # Each task wrote its step to the run's progress in us-west-2 (what `dr status` reads when
+    # Airflow is lost), the report the outcome; the approval is there too.
+    key = progress_key(settings, "failover", result["run_id"])
+    progress = box.store("us-west-2").get_json(key)
+    assert progress["status"] == "completed"
+    assert [(s["step"], s["state"]) for s in progress["steps"]] == [
+        (step, "success") for step in FAILOVER_STEPS
+    ]
+    decide = next(s for s in result["steps"] if s["step"] == "decide")
+    assert decide["by"] and progress["approved_by"] == decide["by"]
 
 
 def test_failback_dag_restores_original_topology(box: Sandbox, airflow_db: None) -> None:

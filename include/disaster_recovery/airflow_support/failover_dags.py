@@ -95,6 +95,11 @@ def approval_operator(**kwargs: Any) -> Any:
     return FailoverApproval(**kwargs)
 
 
+def plan_run_id(dag_run_id: str) -> str:
+    """A DAG run's id as its Plan's (safe in an S3 key)."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in dag_run_id)
+
+
 def _plan(kind: str, context: dict[str, Any]) -> Any:
     from disaster_recovery.airflow_support.connections import deployment
     from disaster_recovery.failover.plan import Plan
@@ -110,12 +115,11 @@ def _plan(kind: str, context: dict[str, Any]) -> Any:
     accept = bool(params.get("accept_data_loss")) or bool(
         (answer.get("params_input") or {}).get("accept_data_loss")
     )
-    run_id = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in context["dag_run"].run_id)
     return Plan(
         deployment_settings,
         source,
         target,
-        run_id=run_id,
+        run_id=plan_run_id(context["dag_run"].run_id),
         dry_run=bool(params.get("dry_run")),
         accept_data_loss=accept,
     )
@@ -132,19 +136,42 @@ def run_step(kind: str, step: str) -> dict[str, Any]:
     records = {
         name: ti.xcom_pull(task_ids=f"{name}.run") for name in STEP_NAMES[kind] if name != "decide"
     }
-    function = _step_function(kind, step, _plan(kind, context), context["params"])
+    plan = _plan(kind, context)
+    function = _step_function(kind, step, plan, context["params"])
+    watch = _progress(kind, plan, context)
+    watch.step(step, "running")
     began = time.monotonic()
     try:
         outcome = function({k: v for k, v in records.items() if v})
     except Exception as exc:
         ti.xcom_push(key="error", value=f"{type(exc).__name__}: {exc}")
+        watch.step(step, "failed", seconds=time.monotonic() - began)
         failure = as_task_failure(exc)
         if failure is exc:
             raise
         raise failure from exc
     outcome["seconds"] = round(time.monotonic() - began, 3)
+    watch.step(step, outcome["status"], seconds=outcome["seconds"])
     log.info("%s %s: %s", kind, step, outcome["status"])
     return outcome
+
+
+def _progress(kind: str, plan: Any, context: dict[str, Any]) -> Any:
+    """The run's progress document in S3, continued from the tasks before; the approval (its
+    own operator) is written by the first task after it."""
+    from disaster_recovery.failover.engine import run_progress
+
+    params = context["params"]
+    watch = run_progress(
+        plan, kind, STEP_NAMES[kind], params.get("reason", ""), params.get("initiated_by", "")
+    ).resume()
+    answer = _approval(context["ti"])
+    decided = any(s["step"] == "decide" and s.get("state") for s in watch.document["steps"])
+    if answer is not None and not decided:
+        chosen = (answer.get("chosen_options") or [""])[0]
+        watch.document.setdefault("approved_by", answer.get("responded_by"))
+        watch.step("decide", "approved" if chosen == "Approve" else "rejected")
+    return watch
 
 
 def approval_url(context: dict[str, Any]) -> str:
@@ -273,6 +300,7 @@ def report(kind: str) -> dict[str, Any]:
     from disaster_recovery.failover.undo import settle_result
 
     settle_result(plan, result)
+    _progress(kind, plan, context).finish(result["status"])
     result["published"] = publish_result(
         plan.deployment, plan.target, result, sink=AirflowSlackSink()
     )

@@ -11,6 +11,12 @@ consecutive failed health checks, the failover procedure, validation, failback. 
 from the loss to a validated secondary; RPO from the heartbeat, for the synchronous standby and
 for the WAL archive (a point-in-time restore to the newest archived moment).
 
+Each drill is a list of named steps (:data:`STEPS`): ``dr drill`` runs them in one process, the
+drill DAGs run each as its own task and pass the drill's state (:func:`drill_state`,
+:func:`resume`) between them, so the Airflow grid shows where a drill is. Either way the record
+is timed per step, the RTO is measured across the steps, and a failed or interrupted step is
+followed by :func:`restore_topology` (the DAG's teardown task).
+
 A drill runs only against the environment its configuration names, refuses one marked
 production unless that configuration allows it, and always tries to leave the target in its
 original topology. Every drill writes a record (:mod:`disaster_recovery.drills.evidence`), posts a
@@ -24,7 +30,8 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,7 +46,8 @@ from disaster_recovery.clients.s3 import regional_store
 from disaster_recovery.clients.services import Services
 from disaster_recovery.clients.slack import Alert, AlertSink, slack_sink
 from disaster_recovery.config.endpoints import Deployment, PostgresEndpoint
-from disaster_recovery.drills.evidence import DrillKind, DrillRecord, EvidenceStore
+from disaster_recovery.drills.evidence import DrillKind, DrillRecord, DrillStep, EvidenceStore
+from disaster_recovery.drills.names import RESTORE_TOPOLOGY
 from disaster_recovery.errors import (
     AbortedError,
     DisasterRecoveryError,
@@ -487,50 +495,109 @@ def revive_region(ctx: DrillContext) -> dict[str, Any]:
     return {"revived": True, "output": result.stdout[-500:]}
 
 
-def region_loss(ctx: DrillContext) -> dict[str, Any]:
-    acknowledged = [
+def kill_primary_region(ctx: DrillContext) -> dict[str, Any]:
+    """Heartbeats the synchronous standby acknowledged, then the region lost at once."""
+    ctx.notes["acknowledged"] = [
         heartbeat.beat(ctx.primary(), "drill:quarterly", synchronous=True)[0] for _ in range(5)
     ]
-    with ctx.record.step("kill_primary_region") as step:
-        step.details = lose_primary_region(ctx)
-    with ctx.record.step("detect") as step:
-        step.details = detect_loss(ctx)
-        # What the archive alone holds now, before a promoted standby adds its own timeline.
-        ctx.notes["archive_latest"] = restorable_window(ctx)[1]
-    with ctx.record.step("failover") as step:
-        accept = ctx.settings.drills.accept_data_loss_on_region_loss
-        result = failover(ctx, "quarterly DR drill: primary region lost", accept_data_loss=accept)
-        step.details = {
-            "total_time_seconds": result["total_time_seconds"],
-            "step_seconds": result.get("step_seconds"),
-            "approval": ctx.notes.get("approval"),
-        }
+    return lose_primary_region(ctx)
+
+
+def detect(ctx: DrillContext) -> dict[str, Any]:
+    details = detect_loss(ctx)
+    # What the archive alone holds now, before a promoted standby adds its own timeline.
+    ctx.notes["archive_latest"] = restorable_window(ctx)[1]
+    return details
+
+
+def region_failover(ctx: DrillContext) -> dict[str, Any]:
+    accept = ctx.settings.drills.accept_data_loss_on_region_loss
+    result = failover(ctx, "quarterly DR drill: primary region lost", accept_data_loss=accept)
+    return {
+        "total_time_seconds": result["total_time_seconds"],
+        "step_seconds": result.get("step_seconds"),
+        "approval": ctx.notes.get("approval"),
+    }
+
+
+def validate_survivor(ctx: DrillContext) -> dict[str, Any]:
+    """The drill's RTO (from the loss to this validated secondary) and RPO (the newest heartbeat
+    the new primary holds); every acknowledged heartbeat must be there."""
     validated_at = datetime.now(UTC)
     survivor = ctx.deployment.postgres("standby")
     newest = heartbeat.newest(survivor)
-    lost = lost_heartbeats(acknowledged, survivor)
-    ctx.record.rto_seconds = round((validated_at - ctx.notes["killed_at"]).total_seconds(), 2)
+    lost = lost_heartbeats(ctx.notes.get("acknowledged", []), survivor)
+    killed_at = ctx.notes["killed_at"]
+    ctx.record.rto_seconds = round((validated_at - killed_at).total_seconds(), 2)
     ctx.record.rpo_seconds = (
-        round((ctx.notes["killed_at"] - newest["committed_at"]).total_seconds(), 2)
-        if newest
-        else None
+        round((killed_at - newest["committed_at"]).total_seconds(), 2) if newest else None
     )
     if lost:
         raise VerificationError(
             f"{lost} acknowledged heartbeats are missing on the new primary", check="rpo"
         )
-    with ctx.record.step("archive_rpo") as step:
-        step.details = archive_rpo(ctx)
-    with ctx.record.step("survivor_protection") as step:
-        step.details = survivor_protection(ctx)
-    if ctx.settings.drills.region_revive_command:
-        with ctx.record.step("revive_region") as step:
-            step.details = revive_region(ctx)
     return {
         "heartbeats_lost": lost,
         "rto_seconds": ctx.record.rto_seconds,
         "rpo_seconds": ctx.record.rpo_seconds,
     }
+
+
+def failback_step(ctx: DrillContext) -> dict[str, Any]:
+    result = failback(ctx)
+    return {"total_time_seconds": result["total_time_seconds"]}
+
+
+# -- the steps of each drill --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a drill: the library runs them in order, the drill DAG makes a task of each."""
+
+    name: str
+    run: Callable[[DrillContext], dict[str, Any]]
+    # A step that does not apply to this target leaves no entry in the record.
+    applies: Callable[[DrillContext], bool] = lambda _ctx: True
+
+
+PREFLIGHT = Step("preflight", lambda ctx: check_target(ctx.deployment))
+STEPS: dict[str, tuple[Step, ...]] = {
+    "monthly": (
+        PREFLIGHT,
+        Step("restore_full", restore_newest_full),
+        Step("point_in_time", point_in_time_check),
+        Step("failover", simulated_failover),
+        Step("failback", failback_step),
+    ),
+    "quarterly": (
+        PREFLIGHT,
+        Step("kill_primary_region", kill_primary_region),
+        Step("detect", detect),
+        Step("failover", region_failover),
+        Step("validate", validate_survivor),
+        Step("archive_rpo", archive_rpo),
+        Step("survivor_protection", survivor_protection),
+        Step(
+            "revive_region",
+            revive_region,
+            applies=lambda ctx: bool(ctx.settings.drills.region_revive_command),
+        ),
+        Step("failback", failback_step),
+    ),
+}
+
+
+def run_step(ctx: DrillContext, name: str) -> DrillStep | None:
+    """Run one step of the context's drill, timed and recorded (its error re-raised); None when
+    it does not apply to this target."""
+    step = next(s for s in STEPS[ctx.record.drill] if s.name == name)
+    if not step.applies(ctx):
+        return None
+    ctx.progress(f"{ctx.record.drill} drill: {name}")
+    with ctx.record.step(name) as entry:
+        entry.details = step.run(ctx)
+    return entry
 
 
 # -- running a drill ----------------------------------------------------------------------------
@@ -565,9 +632,39 @@ def return_to_original_topology(ctx: DrillContext) -> dict[str, Any] | None:
     return None
 
 
+def topology_needs_restoring(record: DrillRecord) -> bool:
+    """After a failed or interrupted step, unless the target was refused (nothing touched) or
+    the topology was already restored."""
+    names = [s.name for s in record.steps]
+    if not names or RESTORE_TOPOLOGY in names:
+        return False
+    if record.steps[0].name == PREFLIGHT.name and record.steps[0].result == "failed":
+        return False
+    return (
+        any(s.result == "failed" for s in record.steps) or names[-1] != STEPS[record.drill][-1].name
+    )
+
+
+def restore_topology(ctx: DrillContext) -> DrillStep | None:
+    """The drill's teardown: return the target to its original topology when a step failed or
+    the drill stopped part-way (recorded as ``restore_topology``, its error re-raised); None
+    when nothing needs it."""
+    if not topology_needs_restoring(ctx.record):
+        return None
+    with ctx.record.step(RESTORE_TOPOLOGY) as entry:
+        entry.details = {
+            "failback": (return_to_original_topology(ctx) or {}).get("status", "not needed")
+        }
+    return entry
+
+
 def judge(record: DrillRecord) -> None:
-    """Pass only if every step passed and the measured figures are within the objectives."""
+    """Pass only if every step ran and passed and the measured figures are within the
+    objectives."""
     failures = [f"{s.name}: {s.error}" for s in record.steps if s.result == "failed"]
+    ran = [s.name for s in record.steps if s.name != RESTORE_TOPOLOGY]
+    if not failures and (not ran or ran[-1] != STEPS[record.drill][-1].name):
+        failures.append(f"the drill stopped after {ran[-1] if ran else 'nothing'}")
     if record.rto_seconds is not None and record.rto_seconds > record.objectives["rto_seconds"]:
         failures.append(
             f"RTO {record.rto_seconds:.0f} s exceeds the objective {record.objectives['rto_seconds']:.0f} s"
@@ -580,29 +677,68 @@ def judge(record: DrillRecord) -> None:
     record.error = "; ".join(failures) or None
 
 
-def monthly_steps(ctx: DrillContext) -> None:
-    with ctx.record.step("restore_full") as step:
-        step.details = restore_newest_full(ctx)
-    with ctx.record.step("point_in_time") as step:
-        step.details = point_in_time_check(ctx)
-    with ctx.record.step("failover") as step:
-        step.details = simulated_failover(ctx)
-    with ctx.record.step("failback") as step:
-        result = failback(ctx)
-        step.details = {"total_time_seconds": result["total_time_seconds"]}
+def finish(ctx: DrillContext, sink: AlertSink | None = None) -> DrillRecord:
+    """Judge the record, store it in both regions and alert; :class:`DrillFailed` when it did
+    not pass (after the evidence is written)."""
+    record = ctx.record
+    record.finished_at = datetime.now(UTC)
+    judge(record)
+    publish(ctx.deployment, record, sink)
+    if not record.passed:
+        raise DrillFailed(f"{record.drill} DR drill failed: {record.error}", record)
+    return record
 
 
-def quarterly_steps(ctx: DrillContext) -> None:
-    region_loss(ctx)
-    with ctx.record.step("failback") as step:
-        result = failback(ctx)
-        step.details = {"total_time_seconds": result["total_time_seconds"]}
+@contextmanager
+def work_folder(drill: str) -> Iterator[Path]:
+    """Where a drill's restores go (PostgreSQL, run as another user, must read it)."""
+    path = Path(tempfile.mkdtemp(prefix=f"dr-drill-{drill}-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
-STEPS: dict[str, Callable[[DrillContext], None]] = {
-    "monthly": monthly_steps,
-    "quarterly": quarterly_steps,
-}
+# Notes that hold a moment: the state between a drill DAG's tasks carries them as text.
+_MOMENT_NOTES = ("killed_at", "archive_latest")
+
+
+def drill_state(ctx: DrillContext) -> dict[str, Any]:
+    """What the next step needs, as JSON (a drill DAG passes it between its tasks in XCom)."""
+    notes = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in ctx.notes.items()}
+    return {"record": ctx.record.model_dump(mode="json"), "notes": notes}
+
+
+def resume(
+    deployment: Deployment,
+    state: dict[str, Any],
+    work_dir: Path,
+    *,
+    seed: int | None = None,
+    progress: Progress | None = None,
+) -> DrillContext:
+    """The context of a drill started earlier (by :func:`drill_state`), for its next step."""
+    notes = dict(state.get("notes") or {})
+    for key in _MOMENT_NOTES:
+        if isinstance(notes.get(key), str):
+            notes[key] = datetime.fromisoformat(notes[key])
+    record = DrillRecord.model_validate(state["record"])
+    return DrillContext(
+        deployment, record, random.Random(seed), progress or log.info, work_dir, notes
+    )
+
+
+def start(
+    deployment: Deployment,
+    drill: DrillKind,
+    work_dir: Path,
+    *,
+    seed: int | None = None,
+    progress: Progress | None = None,
+) -> DrillContext:
+    record = new_record(deployment, drill)
+    return DrillContext(deployment, record, random.Random(seed), progress or log.info, work_dir)
 
 
 def run_drill(
@@ -613,32 +749,21 @@ def run_drill(
     progress: Progress | None = None,
     sink: AlertSink | None = None,
 ) -> DrillRecord:
-    """Run one drill end to end; write its evidence; alert. Raises :class:`DrillFailed` (after
-    writing the evidence) when it did not pass, :class:`DrillRefused` before touching anything."""
-    record = new_record(deployment, drill)
-    work_dir = Path(tempfile.mkdtemp(prefix=f"dr-drill-{drill}-", dir="/tmp"))
-    work_dir.chmod(0o755)
-    ctx = DrillContext(deployment, record, random.Random(seed), progress or log.info, work_dir)
-    try:
-        with record.step("preflight") as step:
-            step.details = check_target(deployment)
-        STEPS[drill](ctx)
-    except DrillRefused as exc:
-        log.error("%s drill refused: %s", drill, exc)  # nothing was touched
-    except DisasterRecoveryError as exc:
-        log.error("%s drill failed: %s", drill, exc)
-        with record.step("restore_topology") as step:
-            step.details = {
-                "failback": (return_to_original_topology(ctx) or {}).get("status", "not needed")
-            }
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        record.finished_at = datetime.now(UTC)
-        judge(record)
-        publish(deployment, record, sink)
-    if not record.passed:
-        raise DrillFailed(f"{drill} DR drill failed: {record.error}", record)
-    return record
+    """Run one drill end to end, the same steps the drill DAG runs as tasks; write its
+    evidence; alert. Raises :class:`DrillFailed` (after writing the evidence) when it did not
+    pass; a refused target (``preflight``) is left untouched."""
+    with work_folder(drill) as work_dir:
+        ctx = start(deployment, drill, work_dir, seed=seed, progress=progress)
+        try:
+            for step in STEPS[drill]:
+                run_step(ctx, step.name)
+        except Exception as exc:  # every step error is in the record; the teardown follows
+            log.error("%s drill failed: %s", drill, exc)
+            try:
+                restore_topology(ctx)
+            except Exception as teardown_error:  # recorded as the failed restore_topology
+                log.error("%s drill could not restore the topology: %s", drill, teardown_error)
+    return finish(ctx, sink)
 
 
 def publish(deployment: Deployment, record: DrillRecord, sink: AlertSink | None = None) -> None:

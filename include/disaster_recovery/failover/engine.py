@@ -1,5 +1,6 @@
 """The step engine shared by failover and failback: runs steps in order, times them, stops at the first failure or
-rejection, and publishes the result document (S3 history and Slack)."""
+rejection, writes its progress to S3 while it runs (:mod:`disaster_recovery.failover.progress`),
+and publishes the result document (S3 history and Slack)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import Settings
 from disaster_recovery.errors import AbortedError, DisasterRecoveryError
 from disaster_recovery.failover.plan import Plan, Progress, first_line, record
+from disaster_recovery.failover.progress import RUNNING, RunProgress
 from disaster_recovery.monitoring.health import (
     utcnow,
 )
@@ -73,8 +75,10 @@ def run_steps(
     by_step: dict[str, dict[str, Any]] = {}
     timings: dict[str, float] = {}
     status, error = "completed", None
+    watch = run_progress(plan, kind, tuple(name for name, _ in steps), reason, initiated_by)
     for number, (name, function) in enumerate(steps, 1):
         say(f"[{number}/{len(steps)}] {name.upper()} ...")
+        watch.step(name, RUNNING)
         began = time.monotonic()
         try:
             outcome = function(by_step)
@@ -95,6 +99,8 @@ def run_steps(
         timings[name] = round(time.monotonic() - began, 3)
         records.append(outcome)
         by_step[name] = outcome
+        approved_by = outcome.get("by") if outcome["status"] == "approved" else None
+        watch.step(name, outcome["status"], seconds=timings[name], by=approved_by)
         say(f"[{number}/{len(steps)}] {name.upper()}: {outcome['status']} ({timings[name]:.2f} s)")
         if outcome["status"] in ("aborted", "failed", "rejected"):
             if outcome["status"] == "rejected":
@@ -104,7 +110,7 @@ def run_steps(
         status = "dry_run"
     from disaster_recovery.failover.undo import settle_result
 
-    return settle_result(
+    result = settle_result(
         plan,
         result_document(
             kind,
@@ -118,6 +124,26 @@ def run_steps(
             started_at=started_at,
             error=error,
         ),
+    )
+    watch.finish(result["status"])
+    return result
+
+
+def run_progress(
+    plan: Plan, kind: str, steps: tuple[str, ...], reason: str, initiated_by: str
+) -> RunProgress:
+    """The run's progress document in S3 (see :mod:`disaster_recovery.failover.progress`)."""
+    return RunProgress(
+        plan.deployment,
+        plan.target,
+        kind,
+        plan.run_id,
+        steps,
+        source=plan.source,
+        target=plan.target,
+        reason=reason,
+        initiated_by=initiated_by,
+        dry_run=plan.dry_run,
     )
 
 
