@@ -288,11 +288,10 @@ def build_switch_dag(kind: str, dag_id: str, doc_md: str | None, tags: list[str]
     default_reason = "manual failover" if kind == "failover" else "primary region recovered"
     settings = load_settings()
     with DAG(
-        dag_id=dag_id,
         doc_md=doc_md,
         schedule=None,
         tags=tags,
-        **dag_defaults(settings, retries=1, retry_delay=timedelta(seconds=10)),
+        **dag_defaults(settings, dag_id=dag_id, retries=1, retry_delay=timedelta(seconds=10)),
         params={
             "reason": Param(
                 default_reason, type="string", minLength=1, description="Why (recorded)"

@@ -170,15 +170,18 @@ def restore_logical(
     server_role: str = "primary",
     temp_dir: str | None = None,
     region: str | None = None,
+    server: PostgresEndpoint | None = None,
 ) -> dict[str, Any]:
-    """Restore a verified logical backup into ``target_db`` on the ``server_role`` node and
-    compare every table's row count with the counts recorded in the dump's snapshot."""
+    """Restore a verified logical backup into ``target_db`` on the ``server_role`` node (or on
+    ``server``, e.g. a throwaway instance) and compare every table's row count with the counts
+    recorded in the dump's snapshot."""
     if not target_db:
         raise ConfigError("a target database name is required")
     deployment = topology.following(deployment)  # "primary" is the current primary's node
     sources = restore_sources(Stores.of(deployment), region)
     stores, manifest = first_candidate(sources, backup_type, backup_file)
-    server = deployment.postgres(server_role)  # type: ignore[arg-type]
+    on_deployment_node = server is None
+    server = server or deployment.postgres(server_role)  # type: ignore[arg-type]
     target = server.with_database(target_db)
     jobs = jobs or deployment.settings.backup.restore_jobs
     timeout = deployment.settings.backup.command_timeout.total_seconds()
@@ -193,7 +196,12 @@ def restore_logical(
                 archive = Path(folder) / manifest.file
                 stores = download_from_first_intact(sources, stores, manifest, archive)
                 run(
-                    pgdump.restore_args(jobs=jobs, archive=str(archive), dbname=target_db),
+                    pgdump.restore_args(
+                        jobs=jobs,
+                        archive=str(archive),
+                        dbname=target_db,
+                        privileges=on_deployment_node,
+                    ),
                     target=target.describe(),
                     env=env,
                     timeout=timeout,
@@ -202,7 +210,7 @@ def restore_logical(
             fed = feed_object(
                 stores.primary,
                 manifest.key,
-                pgdump.restore_args(jobs=1, dbname=target_db),
+                pgdump.restore_args(jobs=1, dbname=target_db, privileges=on_deployment_node),
                 env=env,
                 target=target.describe(),
                 timeout=timeout,
