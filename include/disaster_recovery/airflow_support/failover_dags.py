@@ -208,7 +208,7 @@ def report(kind: str) -> dict[str, Any]:
 
     from disaster_recovery.airflow_support.alerting import AirflowSlackSink
     from disaster_recovery.failover.engine import publish_result
-    from disaster_recovery.failover.plan import record
+    from disaster_recovery.failover.plan import COMPLETED, record, settled_status
 
     context: Any = get_current_context()
     ti, params = context["ti"], context["params"]
@@ -248,6 +248,7 @@ def report(kind: str) -> dict[str, Any]:
         records.append(outcome)
     if status == "completed" and plan.dry_run:
         status = "dry_run"
+    status, warnings = settled_status(status, records)
     started = context["dag_run"].start_date or datetime.now(timezone.utc)
     result = {
         "status": status,
@@ -255,7 +256,7 @@ def report(kind: str) -> dict[str, Any]:
         "steps_completed": [
             r["step"] for r in records if r["status"] in ("done", "already_done", "approved")
         ],
-        "new_primary": plan.target if status == "completed" else plan.source,
+        "new_primary": plan.target if status in COMPLETED else plan.source,
         "total_time_seconds": round((datetime.now(timezone.utc) - started).total_seconds(), 3),
         "step_seconds": {
             r["step"]: r.get("seconds") for r in records if r.get("seconds") is not None
@@ -267,6 +268,7 @@ def report(kind: str) -> dict[str, Any]:
         "started_at": started.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat(),
         "steps": records,
+        "warnings": warnings,
     }
     if error:
         result["error"] = error
@@ -374,11 +376,14 @@ def health_check() -> dict[str, Any]:
 
     from disaster_recovery.airflow_support.alerting import AirflowSlackSink
     from disaster_recovery.airflow_support.connections import deployment
+    from disaster_recovery.monitoring.fencing import fence_deposed
     from disaster_recovery.monitoring.health import check_health, current_roles, evaluate
     from disaster_recovery.monitoring.history import record_check
 
     found = deployment()
     settings = found.settings
+    # First: a deposed primary that came back writable is fenced before anything else looks.
+    fenced = fence_deposed(found, AirflowSlackSink(settings))
     primary, secondary = current_roles(found)
     health = check_health(found, primary, secondary)
     health["heartbeat"] = write_heartbeat(found, primary, health)
@@ -412,6 +417,7 @@ def health_check() -> dict[str, Any]:
     recorded = record_check(found, health, verdict, (secondary, primary))
     return {
         "recorded": recorded,
+        "fenced": fenced,
         "health": health,
         "alerts": verdict["alerts"],
         "primary_failures": verdict["state"]["primary_failures"],

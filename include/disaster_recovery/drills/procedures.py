@@ -50,7 +50,7 @@ from disaster_recovery.errors import (
     VerificationError,
 )
 from disaster_recovery.failover.failback import run_failback
-from disaster_recovery.failover.plan import Plan
+from disaster_recovery.failover.plan import COMPLETED, Plan
 from disaster_recovery.failover.steps import run_failover
 from disaster_recovery.monitoring import heartbeat
 from disaster_recovery.monitoring.health import check_health, current_roles
@@ -298,7 +298,7 @@ def failover(ctx: DrillContext, reason: str, **options: Any) -> dict[str, Any]:
         approve=drill_approval(ctx),
         progress=ctx.progress,
     )
-    if result["status"] != "completed":
+    if result["status"] not in COMPLETED:
         raise AbortedError(f"failover {result['status']}: {result.get('error') or 'see steps'}")
     return result
 
@@ -314,7 +314,7 @@ def failback(ctx: DrillContext) -> dict[str, Any]:
         approve=lambda _e, _b: True,
         progress=ctx.progress,
     )
-    if result["status"] != "completed":
+    if result["status"] not in COMPLETED:
         raise AbortedError(f"failback {result['status']}: {result.get('error') or 'see steps'}")
     return result
 

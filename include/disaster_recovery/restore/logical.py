@@ -48,11 +48,16 @@ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
 
 
 def choose_backup(stores: Stores, backup_type: str, backup_file: str | None) -> Manifest:
-    """The named backup (it must be verified), or the newest verified one of the tier."""
+    """The named backup (it must be verified; the seed's date-only and local-time names are
+    resolved: :meth:`Catalog.resolve`), or the newest verified one of the tier."""
     check_backup_type(backup_type)
     if backup_file:
-        file = backup_file.rsplit("/", 1)[-1]
-        manifest = stores.catalog.load(file)
+        resolved = stores.catalog.resolve(backup_file, stores.settings.tz)
+        manifest = stores.catalog.load(resolved.file)
+        if resolved.note:
+            log.info("%s", resolved.note)
+            manifest = manifest.model_copy(update={"resolved_from": resolved.note})
+        file = manifest.file
         if not manifest.verified:
             raise VerificationError(
                 f"{file} is not verified (status {manifest.status}"
@@ -235,9 +240,11 @@ def restore_logical(
     differences = compare_counts(expected, actual)
     if differences:
         log.error("row counts differ after restoring %s: %s", manifest.file, differences)
+    resolved = (manifest.model_extra or {}).get("resolved_from")
     return {
         "status": "restored" if not differences else "restored_with_differences",
         "backup_file": manifest.file,
+        **({"resolved": resolved} if resolved else {}),
         "backup_type": manifest.backup_type,
         "region": stores.primary.endpoint.region,
         "started_at": manifest.started_at.isoformat(),
