@@ -79,17 +79,18 @@ class Catalog:
         day_name = parse_day_name(file)
         if day_name is not None:
             backup_type, day = day_name
-            same_day = [
-                m
+            # The day of each backup's nominal time (its name: the scheduled run's time).
+            same_day = sorted(
+                m.file
                 for m in self.manifests([backup_type])
-                if m.verified and m.started_at.astimezone(tz).date() == day
-            ]
+                if m.verified and parse_backup_file(m.file)[1].astimezone(tz).date() == day
+            )
             if not same_day:
                 raise NotFoundError(
-                    f"{file}: no verified {backup_type} backup started on {day} ({tz.key}) in "
+                    f"{file}: no verified {backup_type} backup of {day} ({tz.key}) in "
                     f"{self.store.url(self.prefix)}"
                 )
-            chosen = same_day[-1].file
+            chosen = same_day[-1]
             return Resolved(
                 chosen,
                 f"{file} (a date-only name) resolved to {chosen}, the newest verified "
