@@ -145,6 +145,7 @@ def test_runbook_command_without_arguments_needs_a_terminal() -> None:
     assert result.returncode == 2, result
     assert "--reason is required when not run from a terminal" in result.stderr
     assert json.loads(result.stdout)["exit_code"] == 2
+    assert "--reason is required" in json.loads(result.stdout)["reason"]
 
 
 def test_runbook_command_asks_for_the_reason_and_shows_the_plan_first(

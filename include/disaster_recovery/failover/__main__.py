@@ -10,13 +10,12 @@ nobody to ask: it exits with a usage error instead of guessing.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from disaster_recovery.cli import main
-from disaster_recovery.errors import ExitCode
+from disaster_recovery.cli import UsageError, emit, main
+from disaster_recovery.cli.answers import answer
 
 USAGE = "usage: python -m disaster_recovery.failover --reason TEXT [--dry-run] [--yes] ..."
 
@@ -26,9 +25,11 @@ def has_reason(argv: Sequence[str]) -> bool:
 
 
 def usage_error(message: str) -> int:
+    """Answered like every bad command line of ``dr`` (exit code 2, the JSON failure)."""
+    code, result = answer("failover", UsageError(message))
     print(f"{message}\n{USAGE}", file=sys.stderr)
-    print(json.dumps({"status": "error", "error": message, "exit_code": int(ExitCode.USAGE)}))
-    return int(ExitCode.USAGE)
+    emit(result)
+    return int(code)
 
 
 def ask_reason(terminal: TextIO) -> str:

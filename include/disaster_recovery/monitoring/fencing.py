@@ -27,17 +27,22 @@ log = logging.getLogger(__name__)
 
 
 def deposed_writable(record: topology.Topology, nodes: dict[str, topology.NodeState]) -> str | None:
-    """The region whose node accepts writes although the record deposed it, if any (pure).
+    """The region whose node accepts writes beside the record's writable primary, if any (pure).
 
-    Only a node the tools deposed (a failover or failback wrote the record) or one writing beside
-    the record's writable primary: a standby promoted by hand while the recorded primary is down
-    is left to a person (the SplitBrain check reports it)."""
-    for region, node in nodes.items():
-        if region == record.primary_region or not node.writable:
-            continue
-        if record.generation >= 1 or nodes[record.primary_region].writable:
-            return region
-    return None
+    Only while the recorded primary itself accepts writes: during a failover the new primary is
+    writable for a moment before PROMOTE writes the record, but the old one is fenced (or gone)
+    by then, so it is never mistaken for a deposed node; and a standby promoted by hand while
+    the recorded primary is down is left to a person (the SplitBrain check reports it)."""
+    if not nodes[record.primary_region].writable:
+        return None
+    return next(
+        (
+            region
+            for region, node in nodes.items()
+            if region != record.primary_region and node.writable
+        ),
+        None,
+    )
 
 
 def fence_deposed(deployment: Deployment, sink: AlertSink | None = None) -> dict[str, Any] | None:
