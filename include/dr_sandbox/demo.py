@@ -88,6 +88,10 @@ class AirflowApi:
         is already past (catchup=False runs that slot when unpaused) gets its scheduled run,
         waited for; a manual run on top of it would run the job twice. Otherwise: a manual run.
         """
+        # The DAGs protection depends on are active once deployed: the scheduler may already
+        # have started the latest slot's run.
+        if scheduled := self.run_ids(dag_id, "scheduled"):
+            return scheduled[0]
         dag = self._request("GET", f"/api/v2/dags/{dag_id}")
         due = dag.get("next_dagrun_run_after")
         if not due or datetime.fromisoformat(due) > datetime.now(UTC):

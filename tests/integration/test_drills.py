@@ -1,5 +1,6 @@
 """DR drills against a private sandbox: both drill DAGs with dag.test(), their evidence and
-figures, and the ways a drill must fail (corrupted backup, rejected failover, production)."""
+figures, and the ways a drill must fail or wait (corrupted backup, rejected failover, a
+production target nobody approved)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
+from failover_support import ApprovalAnswerer
 from helpers import private_sandbox, run_dag, run_dr, slack_messages, task_states
 from pitr_support import prepare_for_drills
 
@@ -19,8 +22,8 @@ from disaster_recovery.clients.s3 import ObjectStore
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.drills.evidence import DrillRecord, EvidenceStore
 from disaster_recovery.drills.names import DRILL_STEPS
-from disaster_recovery.monitoring import heartbeat
 from disaster_recovery.monitoring.health import current_roles
+from disaster_recovery.monitoring.topology import read_record
 from dr_sandbox import Sandbox
 
 
@@ -213,22 +216,102 @@ def test_rejected_failover_fails_the_drill_and_keeps_the_topology(
     assert_original_topology(box)
 
 
-def test_production_target_is_refused_without_touching_it(
+def leftovers() -> dict[str, Any]:
+    """What a drill could leave behind on this machine: its work folders and any process of a
+    throwaway instance."""
+    processes = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # the process ended meanwhile
+        if "dr_throwaway" in text:
+            processes.append(text)
+    return {"folders": sorted(Path("/tmp").glob("dr-drill-*")), "processes": processes}
+
+
+def databases(sandbox: Sandbox) -> set[str]:
+    primary = sandbox.postgres("primary")
+    with psycopg.connect(**primary.connect_kwargs("postgres")) as conn:
+        return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+
+
+def production(box: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This sandbox marked production, as the shipped configuration is."""
+    monkeypatch.setenv(
+        "DR_CONFIG",
+        config_with(box, tmp_path, environment={"name": "litper-prod", "production": True}),
+    )
+
+
+@pytest.mark.parametrize("answer", ["Reject", None])
+def test_production_drill_changes_nothing_until_a_person_approves(
+    box: Sandbox,
+    airflow_db: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    answer: str | None,
+) -> None:
+    # The quarterly drill would crash the primary region: on production it waits for a person,
+    # and a rejection or no answer (the timeout) leaves everything as it was.
+    production(box, tmp_path, monkeypatch)
+    generation = read_record(Deployment(box.settings())).generation
+    records_before = len(EvidenceStore(box.store("us-east-1")).records("quarterly"))
+    before = len(alerts(box))
+    answerer = ApprovalAnswerer("dr_drill_quarterly", answer)
+    answerer.start()
+    state, tasks = drill("dr_drill_quarterly")
+    answerer.join(10)
+    assert answerer.error is None, answerer.error
+    assert "DrillApprovalRequired" in alerts(box)[before:]
+    assert_original_topology(box)
+    assert read_record(Deployment(box.settings())).generation == generation
+    if answer == "Reject":
+        # Rejected: no drill ran at all, not even its preflight, and no evidence was written.
+        assert tasks["decide.approval"] == "success", tasks
+        assert tasks["preflight"] == "skipped" and tasks["evidence"] == "skipped", tasks
+        assert len(EvidenceStore(box.store("us-east-1")).records("quarterly")) == records_before
+    else:
+        # No answer in time: the drill refused before touching anything, and says why; a
+        # refused setup skips its teardown (nothing was touched, nothing is restored).
+        assert state == "failed" and tasks["preflight"] == "failed", tasks
+        assert tasks["evidence"] == "failed" and tasks["restore_topology"] != "success", tasks
+        record = newest_record(box, "quarterly")
+        assert [s.name for s in record.steps] == ["preflight"]
+        assert "marked production" in (record.steps[0].error or "")
+        assert "nobody approved" in (record.steps[0].error or "")
+        assert "DRDrillFailed" in alerts(box)[before:]
+
+
+def test_approved_production_drill_restores_into_a_throwaway_instance(
     box: Sandbox, airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DR_CONFIG", config_with(box, tmp_path, environment={"production": True}))
-    newest_before = heartbeat.newest(box.postgres("standby"))
-    before = len(alerts(box))
-    state, tasks = drill("dr_drill_quarterly")
-    assert state == "failed" and tasks["preflight"] == "failed" and tasks["evidence"] == "failed"
-    # A refused setup skips its teardown: nothing was touched, so nothing is restored.
-    assert tasks["restore_topology"] != "success"
-    record = newest_record(box, "quarterly")
-    assert [s.name for s in record.steps] == ["preflight"]
-    assert "marked production" in (record.steps[0].error or "")
-    assert "DRDrillFailed" in alerts(box)[before:]
+    production(box, tmp_path, monkeypatch)
+    databases_before, leftovers_before = databases(box), leftovers()
+    answerer = ApprovalAnswerer("dr_drill_monthly", "Approve")
+    answerer.start()
+    state, tasks = drill("dr_drill_monthly", seed=11)
+    answerer.join(10)
+    assert answerer.error is None, answerer.error
+    assert state == "success", tasks
+    record = newest_record(box, "monthly")
+    assert record.passed and record.environment == "litper-prod"
+    steps = {s.name: s for s in record.steps}
+    restored = steps["restore_full"].details
+    primary = box.postgres("primary")
+    # Restored and checked in an instance of its own, never on the production primary.
+    assert restored["counts_match"] and restored["rows"] > 1000 and restored["amcheck"]
+    assert restored["restored_into"].startswith("throwaway instance")
+    assert f":{primary.port}" not in restored["restored_into"]
+    assert restored["restore_seconds"] > 0
+    # The person who approved is the drill's approval, in the record.
+    assert steps["preflight"].details["approval"]["approved"] is True
+    assert steps["failover"].details["approval"]["by"] not in ("", "unknown")
+    assert not steps["failover"].details["approval"]["by"].startswith("drill policy")
+    # Nothing left behind: no database, no folder, no process.
+    assert databases(box) == databases_before
+    assert leftovers() == leftovers_before
     assert_original_topology(box)
-    assert heartbeat.newest(box.postgres("standby")) is not None and newest_before is not None
 
 
 def test_dr_drills_cli_lists_records_and_overdue(box: Sandbox, tmp_path: Path) -> None:
@@ -237,7 +320,8 @@ def test_dr_drills_cli_lists_records_and_overdue(box: Sandbox, tmp_path: Path) -
     result = run_dr("drills", env=box.environment(), timeout=120)
     assert result.returncode == 0, result.stderr
     listing = json.loads(result.stdout)
-    # `dr drill` runs one outside Airflow; against a production target it refuses (exit 1).
+    # `dr drill` runs one outside Airflow; against a production target nobody approved it
+    # refuses (exit 1).
     config = config_with(box, tmp_path, environment={"production": True})
     refused = run_dr("--config", config, "drill", "monthly", env=box.environment(), timeout=120)
     assert refused.returncode != 0 and "marked production" in json.loads(refused.stdout)["error"]

@@ -11,12 +11,19 @@ writes it to both regions and Slack, returns it, and fails the run when the dril
 No drill task is retried (a retry would repeat a failover). A task before them checks, from the
 evidence in S3 alone, that no kind of drill is overdue.
 
+On a production deployment (``environment.production``, the default) a drill changes the
+topology only after a person approved it: a ``decide`` group (a Slack notice with the link, then
+the same Required Action as ``dr_failover``) comes before the drill, and the drill refuses to
+start without an approval (rejected, or no answer within ``failover.approval_timeout``), so
+nothing changes. ``environment.allow_drills_on_production`` with ``drills.auto_approve`` opts out.
+
 Library imports sit inside task bodies on purpose: DAG files import this module at parse time,
 which must stay cheap (no psycopg, boto3 or redis; Airflow's parse-time budget).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -27,8 +34,12 @@ from disaster_recovery.airflow_support.dag_defaults import dag_defaults
 from disaster_recovery.config.model import Settings, load_settings
 from disaster_recovery.drills.names import DRILL_STEPS, RESTORE_TOPOLOGY
 
+log = logging.getLogger(__name__)
+
 STATE_KEY = "state"
 EVIDENCE_TASK = "evidence"
+
+log = logging.getLogger(__name__)
 
 
 def check_overdue(deployment: Any) -> dict[str, Any]:
@@ -58,28 +69,86 @@ def latest_state(ti: Any, task_ids: tuple[str, ...]) -> dict[str, Any] | None:
     return None
 
 
+def request_drill_approval(kind: str) -> str:
+    """Post the approval request (with the link to the approval page) to Slack; the Markdown body
+    for the approval."""
+    from airflow.sdk import get_current_context
+
+    from disaster_recovery.airflow_support.alerting import AirflowSlackSink
+    from disaster_recovery.airflow_support.failover_dags import approval_url
+    from disaster_recovery.clients.slack import Alert
+
+    settings = load_settings()
+    link = approval_url(get_current_context())  # type: ignore[arg-type]
+    changes = (
+        "a failover to the secondary region and a failback"
+        if kind == "monthly"
+        else "the loss of the whole primary region (PostgreSQL crashed, Redis and services "
+        "stopped), a failover and a failback"
+    )
+    summary = (
+        f"{kind} DR drill on production {settings.environment.name!r} waits for approval: "
+        f"it will run {changes}"
+    )
+    try:
+        AirflowSlackSink(settings).send(
+            Alert(
+                "DrillApprovalRequired",
+                summary,
+                details={"timeout": f"{settings.failover.approval_timeout} (no answer: no drill)"},
+                link=link,
+            )
+        )
+    except Exception:
+        # The approval page works without Slack; a person may already be watching it.
+        log.exception("could not post the drill approval request to Slack")
+    return (
+        f"**{summary}.**\n\nApprove to run the drill now. Reject (or no answer before the "
+        f"timeout) runs no drill and changes nothing.\n\n[Approval page]({link})"
+    )
+
+
+def person_approval(ti: Any) -> dict[str, Any] | None:
+    """The decide.approval answer as the drill records it; None when nobody answered."""
+    from disaster_recovery.airflow_support.failover_dags import APPROVAL_TASK
+
+    answer = ti.xcom_pull(task_ids=APPROVAL_TASK, key="decision")
+    if not isinstance(answer, dict):
+        return None
+    return {
+        "by": answer.get("responded_by") or "unknown",
+        "approved": (answer.get("chosen_options") or [""])[0] == "Approve",
+    }
+
+
 @contextmanager
 def drill_context(kind: str, task_id: str) -> Iterator[Any]:
     """The drill's context for this task (a new drill at ``preflight``, else resumed from the
     tasks before), its state pushed to XCom however the task ends."""
     from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowSkipException
 
     from disaster_recovery.airflow_support.connections import deployment
     from disaster_recovery.drills import procedures
-    from disaster_recovery.errors import PermanentError
 
     context: Any = get_current_context()
     ti, seed = context["ti"], context["params"].get("seed")
     order = (*DRILL_STEPS[kind], RESTORE_TOPOLOGY)
     with procedures.work_folder(kind) as work_dir:
         if task_id == order[0]:
-            ctx = procedures.start(deployment(), kind, work_dir, seed=seed)  # type: ignore[arg-type]
+            approval = person_approval(ti) if load_settings().drills_need_a_person else None
+            ctx = procedures.start(
+                deployment(),
+                kind,  # type: ignore[arg-type]
+                work_dir,
+                seed=seed,
+                approval=approval,
+            )
         else:
             state = latest_state(ti, order[: order.index(task_id)] if task_id in order else order)
             if state is None:
-                raise PermanentError(
-                    f"{kind} drill: no state before {task_id} (preflight never ran)"
-                )
+                # Preflight skipped: a person rejected the drill, which never started.
+                raise AirflowSkipException(f"the {kind} drill never started (no preflight)")
             ctx = procedures.resume(deployment(), state, work_dir, seed=seed)
         try:
             yield ctx
@@ -120,7 +189,7 @@ def evidence(kind: str) -> dict[str, Any]:
 
 
 def drill_dag(kind: str, doc_md: str, settings: Settings | None = None) -> Any:
-    from airflow.sdk import DAG, CronTriggerTimetable, Param, chain, task
+    from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup, chain, task
 
     settings = settings or load_settings()
     schedule = (
@@ -129,10 +198,11 @@ def drill_dag(kind: str, doc_md: str, settings: Settings | None = None) -> Any:
         else settings.drills.quarterly_schedule
     )
     with DAG(
-        dag_id=f"dr_drill_{kind}",
         doc_md=doc_md,
         schedule=CronTriggerTimetable(schedule, timezone=settings.timezone),
-        **dag_defaults(settings, retries=1, retry_delay=timedelta(minutes=5)),
+        **dag_defaults(
+            settings, dag_id=f"dr_drill_{kind}", retries=1, retry_delay=timedelta(minutes=5)
+        ),
         tags=["dr", "drill"],
         params={
             "seed": Param(
@@ -168,5 +238,23 @@ def drill_dag(kind: str, doc_md: str, settings: Settings | None = None) -> Any:
         teardown = drill_task(RESTORE_TOPOLOGY, restore_topology, kind).as_teardown(setups=steps[0])
         # The evidence is the last task: its outcome (the drill passed or not) is the run's.
         record = drill_task(EVIDENCE_TASK, evidence, kind, trigger_rule="all_done")
-        chain(overdue(), *steps, teardown, record)
+        if not settings.drills_need_a_person:
+            chain(overdue(), *steps, teardown, record)
+            return dag
+        # Production: a person approves first (a rejection skips the drill; no answer in time
+        # lets preflight refuse and record why). Decided at parse time, like every schedule.
+        from disaster_recovery.airflow_support.failover_dags import approval_operator
+
+        with TaskGroup(group_id="decide") as decide:
+            body = task(task_id="notify", retries=0, multiple_outputs=False)(
+                request_drill_approval
+            )(kind)
+            body >> approval_operator(
+                task_id="approval",
+                subject=f"Approve the {kind} DR drill on production?",
+                body="{{ ti.xcom_pull(task_ids='decide.notify') }}",
+                response_timeout=settings.failover.approval_timeout,
+                retries=0,
+            )
+        chain(overdue(), decide, *steps, teardown, record)
     return dag

@@ -235,7 +235,7 @@ def report(kind: str) -> dict[str, Any]:
 
     from disaster_recovery.airflow_support.alerting import AirflowSlackSink
     from disaster_recovery.failover.engine import publish_result
-    from disaster_recovery.failover.plan import record
+    from disaster_recovery.failover.plan import COMPLETED, record, settled_status
 
     context: Any = get_current_context()
     ti, params = context["ti"], context["params"]
@@ -275,6 +275,7 @@ def report(kind: str) -> dict[str, Any]:
         records.append(outcome)
     if status == "completed" and plan.dry_run:
         status = "dry_run"
+    status, warnings = settled_status(status, records)
     started = context["dag_run"].start_date or datetime.now(timezone.utc)
     result = {
         "status": status,
@@ -282,7 +283,7 @@ def report(kind: str) -> dict[str, Any]:
         "steps_completed": [
             r["step"] for r in records if r["status"] in ("done", "already_done", "approved")
         ],
-        "new_primary": plan.target if status == "completed" else plan.source,
+        "new_primary": plan.target if status in COMPLETED else plan.source,
         "total_time_seconds": round((datetime.now(timezone.utc) - started).total_seconds(), 3),
         "step_seconds": {
             r["step"]: r.get("seconds") for r in records if r.get("seconds") is not None
@@ -294,6 +295,7 @@ def report(kind: str) -> dict[str, Any]:
         "started_at": started.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat(),
         "steps": records,
+        "warnings": warnings,
     }
     if error:
         result["error"] = error
@@ -316,11 +318,10 @@ def build_switch_dag(kind: str, dag_id: str, doc_md: str | None, tags: list[str]
     default_reason = "manual failover" if kind == "failover" else "primary region recovered"
     settings = load_settings()
     with DAG(
-        dag_id=dag_id,
         doc_md=doc_md,
         schedule=None,
         tags=tags,
-        **dag_defaults(settings, retries=1, retry_delay=timedelta(seconds=10)),
+        **dag_defaults(settings, dag_id=dag_id, retries=1, retry_delay=timedelta(seconds=10)),
         params={
             "reason": Param(
                 default_reason, type="string", minLength=1, description="Why (recorded)"
@@ -403,11 +404,14 @@ def health_check() -> dict[str, Any]:
 
     from disaster_recovery.airflow_support.alerting import AirflowSlackSink
     from disaster_recovery.airflow_support.connections import deployment
+    from disaster_recovery.monitoring.fencing import fence_deposed
     from disaster_recovery.monitoring.health import check_health, current_roles, evaluate
     from disaster_recovery.monitoring.history import record_check
 
     found = deployment()
     settings = found.settings
+    # First: a deposed primary that came back writable is fenced before anything else looks.
+    fenced = fence_deposed(found, AirflowSlackSink(settings))
     primary, secondary = current_roles(found)
     health = check_health(found, primary, secondary)
     health["heartbeat"] = write_heartbeat(found, primary, health)
@@ -441,6 +445,7 @@ def health_check() -> dict[str, Any]:
     recorded = record_check(found, health, verdict, (secondary, primary))
     return {
         "recorded": recorded,
+        "fenced": fenced,
         "health": health,
         "alerts": verdict["alerts"],
         "primary_failures": verdict["state"]["primary_failures"],

@@ -40,10 +40,9 @@ def wal_archive_dag(doc_md: str, settings: Settings | None = None) -> Any:
 
     settings = settings or load_settings()
     with DAG(
-        dag_id=WAL_DAG_ID,
         doc_md=doc_md,
         schedule=_schedule(settings, "postgresql_wal"),
-        **dag_defaults(settings, retries=1, retry_delay=timedelta(seconds=30)),
+        **dag_defaults(settings, dag_id=WAL_DAG_ID, retries=1, retry_delay=timedelta(seconds=30)),
         tags=["dr", "wal", "health"],
         params={
             "deep": Param(
@@ -115,11 +114,11 @@ def incremental_backup_dag(doc_md: str, settings: Settings | None = None) -> Any
 
     settings = settings or load_settings()
     with DAG(
-        dag_id=INCREMENTAL_DAG_ID,
         doc_md=doc_md,
         schedule=_schedule(settings, "postgresql_incremental"),
         **dag_defaults(
             settings,
+            dag_id=INCREMENTAL_DAG_ID,
             retries=2,
             retry_delay=timedelta(minutes=2),
             on_failure=alert_on_failure("BackupFailed", tier="physical"),

@@ -43,6 +43,8 @@ ALERTS: dict[str, Severity] = {
     "DRDrillOverdue": Severity.HIGH,
     "FailoverApprovalRequired": Severity.CRITICAL,
     "FailoverCompleted": Severity.INFO,
+    "FailoverCompletedWithWarnings": Severity.HIGH,
+    "DrillApprovalRequired": Severity.HIGH,
     "DRDrillReport": Severity.INFO,
     "SplitBrain": Severity.CRITICAL,
     "WALReplicaBehind": Severity.HIGH,

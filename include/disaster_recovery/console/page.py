@@ -309,7 +309,7 @@ def render_failovers(data: dict[str, Any], tz: ZoneInfo, now: datetime) -> str:
             [
                 esc(str(run["kind"]).capitalize()),
                 flag(
-                    run["status"] in ("completed", "dry_run"),
+                    run["status"] in ("completed", "completed_with_warnings", "dry_run"),
                     str(run["status"]).replace("_", " "),
                     str(run["status"]).replace("_", " "),
                 ),

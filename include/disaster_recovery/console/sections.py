@@ -203,8 +203,9 @@ def topology(ctx: Context) -> dict[str, Any]:
             {
                 "region": side["region"],
                 "role": role,
-                "database": side.get("database"),
-                "redis": side.get("redis"),
+                # The detail (streaming, replicating, read_only...), not the seed's summary word.
+                "database": side.get("database_state"),
+                "redis": side.get("redis_state"),
                 "services": side.get("services"),
                 "healthy": bool(healthy),
             }
@@ -577,7 +578,8 @@ def availability(ctx: Context) -> dict[str, Any]:
     switched = [
         at
         for r in failover_history(ctx)
-        if r.get("status") == "completed" and (at := parse_moment(r.get("finished_at")))
+        if r.get("status") in ("completed", "completed_with_warnings")
+        and (at := parse_moment(r.get("finished_at")))
     ]
     allowed = (100 - objective) / 100
     next_month = (month_start + timedelta(days=32)).replace(day=1)

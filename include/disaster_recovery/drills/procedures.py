@@ -1,7 +1,8 @@
 """DR drills: prove the objectives on a drill target and keep the evidence.
 
-Monthly: restore the newest verified full backup into a scratch database (row counts against
-the manifest, ``pg_amcheck``, restore time and throughput); a point-in-time restore to a random
+Monthly: restore the newest verified full backup into a throwaway PostgreSQL instance that the
+drill starts and removes (row counts against the manifest, ``pg_amcheck``, restore time and
+throughput); a point-in-time restore to a random
 moment of the last 24 hours (the heartbeats recovered must be exactly those committed up to it);
 a simulated failover to the secondary, approved by the drill's policy, then failback.
 
@@ -17,8 +18,9 @@ drill DAGs run each as its own task and pass the drill's state (:func:`drill_sta
 is timed per step, the RTO is measured across the steps, and a failed or interrupted step is
 followed by :func:`restore_topology` (the DAG's teardown task).
 
-A drill runs only against the environment its configuration names, refuses one marked
-production unless that configuration allows it, and always tries to leave the target in its
+A drill runs only against the environment its configuration names, changes a production one's
+topology only after a person approved it (unless that configuration opts out), and always tries
+to leave the target in its
 original topology. Every drill writes a record (:mod:`disaster_recovery.drills.evidence`), posts a
 Slack summary, and raises ``DRDrillFailed`` when anything failed.
 """
@@ -57,30 +59,44 @@ from disaster_recovery.errors import (
     VerificationError,
 )
 from disaster_recovery.failover.failback import run_failback
-from disaster_recovery.failover.plan import Plan
+from disaster_recovery.failover.plan import COMPLETED, Plan
 from disaster_recovery.failover.steps import run_failover
 from disaster_recovery.monitoring import heartbeat
 from disaster_recovery.monitoring.health import check_health, current_roles
 from disaster_recovery.postgres import db, pgbin
+from disaster_recovery.postgres.instance import server_user
+from disaster_recovery.postgres.throwaway import throwaway_instance
 from disaster_recovery.restore.logical import restore_logical
 from disaster_recovery.restore.pitr import RestoredCluster, describe_chain, restore_to_point_in_time
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+# A person's answer to a drill's approval request: {"by": name, "approved": bool}.
+Approval = dict[str, Any]
 
 
-def check_target(deployment: Deployment) -> dict[str, Any]:
-    """Refuse a production target unless explicitly allowed; refuse a target that is not in its
-    original topology (a drill must start from, and return to, the normal state)."""
-    environment = deployment.settings.environment
-    if environment.production and not environment.allow_drills_on_production:
-        raise DrillRefused(
-            f"drill target {environment.name!r} is marked production; set "
-            "environment.allow_drills_on_production in its configuration to drill it"
-        )
+def check_target(deployment: Deployment, approval: Approval | None = None) -> dict[str, Any]:
+    """Refuse a production target that no person approved (unless its configuration opts out);
+    refuse a target that is not in its original topology (a drill must start from, and return
+    to, the normal state)."""
+    settings = deployment.settings
+    environment = settings.environment
+    if settings.drills_need_a_person:
+        if approval is None:
+            raise DrillRefused(
+                f"drill target {environment.name!r} is marked production: a drill changes its "
+                "topology only after a person approves it (the drill DAG's Required Action); "
+                "nobody approved this one (or set environment.allow_drills_on_production and "
+                "drills.auto_approve to opt out)"
+            )
+        if not approval.get("approved"):
+            raise DrillRefused(
+                f"drill target {environment.name!r} is marked production and "
+                f"{approval.get('by') or 'the approver'} rejected the drill: nothing was changed"
+            )
 
-    regions = deployment.settings.regions
+    regions = settings.regions
     primary, _ = current_roles(deployment)
     if primary != regions.primary:
         raise DrillRefused(
@@ -91,6 +107,7 @@ def check_target(deployment: Deployment) -> dict[str, Any]:
         "environment": environment.name,
         "production": environment.production,
         "primary_region": primary,
+        "approval": approval or {"by": "drill policy (drills.auto_approve)"},
     }
 
 
@@ -115,32 +132,32 @@ class DrillContext:
 
 
 def restore_newest_full(ctx: DrillContext) -> dict[str, Any]:
-    """Restore the newest verified full backup into a scratch database, compare row counts with
-    the manifest, run pg_amcheck, then drop the scratch database."""
-
-    scratch = f"dr_drill_{ctx.record.started_at:%Y%m%d%H%M%S}"
-    started = time.monotonic()
+    """Restore the newest verified full backup into a throwaway instance (started here, removed
+    after: never a database on a live server), compare row counts with the manifest, run
+    pg_amcheck."""
     # The current primary's copy only: a drill must catch a damaged copy, not fall back.
     from disaster_recovery.monitoring.topology import following
 
     region = following(ctx.deployment).settings.regions.primary
-    result = restore_logical(ctx.deployment, target_db=scratch, replace=True, region=region)
-    seconds = time.monotonic() - started
-    try:
+    database = ctx.primary().dbname
+    os_user = server_user(ctx.settings.pitr.restore_os_user, "pitr.restore_os_user")
+    with throwaway_instance(ctx.work_dir / "restore", os_user=os_user) as server:
+        started = time.monotonic()
+        result = restore_logical(ctx.deployment, target_db=database, region=region, server=server)
+        seconds = time.monotonic() - started
         if not result["counts_match"]:
             raise VerificationError(
-                f"restored {result['backup_file']} into {scratch}: row counts differ from the "
-                f"manifest: {result['differences']}",
+                f"restored {result['backup_file']} into a throwaway instance: row counts differ "
+                f"from the manifest: {result['differences']}",
                 check="row_counts",
             )
-        amcheck = run_amcheck(ctx.primary().with_database(scratch))
-    finally:
-        drop_database(ctx.primary(), scratch)
+        amcheck = run_amcheck(server.with_database(database))
     size = _backup_size(ctx, result["backup_file"])
     throughput = round(size / 1_000_000 / seconds, 2) if seconds > 0 else None
     ctx.record.restore_throughput_mb_s = throughput
     return {
         "backup_file": result["backup_file"],
+        "restored_into": f"throwaway instance {result['target']} (removed)",
         "tables": result["tables"],
         "rows": result["rows"],
         "counts_match": True,
@@ -177,11 +194,6 @@ def run_amcheck(endpoint: PostgresEndpoint) -> str:
         timeout=3600,
     )
     return "no corruption found"
-
-
-def drop_database(server: PostgresEndpoint, name: str) -> None:
-    with db.connect(server.with_database("postgres")) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def restorable_window(ctx: DrillContext) -> tuple[datetime, datetime]:
@@ -272,7 +284,12 @@ def drill_approval(ctx: DrillContext) -> Callable[[dict[str, Any], str], bool]:
     """DECIDE during a drill: the drill's policy answers, and the record says so."""
 
     def approve(evidence: dict[str, Any], body: str) -> bool:
-        approved = bool(ctx.settings.drills.auto_approve)
+        person = ctx.notes.get("person_approval")
+        if person:
+            # Approved before the drill started (check_target refuses anything else).
+            ctx.notes["approval"] = person
+            return bool(person["approved"])
+        approved = ctx.settings.drills.auto_approve is not False
         ctx.notes["approval"] = {"by": "drill policy (drills.auto_approve)", "approved": approved}
         return approved
 
@@ -290,7 +307,7 @@ def failover(ctx: DrillContext, reason: str, **options: Any) -> dict[str, Any]:
         approve=drill_approval(ctx),
         progress=ctx.progress,
     )
-    if result["status"] != "completed":
+    if result["status"] not in COMPLETED:
         raise AbortedError(f"failover {result['status']}: {result.get('error') or 'see steps'}")
     return result
 
@@ -306,7 +323,7 @@ def failback(ctx: DrillContext) -> dict[str, Any]:
         approve=lambda _e, _b: True,
         progress=ctx.progress,
     )
-    if result["status"] != "completed":
+    if result["status"] not in COMPLETED:
         raise AbortedError(f"failback {result['status']}: {result.get('error') or 'see steps'}")
     return result
 
@@ -561,7 +578,9 @@ class Step:
     applies: Callable[[DrillContext], bool] = lambda _ctx: True
 
 
-PREFLIGHT = Step("preflight", lambda ctx: check_target(ctx.deployment))
+PREFLIGHT = Step(
+    "preflight", lambda ctx: check_target(ctx.deployment, ctx.notes.get("person_approval"))
+)
 STEPS: dict[str, tuple[Step, ...]] = {
     "monthly": (
         PREFLIGHT,
@@ -736,9 +755,15 @@ def start(
     *,
     seed: int | None = None,
     progress: Progress | None = None,
+    approval: Approval | None = None,
 ) -> DrillContext:
+    """A new drill's context; ``approval`` is a person's answer, which preflight requires on
+    production (it travels with the drill's notes)."""
     record = new_record(deployment, drill)
-    return DrillContext(deployment, record, random.Random(seed), progress or log.info, work_dir)
+    ctx = DrillContext(deployment, record, random.Random(seed), progress or log.info, work_dir)
+    if approval is not None:
+        ctx.notes["person_approval"] = approval
+    return ctx
 
 
 def run_drill(
@@ -748,12 +773,14 @@ def run_drill(
     seed: int | None = None,
     progress: Progress | None = None,
     sink: AlertSink | None = None,
+    approval: Approval | None = None,
 ) -> DrillRecord:
     """Run one drill end to end, the same steps the drill DAG runs as tasks; write its
     evidence; alert. Raises :class:`DrillFailed` (after writing the evidence) when it did not
-    pass; a refused target (``preflight``) is left untouched."""
+    pass; a refused target (``preflight``: a production target without a person's
+    ``approval``, a target not in its original topology) is left untouched."""
     with work_folder(drill) as work_dir:
-        ctx = start(deployment, drill, work_dir, seed=seed, progress=progress)
+        ctx = start(deployment, drill, work_dir, seed=seed, progress=progress, approval=approval)
         try:
             for step in STEPS[drill]:
                 run_step(ctx, step.name)

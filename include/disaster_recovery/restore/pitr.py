@@ -16,7 +16,6 @@ import json
 import logging
 import re
 import shutil
-import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from disaster_recovery.postgres.instance import (
     hand_over,
     server_user,
 )
+from disaster_recovery.postgres.throwaway import free_port
 from disaster_recovery.postgres.walfiles import (
     expected_segments,
     is_segment,
@@ -367,12 +367,6 @@ def _beyond_the_archive(
 # -- restoring -------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def restore_to_point_in_time(
     deployment: Deployment,
     *,
@@ -430,7 +424,7 @@ def restore_to_point_in_time(
         shutil.rmtree(aux / "parts")
         timings["combine_seconds"] = round(time.monotonic() - started, 2)
 
-    instance = RestoredCluster(data_dir, target_port or _free_port(), user).instance()
+    instance = RestoredCluster(data_dir, target_port or free_port(), user).instance()
     _configure_recovery(instance, plan, deployment, aux, user)
     started = time.monotonic()
     recovered = _recover(instance, plan, deployment, settings.pitr.restore_timeout.total_seconds())
