@@ -193,10 +193,10 @@ def test_protection_is_active_once_deployed(tmp_path: Path) -> None:
 
 def test_production_drills_wait_for_a_person(parsed: dict[str, Any]) -> None:
     # The shipped configuration is a production one: each drill asks a person (a Slack notice,
-    # then the Required Action) before the task that changes the topology.
+    # then the Required Action) before its first step.
     for kind in ("monthly", "quarterly"):
         tasks = parsed["dags"][f"dr_drill_{kind}"]["task_ids"]
-        assert {"decide.notify", "decide.approval", "drill"} <= set(tasks), tasks
+        assert {"decide.notify", "decide.approval", "preflight"} <= set(tasks), tasks
 
 
 def test_the_guard_catches_io_at_parse_time(tmp_path: Path) -> None:
@@ -370,10 +370,12 @@ def test_library_and_dags_run_the_same_steps() -> None:
 
 @pytest.mark.parametrize("kind", DRILL_STEPS)
 def test_drill_dag_shows_each_step_as_a_task(dagbag: Any, kind: str) -> None:
-    """check_overdue, then the drill's steps in order, the teardown that restores the topology
-    (set up by preflight, so it runs whatever the steps did), and the evidence last."""
+    """check_overdue, a person's approval (the shipped configuration is production), then the
+    drill's steps in order, the teardown that restores the topology (set up by preflight, so it
+    runs whatever the steps did), and the evidence last."""
     dag = dagbag.dags[f"dr_drill_{kind}"]
-    order = ["check_overdue", *DRILL_STEPS[kind], RESTORE_TOPOLOGY, "evidence"]
+    decide = ["decide.notify", "decide.approval"]
+    order = ["check_overdue", *decide, *DRILL_STEPS[kind], RESTORE_TOPOLOGY, "evidence"]
     assert {t.task_id for t in dag.tasks} == set(order)
     for upstream, downstream in itertools.pairwise(order):
         # preflight also leads straight to its teardown
