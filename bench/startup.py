@@ -68,12 +68,12 @@ def environment(include: Path, config: Path) -> dict[str, str]:
     }
 
 
-def timed(args: list[str], envs: list[dict[str, str]], runs: int) -> list[float]:
-    """Median wall time per environment, the environments interleaved run by run so that a
-    busy machine weighs on both alike."""
-    times: list[list[float]] = [[] for _ in envs]
+def timed(jobs: list[tuple[list[str], dict[str, str]]], runs: int) -> list[float]:
+    """Median wall time of each (command, environment), all interleaved run by run so that a
+    busy machine weighs on every command and both trees alike."""
+    times: list[list[float]] = [[] for _ in jobs]
     for _ in range(runs):
-        for index, env in enumerate(envs):
+        for index, (args, env) in enumerate(jobs):
             started = time.perf_counter()
             subprocess.run([sys.executable, *args], env=env, capture_output=True, check=False)
             times[index].append(time.perf_counter() - started)
@@ -102,13 +102,16 @@ Measured = tuple[float, int] | None
 
 def measure(includes: list[Path], runs: int) -> dict[str, list[Measured]]:
     envs = [environment(include, include / "dr_config.yaml") for include in includes]
-    results: dict[str, list[Measured]] = {}
-    for name, args in COMMANDS.items():
-        present = [env for env in envs if exists(args, env)]
-        figures = iter(
-            zip(timed(args, present, runs), [modules_loaded(args, e) for e in present], strict=True)
-        )
-        results[name] = [next(figures) if env in present else None for env in envs]
+    jobs = [
+        (name, index, args, env)
+        for name, args in COMMANDS.items()
+        for index, env in enumerate(envs)
+        if exists(args, env)
+    ]
+    medians = timed([(args, env) for _, _, args, env in jobs], runs)
+    results: dict[str, list[Measured]] = {name: [None] * len(envs) for name in COMMANDS}
+    for (name, index, args, env), median in zip(jobs, medians, strict=True):
+        results[name][index] = (median, modules_loaded(args, env))
     return results
 
 
@@ -150,6 +153,9 @@ def main() -> None:
         before, now = results[name]
         ratio = f"{now[0] / before[0]:.2f}" if before and now else "—"
         print(f"| {name} | {cell(before)} | {cell(now)} | {ratio} |")
+    lean, dr = (results[name][1] for name in list(COMMANDS)[:2])
+    if lean and dr:
+        print(f"\n`dr wal push` / the lean archiver path, now: {dr[0] / lean[0]:.2f}")
 
 
 if __name__ == "__main__":
