@@ -80,6 +80,8 @@ def main() -> int:
     parser.add_argument("--celery-workers", type=int, default=0, help="Celery workers to run")
     parser.add_argument("--broker-port", type=int, help="the Celery broker's port (redis-server)")
     args = parser.parse_args()
+    if args.celery_workers and not args.broker_port:
+        parser.error("--celery-workers needs --broker-port (the broker's redis-server)")
     children = [start_broker(args.broker_port)] if args.celery_workers else []
     subprocess.run([airflow_program(), "db", "migrate"], check=True)
     runs: list[tuple[list[str], dict[str, str] | None]] = [([*c], None) for c in COMPONENTS]
