@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from dr_sandbox import Sandbox, SandboxPorts
+from dr_sandbox import PORT_COUNT, Sandbox, SandboxPorts
 from dr_sandbox.webhook import read_messages
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,6 +62,15 @@ def private_sandbox(
         yield box
     finally:
         box.down(purge=True)
+
+
+@contextlib.contextmanager
+def airflow_sandbox(prefix: str) -> Iterator[Sandbox]:
+    """A started private sandbox as ``make demo BASE_PORT=...`` brings it up: its ten ports from
+    one base, the three after them free for Airflow (``dr_sandbox.demo.default_airflow_port``)."""
+    ports = SandboxPorts.from_base(free_port_block(PORT_COUNT + 3))
+    with private_sandbox(scale=0.2, prefix=prefix, ports=ports) as box:
+        yield box
 
 
 def free_port_block(count: int, attempts: int = 200) -> int:

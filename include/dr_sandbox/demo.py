@@ -117,6 +117,24 @@ class AirflowApi:
             time.sleep(2)
         raise UnavailableError(f"{dag_id} run {run_id} did not finish within {timeout:g} s")
 
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The run's task instances: state, hostname (the worker that ran each), times..."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances"
+        return list(self._request("GET", path)["task_instances"])
+
+    def downstream(self, dag_id: str) -> dict[str, list[str]]:
+        """Each task's direct downstream tasks."""
+        tasks = self._request("GET", f"/api/v2/dags/{dag_id}/tasks")["tasks"]
+        return {t["task_id"]: list(t["downstream_task_ids"]) for t in tasks}
+
+    def answer(self, dag_id: str, run_id: str, task_id: str, choice: str) -> Any:
+        """Answer a human-in-the-loop task (Approve/Reject) as a person in the UI does."""
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/"
+            f"{task_id}/-1/hitlDetails"
+        )
+        return self._request("PATCH", path, {"chosen_options": [choice], "params_input": {}})
+
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         path = (
             f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/"
@@ -129,7 +147,11 @@ def airflow_home(root: Path) -> Path:
     return root.resolve() / "airflow"
 
 
-def airflow_environment(sandbox: Sandbox, port: int) -> dict[str, str]:
+def airflow_environment(
+    sandbox: Sandbox, port: int, broker_port: int | None = None
+) -> dict[str, str]:
+    """The demo's Airflow settings: the LocalExecutor, or with ``broker_port`` the
+    CeleryExecutor whose broker (and result backend) is the redis-server on that port."""
     venv_bin = str(Path(sys.executable).parent)
     home = airflow_home(sandbox.root)
     # The caller's own Airflow settings stay out (a test session's metadata database would
@@ -146,7 +168,8 @@ def airflow_environment(sandbox: Sandbox, port: int) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
         # What airflow standalone would force (the demo runs its components itself).
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if broker_port else "LocalExecutor",
+        **(celery_settings(broker_port) if broker_port else {}),
         "AIRFLOW__CORE__AUTH_MANAGER": (
             "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
         ),
@@ -163,6 +186,14 @@ def airflow_environment(sandbox: Sandbox, port: int) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
         "XDG_RUNTIME_DIR": str(home),
+    }
+
+
+def celery_settings(broker_port: int) -> dict[str, str]:
+    broker = f"redis://127.0.0.1:{broker_port}"
+    return {
+        "AIRFLOW__CELERY__BROKER_URL": f"{broker}/0",
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"{broker}/1",
     }
 
 
@@ -183,7 +214,9 @@ def admin_password(root: Path, timeout: float = 120) -> str:
     raise UnavailableError(f"Airflow did not write its admin password to {file}")
 
 
-def start_airflow(sandbox: Sandbox, port: int) -> AirflowApi:
+def start_airflow(sandbox: Sandbox, port: int, celery_workers: int = 0) -> AirflowApi:
+    """Airflow's components on loopback (already running: reused); with ``celery_workers``,
+    the CeleryExecutor with that many workers and a broker of its own on a free port."""
     pidfile = airflow_home(sandbox.root) / "standalone.pid"
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     log_file = sandbox.root / "logs" / "airflow-standalone.log"
@@ -194,10 +227,12 @@ def start_airflow(sandbox: Sandbox, port: int) -> AirflowApi:
                 f"port {port} is taken by another program; use --airflow-port"
             )
         # airflow standalone's components, minus the log servers that bind every interface.
+        command = [sys.executable, "-m", "dr_sandbox.airflow_services"]
+        broker_port = processes.free_port() if celery_workers else None
+        if broker_port:
+            command += ["--celery-workers", str(celery_workers), "--broker-port", str(broker_port)]
         pid = processes.start_detached(
-            [sys.executable, "-m", "dr_sandbox.airflow_services"],
-            log_file,
-            env=airflow_environment(sandbox, port),
+            command, log_file, env=airflow_environment(sandbox, port, broker_port)
         )
         pidfile.write_text(str(pid))
         (pidfile.parent / "api.port").write_text(str(port))
@@ -206,6 +241,8 @@ def start_airflow(sandbox: Sandbox, port: int) -> AirflowApi:
     while not api.healthy():
         if time.monotonic() > deadline:
             raise UnavailableError(f"Airflow did not become healthy in 240 s; see {log_file}")
+        if not processes.pid_alive(int(pidfile.read_text()), "airflow"):
+            raise UnavailableError(f"Airflow stopped while starting; see {log_file}")
         time.sleep(1)
     return api
 
@@ -319,6 +356,12 @@ def main() -> int:
         help="Airflow's API server port; its log servers take the next two "
         "(default: 8080, or right after the sandbox's own ports when they were moved)",
     )
+    parser.add_argument(
+        "--celery-workers",
+        type=int,
+        default=0,
+        help="run the CeleryExecutor with this many workers (default: the LocalExecutor)",
+    )
     parser.add_argument("--stop", action="store_true", help="stop Airflow started by the demo")
     parser.add_argument(
         "--no-job", action="store_true", help="only start Airflow; do not run the main job"
@@ -330,7 +373,7 @@ def main() -> int:
     sandbox = Sandbox(args.root)
     if args.airflow_port is None:
         args.airflow_port = default_airflow_port(sandbox)
-    api = start_airflow(sandbox, args.airflow_port)
+    api = start_airflow(sandbox, args.airflow_port, args.celery_workers)
     # The address and login first: the main job takes minutes, and a person can watch it run.
     print(
         f"\nAirflow UI: http://127.0.0.1:{args.airflow_port}  (user {ADMIN}, password "

@@ -21,11 +21,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from helpers import chromium, free_port_block, private_sandbox
+from helpers import airflow_sandbox, chromium
 
 from disaster_recovery.airflow_support.dag_defaults import ACTIVE_WHEN_DEPLOYED
 from disaster_recovery.drills.names import DRILL_STEPS
-from dr_sandbox import PORT_COUNT, Sandbox, SandboxPorts, processes
+from dr_sandbox import PORT_COUNT, Sandbox, processes
 from dr_sandbox.demo import (
     ADMIN,
     AirflowApi,
@@ -44,10 +44,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def demo_box() -> Iterator[Sandbox]:
-    """The sandbox as ``make demo BASE_PORT=...`` brings it up: its ten ports from one base,
-    the three after them free for Airflow."""
-    ports = SandboxPorts.from_base(free_port_block(PORT_COUNT + 3))
-    with private_sandbox(scale=0.2, prefix="dr-demo-", ports=ports) as box:
+    """The sandbox as ``make demo BASE_PORT=...`` brings it up."""
+    with airflow_sandbox("dr-demo-") as box:
         yield box
 
 

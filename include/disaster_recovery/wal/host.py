@@ -152,11 +152,14 @@ def archiver_python(os_user: str | None) -> tuple[str, list[str]]:
     )
 
 
-def archiver_command(action: str, env_file: Path, os_user: str | None) -> str:
+def archiver_command(
+    action: str, env_file: Path, os_user: str | None, python: str | None = None
+) -> str:
     """``archive_command``/``restore_command`` text: absolute paths only, since PostgreSQL runs
     it without our shell's environment (and as ``os_user``, the server's OS user, when we are
-    root)."""
-    python, extra_paths = archiver_python(os_user)
+    root). ``python``: the interpreter of an archiver install (``pip install '.[archiver]'``)
+    instead of :func:`archiver_python`'s choice."""
+    python, extra_paths = (python, []) if python else archiver_python(os_user)
     path = ":".join(dict.fromkeys([str(Path(__file__).resolve().parents[2]), *extra_paths]))
     args = "%p" if action == "push" else "%f %p"
     return (
