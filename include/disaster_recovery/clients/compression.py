@@ -34,31 +34,52 @@ class CountingReader:
         return data
 
 
-class _GzipCompressor:
-    def __init__(self, source: Any, level: int):
-        self._source = source
-        self._zlib = zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
-        self._pending = b""
-        self._done = False
+class _Buffered:
+    """Hands out what a codec produced in the sizes asked for, copying each byte once (a
+    decompressed chunk can be 20x its input, and tarfile reads 10 KiB at a time)."""
+
+    def __init__(self) -> None:
+        self._chunk = b""
+        self._offset = 0
+
+    def _fill(self) -> bytes:
+        """The next output of the codec, b"" at its end."""
+        raise NotImplementedError
 
     def read(self, size: int = -1) -> bytes:
         size = size if size and size > 0 else CHUNK
-        while len(self._pending) < size and not self._done:
-            data = self._source.read(CHUNK)
-            if data:
-                self._pending += self._zlib.compress(data)
-            else:
-                self._pending += self._zlib.flush()
-                self._done = True
-        out, self._pending = self._pending[:size], self._pending[size:]
+        while self._offset >= len(self._chunk):
+            self._chunk, self._offset = self._fill(), 0
+            if not self._chunk:
+                return b""
+        out = self._chunk[self._offset : self._offset + size]
+        self._offset += len(out)
         return out
 
 
-class _Decompressor:
+class _GzipCompressor(_Buffered):
+    def __init__(self, source: Any, level: int):
+        super().__init__()
+        self._source = source
+        self._zlib = zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
+        self._done = False
+
+    def _fill(self) -> bytes:
+        while not self._done:
+            data = self._source.read(CHUNK)
+            out = self._zlib.compress(data) if data else self._zlib.flush()
+            self._done = not data
+            if out:
+                return out
+        return b""
+
+
+class _Decompressor(_Buffered):
     """Reads ``source`` through a decompression object (``decompress``, ``eof``); the stream
     must end exactly where the compressed one does: a missing end is truncation."""
 
     def __init__(self, source: Any, codec: Codec, where: str):
+        super().__init__()
         self._source = source
         self._codec = codec
         self._where = where
@@ -67,20 +88,19 @@ class _Decompressor:
             if codec.name == "gzip"
             else zstandard.ZstdDecompressor().decompressobj()
         )
-        self._pending = b""
 
-    def read(self, size: int = -1) -> bytes:
-        size = size if size and size > 0 else CHUNK
-        while len(self._pending) < size and not self._obj.eof:
+    def _fill(self) -> bytes:
+        while not self._obj.eof:
             data = self._source.read(CHUNK)
             if not data:
                 raise _damaged(self._where, f"{self._codec.name} stream ends early (truncated)")
             try:
-                self._pending += self._obj.decompress(data)
+                out = self._obj.decompress(data)
             except (zlib.error, zstandard.ZstdError) as exc:
                 raise _damaged(self._where, f"{self._codec.name}: {exc}") from None
-        out, self._pending = self._pending[:size], self._pending[size:]
-        return out
+            if out:
+                return bytes(out)
+        return b""
 
 
 def _damaged(where: str, problem: str) -> VerificationError:
