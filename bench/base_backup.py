@@ -32,21 +32,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from helpers import private_sandbox
-from pitr_support import deployment_for
+from pitr_support import add_pgbench_tables, deployment_for, with_codec
 
 from disaster_recovery.backup import physical
 from disaster_recovery.backup.replicate import copy_to_region
 from disaster_recovery.catalog.manifests import ChainManifest
 from disaster_recovery.clients.s3 import ObjectStore
 from disaster_recovery.config.endpoints import Deployment
-from disaster_recovery.postgres import db, pgbin
+from disaster_recovery.postgres import db
 from dr_sandbox import server_os_user
-
-
-def with_codec(deployment: Deployment, codec: str) -> Deployment:
-    settings = deployment.settings
-    pitr = settings.pitr.model_copy(update={"compression": codec})
-    return Deployment(settings.model_copy(update={"pitr": pitr}), lookup=deployment.lookup)
 
 
 def cpu() -> float:
@@ -175,19 +169,7 @@ def main() -> None:
         deployment = deployment_for(box)
         primary = box.postgres("primary")
         if args.pgbench_scale:
-            subprocess.run(
-                [
-                    pgbin.program("pgbench"),
-                    "-i",
-                    "-q",
-                    "--no-vacuum",
-                    "-s",
-                    str(args.pgbench_scale),
-                ],
-                env={**os.environ, **primary.libpq_env()},
-                check=True,
-                capture_output=True,
-            )
+            add_pgbench_tables(primary, args.pgbench_scale)
         size = int(db.query_one(primary, "SELECT sum(pg_database_size(datname)) FROM pg_database"))
         print(f"cluster {size / 1e6:.0f} MB; load average {os.getloadavg()[0]:.1f}", flush=True)
         rows = []

@@ -14,23 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pitr_support import Ticker, deployment_for, rows_in, stop_restored, switch_and_wait_archived
+from pitr_support import (
+    Ticker,
+    deployment_for,
+    rows_in,
+    stop_restored,
+    switch_and_wait_archived,
+    with_codec,
+)
 
 from disaster_recovery.backup import physical
 from disaster_recovery.catalog.manifests import ChainManifest
-from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.errors import VerificationError
 from disaster_recovery.restore.pitr import restore_to_point_in_time
 from dr_sandbox import Sandbox
 
 # What the first bytes of a stored object are in each codec (tar: a file name, no magic).
 MAGIC = {"gzip:1": b"\x1f\x8b", "zstd:3": b"\x28\xb5\x2f\xfd"}
-
-
-def with_codec(deployment: Deployment, codec: str) -> Deployment:
-    settings = deployment.settings
-    pitr = settings.pitr.model_copy(update={"compression": codec})
-    return Deployment(settings.model_copy(update={"pitr": pitr}), lookup=deployment.lookup)
 
 
 @pytest.fixture(scope="module", params=["none", "gzip:1", "zstd:3"])
