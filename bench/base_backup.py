@@ -115,7 +115,7 @@ def replica_rows(deployment: Deployment, manifest: ChainManifest) -> list[tuple[
     return rows
 
 
-def barman_rows(deployment: Deployment, venv: Path) -> list[dict[str, Any]]:
+def barman_rows(deployment: Deployment, venv: Path, codecs: list[str]) -> list[dict[str, Any]]:
     """barman-cloud-backup of the same cluster into us-east-1's bucket, as the data's owner."""
     aws = deployment.aws(deployment.settings.regions.primary)
     pg = deployment.postgres("primary")
@@ -129,7 +129,8 @@ def barman_rows(deployment: Deployment, venv: Path) -> list[dict[str, Any]]:
     }
     user = server_os_user()
     rows = []
-    for flags in ([], ["--snappy"], ["--gzip"]):
+    for codec in codecs:
+        flags = [] if codec == "none" else [f"--{codec}"]
         args = [
             str(venv / "bin" / "barman-cloud-backup"),
             "--endpoint-url",
@@ -164,6 +165,7 @@ def main() -> None:
     parser.add_argument("--pgbench-scale", type=int, default=25)
     parser.add_argument("--codecs", nargs="+", default=["none", "gzip:1", "zstd:1", "zstd:3"])
     parser.add_argument("--barman", type=Path, help="a virtualenv with barman[cloud,snappy]")
+    parser.add_argument("--barman-codecs", nargs="+", default=["none", "snappy", "gzip"])
     args = parser.parse_args()
     with private_sandbox(scale=args.scale) as box:
         deployment = deployment_for(box)
@@ -187,7 +189,7 @@ def main() -> None:
         for label, before, after in replica_rows(deployment, plain["manifest"]):
             print(f"replica copy {label}: before {before:.2f} s, after {after:.2f} s", flush=True)
         if args.barman:
-            for row in barman_rows(deployment, args.barman):
+            for row in barman_rows(deployment, args.barman, args.barman_codecs):
                 print(
                     f"barman-cloud-backup {row['flags']:15} {row['seconds']:6.1f} s "
                     f"CPU {row['cpu']:.1f} s",

@@ -19,7 +19,9 @@ from pitr_support import deployment_for
 from disaster_recovery.backup.replicate import copy_to_region
 from disaster_recovery.backup.stores import Stores
 from disaster_recovery.catalog.manifests import Manifest
-from disaster_recovery.clients.s3 import MIB, ObjectStore, full_object_checksum
+from disaster_recovery.clients.compression import compressing, decompressing
+from disaster_recovery.clients.s3 import MIB, ObjectStore, full_object_checksum, same_checksum
+from disaster_recovery.config.compression import Codec
 from disaster_recovery.errors import VerificationError
 from dr_sandbox import Sandbox
 
@@ -166,3 +168,23 @@ def test_a_tampered_replica_is_detected(
         assert raised.value.check == "replica"
     finally:
         same_endpoint.delete([key])
+
+
+@pytest.mark.parametrize("size", [3 * MIB, SIZE])
+def test_a_short_reading_stream_is_stored_whole(stores: Stores, size: int) -> None:
+    """A compressor hands out what it has, often less than asked: one PUT below a part and a
+    multipart upload above both store every byte, and the checksum S3 keeps is the one computed
+    on the way."""
+    data = os.urandom(size)
+    source = compressing(io.BytesIO(data), Codec.parse("zstd:1"))
+    key = f"test-replica/short-{uuid.uuid4().hex}.zst"
+    stored = stores.primary.upload_stream(key, source)
+    try:
+        back = decompressing(io.BytesIO(stores.primary.get_bytes(key)), Codec("zstd", 1), key)
+        restored = b"".join(iter(lambda: back.read(MIB), b""))
+        assert restored == data
+        assert stores.primary.digest(key).sha256 == stored.sha256
+        kept = stores.primary.stored_checksum(key)
+        assert kept is not None and same_checksum(kept[1], stored.s3_checksum)
+    finally:
+        stores.primary.delete([key])

@@ -117,3 +117,24 @@ def test_the_streamed_s3_checksum_is_s3s_rule(size: int) -> None:
         assert reader.s3_checksum == f"{combined}-{len(digests)}"
         assert same_checksum(reader.s3_checksum, combined)
     assert not same_checksum(reader.s3_checksum, None)
+
+
+class _Trickle:
+    """A source that never returns more than 1000 bytes a read (as codecs and pipes may)."""
+
+    def __init__(self, data: bytes):
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(min(size, 1000) if size >= 0 else 1000)
+
+
+def test_the_hashing_reader_gives_full_reads_and_all_that_is_left() -> None:
+    """boto3 takes a short read for the end of the stream: a short-reading source must not
+    end an upload early (a truncated object, the producer's exit never checked)."""
+    ended: list[bool] = []
+    reader = HashingReader(_Trickle(DATA), lambda: ended.append(True))
+    assert len(reader.read(50_000)) == 50_000
+    assert len(reader.read()) == len(DATA) - 50_000
+    assert (reader.read(10), ended) == (b"", [True])
+    assert reader.sha256 == hashlib.sha256(DATA).hexdigest()

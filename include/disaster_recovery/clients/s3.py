@@ -76,7 +76,21 @@ class HashingReader:
         self._in_part = 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size if size and size > 0 else READ_CHUNK)
+        """``size`` bytes, fewer only at the end; all that is left for ``size < 0``. boto3 takes
+        a short read for the end of the stream (a small object's one PUT, or a short part)."""
+        pieces: list[bytes] = []
+        wanted = size if size is not None and size >= 0 else None
+        while wanted is None or wanted > 0:
+            piece = self._read_some(READ_CHUNK if wanted is None else wanted)
+            if not piece:
+                break
+            pieces.append(piece)
+            if wanted is not None:
+                wanted -= len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _read_some(self, size: int) -> bytes:
+        data = self._source.read(size)
         if data:
             self._hasher.update(data)
             self.size += len(data)
