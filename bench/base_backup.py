@@ -173,6 +173,9 @@ def main() -> None:
         if args.pgbench_scale:
             add_pgbench_tables(primary, args.pgbench_scale)
         size = int(db.query_one(primary, "SELECT sum(pg_database_size(datname)) FROM pg_database"))
+        # The load's checkpoint now, not inside the first codec's backup.
+        with db.connect(primary) as conn:
+            conn.execute("CHECKPOINT")
         print(f"cluster {size / 1e6:.0f} MB; load average {os.getloadavg()[0]:.1f}", flush=True)
         rows = []
         for codec in args.codecs:
