@@ -330,7 +330,11 @@ def download_and_extract(store: ObjectStore, manifest: ChainManifest, folder: Pa
     folder.mkdir(parents=True, exist_ok=True)
     body = store.open(manifest.key)
     reader = HashingReader(body)
-    plain = decompressing(reader, Codec.parse(manifest.compression), store.url(manifest.key))
+    plain = decompressing(
+        reader,
+        Codec.parse(manifest.compression, where=f"{manifest.file}: compression"),
+        store.url(manifest.key),
+    )
     try:
         with tarfile.open(fileobj=plain, mode="r|") as tar:
             tar.extractall(folder, filter="tar")
@@ -406,7 +410,7 @@ def _download_for_verify(store: ObjectStore, manifest: ChainManifest, folder: Pa
     """Download the stored object once, hashing it: gzip is kept compressed (pg_verifybackup
     reads ``base.tar.gz`` itself); zstd is decompressed on the way, since PostgreSQL builds
     without zstd (the embedded one among them) cannot read ``base.tar.zst``."""
-    codec = Codec.parse(manifest.compression)
+    codec = Codec.parse(manifest.compression, where=f"{manifest.file}: compression")
     where = store.url(manifest.key)
     keep = codec if codec.name == "gzip" else Codec()
     tar_path = folder / f"base{keep.tar_suffix}"
