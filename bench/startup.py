@@ -2,7 +2,8 @@
 commit of this repository (default: the last commit before the library was laid out by concern).
 
 Each command runs N times in a fresh interpreter; the table gives the median wall time and the
-number of modules it loaded. The archiver's push fails on purpose after building its S3 clients
+number of modules it loaded, for the archiver's paths and for every ``dr`` command's ``--help``
+(its parser path; "—" where the older commit has no such command). The archiver's push fails on purpose after building its S3 clients
 (the file does not exist, the endpoint is unreachable): that is its whole start-up.
 
     python bench/startup.py [--ref 6112326] [--runs 15]
@@ -33,6 +34,13 @@ COMMANDS = {
     "dr --help": ["-m", "disaster_recovery", "--help"],
     "python -m disaster_recovery.failover --help": ["-m", "disaster_recovery.failover", "--help"],
 }
+# Every command's own parser path, as a person meets it first.
+sys.path.insert(0, str(REPO / "include"))
+from disaster_recovery.cli import COMMANDS as DR_COMMANDS  # noqa: E402
+
+COMMANDS.update(
+    {f"dr {name} --help": ["-m", "disaster_recovery", name, "--help"] for name in DR_COMMANDS}
+)
 # Runs the module as ``-m`` would, then reports how many modules the process had loaded.
 COUNT_MODULES = (
     "import runpy, sys\n"
@@ -60,12 +68,12 @@ def environment(include: Path, config: Path) -> dict[str, str]:
     }
 
 
-def timed(args: list[str], envs: list[dict[str, str]], runs: int) -> list[float]:
-    """Median wall time per environment, the environments interleaved run by run so that a
-    busy machine weighs on both alike."""
-    times: list[list[float]] = [[] for _ in envs]
+def timed(jobs: list[tuple[list[str], dict[str, str]]], runs: int) -> list[float]:
+    """Median wall time of each (command, environment), all interleaved run by run so that a
+    busy machine weighs on every command and both trees alike."""
+    times: list[list[float]] = [[] for _ in jobs]
     for _ in range(runs):
-        for index, env in enumerate(envs):
+        for index, (args, env) in enumerate(jobs):
             started = time.perf_counter()
             subprocess.run([sys.executable, *args], env=env, capture_output=True, check=False)
             times[index].append(time.perf_counter() - started)
@@ -81,18 +89,34 @@ def modules_loaded(args: list[str], env: dict[str, str]) -> int:
     return int(done.stderr.strip().splitlines()[-1])
 
 
-def measure(includes: list[Path], runs: int) -> dict[str, list[tuple[float, int]]]:
+def exists(args: list[str], env: dict[str, str]) -> bool:
+    """Does this tree have the command? (``--help`` of a command it lacks is a usage error.)"""
+    if "--help" not in args:
+        return True
+    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, check=False)
+    return done.returncode == 0
+
+
+Measured = tuple[float, int] | None
+
+
+def measure(includes: list[Path], runs: int) -> dict[str, list[Measured]]:
     envs = [environment(include, include / "dr_config.yaml") for include in includes]
-    return {
-        name: list(
-            zip(
-                timed(args, envs, runs),
-                [modules_loaded(args, env) for env in envs],
-                strict=True,
-            )
-        )
+    jobs = [
+        (name, index, args, env)
         for name, args in COMMANDS.items()
-    }
+        for index, env in enumerate(envs)
+        if exists(args, env)
+    ]
+    medians = timed([(args, env) for _, _, args, env in jobs], runs)
+    results: dict[str, list[Measured]] = {name: [None] * len(envs) for name in COMMANDS}
+    for (name, index, args, env), median in zip(jobs, medians, strict=True):
+        results[name][index] = (median, modules_loaded(args, env))
+    return results
+
+
+def cell(figure: Measured) -> str:
+    return "—" if figure is None else f"{figure[0]:.3f} ({figure[1]})"
 
 
 def main() -> None:
@@ -126,8 +150,12 @@ def main() -> None:
     print(f"| command | {args.ref} s (modules) | now s (modules) | ratio |")
     print("|---|---|---|---|")
     for name in COMMANDS:
-        (b_s, b_m), (a_s, a_m) = results[name]
-        print(f"| {name} | {b_s:.3f} ({b_m}) | {a_s:.3f} ({a_m}) | {a_s / b_s:.2f} |")
+        before, now = results[name]
+        ratio = f"{now[0] / before[0]:.2f}" if before and now else "—"
+        print(f"| {name} | {cell(before)} | {cell(now)} | {ratio} |")
+    lean, dr = (results[name][1] for name in list(COMMANDS)[:2])
+    if lean and dr:
+        print(f"\n`dr wal push` / the lean archiver path, now: {dr[0] / lean[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -8,14 +8,18 @@
    second, and the ``.ready`` backlog in ``pg_wal`` sampled every second (it must not grow).
 3. A burst (one statement writing ~320 MB of WAL) until the last segment is archived, with
    ``pitr.push_ahead`` 0 (one file per archive_command call) and 4 (upload-ahead).
+4. ``pitr.archive_mode`` sync (push_ahead 4) vs async side by side: a burst (default 1 GB of
+   WAL) until its last segment is archived, each archive_command call timed by a wrapper
+   (median, p99), the ``.ready`` backlog and ``pg_wal`` size sampled every 0.5 s.
 
 Usage: PYTHONPATH=include python bench/wal_archive.py [--segments 8] [--pgbench-seconds 30]
-       [--burst-mb 320] [--push-ahead 0 4]
+       [--burst-mb 320] [--push-ahead 0 4] [--modes-mb 1024] [--only-modes]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import shutil
@@ -23,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -53,7 +58,7 @@ def as_server_user(argv: list[str]) -> list[str]:
 def segment_costs(box: object, count: int) -> dict[str, float]:
     root = box.root  # type: ignore[attr-defined]
     env_file = root / "wal" / "wal.env"
-    python, extra = archiver_python()
+    python, extra = archiver_python(server_os_user())
     include = str(Path(__file__).resolve().parent.parent / "include")
     pythonpath = ":".join([include, *extra])
     folder = Path(tempfile.mkdtemp(prefix="dr-bench-wal-", dir="/tmp"))
@@ -176,7 +181,7 @@ def set_push_ahead(box: object, files: int) -> None:
 
 
 def burst_throughput(
-    box: object, megabytes: int, push_ahead: int, role: str = "primary"
+    box: object, megabytes: int, push_ahead: int, role: str = "primary", label: str = ""
 ) -> dict[str, float]:
     """Write ~``megabytes`` of WAL in one statement on the node ``role``, then time until every
     segment is archived: the archiver's rate when it, not the workload, is the bottleneck."""
@@ -205,7 +210,7 @@ def burst_throughput(
                 break
             time.sleep(0.2)
         total = time.perf_counter() - started
-    label = f"burst, push_ahead={push_ahead}"
+    label = label or f"burst, push_ahead={push_ahead}"
     return {
         f"{label}: WAL written (MB)": wal_bytes / 1e6,
         f"{label}: WAL written at MB/s": wal_bytes / 1e6 / written,
@@ -213,6 +218,84 @@ def burst_throughput(
         f"{label}: segments archived /s": wal_bytes / SEGMENT / total,
         f"{label}: write start -> all archived (s)": total,
     }
+
+
+def set_archive_mode(box: object, mode: str) -> None:
+    env = load_env_file(box.root / "wal" / "wal.env")  # type: ignore[attr-defined]
+    policy = Path(env["DR_CONFIG"])
+    document = yaml.safe_load(policy.read_text())
+    document.setdefault("pitr", {}).update(archive_mode=mode, push_ahead=4)
+    policy.write_text(yaml.safe_dump(document))
+
+
+def timed_archive_command(box: object, times_file: Path) -> str:
+    """The sandbox's archive_command wrapped so each call appends its duration (ns)."""
+    primary = box.postgres("primary")  # type: ignore[attr-defined]
+    with db.connect(primary, "postgres") as conn:
+        original = str(conn.execute("SHOW archive_command").fetchone()[0])  # type: ignore[index]
+    wrapper = times_file.with_suffix(".sh")
+    wrapper.write_text(
+        "#!/bin/sh\nstart=$(date +%s%N)\n"
+        + original.replace("%p", '"$1"')
+        + f"\nrc=$?\necho $(( $(date +%s%N) - start )) >> {times_file}\nexit $rc\n"
+    )
+    wrapper.chmod(0o755)
+    times_file.touch()
+    user = server_os_user()
+    if user:
+        shutil.chown(times_file, user)
+    return f"{wrapper} %p"
+
+
+def archive_modes(box: object, megabytes: int) -> dict[str, float]:
+    """Sync vs async archiving of the same burst (module docstring, 4)."""
+    primary = box.postgres("primary")  # type: ignore[attr-defined]
+    pg_wal = box.instance("primary").data_dir / "pg_wal"  # type: ignore[attr-defined]
+    results: dict[str, float] = {}
+    for mode in ("sync", "async"):
+        set_archive_mode(box, mode)
+        times_file = Path(box.root) / f"archive-{mode}.times"  # type: ignore[attr-defined]
+        command = timed_archive_command(box, times_file)
+        with db.connect(primary, "postgres") as conn:
+            conn.execute(f"ALTER SYSTEM SET archive_command = {_literal(command)}")
+            conn.execute("SELECT pg_reload_conf()")
+        samples: list[tuple[int, int]] = []
+        done = threading.Event()
+        sampler = threading.Thread(target=_sample, args=(pg_wal, samples, done), daemon=True)
+        sampler.start()
+        burst = burst_throughput(box, megabytes, 4, label=f"archive_mode={mode}")
+        done.set()
+        sampler.join()
+        calls = sorted(int(x) / 1e9 for x in times_file.read_text().split())
+        label = f"archive_mode={mode}"
+        results.update(burst)
+        results[f"{label}: archive_command calls"] = len(calls)
+        results[f"{label}: archive_command median (s)"] = statistics.median(calls)
+        results[f"{label}: archive_command p99 (s)"] = calls[
+            min(len(calls) - 1, int(len(calls) * 0.99))
+        ]
+        results[f"{label}: .ready backlog max"] = max(r for r, _ in samples)
+        results[f"{label}: pg_wal MB max"] = max(s for _, s in samples) / 1e6
+    with db.connect(primary, "postgres") as conn:
+        conn.execute("ALTER SYSTEM RESET archive_command")
+        conn.execute("SELECT pg_reload_conf()")
+    return results
+
+
+def _sample(pg_wal: Path, samples: list[tuple[int, int]], done: threading.Event) -> None:
+    """(.ready files, pg_wal bytes) every 0.5 s until ``done``."""
+    while not done.is_set():
+        ready = sum(1 for _ in (pg_wal / "archive_status").glob("*.ready"))
+        size = 0
+        for entry in os.scandir(pg_wal):
+            with contextlib.suppress(OSError):  # PostgreSQL recycles files meanwhile
+                size += entry.stat().st_size if entry.is_file() else 0
+        samples.append((ready, size))
+        time.sleep(0.5)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def main() -> None:
@@ -227,12 +310,18 @@ def main() -> None:
         default=[0, 4],
         help="pitr.push_ahead values to compare",
     )
+    parser.add_argument("--modes-mb", type=int, default=1024, help="burst for sync vs async")
+    parser.add_argument("--only-modes", action="store_true", help="only the sync/async comparison")
     args = parser.parse_args()
     with private_sandbox(scale=0.2) as box:
-        results = segment_costs(box, args.segments)
-        results.update(sustained_rate(box, args.pgbench_seconds))
-        for push_ahead in args.push_ahead:
-            results.update(burst_throughput(box, args.burst_mb, push_ahead))
+        results: dict[str, float] = {}
+        if not args.only_modes:
+            results.update(segment_costs(box, args.segments))
+            results.update(sustained_rate(box, args.pgbench_seconds))
+            for push_ahead in args.push_ahead:
+                results.update(burst_throughput(box, args.burst_mb, push_ahead))
+        results.update(archive_modes(box, args.modes_mb))
+    print("load average before/after:", os.getloadavg())
     width = max(len(k) for k in results)
     for key, value in results.items():
         print(f"{key:<{width}}  {value:10.3f}")

@@ -6,6 +6,9 @@ Runs on day 15 at 05:00 (`drills.monthly_schedule`, in the configured time zone;
 its own Connections. A target marked `environment.production` is refused unless
 `environment.allow_drills_on_production` is set.
 
+Each step is a task (after `check_overdue`; `preflight` refuses a production target or one not
+in its original topology):
+
 1. **restore_full** — the newest verified full backup is restored into a scratch database;
    every table's row count must equal the count recorded in the dump's snapshot; `pg_amcheck`
    checks heap and indexes; restore time and throughput are measured; the scratch database is
@@ -17,15 +20,17 @@ its own Connections. A target marked `environment.production` is refused unless
    its time is the drill's RTO.
 4. **failback** — the `dr_failback` procedure returns the primary role.
 
-The evidence (each step's start, end, result; RTO and RPO against the objectives; restore
-throughput; pass or fail) is written to S3 as `drills/<year>/monthly_<time>.json` in both
-regions, and summarised in Slack. `check_overdue` raises `DRDrillOverdue` when no monthly drill
+**restore_topology** (a teardown: it runs whatever the steps did) returns the target to its
+original topology after a failed step. **evidence** writes the record (each step's start, end,
+result; RTO and RPO against the objectives; restore throughput; pass or fail) to S3 as
+`drills/<year>/monthly_<time>.json` in both regions, summarises it in Slack, and fails the run
+when the drill failed. `check_overdue` raises `DRDrillOverdue` when no monthly drill
 passed in 35 days or no quarterly one in 95.
 
-**When it fails**: `DRDrillFailed` names the failed step. The drill has tried to return the
-target to its original topology (see its `restore_topology` step); check `dr health`, then
-read the evidence (`dr drills`). **Safe to re-run** once the target is healthy; the drill task
-is never retried automatically (a retry would repeat a failover).
+**When it fails**: the grid and `DRDrillFailed` name the failed step. `restore_topology` has
+tried to return the target to its original topology; check `dr health`, then read the evidence
+(`dr drills`). **Safe to re-run** once the target is healthy; no drill task is retried
+automatically (a retry would repeat a failover).
 """
 
 from __future__ import annotations

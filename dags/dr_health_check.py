@@ -37,6 +37,8 @@ from disaster_recovery.airflow_support import failover_dags
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(minutes=5),
+    # Active once deployed: a paused health check detects nothing (README, "Deploy").
+    is_paused_upon_creation=False,
     tags=["dr", "health"],
     default_args={"retries": 0},
 )

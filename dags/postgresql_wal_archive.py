@@ -13,6 +13,9 @@ both regions' buckets (tier `postgresql_wal`, kept 7 days). This DAG watches tha
 3. **check_freshness** — fails when the primary has WAL newer than the archive and the newest
    archived segment is older than the RPO (`thresholds.wal_stale`, default 15 min) and sends
    **`WALArchiveStale`** (Critical) with `pg_stat_archiver`'s failure count and last failed WAL.
+4. **check_backlog** — fails when more WAL files wait to be archived on the primary (`.ready`)
+   than `pitr.async_max_backlog` allows (archive_command refuses them meanwhile) and sends
+   **`WALArchiveBacklog`** (High).
 
 **Safe to re-run?** Yes: it only reads (and remembers which segments it found intact).
 

@@ -6,5 +6,6 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 python3
     && python3 -m venv /opt/dr-venv
 COPY pyproject.toml /opt/dr/pyproject.toml
 COPY include /opt/dr/include
-RUN /opt/dr-venv/bin/pip install --no-cache-dir /opt/dr \
+# The archiver extra only: boto3 and PyYAML (no Airflow, redis, pydantic or psycopg).
+RUN /opt/dr-venv/bin/pip install --no-cache-dir "/opt/dr[archiver]" \
     && ln -s /opt/dr-venv/bin/dr /usr/local/bin/dr

@@ -14,11 +14,11 @@ import pytest
 from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.catalog.manifests import Manifest, Verification
 from disaster_recovery.catalog.names import backup_file_name
-from disaster_recovery.clients.s3 import regional_store
+from disaster_recovery.clients.s3 import ObjectStore, regional_store
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import load_settings
-from disaster_recovery.drills.evidence import DrillRecord, EvidenceStore
-from disaster_recovery.monitoring.history import append_check
+from disaster_recovery.drills.evidence import FIRST_RUN_KEY, DrillRecord, EvidenceStore
+from disaster_recovery.monitoring.history import append_check, raw_key
 from dr_sandbox import Sandbox
 
 PREFIX = "console-test"
@@ -84,7 +84,12 @@ def recorded(
         at = NOW - timedelta(minutes=minutes_ago)
         active = {"PrimaryDown": at.isoformat()} if minutes_ago in OUTAGE else {}
         append_check(store, PREFIX, health(at, minutes_ago not in OUTAGE), active)
-    # The newest check still sees the lag alert raised 3 minutes ago.
+    # The newest check still sees the lag alert raised 3 minutes ago, by this check.
+    raised = NOW - timedelta(minutes=3)
+    store.put_json(
+        raw_key(PREFIX, raised),
+        {"health": health(raised, True), "alerts": [{"name": "ReplicationLagHigh"}]},
+    )
     append_check(
         store,
         PREFIX,
@@ -126,10 +131,22 @@ def recorded(
         restore_throughput_mb_s=48.5,
     )
     drill_key = evidence.save(drill)
+    # Deployed long enough ago that the quarterly drill, which never ran, was due.
+    deployed_before = store.get_versioned(FIRST_RUN_KEY)
+    record_first_run(store, NOW - timedelta(days=100))
     try:
         yield deployment
     finally:
         store.delete([drill_key])
+        if deployed_before is None:
+            store.delete([FIRST_RUN_KEY])
+        else:
+            store.put_bytes(FIRST_RUN_KEY, deployed_before[0])
         for region in ("us-east-1", "us-west-2"):
             bucket = regional_store(deployment, region)
             bucket.delete([e["Key"] for e in bucket.list_keys(f"{PREFIX}/")])
+
+
+def record_first_run(store: ObjectStore, at: datetime) -> None:
+    """The deployment's first run, as the first scheduled drill check records it."""
+    store.put_json(FIRST_RUN_KEY, {"first_run": at.isoformat()})

@@ -1,6 +1,7 @@
 """Helpers for the failover tests: a person answering the
 approval from a background thread (through Airflow's REST route, in process), a timeout, a
-writer that commits continuously and remembers what PostgreSQL acknowledged."""
+writer that commits continuously and remembers what PostgreSQL acknowledged, and the state a
+stopped failover leaves in the source region, read back from the servers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import time
 from typing import Any
 
 import psycopg
+import redis
+
+from disaster_recovery.clients.services import http_json
+from dr_sandbox import Sandbox
 
 
 def _awaiting_run(dag_id: str, task_id: str, timeout: float) -> tuple[str, Any]:
@@ -125,3 +130,29 @@ class Writer(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.join(10)
+
+
+# -- the source region after a stopped failover --------------------------------------------------
+
+
+def app_read_only(box: Sandbox, region: str) -> bool:
+    # 503 while its database is down; the body still says whether it is read-only.
+    status, body = http_json(f"{box.app_url(region)}/health", timeout=3)
+    assert status in (200, 503) and isinstance(body, dict), (status, body)
+    return bool(body["read_only"])
+
+
+def redis_accepts_writes(box: Sandbox) -> bool:
+    """A write on the primary Redis returns at once (a paused master holds it until timeout)."""
+    endpoint = box.redis("primary")
+    client = redis.Redis(host=endpoint.host, port=endpoint.port, socket_timeout=2)
+    try:
+        return bool(client.set("dr:undo-test", "1"))
+    except redis.TimeoutError:
+        return False
+    finally:
+        client.close()
+
+
+def standby_signal(box: Sandbox, role: str) -> bool:
+    return (box.instance(role).data_dir / "standby.signal").exists()

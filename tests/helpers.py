@@ -1,15 +1,19 @@
 """The helpers every tier shares, written once: the one private-sandbox factory, a sandbox's
 variables in os.environ, running a DAG under ``dag.test()``, running the ``dr`` CLI in a
-subprocess, and reading the Slack log the sandbox's webhook receiver writes.
+subprocess, reading the Slack log the sandbox's webhook receiver writes, and a headless
+Chromium.
 
 Airflow is imported inside the DAG helpers only: importing it reads its configuration, which
-conftest.py sets first, and the unit tier must not pay for it.
+conftest.py sets first, and the unit tier must not pay for it (nor for Selenium).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import random
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -18,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from dr_sandbox import Sandbox, SandboxPorts
+from dr_sandbox import PORT_COUNT, Sandbox, SandboxPorts
 from dr_sandbox.webhook import read_messages
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,20 +43,54 @@ def sandbox_root(prefix: str) -> Path:
     return root
 
 
-def new_sandbox(scale: float = 0.2, prefix: str = "dr-private-") -> Sandbox:
-    """The one private-sandbox factory: a sandbox on free loopback ports, not started yet."""
-    return Sandbox(sandbox_root(prefix), SandboxPorts.free(), scale=scale)
+def new_sandbox(
+    scale: float = 0.2, prefix: str = "dr-private-", ports: SandboxPorts | None = None
+) -> Sandbox:
+    """The one private-sandbox factory: a sandbox on free loopback ports (or ``ports``), not
+    started yet."""
+    return Sandbox(sandbox_root(prefix), ports or SandboxPorts.free(), scale=scale)
 
 
 @contextlib.contextmanager
-def private_sandbox(scale: float = 0.2, prefix: str = "dr-private-") -> Iterator[Sandbox]:
+def private_sandbox(
+    scale: float = 0.2, prefix: str = "dr-private-", ports: SandboxPorts | None = None
+) -> Iterator[Sandbox]:
     """A started private sandbox (for tests that break, kill or move components), purged after."""
-    box = new_sandbox(scale, prefix)
+    box = new_sandbox(scale, prefix, ports)
     try:
         box.up()
         yield box
     finally:
         box.down(purge=True)
+
+
+@contextlib.contextmanager
+def airflow_sandbox(prefix: str) -> Iterator[Sandbox]:
+    """A started private sandbox as ``make demo BASE_PORT=...`` brings it up: its ten ports from
+    one base, the three after them free for Airflow (``dr_sandbox.demo.default_airflow_port``)."""
+    ports = SandboxPorts.from_base(free_port_block(PORT_COUNT + 3))
+    with private_sandbox(scale=0.2, prefix=prefix, ports=ports) as box:
+        yield box
+
+
+def free_port_block(count: int, attempts: int = 200) -> int:
+    """The first of ``count`` consecutive loopback ports that are all free now, as a person
+    picks ``make demo BASE_PORT=...``. Below Linux's ephemeral range (32768 and up), where the
+    free ports other tests are handed come from."""
+    for _ in range(attempts):
+        base = random.randrange(10000, 32768 - count)
+        if all(_bindable(base + offset) for offset in range(count)):
+            return base
+    raise AssertionError(f"no {count} consecutive free ports below 32768")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @contextlib.contextmanager
@@ -131,3 +169,43 @@ def run_dag(
 def task_states(dag_run: Any) -> dict[str, str]:
     """Each task's final state in a DagRun, by task id."""
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+# -- a browser ------------------------------------------------------------------------------------
+
+CHROME_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--window-size=1400,1000",
+)
+
+
+@contextlib.contextmanager
+def chromium(time_zone: str | None = None) -> Iterator[Any]:
+    """Headless Chromium (Debian's, driven by chromium-driver) with a fresh profile, as a
+    Selenium driver; ``time_zone`` is the browser's own zone (its ``TZ``), as on a laptop there."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    assert browser and driver_path, "make test installs Debian's chromium and chromium-driver"
+    profile = tempfile.mkdtemp(prefix="dr-chromium-")
+    options = Options()
+    options.binary_location = browser
+    for flag in (*CHROME_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium fetch a browser
+    env = {**os.environ, **({"TZ": time_zone} if time_zone else {})}
+    driver = webdriver.Chrome(
+        service=Service(executable_path=driver_path, env=env), options=options
+    )
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

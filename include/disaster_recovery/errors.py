@@ -132,5 +132,12 @@ class WalStaleError(PermanentError):
     exit_code = ExitCode.VERIFICATION
 
 
+class WalBacklogError(DisasterRecoveryError):
+    """More files wait to be archived than ``pitr.async_max_backlog`` allows
+    (WALArchiveBacklog)."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
 class WalCorruptError(VerificationError):
     """A fetched segment's SHA-256 does not match the one recorded when it was archived."""

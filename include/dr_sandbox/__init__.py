@@ -45,7 +45,7 @@ from disaster_recovery.monitoring import heartbeat
 from disaster_recovery.postgres import db
 from disaster_recovery.postgres.instance import LocalInstance, quote_conf
 from disaster_recovery.wal.host import archiver_command, write_archiver_files
-from dr_sandbox import processes
+from dr_sandbox import archiver_install, processes
 from dr_sandbox.sample_data import load_sample_data
 
 if TYPE_CHECKING:
@@ -99,6 +99,31 @@ def server_os_user() -> str | None:
             timeout=30,
         )
     return SERVER_OS_USER
+
+
+def redis_server_command(server: str, port: int, folder: Path) -> list[str]:
+    """A throw-away redis-server on loopback, in the foreground: no persistence, and a replica's
+    first sync at once (the sandbox's pair; also the demo's Celery broker)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        server,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(folder),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+        "--repl-diskless-sync-delay",
+        "0",
+        "--daemonize",
+        "no",
+    ]
 
 
 @dataclass
@@ -330,27 +355,7 @@ class Sandbox:
                 "redis-server not found: install Debian's redis-server package"
             )
         port = self.ports.redis_primary if role == "primary" else self.ports.redis_replica
-        folder = self.root / "redis" / role
-        folder.mkdir(parents=True, exist_ok=True)
-        args = [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(folder),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-            "--repl-diskless-sync-delay",
-            "0",
-            "--daemonize",
-            "no",
-        ]
+        args = redis_server_command(server, port, self.root / "redis" / role)
         if role == "replica" and follow_primary:
             args += ["--replicaof", "127.0.0.1", str(self.ports.redis_primary)]
         log_file = self.root / "logs" / f"redis-{role}.log"
@@ -418,7 +423,9 @@ class Sandbox:
         env_file = write_archiver_files(
             self.root / "wal", self.settings(), deployment, server_os_user()
         )
-        return archiver_command("push", env_file, server_os_user())
+        # The archiver as a database host installs it (archiver_install), not our virtualenv.
+        python = str(archiver_install.archiver_python())
+        return archiver_command("push", env_file, server_os_user(), python)
 
     def _standby_conninfo(self) -> str:
         return (

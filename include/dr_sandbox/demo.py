@@ -76,16 +76,22 @@ class AirflowApi:
         )
         return str(run["dag_run_id"])
 
-    def run_ids(self, dag_id: str, run_type: str | None = None) -> list[str]:
+    def runs(self, dag_id: str, run_type: str | None = None) -> list[dict[str, Any]]:
         query = f"?run_type={run_type}" if run_type else ""
-        runs = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns{query}")["dag_runs"]
-        return [str(run["dag_run_id"]) for run in runs]
+        return list(self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns{query}")["dag_runs"])
+
+    def run_ids(self, dag_id: str, run_type: str | None = None) -> list[str]:
+        return [str(run["dag_run_id"]) for run in self.runs(dag_id, run_type)]
 
     def start_once(self, dag_id: str, timeout: float = 90) -> str:
         """One run of ``dag_id``, as production would have it. A DAG whose latest scheduled slot
         is already past (catchup=False runs that slot when unpaused) gets its scheduled run,
         waited for; a manual run on top of it would run the job twice. Otherwise: a manual run.
         """
+        # The DAGs protection depends on are active once deployed: the scheduler may already
+        # have started the latest slot's run.
+        if scheduled := self.run_ids(dag_id, "scheduled"):
+            return scheduled[0]
         dag = self._request("GET", f"/api/v2/dags/{dag_id}")
         due = dag.get("next_dagrun_run_after")
         if not due or datetime.fromisoformat(due) > datetime.now(UTC):
@@ -111,6 +117,24 @@ class AirflowApi:
             time.sleep(2)
         raise UnavailableError(f"{dag_id} run {run_id} did not finish within {timeout:g} s")
 
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The run's task instances: state, hostname (the worker that ran each), times..."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances"
+        return list(self._request("GET", path)["task_instances"])
+
+    def downstream(self, dag_id: str) -> dict[str, list[str]]:
+        """Each task's direct downstream tasks."""
+        tasks = self._request("GET", f"/api/v2/dags/{dag_id}/tasks")["tasks"]
+        return {t["task_id"]: list(t["downstream_task_ids"]) for t in tasks}
+
+    def answer(self, dag_id: str, run_id: str, task_id: str, choice: str) -> Any:
+        """Answer a human-in-the-loop task (Approve/Reject) as a person in the UI does."""
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/"
+            f"{task_id}/-1/hitlDetails"
+        )
+        return self._request("PATCH", path, {"chosen_options": [choice], "params_input": {}})
+
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         path = (
             f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/"
@@ -123,7 +147,11 @@ def airflow_home(root: Path) -> Path:
     return root.resolve() / "airflow"
 
 
-def airflow_environment(sandbox: Sandbox, port: int) -> dict[str, str]:
+def airflow_environment(
+    sandbox: Sandbox, port: int, broker_port: int | None = None
+) -> dict[str, str]:
+    """The demo's Airflow settings: the LocalExecutor, or with ``broker_port`` the
+    CeleryExecutor whose broker (and result backend) is the redis-server on that port."""
     venv_bin = str(Path(sys.executable).parent)
     home = airflow_home(sandbox.root)
     # The caller's own Airflow settings stay out (a test session's metadata database would
@@ -140,7 +168,8 @@ def airflow_environment(sandbox: Sandbox, port: int) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
         # What airflow standalone would force (the demo runs its components itself).
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if broker_port else "LocalExecutor",
+        **(celery_settings(broker_port) if broker_port else {}),
         "AIRFLOW__CORE__AUTH_MANAGER": (
             "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
         ),
@@ -148,7 +177,7 @@ def airflow_environment(sandbox: Sandbox, port: int) -> dict[str, str]:
         # Loopback only, like every other part of the sandbox (the default is 0.0.0.0).
         "AIRFLOW__API__HOST": "127.0.0.1",
         # The server's zone for naive times: the policy's (the schedules are Bogota time). The
-        # UI itself shows the browser's zone; the banner below says which one to pick.
+        # UI's own default zone comes from the DR plugin (ui_timezone): Airflow 3 has no setting.
         "AIRFLOW__CORE__DEFAULT_TIMEZONE": sandbox.settings().timezone,
         # Its log servers take the next two ports, so two sandboxes' Airflows can coexist.
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(port + 1),
@@ -158,6 +187,21 @@ def airflow_environment(sandbox: Sandbox, port: int) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
         "XDG_RUNTIME_DIR": str(home),
     }
+
+
+def celery_settings(broker_port: int) -> dict[str, str]:
+    broker = f"redis://127.0.0.1:{broker_port}"
+    return {
+        "AIRFLOW__CELERY__BROKER_URL": f"{broker}/0",
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"{broker}/1",
+    }
+
+
+def default_airflow_port(sandbox: Sandbox) -> int:
+    """8080, or right after the sandbox's ten ports when they were moved (``make demo
+    BASE_PORT=...``: one base port moves everything, Airflow included)."""
+    moved = sandbox.ports != SandboxPorts()
+    return sandbox.ports.pg_primary + PORT_COUNT if moved else 8080
 
 
 def admin_password(root: Path, timeout: float = 120) -> str:
@@ -170,7 +214,9 @@ def admin_password(root: Path, timeout: float = 120) -> str:
     raise UnavailableError(f"Airflow did not write its admin password to {file}")
 
 
-def start_airflow(sandbox: Sandbox, port: int) -> AirflowApi:
+def start_airflow(sandbox: Sandbox, port: int, celery_workers: int = 0) -> AirflowApi:
+    """Airflow's components on loopback (already running: reused); with ``celery_workers``,
+    the CeleryExecutor with that many workers and a broker of its own on a free port."""
     pidfile = airflow_home(sandbox.root) / "standalone.pid"
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     log_file = sandbox.root / "logs" / "airflow-standalone.log"
@@ -181,10 +227,12 @@ def start_airflow(sandbox: Sandbox, port: int) -> AirflowApi:
                 f"port {port} is taken by another program; use --airflow-port"
             )
         # airflow standalone's components, minus the log servers that bind every interface.
+        command = [sys.executable, "-m", "dr_sandbox.airflow_services"]
+        broker_port = processes.free_port() if celery_workers else None
+        if broker_port:
+            command += ["--celery-workers", str(celery_workers), "--broker-port", str(broker_port)]
         pid = processes.start_detached(
-            [sys.executable, "-m", "dr_sandbox.airflow_services"],
-            log_file,
-            env=airflow_environment(sandbox, port),
+            command, log_file, env=airflow_environment(sandbox, port, broker_port)
         )
         pidfile.write_text(str(pid))
         (pidfile.parent / "api.port").write_text(str(port))
@@ -193,6 +241,8 @@ def start_airflow(sandbox: Sandbox, port: int) -> AirflowApi:
     while not api.healthy():
         if time.monotonic() > deadline:
             raise UnavailableError(f"Airflow did not become healthy in 240 s; see {log_file}")
+        if not processes.pid_alive(int(pidfile.read_text()), "airflow"):
+            raise UnavailableError(f"Airflow stopped while starting; see {log_file}")
         time.sleep(1)
     return api
 
@@ -261,7 +311,7 @@ def main_job(api: AirflowApi, sandbox: Sandbox, say: Callable[[str], None]) -> d
     backup = run_dag(api, "postgresql_backup_full", "publish", say)
     run_dag(api, "postgresql_backup_incremental", "replicate_backup", say)
     archive_now(sandbox)
-    drill = run_dag(api, "dr_drill_monthly", "drill", say)
+    drill = run_dag(api, "dr_drill_monthly", "evidence", say)
     steps = {step["name"]: step for step in drill["steps"]}
     return {
         "backup": {
@@ -278,6 +328,8 @@ def main_job(api: AirflowApi, sandbox: Sandbox, say: Callable[[str], None]) -> d
         },
         "drill": {
             "passed": drill["passed"],
+            # One task each in the grid; the evidence task returns the record they built.
+            "steps": {name: step["result"] for name, step in steps.items()},
             "restore_seconds": steps["restore_full"]["details"]["restore_seconds"],
             "restore_throughput_mb_s": drill["restore_throughput_mb_s"],
             "point_in_time": steps["point_in_time"]["details"]["target"],
@@ -304,6 +356,12 @@ def main() -> int:
         help="Airflow's API server port; its log servers take the next two "
         "(default: 8080, or right after the sandbox's own ports when they were moved)",
     )
+    parser.add_argument(
+        "--celery-workers",
+        type=int,
+        default=0,
+        help="run the CeleryExecutor with this many workers (default: the LocalExecutor)",
+    )
     parser.add_argument("--stop", action="store_true", help="stop Airflow started by the demo")
     parser.add_argument(
         "--no-job", action="store_true", help="only start Airflow; do not run the main job"
@@ -314,16 +372,13 @@ def main() -> int:
         return 0
     sandbox = Sandbox(args.root)
     if args.airflow_port is None:
-        moved = sandbox.ports != SandboxPorts()
-        args.airflow_port = sandbox.ports.pg_primary + PORT_COUNT if moved else 8080
-    api = start_airflow(sandbox, args.airflow_port)
+        args.airflow_port = default_airflow_port(sandbox)
+    api = start_airflow(sandbox, args.airflow_port, args.celery_workers)
     # The address and login first: the main job takes minutes, and a person can watch it run.
-    # Airflow 3's UI shows times in the browser's zone (kept in the browser), whatever the
-    # server says: name the policy's zone so a person can pick it in the UI's menu.
     print(
         f"\nAirflow UI: http://127.0.0.1:{args.airflow_port}  (user {ADMIN}, password "
-        f"{api.password})\nSchedules are in {sandbox.settings().timezone}: pick it in the UI "
-        "(user menu -> Timezone) if your browser is elsewhere.\n",
+        f"{api.password})\nTimes in the UI and the schedules are {sandbox.settings().timezone} "
+        "(user menu -> Timezone picks another).\n",
         file=sys.stderr,
         flush=True,
     )

@@ -2,7 +2,7 @@
 
 Real S3 is durable: a region that goes down comes back with its objects. moto keeps objects in
 memory and loses them when its process dies, so ``kill-region`` saves every bucket's objects
-(body, content type, user metadata) through the S3 API into a folder before it kills that
+(body, content type, user metadata, server-side encryption) through the S3 API into a folder before it kills that
 region's moto server, and ``revive-region`` puts them back into the new server.
 """
 
@@ -37,6 +37,12 @@ def save_objects(endpoint: AwsEndpoint, folder: Path) -> int:
                     "file": body.name,
                     "content_type": head.get("ContentType") or "application/octet-stream",
                     "metadata": head.get("Metadata") or {},
+                    # Kept as written: a revived region's objects are as encrypted as before.
+                    "encryption": {
+                        name: head[name]
+                        for name in ("ServerSideEncryption", "SSEKMSKeyId")
+                        if head.get(name)
+                    },
                 }
             )
     (folder / INDEX).write_text(json.dumps(index))
@@ -59,7 +65,11 @@ def restore_objects(endpoint: AwsEndpoint, folder: Path) -> int:
             str(folder / entry["file"]),
             bucket,
             entry["key"],
-            ExtraArgs={"ContentType": entry["content_type"], "Metadata": entry["metadata"]},
+            ExtraArgs={
+                "ContentType": entry["content_type"],
+                "Metadata": entry["metadata"],
+                **entry.get("encryption", {}),
+            },
             Config=stores[bucket].transfer,
         )
         restored += 1

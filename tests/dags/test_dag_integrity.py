@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from helpers import DAGS
 
+from disaster_recovery.drills.names import DRILL_STEPS, RESTORE_TOPOLOGY
 from disaster_recovery.failover.names import FAILBACK_STEPS, FAILOVER_STEPS
 
 CONTRACT_DAG_IDS = {
@@ -49,13 +51,34 @@ NEVER_RETRIED = {
     ("dr_health_check", "check"),
     ("dr_health_check", "primary_failed_repeatedly"),
     ("dr_health_check", "trigger_failover"),
-    ("dr_drill_monthly", "drill"),
-    ("dr_drill_quarterly", "drill"),
+    *(
+        (f"dr_drill_{kind}", task)
+        for kind, steps in DRILL_STEPS.items()
+        for task in (*steps, RESTORE_TOPOLOGY, "evidence")
+    ),
     *(
         (dag, task)
         for dag in ("dr_failover", "dr_failback")
         for task in ("detect.run", "decide.notify", "decide.approval")
     ),
+    *(
+        (dag, task)
+        for dag in ("dr_drill_monthly", "dr_drill_quarterly")
+        for task in ("decide.notify", "decide.approval")
+    ),
+}
+# What protection depends on runs as soon as it is deployed (issue 16): the every-minute health
+# check, the WAL archive check, every backup tier, and failover/failback so that the automatic
+# trigger (and a manual one) runs. Drills and cleanup wait for an operator to turn them on.
+ACTIVE_WHEN_DEPLOYED = {
+    "dr_health_check",
+    "postgresql_wal_archive",
+    "postgresql_backup_full",
+    "postgresql_backup_incremental",
+    "postgresql_backup_weekly",
+    "postgresql_backup_monthly",
+    "dr_failover",
+    "dr_failback",
 }
 
 # Runs in a fresh interpreter: sockets and the metadata database are made to explode, so any
@@ -83,6 +106,7 @@ for dag_id, dag in bag.dags.items():
         "catchup": dag.catchup, "max_active_runs": dag.max_active_runs,
         "start_date": str(dag.start_date) if dag.start_date else None,
         "no_retries": [t.task_id for t in dag.tasks if t.retries < 1],
+        "task_ids": [t.task_id for t in dag.tasks],
         "schedule": getattr(dag.timetable, "summary", type(dag.timetable).__name__),
     }
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags,
@@ -129,6 +153,50 @@ def test_required_attributes(parsed: dict[str, Any]) -> None:
         assert dag["start_date"], dag_id
         unexpected = {(dag_id, t) for t in dag["no_retries"]} - NEVER_RETRIED
         assert not unexpected, f"{dag_id}: tasks without retries: {unexpected}"
+
+
+# Deployed the way Airflow deploys a DAG folder: a fresh metadata database, the folder parsed
+# and written to it as the DAG processor does (`airflow dags reserialize`), then each DAG's
+# paused flag as the UI shows it.
+DEPLOY_SCRIPT = r"""
+import argparse, json, os, sys
+os.environ.update({"AIRFLOW_HOME": sys.argv[2], "AIRFLOW__CORE__DAGS_FOLDER": sys.argv[1],
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:///" + sys.argv[2] + "/airflow.db",
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False"})
+from airflow.utils import db
+db.resetdb()
+from airflow.cli.commands.dag_command import dag_reserialize
+dag_reserialize(argparse.Namespace(bundle_name=None))
+from airflow.models import DagModel
+from airflow.utils.session import create_session
+with create_session() as session:
+    print(json.dumps({d.dag_id: d.is_paused for d in session.query(DagModel)}))
+"""
+
+
+def test_protection_is_active_once_deployed(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", DEPLOY_SCRIPT, str(DAGS), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "DR_CONFIG"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    paused = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(paused) == CONTRACT_DAG_IDS
+    assert {dag_id for dag_id, is_paused in paused.items() if not is_paused} == (
+        ACTIVE_WHEN_DEPLOYED
+    )
+
+
+def test_production_drills_wait_for_a_person(parsed: dict[str, Any]) -> None:
+    # The shipped configuration is a production one: each drill asks a person (a Slack notice,
+    # then the Required Action) before its first step.
+    for kind in ("monthly", "quarterly"):
+        tasks = parsed["dags"][f"dr_drill_{kind}"]["task_ids"]
+        assert {"decide.notify", "decide.approval", "preflight"} <= set(tasks), tasks
 
 
 def test_the_guard_catches_io_at_parse_time(tmp_path: Path) -> None:
@@ -295,3 +363,34 @@ def test_library_and_dags_run_the_same_steps() -> None:
         assert callable(failover_dags._step_function("failback", step, plan, params))
     for step in FAILOVER_STEPS[1:]:  # (failover's detect reads an Airflow Variable first)
         assert callable(failover_dags._step_function("failover", step, plan, params))
+
+
+# -- drill DAGs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", DRILL_STEPS)
+def test_drill_dag_shows_each_step_as_a_task(dagbag: Any, kind: str) -> None:
+    """check_overdue, a person's approval (the shipped configuration is production), then the
+    drill's steps in order, the teardown that restores the topology (set up by preflight, so it
+    runs whatever the steps did), and the evidence last."""
+    dag = dagbag.dags[f"dr_drill_{kind}"]
+    decide = ["decide.notify", "decide.approval"]
+    order = ["check_overdue", *decide, *DRILL_STEPS[kind], RESTORE_TOPOLOGY, "evidence"]
+    assert {t.task_id for t in dag.tasks} == set(order)
+    for upstream, downstream in itertools.pairwise(order):
+        # preflight also leads straight to its teardown
+        extra = {RESTORE_TOPOLOGY} if upstream == "preflight" else set()
+        assert dag.get_task(upstream).downstream_task_ids == {downstream} | extra, upstream
+    preflight, teardown = dag.get_task("preflight"), dag.get_task(RESTORE_TOPOLOGY)
+    assert preflight.is_setup and teardown.is_teardown
+    assert teardown.trigger_rule == "all_done_setup_success"
+    assert preflight.trigger_rule == "all_done"  # an overdue check that failed blocks nothing
+    assert dag.get_task("evidence").trigger_rule == "all_done"
+    assert all(dag.get_task(t).retries == 0 for t in order[1:])  # a retry repeats a failover
+
+
+def test_library_and_drill_dags_run_the_same_steps() -> None:
+    from disaster_recovery.drills.procedures import STEPS
+
+    for kind, names in DRILL_STEPS.items():
+        assert tuple(step.name for step in STEPS[kind]) == names

@@ -8,13 +8,16 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from console_support import NOW
+from console_support import NOW, record_first_run
+from helpers import REPO
 
+from disaster_recovery.clients.s3 import regional_store
 from disaster_recovery.config.endpoints import (
     ConnectionFields,
     Deployment,
@@ -22,6 +25,10 @@ from disaster_recovery.config.endpoints import (
 )
 from disaster_recovery.console import page
 from disaster_recovery.console import sections as console
+from disaster_recovery.failover.names import FAILOVER_STEPS
+from disaster_recovery.failover.plan import Plan
+from disaster_recovery.failover.steps import run_failover
+from disaster_recovery.monitoring.history import raw_key
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +55,7 @@ def test_topology_now_from_the_nodes(status: dict[str, Any]) -> None:
     ]
     assert topology["replication_lag_ok"] is True
     assert isinstance(topology["timeline"], int) and topology["timeline"] >= 1
+    assert isinstance(topology["generation"], int) and topology["generation"] >= 0
     assert topology["replication_lag_threshold_seconds"] == 60
 
 
@@ -99,15 +107,35 @@ def test_failovers_drills_and_alerts(status: dict[str, Any]) -> None:
     assert drills["quarterly"]["overdue"] is True and drills["quarterly"]["passed"] is None
     names = [a["name"] for a in status["alerts"]["active"]]
     assert names.count("DRDrillOverdue") == 1 and "ReplicationLagHigh" in names
-    assert "BackupLate" in names
+    late = next(a for a in status["alerts"]["active"] if a["name"] == "BackupLate")
+    # The daily full is 3 days old: late since a day and 6 hours (its slack) after it started.
+    assert late["since"] == (NOW - timedelta(days=3) + timedelta(hours=30)).isoformat()
+    assert late["link"].endswith("/dags/postgresql_backup_full")
     lag = next(a for a in status["alerts"]["active"] if a["name"] == "ReplicationLagHigh")
     assert lag["since"] == (NOW - timedelta(minutes=3)).isoformat()
     assert lag["link"].endswith("/dags/dr_health_check")
+    assert lag["evidence"].endswith(raw_key("console-test", NOW - timedelta(minutes=3)))
+
+
+def test_a_new_deployment_has_no_overdue_drill(recorded: Deployment) -> None:
+    """Deployed an hour ago, no drill can have been due yet: the quarterly drill that never ran
+    is not overdue and raises no alert, as the scheduled check posts none."""
+    store = regional_store(recorded, "us-east-1")
+    record_first_run(store, NOW - timedelta(hours=1))
+    try:
+        fresh = console.collect(recorded, now=NOW, only=["drills", "alerts"])
+    finally:
+        record_first_run(store, NOW - timedelta(days=100))
+    drills = {d["drill"]: d for d in fresh["drills"]["drills"]}
+    assert drills["quarterly"]["passed"] is None and drills["quarterly"]["overdue"] is False
+    assert "DRDrillOverdue" not in [a["name"] for a in fresh["alerts"]["active"]]
 
 
 def test_page_is_readable_at_a_glance(status: dict[str, Any], recorded: Deployment) -> None:
     html = page.render_page(status, recorded.settings.tz)
     assert 'Primary region: <b id="primary-region">us-east-1</b>' in html
+    generation, timeline = status["topology"]["generation"], status["topology"]["timeline"]
+    assert f"generation {generation} · timeline {timeline}" in html
     assert "1.7 MB" in html and "OVERDUE" in html and "Daily full (logical)" in html
     assert "<svg" in html and "cell-down" in html
     for raw in ("size_bytes", "availability_percent", "age_seconds", "postgresql_weekly_"):
@@ -201,3 +229,82 @@ def test_dr_status_prints_the_same_data(console_config: Path, recorded: Deployme
     assert document["availability"]["windows"][0]["down_minutes"] == 5.0
     assert "read from us-east-1's bucket" in done.stderr
     assert "drills: overdue: quarterly" in done.stderr
+
+
+def dr_status(console_config: Path) -> subprocess.CompletedProcess[str]:
+    """``dr status`` in its own process: S3 and the nodes only, no Airflow database."""
+    return subprocess.run(
+        [sys.executable, "-m", "disaster_recovery", "status"],
+        env={**os.environ, "DR_CONFIG": str(console_config)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def plugin_view_without_airflow_db(
+    console_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """The console plugin's failover section with Airflow's metadata database unreachable (a
+    SQLite file in a folder that does not exist)."""
+    import importlib.util
+
+    from airflow import settings
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    missing = tmp_path / "no-such-folder" / "airflow.db"
+    monkeypatch.setattr(settings, "Session", sessionmaker(create_engine(f"sqlite:///{missing}")))
+    monkeypatch.setenv("DR_CONFIG", str(console_config))
+    spec = importlib.util.spec_from_file_location("dr_dashboard", REPO / "plugins/dr_dashboard.py")
+    assert spec is not None and spec.loader is not None
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    section: dict[str, Any] = plugin._status(["failover_in_progress"])["failover_in_progress"]
+    return section
+
+
+def test_dr_status_shows_a_running_failover_from_s3(
+    console_config: Path, recorded: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real failover (the library's, as `dr failover` runs it) held at DECIDE: `dr status`
+    shows it and its steps from the progress the engine writes to S3, and so does the console
+    plugin when Airflow's database does not answer; then no longer once it ended (rejected
+    there, so nothing changed)."""
+    asked, answer = threading.Event(), threading.Event()
+
+    def approve(_evidence: dict[str, Any], _body: str) -> bool:
+        asked.set()
+        answer.wait(120)
+        return False
+
+    plan = Plan(recorded, "us-east-1", "us-west-2")
+    results: list[dict[str, Any]] = []
+    runner = threading.Thread(
+        target=lambda: results.append(run_failover(plan, "console test", "pytest", approve=approve))
+    )
+    runner.start()
+    try:
+        assert asked.wait(60), "the failover never reached DECIDE"
+        during = dr_status(console_config)
+        plugin = plugin_view_without_airflow_db(console_config, tmp_path, monkeypatch)
+    finally:
+        answer.set()
+        runner.join(120)
+    assert during.returncode == 0, during.stderr
+    runs = json.loads(during.stdout)["failover_in_progress"]["runs"]
+    assert [(r["kind"], r["run_id"]) for r in runs] == [("failover", plan.run_id)]
+    states = {s["step"]: s["state"] for s in runs[0]["steps"]}
+    assert list(states) == list(FAILOVER_STEPS)
+    assert (states["detect"], states["decide"]) == ("success", "running")
+    assert all(states[step] is None for step in FAILOVER_STEPS[2:])
+    assert runs[0]["steps"][0]["started_at"] and runs[0]["source"] == "s3 (us-west-2)"
+    assert f"failover in progress: run {plan.run_id}, at decide (running)" in during.stderr
+    assert [r["run_id"] for r in plugin["runs"]] == [plan.run_id]
+    assert "unable to open database file" in plugin["airflow_error"]
+
+    assert results and results[0]["status"] == "aborted"
+    after = dr_status(console_config)
+    assert json.loads(after.stdout)["failover_in_progress"] == {"runs": []}
+    assert "in progress" not in after.stderr

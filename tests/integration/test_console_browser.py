@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,20 +25,12 @@ from typing import Any
 import pytest
 from failover_support import _awaiting_run as awaiting_run
 from failover_support import answer
+from helpers import chromium
 
 from disaster_recovery.config.endpoints import Deployment
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "docs" / "console"
-CHROME_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--window-size=1400,1000",
-)
 
 
 def free_port() -> int:
@@ -125,26 +115,10 @@ def no_leftover_switch_runs(airflow_db: None) -> None:
 @pytest.fixture(scope="module")
 def browser(console_url: str) -> Iterator[Any]:
     """Headless Chromium, logged in: the UI's ``_token`` cookie, as after Airflow's login page."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver_path, "make test installs Debian's chromium and chromium-driver"
-    profile = tempfile.mkdtemp(prefix="dr-chromium-")
-    options = Options()
-    options.binary_location = chromium
-    for flag in (*CHROME_FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium fetch a browser
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    try:
+    with chromium() as driver:
         driver.get(f"{console_url}/api/v2/monitor/health")
         driver.add_cookie({"name": "_token", "value": token_for(console_url, "operator")})
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def text_of(driver: Any, css: str) -> str:

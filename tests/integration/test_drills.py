@@ -1,5 +1,6 @@
 """DR drills against a private sandbox: both drill DAGs with dag.test(), their evidence and
-figures, and the ways a drill must fail (corrupted backup, rejected failover, production)."""
+figures, and the ways a drill must fail or wait (corrupted backup, rejected failover, a
+production target nobody approved)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
+from failover_support import ApprovalAnswerer
 from helpers import private_sandbox, run_dag, run_dr, slack_messages, task_states
 from pitr_support import prepare_for_drills
 
@@ -18,8 +21,9 @@ from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.clients.s3 import ObjectStore
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.drills.evidence import DrillRecord, EvidenceStore
-from disaster_recovery.monitoring import heartbeat
+from disaster_recovery.drills.names import DRILL_STEPS
 from disaster_recovery.monitoring.health import current_roles
+from disaster_recovery.monitoring.topology import read_record
 from dr_sandbox import Sandbox
 
 
@@ -60,10 +64,15 @@ def assert_original_topology(sandbox: Sandbox) -> None:
 
 def test_monthly_drill_dag_produces_checked_evidence(box: Sandbox, airflow_db: None) -> None:
     state, tasks = drill("dr_drill_monthly", seed=7)
-    assert (state, tasks) == ("success", {"drill": "success", "check_overdue": "success"})
+    # Each step is a task of the grid; the teardown found nothing to restore.
+    steps = DRILL_STEPS["monthly"]
+    expected = ("check_overdue", *steps, "restore_topology", "evidence")
+    assert (state, tasks) == ("success", dict.fromkeys(expected, "success"))
     record = newest_record(box, "monthly")
     steps = {s.name: s for s in record.steps}
-    assert record.passed and [s.result for s in record.steps] == ["passed"] * 5
+    assert record.passed and [(s.name, s.result) for s in record.steps] == [
+        (name, "passed") for name in steps
+    ]
     restored = steps["restore_full"].details
     assert restored["counts_match"] and restored["rows"] > 1000 and restored["amcheck"]
     assert record.restore_throughput_mb_s and record.restore_throughput_mb_s > 0
@@ -89,16 +98,14 @@ def test_quarterly_drill_measures_real_rto_and_rpo(box: Sandbox, airflow_db: Non
     assert state == "success", tasks
     record = newest_record(box, "quarterly")
     steps = {s.name: s for s in record.steps}
-    assert list(steps) == [
-        "preflight",
-        "kill_primary_region",
-        "detect",
-        "failover",
-        "archive_rpo",
-        "survivor_protection",
-        "revive_region",
-        "failback",
-    ]
+    names = list(DRILL_STEPS["quarterly"])  # every step ran, validate among them
+    assert list(steps) == names
+    assert tasks == dict.fromkeys(
+        ["check_overdue", *names, "restore_topology", "evidence"], "success"
+    )
+    # The RTO runs from the kill (one task) to the validated secondary (three tasks later).
+    assert steps["validate"].details["rto_seconds"] == record.rto_seconds
+    assert record.rto_seconds >= sum(steps[name].seconds or 0 for name in ("detect", "failover"))
     assert steps["detect"].details["consecutive_failures"] == 3
     assert record.rto_seconds is not None and 0 < record.rto_seconds < 1800
     # The synchronous standby lost no acknowledged heartbeat; the RPO is the time since the
@@ -116,6 +123,39 @@ def test_quarterly_drill_measures_real_rto_and_rpo(box: Sandbox, airflow_db: Non
     assert survivor["region"] == "us-west-2" and survivor["pitr_plan_region"] == "us-west-2"
     assert survivor["full_backup"].startswith("postgresql_full_")
     assert survivor["timeline"] >= 2
+    assert_original_topology(box)
+
+
+def test_failed_middle_step_still_restores_the_topology(
+    box: Sandbox, airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The region is lost and the primary moved to us-west-2 when archive_rpo fails (its
+    point-in-time restore cannot start a server: the configured OS user does not exist). The
+    steps after it never run; the teardown revives us-east-1 and fails back."""
+    config = config_with(box, tmp_path, pitr={"restore_os_user": "no_such_drill_user"})
+    monkeypatch.setenv("DR_CONFIG", config)
+    before = len(alerts(box))
+    state, tasks = drill("dr_drill_quarterly")
+    assert state == "failed"
+    assert [tasks[t] for t in ("kill_primary_region", "detect", "failover", "validate")] == [
+        "success"
+    ] * 4
+    assert tasks["archive_rpo"] == "failed"
+    assert {tasks[t] for t in ("survivor_protection", "revive_region", "failback")} == {
+        "upstream_failed"
+    }
+    assert (tasks["restore_topology"], tasks["evidence"]) == ("success", "failed")
+    record = newest_record(box, "quarterly")
+    assert [(s.name, s.result) for s in record.steps][-3:] == [
+        ("validate", "passed"),
+        ("archive_rpo", "failed"),
+        ("restore_topology", "passed"),
+    ]
+    assert "no_such_drill_user" in (record.steps[-2].error or "")
+    assert record.steps[-1].details == {"failback": "completed"}
+    assert not record.passed and (record.error or "").startswith("archive_rpo: ")
+    assert record.rto_seconds is not None  # measured before the failure, kept
+    assert "DRDrillFailed" in alerts(box)[before:]
     assert_original_topology(box)
 
 
@@ -140,7 +180,9 @@ def test_corrupted_backup_fails_the_drill_and_keeps_the_topology(
         state, tasks = drill("dr_drill_monthly")
     finally:
         store.put_bytes(newest.key, original)
-    assert state == "failed" and tasks["drill"] == "failed"
+    assert state == "failed"
+    assert (tasks["restore_full"], tasks["point_in_time"]) == ("failed", "upstream_failed")
+    assert (tasks["restore_topology"], tasks["evidence"]) == ("success", "failed")
     record = newest_record(box, "monthly")
     assert (
         not record.passed
@@ -166,7 +208,7 @@ def test_rejected_failover_fails_the_drill_and_keeps_the_topology(
     monkeypatch.setenv("DR_CONFIG", config_with(box, tmp_path, drills={"auto_approve": False}))
     before = len(alerts(box))
     state, tasks = drill("dr_drill_monthly")
-    assert state == "failed" and tasks["drill"] == "failed"
+    assert state == "failed" and tasks["failover"] == "failed" and tasks["evidence"] == "failed"
     record = newest_record(box, "monthly")
     failover = next(s for s in record.steps if s.name == "failover")
     assert failover.result == "failed" and "aborted" in (failover.error or "")
@@ -174,20 +216,102 @@ def test_rejected_failover_fails_the_drill_and_keeps_the_topology(
     assert_original_topology(box)
 
 
-def test_production_target_is_refused_without_touching_it(
+def leftovers() -> dict[str, Any]:
+    """What a drill could leave behind on this machine: its work folders and any process of a
+    throwaway instance."""
+    processes = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # the process ended meanwhile
+        if "dr_throwaway" in text:
+            processes.append(text)
+    return {"folders": sorted(Path("/tmp").glob("dr-drill-*")), "processes": processes}
+
+
+def databases(sandbox: Sandbox) -> set[str]:
+    primary = sandbox.postgres("primary")
+    with psycopg.connect(**primary.connect_kwargs("postgres")) as conn:
+        return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+
+
+def production(box: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This sandbox marked production, as the shipped configuration is."""
+    monkeypatch.setenv(
+        "DR_CONFIG",
+        config_with(box, tmp_path, environment={"name": "litper-prod", "production": True}),
+    )
+
+
+@pytest.mark.parametrize("answer", ["Reject", None])
+def test_production_drill_changes_nothing_until_a_person_approves(
+    box: Sandbox,
+    airflow_db: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    answer: str | None,
+) -> None:
+    # The quarterly drill would crash the primary region: on production it waits for a person,
+    # and a rejection or no answer (the timeout) leaves everything as it was.
+    production(box, tmp_path, monkeypatch)
+    generation = read_record(Deployment(box.settings())).generation
+    records_before = len(EvidenceStore(box.store("us-east-1")).records("quarterly"))
+    before = len(alerts(box))
+    answerer = ApprovalAnswerer("dr_drill_quarterly", answer)
+    answerer.start()
+    state, tasks = drill("dr_drill_quarterly")
+    answerer.join(10)
+    assert answerer.error is None, answerer.error
+    assert "DrillApprovalRequired" in alerts(box)[before:]
+    assert_original_topology(box)
+    assert read_record(Deployment(box.settings())).generation == generation
+    if answer == "Reject":
+        # Rejected: no drill ran at all, not even its preflight, and no evidence was written.
+        assert tasks["decide.approval"] == "success", tasks
+        assert tasks["preflight"] == "skipped" and tasks["evidence"] == "skipped", tasks
+        assert len(EvidenceStore(box.store("us-east-1")).records("quarterly")) == records_before
+    else:
+        # No answer in time: the drill refused before touching anything, and says why; a
+        # refused setup skips its teardown (nothing was touched, nothing is restored).
+        assert state == "failed" and tasks["preflight"] == "failed", tasks
+        assert tasks["evidence"] == "failed" and tasks["restore_topology"] != "success", tasks
+        record = newest_record(box, "quarterly")
+        assert [s.name for s in record.steps] == ["preflight"]
+        assert "marked production" in (record.steps[0].error or "")
+        assert "nobody approved" in (record.steps[0].error or "")
+        assert "DRDrillFailed" in alerts(box)[before:]
+
+
+def test_approved_production_drill_restores_into_a_throwaway_instance(
     box: Sandbox, airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DR_CONFIG", config_with(box, tmp_path, environment={"production": True}))
-    newest_before = heartbeat.newest(box.postgres("standby"))
-    before = len(alerts(box))
-    state, tasks = drill("dr_drill_quarterly")
-    assert state == "failed" and tasks["drill"] == "failed"
-    record = newest_record(box, "quarterly")
-    assert [s.name for s in record.steps] == ["preflight"]
-    assert "marked production" in (record.steps[0].error or "")
-    assert "DRDrillFailed" in alerts(box)[before:]
+    production(box, tmp_path, monkeypatch)
+    databases_before, leftovers_before = databases(box), leftovers()
+    answerer = ApprovalAnswerer("dr_drill_monthly", "Approve")
+    answerer.start()
+    state, tasks = drill("dr_drill_monthly", seed=11)
+    answerer.join(10)
+    assert answerer.error is None, answerer.error
+    assert state == "success", tasks
+    record = newest_record(box, "monthly")
+    assert record.passed and record.environment == "litper-prod"
+    steps = {s.name: s for s in record.steps}
+    restored = steps["restore_full"].details
+    primary = box.postgres("primary")
+    # Restored and checked in an instance of its own, never on the production primary.
+    assert restored["counts_match"] and restored["rows"] > 1000 and restored["amcheck"]
+    assert restored["restored_into"].startswith("throwaway instance")
+    assert f":{primary.port}" not in restored["restored_into"]
+    assert restored["restore_seconds"] > 0
+    # The person who approved is the drill's approval, in the record.
+    assert steps["preflight"].details["approval"]["approved"] is True
+    assert steps["failover"].details["approval"]["by"] not in ("", "unknown")
+    assert not steps["failover"].details["approval"]["by"].startswith("drill policy")
+    # Nothing left behind: no database, no folder, no process.
+    assert databases(box) == databases_before
+    assert leftovers() == leftovers_before
     assert_original_topology(box)
-    assert heartbeat.newest(box.postgres("standby")) is not None and newest_before is not None
 
 
 def test_dr_drills_cli_lists_records_and_overdue(box: Sandbox, tmp_path: Path) -> None:
@@ -196,7 +320,8 @@ def test_dr_drills_cli_lists_records_and_overdue(box: Sandbox, tmp_path: Path) -
     result = run_dr("drills", env=box.environment(), timeout=120)
     assert result.returncode == 0, result.stderr
     listing = json.loads(result.stdout)
-    # `dr drill` runs one outside Airflow; against a production target it refuses (exit 1).
+    # `dr drill` runs one outside Airflow; against a production target nobody approved it
+    # refuses (exit 1).
     config = config_with(box, tmp_path, environment={"production": True})
     refused = run_dr("--config", config, "drill", "monthly", env=box.environment(), timeout=120)
     assert refused.returncode != 0 and "marked production" in json.loads(refused.stdout)["error"]

@@ -3,7 +3,8 @@ primary + synchronous standby, Redis pair, moto Route 53, webhook receiver), wit
 answered from a background thread like a person in the UI.
 
 The tests share one private sandbox and run in order: reject and timeout must change nothing,
-approve fails over, failback returns to the original topology.
+approve fails over, failback returns to the original topology; last, with the primary dead and
+no accept_data_loss, SYNC refuses and the run undoes what STOP WRITES changed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from failover_support import ApprovalAnswerer
+from failover_support import (
+    ApprovalAnswerer,
+    app_read_only,
+    redis_accepts_writes,
+    standby_signal,
+)
 from helpers import load_dag, private_sandbox, sandbox_environment, slack_messages
 
 from disaster_recovery.clients import redisnode
@@ -21,6 +27,7 @@ from disaster_recovery.clients.route53 import DnsSwitch
 from disaster_recovery.clients.services import http_json
 from disaster_recovery.config.model import load_settings
 from disaster_recovery.failover.names import FAILOVER_STEPS
+from disaster_recovery.failover.progress import progress_key
 from disaster_recovery.postgres import db
 from dr_sandbox import Sandbox
 
@@ -157,6 +164,16 @@ def test_approve_fails_over_to_secondary(box: Sandbox, airflow_db: None) -> None
     assert result["published"]["history"].startswith(
         "s3://litper-dr-backups-us-west-2/litper/failovers/"
     )
+    # Each task wrote its step to the run's progress in us-west-2 (what `dr status` reads when
+    # Airflow is lost), the report the outcome; the approval is there too.
+    key = progress_key(settings, "failover", result["run_id"])
+    progress = box.store("us-west-2").get_json(key)
+    assert progress["status"] == "completed"
+    assert [(s["step"], s["state"]) for s in progress["steps"]] == [
+        (step, "success") for step in FAILOVER_STEPS
+    ]
+    decide = next(s for s in result["steps"] if s["step"] == "decide")
+    assert decide["by"] and progress["approved_by"] == decide["by"]
 
 
 def test_failback_dag_restores_original_topology(box: Sandbox, airflow_db: None) -> None:
@@ -185,3 +202,43 @@ def test_failback_dag_restores_original_topology(box: Sandbox, airflow_db: None)
     assert box.status()["components"]["app_us-east-1"]["healthy"]
     with pytest.raises(Exception, match=r"refused"):
         http_json(f"{box.app_url('us-west-2')}/health")
+
+
+def test_refused_failover_undoes_stop_writes_and_says_so(box: Sandbox, airflow_db: None) -> None:
+    """The primary is dead and nobody accepted data loss: SYNC refuses after STOP WRITES made the
+    application read-only, paused Redis and fenced the dead node. The report task undoes what it
+    can (nothing was promoted), keeps the dead node's fence, and the result and the Slack message
+    say which; the servers are in the state the result describes."""
+    seen = len(slack_messages(box))
+    box.instance("primary").stop(mode="immediate")
+    _, outcome = _run("dr_failover", "Approve")
+    result, states = outcome["result"], outcome["states"]
+    print("refused:", states)
+    assert states["stop_writes.run"] == "success" and states["sync.run"] == "failed", states
+    assert states["promote.run"] == "upstream_failed" and states["report"] == "success", states
+    assert result["status"] == "aborted" and "accept_data_loss" in result["error"], result
+    assert result["steps_completed"] == ["detect", "decide", "stop_writes"]
+    stop = next(r for r in result["steps"] if r["step"] == "stop_writes")
+    assert stop["application"]["read_only"] is True and stop["redis"]["paused"], stop
+    assert stop["database"]["fenced"] == "unreachable", stop
+    undo = next(r for r in result["steps"] if r["step"] == "undo_stop_writes")
+    assert undo["status"] == "partly_undone", undo
+    assert any("application is writable again" in text for text in result["undone"])
+    assert any("unpaused" in text for text in result["undone"])
+    [left] = result["left_changed"]
+    assert "stays fenced" in left["what"] and "standby.signal" in left["undo"], left
+
+    # The servers are in the state the result describes.
+    assert app_read_only(box, "us-east-1") is False
+    assert redis_accepts_writes(box)
+    assert standby_signal(box, "primary")
+    assert db.is_in_recovery(box.postgres("standby"))
+    assert redisnode.state(box.redis("replica")).role == "slave"
+    assert DnsSwitch(box.aws("us-west-2"), load_settings().dns).points_to("us-east-1")
+
+    # Slack says the same: what was undone, what stays and how to undo it.
+    [failed] = [post for post in slack_messages(box)[seen:] if post["alert"] == "FailoverFailed"]
+    text = str(failed)
+    assert "accept_data_loss" in text and "writable again" in text and "unpaused" in text, text
+    assert "stays fenced" in text and "standby.signal" in text, text
+    assert result["published"]["slack"] == "sent"

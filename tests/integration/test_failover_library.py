@@ -161,7 +161,9 @@ def test_dry_run_and_runbook_cli_change_nothing(make_sandbox) -> None:  # type: 
         assert health["primary"] == {
             "region": "us-east-1",
             "database": "healthy",
+            "database_state": "healthy",
             "redis": "healthy",
+            "redis_state": "healthy",
             "services": "healthy",
         }
         assert health["secondary"]["services"] == "standby"

@@ -9,43 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import redis
+from failover_support import app_read_only, redis_accepts_writes, standby_signal
 from helpers import sandbox_environment
 
-from disaster_recovery.clients.services import http_json
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import load_settings
 from disaster_recovery.failover.engine import publish_result
 from disaster_recovery.failover.plan import Plan
 from disaster_recovery.failover.steps import run_failover
 from disaster_recovery.postgres import db
-from dr_sandbox import Sandbox
+from dr_sandbox import Sandbox, processes
 from dr_sandbox.webhook import read_messages
 
 pytestmark = pytest.mark.integration
-
-
-def app_read_only(box: Sandbox, region: str) -> bool:
-    # 503 while its database is down; the body still says whether it is read-only.
-    status, body = http_json(f"{box.app_url(region)}/health", timeout=3)
-    assert status in (200, 503) and isinstance(body, dict), (status, body)
-    return bool(body["read_only"])
-
-
-def redis_accepts_writes(box: Sandbox) -> bool:
-    """A write on the primary Redis returns at once (a paused master holds it until timeout)."""
-    endpoint = box.redis("primary")
-    client = redis.Redis(host=endpoint.host, port=endpoint.port, socket_timeout=2)
-    try:
-        return bool(client.set("dr:undo-test", "1"))
-    except redis.TimeoutError:
-        return False
-    finally:
-        client.close()
-
-
-def standby_signal(box: Sandbox, role: str) -> bool:
-    return (box.instance(role).data_dir / "standby.signal").exists()
 
 
 def slack_text(box: Sandbox, seen: int) -> str:
@@ -127,3 +103,42 @@ def test_failed_sync_with_the_primary_alive_undoes_everything(make_sandbox: Any)
         box.instance("primary").stop(mode="fast")
         box.instance("primary").start()
         assert db.is_in_recovery(box.postgres("primary")) is False
+
+
+def test_a_run_stopped_after_promote_undoes_nothing_and_names_the_failback(
+    make_sandbox: Any,
+) -> None:
+    """Route 53 is lost after DECIDE: PROMOTE made us-west-2 the primary, then the run fails.
+    Nothing is undone (two writable primaries must never exist): the old primary stays fenced
+    and read-only, and the result and Slack name the command that undoes it, `dr failback`."""
+    box: Sandbox = make_sandbox(scale=0.1)
+    box.up()
+    with sandbox_environment(box):
+        deployment = Deployment(load_settings())
+
+        def approve_as_route53_is_lost(_evidence: Any, _body: str) -> bool:
+            processes.stop_pid(box.state.pids["moto_global"], "moto")
+            return True
+
+        plan = Plan(deployment, "us-east-1", "us-west-2")
+        result = run_failover(
+            plan, "Route 53 lost during the run", "pytest", approve=approve_as_route53_is_lost
+        )
+
+        assert result["status"] == "failed", result
+        assert "promote" in result["steps_completed"], result["steps_completed"]
+        assert "dns" not in result["steps_completed"]
+        undo = next(r for r in result["steps"] if r["step"] == "undo_stop_writes")
+        assert undo["status"] == "not_undone" and result["undone"] == []
+        [left] = result["left_changed"]
+        assert "stays fenced" in left["what"] and "dr failback" in left["undo"], left
+
+        # The state is the one the result describes: one writable primary, the new one.
+        assert db.is_in_recovery(box.postgres("standby")) is False
+        assert standby_signal(box, "primary")
+        assert db.query_one(box.postgres("primary"), "SHOW default_transaction_read_only") == "on"
+        assert app_read_only(box, "us-east-1") is True
+
+        seen = len(read_messages(box.slack_log))
+        assert publish_result(deployment, "us-west-2", result)["slack"] == "sent"
+        assert "dr failback" in slack_text(box, seen)

@@ -24,16 +24,22 @@ def test_health_shape_and_idle_lag_is_zero(sandbox: Sandbox, sandbox_env: dict[s
     first = check_health(deployment, "us-east-1", "us-west-2")
     time.sleep(1.5)  # idle: now() - last replay time grows, the lag must not
     health = check_health(deployment, "us-east-1", "us-west-2")
+    # The seed's shape and words (healthy / degraded / down; a secondary's services standby),
+    # with the detail under *_state.
     assert health["primary"] == {
         "region": "us-east-1",
         "database": "healthy",
+        "database_state": "healthy",
         "redis": "healthy",
+        "redis_state": "healthy",
         "services": "healthy",
     }
     assert health["secondary"] == {
         "region": "us-west-2",
-        "database": "streaming",
-        "redis": "replicating",
+        "database": "healthy",
+        "database_state": "streaming",
+        "redis": "healthy",
+        "redis_state": "replicating",
         "services": "standby",
     }
     assert first["replication_lag_seconds"] == 0.0 and health["replication_lag_seconds"] == 0.0

@@ -147,6 +147,31 @@ def test_restore_after_the_incrementals(history: dict[str, Any]) -> None:
     assert result["timings"]["combine_seconds"] >= 0
 
 
+def test_seed_point_in_time_as_a_naive_local_datetime(history: dict[str, Any]) -> None:
+    # The seed writes restore_postgresql(point_in_time=datetime(2024, 1, 15, 14, 30)): a naive
+    # datetime, meant in the configured time zone (America/Bogota).
+    window = _ticks_between(
+        history, _iso(history["base"]["finished_at"]), _iso(history["inc1"]["started_at"])
+    )
+    index = window[len(window) // 2]
+    local = history["ticker"].pause_between(index).astimezone(history["deployment"].settings.tz)
+    seed_time = datetime(
+        local.year,
+        local.month,
+        local.day,
+        local.hour,
+        local.minute,
+        local.second,
+        local.microsecond,
+    )
+    manager = BackupManager(deployment=history["deployment"])
+    result = asyncio.run(manager.restore_postgresql(point_in_time=seed_time))
+    try:
+        assert rows_in(result["port"], history["primary"]) == (index + 1, index + 1), result
+    finally:
+        stop_restored(result)
+
+
 def test_restore_across_a_wal_segment_switch(history: dict[str, Any]) -> None:
     ticks = history["ticker"].ticks
     first_after_switch = next(i for i, t in enumerate(ticks) if t.before > history["switched_at"])

@@ -177,14 +177,19 @@ def test_no_secret_leaves_through_any_channel(  # noqa: PLR0917 (pytest fixtures
                 ("list-no-s3", dr("list", env={"AIRFLOW_CONN_DR_AWS_PRIMARY": json.dumps(bad_s3)}))
             )
             # The DAGs, success and failure (the WAL check of this empty prefix fails and alerts).
+            # Every backup DAG: the logical tiers share one factory, the incremental one runs
+            # pg_basebackup (its password must reach it through the environment too).
             for dag_id in (
+                "postgresql_backup_full",
                 "postgresql_backup_weekly",
+                "postgresql_backup_monthly",
+                "postgresql_backup_incremental",
                 "postgresql_backup_cleanup",
                 "dr_health_check",
                 "postgresql_wal_archive",
             ):
                 run_dag(dag_id)
-        assert {"pg_dump", "pg_restore"} <= watcher.seen, sorted(watcher.seen)
+        assert {"pg_dump", "pg_restore", "pg_basebackup"} <= watcher.seen, sorted(watcher.seen)
         leaks += watcher.leaks
 
         assert answers[-1][1].returncode != 0 and answers[-2][1].returncode != 0

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backup_support import unique_time
 from helpers import new_sandbox, sandbox_environment, slack_messages
 from pitr_support import Ticker, rows_in, stop_restored, switch_and_wait_archived
 
@@ -448,7 +449,8 @@ def test_a_backup_deposed_by_a_failback_is_never_published(
     the backup fails its topology check; the next backup comes from us-east-1 again."""
     box: Sandbox = failed_over["box"]
     deployment = _deployment()
-    dumped = dump_to_s3(deployment, "postgresql_full", _later())
+    # A run time of its own (names are per second: never another test's backup).
+    dumped = dump_to_s3(deployment, "postgresql_full", unique_time())
     file = dumped["file"]
     checks: dict[str, Any] = {"checksum": check_checksum(deployment, "postgresql_full", file)}
     checks.update(check_readable(deployment, "postgresql_full", file))

@@ -27,6 +27,7 @@ SERVICE_KEYS = {
     "healthcheck",
     "user",
     "restart",
+    "hostname",
 }
 # What README.md promises a Docker user.
 SERVICES = {
@@ -36,6 +37,9 @@ SERVICES = {
     "airflow-scheduler",
     "airflow-dag-processor",
     "airflow-triggerer",
+    "airflow-broker",
+    "airflow-worker-1",
+    "airflow-worker-2",
     "pg-primary",
     "pg-standby",
     "redis-primary",
@@ -89,6 +93,30 @@ def test_airflow_runs_the_four_components_on_airflow_3_3(compose: dict[str, Any]
     dockerfile = (REPO / "docker" / "airflow.Dockerfile").read_text()
     assert "apache/airflow:3.3." in dockerfile
     assert "requirements.txt" in dockerfile and "/opt/dr" in dockerfile
+
+
+def test_airflow_runs_the_celery_executor_with_two_workers(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    workers = {n: s for n, s in services.items() if s.get("command") == ["celery", "worker"]}
+    assert set(workers) == {"airflow-worker-1", "airflow-worker-2"}
+    # Each its own machine's name, as a task instance's hostname shows.
+    assert len({worker["hostname"] for worker in workers.values()}) == 2
+    broker = services["airflow-broker"]
+    assert broker["image"].startswith("redis:") and "healthcheck" in broker
+    components = ("airflow-apiserver", "airflow-scheduler", "airflow-triggerer", *workers)
+    for name in components:
+        env = services[name]["environment"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://airflow-broker:6379/0", name
+        assert "@airflow-db/" in env["AIRFLOW__CELERY__RESULT_BACKEND"], name
+        assert "airflow-broker" in services[name]["depends_on"], name
+    requirements = (REPO / "requirements.txt").read_text()
+    assert "apache-airflow-providers-celery==" in requirements
+
+
+def test_database_hosts_install_only_the_archiver() -> None:
+    dockerfile = (REPO / "docker" / "postgres.Dockerfile").read_text()
+    assert '"/opt/dr[archiver]"' in dockerfile
 
 
 def test_connections_match_the_code(compose: dict[str, Any]) -> None:

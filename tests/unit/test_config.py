@@ -185,3 +185,62 @@ def test_settings_are_frozen() -> None:
     settings = settings_from_dict({})
     with pytest.raises(Exception):
         settings.timezone = "UTC"  # type: ignore[misc]
+
+
+# -- safe by default (issue 16) -------------------------------------------------------------------
+
+
+def test_the_shipped_config_is_a_production_one() -> None:
+    settings = load_settings(DEFAULT_CONFIG_PATH)
+    assert settings.environment.production and settings.environment.name == "production"
+    # A drill may change this topology only after a person approved it; so may a file that
+    # leaves the environment out (the model's defaults are production too).
+    assert settings.drills_need_a_person
+    assert settings.drills.auto_approve is None
+    assert settings_from_dict({}).drills_need_a_person
+
+
+@pytest.mark.parametrize(
+    ("environment", "drills", "needs_a_person"),
+    [
+        ({"production": False}, {}, False),
+        ({"production": False}, {"auto_approve": False}, False),
+        ({"production": True}, {}, True),
+        ({"production": True}, {"auto_approve": False}, True),
+        ({"production": True, "allow_drills_on_production": True}, {}, True),
+        # The explicit opt-out takes both keys.
+        ({"production": True, "allow_drills_on_production": True}, {"auto_approve": True}, False),
+    ],
+)
+def test_who_approves_a_drill(
+    environment: dict[str, bool], drills: dict[str, bool], needs_a_person: bool
+) -> None:
+    settings = settings_from_dict({"environment": environment, "drills": drills})
+    assert settings.drills_need_a_person is needs_a_person
+
+
+@pytest.mark.parametrize(
+    ("environment", "drills", "named"),
+    [
+        (
+            {"production": True},
+            {"auto_approve": True},
+            ["drills.auto_approve", "environment.production", "allow_drills_on_production"],
+        ),
+        (
+            {"production": False, "allow_drills_on_production": True},
+            {},
+            ["environment.allow_drills_on_production", "environment.production: false"],
+        ),
+    ],
+)
+def test_contradictory_settings_are_refused_naming_the_keys(
+    tmp_path: Path, environment: dict[str, bool], drills: dict[str, bool], named: list[str]
+) -> None:
+    path = write(tmp_path, {"environment": environment, "drills": drills})
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    message = str(raised.value)
+    assert str(path) in message
+    for key in named:
+        assert key in message, (key, message)

@@ -1,5 +1,6 @@
 """The health alert state machine (pure): alerts once per incident with recovery, and the
-automatic failover trigger after three consecutive failed primary checks."""
+automatic failover trigger after three consecutive failed primary checks; which node the
+health check fences."""
 
 from __future__ import annotations
 
@@ -84,3 +85,43 @@ def test_auto_trigger_can_be_turned_off() -> None:
         verdict = evaluate(_health(primary_ok=False), state, 60, 3, auto_trigger=False)
         state = verdict["state"]
         assert not verdict["trigger_failover"]
+
+
+# -- which node the health check fences (issue 16) ------------------------------------------------
+
+
+def _node(region: str, writable: bool, reachable: bool = True) -> Any:
+    from disaster_recovery.monitoring.topology import NodeState
+
+    return NodeState(
+        region=region,
+        connection=f"conn-{region}",
+        host="127.0.0.1:5432",
+        reachable=reachable,
+        in_recovery=False if reachable else None,
+        read_only=not writable if reachable else None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("east", "west", "fenced"),
+    [
+        # The old primary came back writable beside the recorded one: fence it.
+        (_node("us-east-1", True), _node("us-west-2", True), "us-east-1"),
+        # Already fenced, or still down: nothing to do.
+        (_node("us-east-1", False), _node("us-west-2", True), None),
+        (_node("us-east-1", False, reachable=False), _node("us-west-2", True), None),
+        # Mid-failover (the record still names us-west-2 while us-east-1 was just promoted and
+        # us-west-2 is fenced or gone), or a promotion by hand: never fence the only writer.
+        (_node("us-east-1", True), _node("us-west-2", False), None),
+        (_node("us-east-1", True), _node("us-west-2", False, reachable=False), None),
+    ],
+)
+def test_only_a_deposed_node_beside_a_writable_primary_is_fenced(
+    east: Any, west: Any, fenced: str | None
+) -> None:
+    from disaster_recovery.monitoring.fencing import deposed_writable
+    from disaster_recovery.monitoring.topology import Topology
+
+    record = Topology(generation=2, primary_region="us-west-2", standby_region="us-east-1")
+    assert deposed_writable(record, {"us-east-1": east, "us-west-2": west}) == fenced

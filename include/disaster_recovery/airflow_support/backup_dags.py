@@ -33,9 +33,10 @@ TIER_LABELS = {
 }
 
 
-def backup_dag_defaults(settings: Settings, on_failure: Any) -> dict[str, Any]:
+def backup_dag_defaults(settings: Settings, dag_id: str, on_failure: Any) -> dict[str, Any]:
     return dag_defaults(
         settings,
+        dag_id=dag_id,
         retries=settings.backup.task_retries,
         retry_delay=settings.backup.retry_delay,
         on_failure=on_failure,
@@ -96,10 +97,9 @@ def backup_dag(backup_type: str, doc_md: str, settings: Settings | None = None) 
     tier = settings.tiers.get(backup_type)
     on_failure = alert_callback(backup_type)
     with DAG(
-        dag_id=BACKUP_DAG_IDS[backup_type],
         doc_md=doc_md,
         schedule=CronTriggerTimetable(tier.schedule, timezone=settings.timezone),
-        **backup_dag_defaults(settings, on_failure),
+        **backup_dag_defaults(settings, BACKUP_DAG_IDS[backup_type], on_failure),
         tags=["dr", "backup"],
         params={
             "dump_from": Param(
@@ -183,10 +183,13 @@ def cleanup_dag(doc_md: str, settings: Settings | None = None) -> Any:
 
     settings = settings or load_settings()
     with DAG(
-        dag_id="postgresql_backup_cleanup",
         doc_md=doc_md,
         schedule=CronTriggerTimetable(settings.backup.cleanup_schedule, timezone=settings.timezone),
-        **backup_dag_defaults(settings, alert_on_failure("BackupFailed", check="cleanup")),
+        **backup_dag_defaults(
+            settings,
+            "postgresql_backup_cleanup",
+            alert_on_failure("BackupFailed", check="cleanup"),
+        ),
         tags=["dr", "backup", "maintenance"],
         params={
             "dry_run": Param(False, type="boolean", description="Only list what would be deleted")

@@ -95,6 +95,11 @@ def approval_operator(**kwargs: Any) -> Any:
     return FailoverApproval(**kwargs)
 
 
+def plan_run_id(dag_run_id: str) -> str:
+    """A DAG run's id as its Plan's (safe in an S3 key)."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in dag_run_id)
+
+
 def _plan(kind: str, context: dict[str, Any]) -> Any:
     from disaster_recovery.airflow_support.connections import deployment
     from disaster_recovery.failover.plan import Plan
@@ -110,12 +115,11 @@ def _plan(kind: str, context: dict[str, Any]) -> Any:
     accept = bool(params.get("accept_data_loss")) or bool(
         (answer.get("params_input") or {}).get("accept_data_loss")
     )
-    run_id = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in context["dag_run"].run_id)
     return Plan(
         deployment_settings,
         source,
         target,
-        run_id=run_id,
+        run_id=plan_run_id(context["dag_run"].run_id),
         dry_run=bool(params.get("dry_run")),
         accept_data_loss=accept,
     )
@@ -132,19 +136,42 @@ def run_step(kind: str, step: str) -> dict[str, Any]:
     records = {
         name: ti.xcom_pull(task_ids=f"{name}.run") for name in STEP_NAMES[kind] if name != "decide"
     }
-    function = _step_function(kind, step, _plan(kind, context), context["params"])
+    plan = _plan(kind, context)
+    function = _step_function(kind, step, plan, context["params"])
+    watch = _progress(kind, plan, context)
+    watch.step(step, "running")
     began = time.monotonic()
     try:
         outcome = function({k: v for k, v in records.items() if v})
     except Exception as exc:
         ti.xcom_push(key="error", value=f"{type(exc).__name__}: {exc}")
+        watch.step(step, "failed", seconds=time.monotonic() - began)
         failure = as_task_failure(exc)
         if failure is exc:
             raise
         raise failure from exc
     outcome["seconds"] = round(time.monotonic() - began, 3)
+    watch.step(step, outcome["status"], seconds=outcome["seconds"])
     log.info("%s %s: %s", kind, step, outcome["status"])
     return outcome
+
+
+def _progress(kind: str, plan: Any, context: dict[str, Any]) -> Any:
+    """The run's progress document in S3, continued from the tasks before; the approval (its
+    own operator) is written by the first task after it."""
+    from disaster_recovery.failover.engine import run_progress
+
+    params = context["params"]
+    watch = run_progress(
+        plan, kind, STEP_NAMES[kind], params.get("reason", ""), params.get("initiated_by", "")
+    ).resume()
+    answer = _approval(context["ti"])
+    decided = any(s["step"] == "decide" and s.get("state") for s in watch.document["steps"])
+    if answer is not None and not decided:
+        chosen = (answer.get("chosen_options") or [""])[0]
+        watch.document.setdefault("approved_by", answer.get("responded_by"))
+        watch.step("decide", "approved" if chosen == "Approve" else "rejected")
+    return watch
 
 
 def approval_url(context: dict[str, Any]) -> str:
@@ -208,7 +235,7 @@ def report(kind: str) -> dict[str, Any]:
 
     from disaster_recovery.airflow_support.alerting import AirflowSlackSink
     from disaster_recovery.failover.engine import publish_result
-    from disaster_recovery.failover.plan import record
+    from disaster_recovery.failover.plan import COMPLETED, record, settled_status
 
     context: Any = get_current_context()
     ti, params = context["ti"], context["params"]
@@ -248,6 +275,7 @@ def report(kind: str) -> dict[str, Any]:
         records.append(outcome)
     if status == "completed" and plan.dry_run:
         status = "dry_run"
+    status, warnings = settled_status(status, records)
     started = context["dag_run"].start_date or datetime.now(timezone.utc)
     result = {
         "status": status,
@@ -255,7 +283,7 @@ def report(kind: str) -> dict[str, Any]:
         "steps_completed": [
             r["step"] for r in records if r["status"] in ("done", "already_done", "approved")
         ],
-        "new_primary": plan.target if status == "completed" else plan.source,
+        "new_primary": plan.target if status in COMPLETED else plan.source,
         "total_time_seconds": round((datetime.now(timezone.utc) - started).total_seconds(), 3),
         "step_seconds": {
             r["step"]: r.get("seconds") for r in records if r.get("seconds") is not None
@@ -267,12 +295,14 @@ def report(kind: str) -> dict[str, Any]:
         "started_at": started.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat(),
         "steps": records,
+        "warnings": warnings,
     }
     if error:
         result["error"] = error
     from disaster_recovery.failover.undo import settle_result
 
     settle_result(plan, result)
+    _progress(kind, plan, context).finish(result["status"])
     result["published"] = publish_result(
         plan.deployment, plan.target, result, sink=AirflowSlackSink()
     )
@@ -288,11 +318,10 @@ def build_switch_dag(kind: str, dag_id: str, doc_md: str | None, tags: list[str]
     default_reason = "manual failover" if kind == "failover" else "primary region recovered"
     settings = load_settings()
     with DAG(
-        dag_id=dag_id,
         doc_md=doc_md,
         schedule=None,
         tags=tags,
-        **dag_defaults(settings, retries=1, retry_delay=timedelta(seconds=10)),
+        **dag_defaults(settings, dag_id=dag_id, retries=1, retry_delay=timedelta(seconds=10)),
         params={
             "reason": Param(
                 default_reason, type="string", minLength=1, description="Why (recorded)"
@@ -375,11 +404,14 @@ def health_check() -> dict[str, Any]:
 
     from disaster_recovery.airflow_support.alerting import AirflowSlackSink
     from disaster_recovery.airflow_support.connections import deployment
+    from disaster_recovery.monitoring.fencing import fence_deposed
     from disaster_recovery.monitoring.health import check_health, current_roles, evaluate
     from disaster_recovery.monitoring.history import record_check
 
     found = deployment()
     settings = found.settings
+    # First: a deposed primary that came back writable is fenced before anything else looks.
+    fenced = fence_deposed(found, AirflowSlackSink(settings))
     primary, secondary = current_roles(found)
     health = check_health(found, primary, secondary)
     health["heartbeat"] = write_heartbeat(found, primary, health)
@@ -413,6 +445,7 @@ def health_check() -> dict[str, Any]:
     recorded = record_check(found, health, verdict, (secondary, primary))
     return {
         "recorded": recorded,
+        "fenced": fenced,
         "health": health,
         "alerts": verdict["alerts"],
         "primary_failures": verdict["state"]["primary_failures"],

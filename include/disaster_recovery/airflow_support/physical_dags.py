@@ -40,10 +40,9 @@ def wal_archive_dag(doc_md: str, settings: Settings | None = None) -> Any:
 
     settings = settings or load_settings()
     with DAG(
-        dag_id=WAL_DAG_ID,
         doc_md=doc_md,
         schedule=_schedule(settings, "postgresql_wal"),
-        **dag_defaults(settings, retries=1, retry_delay=timedelta(seconds=30)),
+        **dag_defaults(settings, dag_id=WAL_DAG_ID, retries=1, retry_delay=timedelta(seconds=30)),
         tags=["dr", "wal", "health"],
         params={
             "deep": Param(
@@ -74,6 +73,14 @@ def wal_archive_dag(doc_md: str, settings: Settings | None = None) -> Any:
             raise_for_staleness(report)
             return {"newest": report["newest"], "archiver": report["archiver"]}
 
+        @task(on_failure_callback=alert_on_failure("WALArchiveBacklog"))
+        @fail_fast
+        def check_backlog(report: dict[str, Any]) -> dict[str, Any]:
+            from disaster_recovery.wal.continuity import raise_for_backlog
+
+            raise_for_backlog(report)
+            return {"ready_backlog": report["archiver"].get("ready_backlog")}
+
         @task(on_failure_callback=alert_on_failure("WALReplicaBehind"))
         @fail_fast
         def fill_replicas() -> dict[str, Any]:
@@ -95,6 +102,7 @@ def wal_archive_dag(doc_md: str, settings: Settings | None = None) -> Any:
         report = inspect_archive()
         check_continuity(report)  # type: ignore[arg-type]
         check_freshness(report)  # type: ignore[arg-type]
+        check_backlog(report)  # type: ignore[arg-type]
     return dag
 
 
@@ -106,11 +114,11 @@ def incremental_backup_dag(doc_md: str, settings: Settings | None = None) -> Any
 
     settings = settings or load_settings()
     with DAG(
-        dag_id=INCREMENTAL_DAG_ID,
         doc_md=doc_md,
         schedule=_schedule(settings, "postgresql_incremental"),
         **dag_defaults(
             settings,
+            dag_id=INCREMENTAL_DAG_ID,
             retries=2,
             retry_delay=timedelta(minutes=2),
             on_failure=alert_on_failure("BackupFailed", tier="physical"),

@@ -444,8 +444,14 @@ def verify_existing(deployment: Deployment, backup_type: str, file: str) -> dict
     """Re-run every check on an existing backup; each check's result, failures included.
 
     A failed check marks the backup failed (it stops counting); an unreachable server raises.
+    ``file`` may also be one of the seed's spellings (a date-only or local-time name): the
+    result names the backup it resolved to.
     """
+    resolved = Stores.of(deployment).catalog.resolve(file, deployment.settings.tz)
+    file = resolved.file
     results: dict[str, Any] = {"backup_type": backup_type, "file": file}
+    if resolved.note:
+        results["resolved"] = resolved.note
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("checksum", lambda: {"checksum": check_checksum(deployment, backup_type, file)}),
         ("readable", lambda: check_readable(deployment, backup_type, file)),

@@ -13,11 +13,30 @@ Times in names are UTC, so names sort and never collide across daylight-saving c
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from disaster_recovery.catalog.manifests import ChainManifest, Manifest, parse_manifest
-from disaster_recovery.catalog.names import EXTENSIONS, MANIFEST_SUFFIX, manifest_key, object_key
+from disaster_recovery.catalog.names import (
+    EXTENSIONS,
+    MANIFEST_SUFFIX,
+    backup_file_name,
+    manifest_key,
+    object_key,
+    parse_backup_file,
+    parse_day_name,
+)
 from disaster_recovery.clients.s3 import ObjectStore
 from disaster_recovery.errors import NotFoundError
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The backup a name asked for: its stored (UTC) file name, and how it was found when the
+    name was one of the seed's other spellings."""
+
+    file: str
+    note: str | None = None
 
 
 class Catalog:
@@ -51,6 +70,46 @@ class Catalog:
     def chain_manifests(self, backup_types: Iterable[str]) -> list[ChainManifest]:
         """Every base/incremental manifest of the given types, oldest first."""
         return [m for m in self.manifests(backup_types) if isinstance(m, ChainManifest)]
+
+    def resolve(self, name: str, tz: ZoneInfo) -> Resolved:
+        """The backup ``name`` means. Stored names are UTC (``..._080000.dump`` for 03:00
+        Bogota); the seed's spellings are accepted too: a date-only name (the newest verified
+        backup of that day in ``tz``) and a name in local time. An exact UTC name wins."""
+        file = name.rsplit("/", 1)[-1]
+        day_name = parse_day_name(file)
+        if day_name is not None:
+            backup_type, day = day_name
+            # The day of each backup's nominal time (its name: the scheduled run's time).
+            same_day = sorted(
+                m.file
+                for m in self.manifests([backup_type])
+                if m.verified and parse_backup_file(m.file)[1].astimezone(tz).date() == day
+            )
+            if not same_day:
+                raise NotFoundError(
+                    f"{file}: no verified {backup_type} backup of {day} ({tz.key}) in "
+                    f"{self.store.url(self.prefix)}"
+                )
+            chosen = same_day[-1]
+            return Resolved(
+                chosen,
+                f"{file} (a date-only name) resolved to {chosen}, the newest verified "
+                f"{backup_type} backup of {day} ({tz.key})",
+            )
+        backup_type, when = parse_backup_file(file)
+        if self.store.exists(manifest_key(self.key_for(file))):
+            return Resolved(file)
+        local = backup_file_name(backup_type, when.replace(tzinfo=tz))
+        if local != file and self.store.exists(manifest_key(self.key_for(local))):
+            return Resolved(
+                local,
+                f"{file} read as local time ({when:%Y-%m-%d %H:%M:%S} {tz.key}) resolved to "
+                f"{local} (backup names are UTC)",
+            )
+        raise NotFoundError(
+            f"no manifest for {file} in {self.store.url(self.prefix)}: no backup started at "
+            f"{when:%Y-%m-%d %H:%M:%S} UTC, nor at that local time in {tz.key} ({local})"
+        )
 
     def find(self, file: str) -> Manifest | None:
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from disaster_recovery.errors import (
     ConfigError,
@@ -21,6 +21,8 @@ EXTENSIONS = {
 LOGICAL_TYPES = ("postgresql_full", "postgresql_weekly", "postgresql_monthly")
 PHYSICAL_TYPES = ("postgresql_base", "postgresql_incremental")
 _NAME = re.compile(r"^(?P<type>postgresql_[a-z]+)_(?P<stamp>\d{8}_\d{6})\.(?P<ext>[a-z.]+)$")
+# The seed's other spelling: a day only, ``postgresql_full_20240115.dump``.
+_DAY_NAME = re.compile(r"^(?P<type>postgresql_[a-z]+)_(?P<day>\d{8})\.(?P<ext>[a-z.]+)$")
 
 
 def backup_file_name(backup_type: str, started_at: datetime) -> str:
@@ -40,6 +42,18 @@ def parse_backup_file(file: str) -> tuple[str, datetime]:
         )
     when = datetime.strptime(match.group("stamp"), "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
     return match.group("type"), when
+
+
+def parse_day_name(file: str) -> tuple[str, date] | None:
+    """The backup type and day of a date-only name (``postgresql_full_20240115.dump``), or None
+    when ``file`` is not one."""
+    match = _DAY_NAME.match(file.rsplit("/", 1)[-1])
+    if not match or match.group("type") not in EXTENSIONS:
+        return None
+    try:
+        return match.group("type"), datetime.strptime(match.group("day"), "%Y%m%d").date()
+    except ValueError:
+        raise NotFoundError(f"{file!r}: {match.group('day')} is not a date (YYYYMMDD)") from None
 
 
 def object_key(prefix: str, file: str) -> str:

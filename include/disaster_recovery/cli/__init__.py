@@ -1,8 +1,10 @@
 """The ``dr`` command (also ``python -m disaster_recovery``).
 
 Every command prints one JSON document on stdout; progress and human text go to stderr; the
-exit code is non-zero on failure (see :class:`disaster_recovery.errors.ExitCode`). Command
-modules import their heavy dependencies inside their handlers so ``dr wal push`` starts fast.
+exit code is non-zero on failure (see :class:`disaster_recovery.errors.ExitCode`). ``dr
+<command>`` builds only the parsers of the module that owns the command (``dr --help`` builds
+all), and command modules import their heavy dependencies inside their handlers, so every
+command starts fast (``bench/startup.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,18 @@ from disaster_recovery.errors import ConfigError, ExitCode
 
 # Each module has register(subparsers); its handlers take the parsed args and return a dict.
 COMMAND_MODULES = ("sandbox", "backup", "wal", "physical", "failover", "drill", "status", "iam")
+# Which module registers each command: `dr <command> ...` imports that module's parsers only
+# (tests/unit/test_cli_startup.py checks this table against what the modules register).
+COMMANDS = {
+    "sandbox": "sandbox",
+    **dict.fromkeys(("backup", "verify", "restore", "cleanup", "list"), "backup"),
+    **dict.fromkeys(("wal", "restore-point"), "wal"),
+    **dict.fromkeys(("pitr", "chain"), "physical"),
+    **dict.fromkeys(("health", "failover", "failback"), "failover"),
+    **dict.fromkeys(("drill", "drills"), "drill"),
+    "status": "status",
+    "iam-policy": "iam",
+}
 
 
 class UsageError(ConfigError):
@@ -35,16 +49,29 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser, or only the module's that owns ``command`` when it is known."""
     parser = _Parser(prog="dr", description="Litper disaster recovery")
     parser.add_argument(
         "--config", help="policy file (default: $DR_CONFIG or include/dr_config.yaml)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    owner = COMMANDS.get(command or "")
+    for name in (owner,) if owner else COMMAND_MODULES:
         importlib.import_module(f"disaster_recovery.cli.{name}").register(commands)
     return parser
+
+
+def command_named(arguments: Sequence[str]) -> str | None:
+    """The command word of a ``dr`` command line: its first operand after the global options."""
+    words = iter(arguments)
+    for word in words:
+        if word == "--config":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def emit(result: Any) -> None:
@@ -63,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from disaster_recovery.cli.answers import answer
 
     try:
-        args = build_parser().parse_args(arguments)
+        args = build_parser(command_named(arguments)).parse_args(arguments)
     except UsageError as exc:
         code, result = answer("(usage)", exc)
         print(f"{result['reason']} (dr --help shows the usage)", file=sys.stderr)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from pathlib import Path
 
 
@@ -63,3 +64,13 @@ def folder(text: str) -> Path:
     except OSError as exc:
         raise argparse.ArgumentTypeError(f"{path}: {exc.strerror or exc}") from None
     return path
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An ISO 8601 time (``--point-in-time``)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO time: {text!r} (like 2024-01-15T14:30:00-05:00)"
+        ) from None

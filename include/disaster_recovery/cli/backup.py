@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from disaster_recovery.cli.arguments import folder, port_number, positive_int
-from disaster_recovery.cli.physical import parse_timestamp
+from disaster_recovery.cli.arguments import folder, parse_timestamp, port_number, positive_int
 
 # `dr backup <kind>` -> backup type; physical kinds (base, incremental) register next to these.
 LOGICAL_KINDS = {

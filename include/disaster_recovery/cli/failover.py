@@ -50,8 +50,9 @@ def run_health(args: argparse.Namespace) -> dict[str, Any]:
 def _exit_status(result: dict[str, Any]) -> dict[str, Any] | int:
     from disaster_recovery.cli import emit
     from disaster_recovery.errors import ExitCode
+    from disaster_recovery.failover.plan import COMPLETED
 
-    if result["status"] in ("completed", "dry_run"):
+    if result["status"] in (*COMPLETED, "dry_run"):
         return result
     emit(result)
     return int(ExitCode.ABORTED if result["status"] == "aborted" else ExitCode.FAILED)

@@ -11,10 +11,9 @@ a module-level import would slow ``dr wal push`` (see :mod:`disaster_recovery.cl
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 from typing import Any
 
-from disaster_recovery.cli.arguments import folder, port_number
+from disaster_recovery.cli.arguments import folder, parse_timestamp, port_number
 
 
 def register(commands: Any) -> None:
@@ -51,15 +50,6 @@ def add_pitr_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="check the chain and the WAL for the target; restore nothing",
     )
-
-
-def parse_timestamp(text: str) -> datetime:
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not an ISO time: {text!r} (like 2024-01-15T14:30:00-05:00)"
-        ) from None
 
 
 def backup_physical(args: argparse.Namespace) -> dict[str, Any]:

@@ -4,8 +4,8 @@
 and exit as PostgreSQL expects (see :mod:`disaster_recovery.wal.archive`); ``python -m disaster_recovery.wal`` is the same
 command without the rest of ``dr``.
 
-Library imports sit inside the handlers on purpose: every ``dr`` command builds all parsers, so
-a module-level import would slow ``dr wal push`` (see :mod:`disaster_recovery.cli`).
+Library imports sit inside the handlers on purpose: ``dr --help`` builds every module's parsers,
+so a module-level import here would slow every command's help (see :mod:`disaster_recovery.cli`).
 """
 
 from __future__ import annotations

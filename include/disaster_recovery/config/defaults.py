@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 WAL_TYPE = "postgresql_wal"
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 # Finished files pushed along with the one archive_command is called for (Pitr.push_ahead).
 DEFAULT_PUSH_AHEAD = 4
+# Asynchronous archiving (Pitr.archive_mode): "async" runs a long-lived uploader per data
+# directory; "sync" uploads inside each archive_command call.
+DEFAULT_ARCHIVE_MODE: Final = "async"
+# .ready files waiting beyond which archive_command refuses (Pitr.async_max_backlog).
+DEFAULT_ASYNC_MAX_BACKLOG = 256
+# Uploads the async uploader keeps in flight (Pitr.async_uploads).
+DEFAULT_ASYNC_UPLOADS = 4
+# Segments restore_command fetches ahead in parallel (Pitr.prefetch; 0: none).
+DEFAULT_PREFETCH = 4
 # What a lost region still lacks of the WAL archive, beside the archive itself (the archiver
 # may write only there): <prefix>/postgresql_wal/_debt/<region>/<file>. Never a WAL file name,
 # so listings, the continuity check and retention pass it by.

@@ -25,7 +25,13 @@ from pydantic import (
 )
 
 from disaster_recovery.config.compression import Codec
-from disaster_recovery.config.defaults import DEFAULT_PUSH_AHEAD
+from disaster_recovery.config.defaults import (
+    DEFAULT_ARCHIVE_MODE,
+    DEFAULT_ASYNC_MAX_BACKLOG,
+    DEFAULT_ASYNC_UPLOADS,
+    DEFAULT_PREFETCH,
+    DEFAULT_PUSH_AHEAD,
+)
 from disaster_recovery.config.durations import parse_duration
 from disaster_recovery.config.encryption import Encryption, encryption_by_region
 from disaster_recovery.config.policy_file import read_policy_text
@@ -214,6 +220,17 @@ class Pitr(_Section):
     # archive_command also pushes up to this many other finished WAL files, in parallel, so a
     # burst of writes drains faster than one upload per call (0: only the file asked for).
     push_ahead: int = Field(DEFAULT_PUSH_AHEAD, ge=0, le=32)
+    # async: archive_command answers from the confirmations of a long-lived uploader (one per
+    # data directory, started by the first call) that pushes every .ready file in order with
+    # several uploads in flight; sync: each call uploads its own file (and push_ahead others).
+    archive_mode: Literal["async", "sync"] = DEFAULT_ARCHIVE_MODE
+    # async: archive_command refuses once this many files wait to be archived (.ready), so a
+    # stalled upload is a loud failure and a WALArchiveBacklog alert, not a silent lag.
+    async_max_backlog: int = Field(DEFAULT_ASYNC_MAX_BACKLOG, ge=1)
+    async_uploads: int = Field(DEFAULT_ASYNC_UPLOADS, ge=1, le=32)
+    # restore_command fetches this many following segments in parallel into a spool in the
+    # restored data directory (0: one segment per call).
+    prefetch: int = Field(DEFAULT_PREFETCH, ge=0, le=32)
     # The OS user a restored instance (PITR, drills) runs as when this process is root:
     # PostgreSQL refuses to run as root.
     restore_os_user: str = ""
@@ -234,9 +251,13 @@ class Pitr(_Section):
 
 
 class Environment(_Section):
-    name: str = "sandbox"
-    # Drills refuse a production target unless allow_drills_on_production is set.
-    production: bool = False
+    """Production is the default: a deployment that starts from the shipped file is protected
+    as one. Development copies (the sandbox) say ``production: false`` themselves."""
+
+    name: str = "production"
+    production: bool = True
+    # The explicit opt-out: drills may change this production topology (fail it over, lose its
+    # primary region) without a person's approval, when drills.auto_approve is true too.
     allow_drills_on_production: bool = False
 
 
@@ -355,8 +376,11 @@ class Drills(_Section):
 
     monthly_schedule: Cron = "0 5 15 * *"
     quarterly_schedule: Cron = "0 5 20 1,4,7,10 *"
-    # DECIDE during a drill is answered by this policy and recorded as such.
-    auto_approve: bool = True
+    # DECIDE during a drill. Unset: a person approves on production (the drill DAG's Required
+    # Action, before the drill changes anything), the drill's policy approves elsewhere. true:
+    # the policy approves (on production only with environment.allow_drills_on_production).
+    # false: the policy rejects (the drill stops before its failover).
+    auto_approve: bool | None = None
     # The point-in-time check restores to a random moment within this window.
     pitr_window: Duration = timedelta(hours=24)
     # The quarterly drill's detection checks health this often (dr_health_check: every minute).
@@ -413,6 +437,35 @@ class Settings(_Section):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone: {value!r}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _no_contradiction(self) -> Settings:
+        environment, drills = self.environment, self.drills
+        if (
+            environment.production
+            and drills.auto_approve
+            and not environment.allow_drills_on_production
+        ):
+            raise ValueError(
+                "drills.auto_approve: true contradicts environment.production: true (a drill "
+                "would fail production over with nobody's approval); opt out explicitly with "
+                "environment.allow_drills_on_production: true, or leave drills.auto_approve unset"
+            )
+        if environment.allow_drills_on_production and not environment.production:
+            raise ValueError(
+                "environment.allow_drills_on_production: true contradicts "
+                "environment.production: false (it opts a production deployment out of drill "
+                "approvals); remove it or set environment.production: true"
+            )
+        return self
+
+    @property
+    def drills_need_a_person(self) -> bool:
+        """A drill changes this topology only after a person approved it (in the drill DAG)."""
+        environment = self.environment
+        return environment.production and not (
+            self.drills.auto_approve and environment.allow_drills_on_production
+        )
 
     @property
     def tz(self) -> ZoneInfo:

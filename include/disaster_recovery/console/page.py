@@ -157,6 +157,7 @@ def render_topology(data: dict[str, Any], tz: ZoneInfo, now: datetime) -> str:
     return (
         f'<p class="big">Primary region: <b id="primary-region">{esc(data["primary_region"])}'
         f"</b> · standby region {esc(data['secondary_region'])}"
+        f" · generation {esc(data.get('generation'))}"
         f" · timeline {esc(data.get('timeline'))}</p>"
         + table(["Region", "Role", "PostgreSQL", "Redis", "Services", "Health"], rows)
         + f"<p>Replication lag: {flag(data['replication_lag_ok'], lag_text, lag_text)} "
@@ -308,7 +309,7 @@ def render_failovers(data: dict[str, Any], tz: ZoneInfo, now: datetime) -> str:
             [
                 esc(str(run["kind"]).capitalize()),
                 flag(
-                    run["status"] in ("completed", "dry_run"),
+                    run["status"] in ("completed", "completed_with_warnings", "dry_run"),
                     str(run["status"]).replace("_", " "),
                     str(run["status"]).replace("_", " "),
                 ),
@@ -468,7 +469,10 @@ def render_alerts(data: dict[str, Any], tz: ZoneInfo, now: datetime) -> str:
             esc(a["name"]),
             esc(a["summary"]),
             when(a["since"], tz, now),
-            link(a["link"], "open in Airflow") if a["link"] else "—",
+            (link(a["link"], "open in Airflow") if a["link"] else "—")
+            + (
+                " · " + link(a["evidence"], "the check that raised it") if a.get("evidence") else ""
+            ),
         ]
         for a in active
     ]

@@ -1,7 +1,8 @@
 """The DR console's data: what an operator watches during an incident, in one document.
 
 Read from S3 (and, for the topology, from the nodes themselves), never from Airflow's database,
-so the console and ``dr status`` work from either region. The bucket read is the current
+so the console and ``dr status`` work from either region: a failover or failback running now
+comes from the progress it writes to S3 (:mod:`disaster_recovery.failover.progress`). The bucket read is the current
 primary region's if it answers, else the other region's, and the document says which.
 
 Each section is collected on its own: a section that cannot be read holds ``{"error": ...}``
@@ -23,6 +24,7 @@ from typing import Any
 import psycopg
 from croniter import croniter
 
+from disaster_recovery.airflow_support.backup_dags import BACKUP_DAG_IDS
 from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.catalog.manifests import Manifest
 from disaster_recovery.catalog.names import LOGICAL_TYPES, PHYSICAL_TYPES
@@ -30,11 +32,12 @@ from disaster_recovery.clients.s3 import ObjectStore, regional_store
 from disaster_recovery.clients.slack import ALERTS, Severity
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.console.protection import protection_status
-from disaster_recovery.drills.evidence import EvidenceStore, overdue_alerts
+from disaster_recovery.drills.evidence import EvidenceStore, first_run, overdue_alerts
 from disaster_recovery.errors import DisasterRecoveryError, UnavailableError
+from disaster_recovery.failover.progress import running_switches
 from disaster_recovery.monitoring.availability import Availability, measure
 from disaster_recovery.monitoring.health import check_health, region_postgres
-from disaster_recovery.monitoring.history import DayRecord, checks_of, load_days
+from disaster_recovery.monitoring.history import DayRecord, checks_of, load_days, raw_key
 from disaster_recovery.monitoring.topology import read_record
 from disaster_recovery.postgres import db
 from disaster_recovery.postgres.walfiles import is_segment
@@ -54,6 +57,8 @@ RECENT_FAILOVERS = 5
 LATE_SLACK_SHARE = 0.25
 MIN_LATE_SLACK = timedelta(minutes=15)
 
+# The base and incremental backups both come from one DAG.
+PHYSICAL_BACKUP_DAG = "postgresql_backup_incremental"
 HUMAN_TIERS = {
     "postgresql_full": "Daily full (logical)",
     "postgresql_weekly": "Weekly (logical)",
@@ -175,6 +180,15 @@ def primary_timeline(deployment: Deployment, region: str) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
+def topology_generation(ctx: Context) -> int | None:
+    """The topology record's generation (one more with every change of the primary region)."""
+    try:
+        return int(read_record(ctx.deployment).generation)
+    except DisasterRecoveryError as exc:
+        ctx.notes.append(f"topology record: {first_line(exc)}")
+        return None
+
+
 def topology(ctx: Context) -> dict[str, Any]:
     """Which region is primary, and each node's role and health, measured now."""
     health = check_health(ctx.deployment, ctx.primary, ctx.secondary)
@@ -189,8 +203,9 @@ def topology(ctx: Context) -> dict[str, Any]:
             {
                 "region": side["region"],
                 "role": role,
-                "database": side.get("database"),
-                "redis": side.get("redis"),
+                # The detail (streaming, replicating, read_only...), not the seed's summary word.
+                "database": side.get("database_state"),
+                "redis": side.get("redis_state"),
                 "services": side.get("services"),
                 "healthy": bool(healthy),
             }
@@ -198,6 +213,7 @@ def topology(ctx: Context) -> dict[str, Any]:
     return {
         "primary_region": ctx.primary,
         "secondary_region": ctx.secondary,
+        "generation": topology_generation(ctx),
         "timeline": primary_timeline(ctx.deployment, ctx.primary),
         "checked_at": moment(parse_moment(health["checked_at"])),
         "nodes": nodes,
@@ -258,10 +274,12 @@ def backup_row(ctx: Context, backup_type: str, manifests: list[Manifest]) -> dic
     schedule = tier_schedule(ctx, backup_type)
     every = schedule_interval(schedule, ctx.now) if schedule else None
     age = ctx.now - newest.started_at if newest else None
-    late = None
+    late, late_since = None, None
     if every is not None:
         slack = max(MIN_LATE_SLACK, every * LATE_SLACK_SHARE)
         late = age is None or age > every + slack
+        if late and newest is not None:
+            late_since = newest.started_at + every + slack
     return {
         "tier": backup_type,
         "label": HUMAN_TIERS.get(backup_type, backup_type),
@@ -271,6 +289,8 @@ def backup_row(ctx: Context, backup_type: str, manifests: list[Manifest]) -> dic
         "schedule": schedule,
         "expected_every_seconds": every.total_seconds() if every else None,
         "late": late,
+        "late_since": moment(late_since),
+        "link": dag_link(ctx.deployment, BACKUP_DAG_IDS.get(backup_type, PHYSICAL_BACKUP_DAG)),
         "size_bytes": newest.size_bytes if newest else None,
         "duration_seconds": _duration(newest) if newest else None,
         "checks": sorted(newest.verification.checks) if newest and newest.verification else [],
@@ -386,16 +406,73 @@ def failovers(ctx: Context) -> dict[str, Any]:
     }
 
 
+def failover_in_progress(ctx: Context) -> dict[str, Any]:
+    """A failover or failback running now, from the progress it writes to S3 (the plugin adds
+    Airflow's own view when its database answers): each step's state and time, who approved."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for region, store in ctx.other_stores():
+        try:
+            found += [(region, doc) for doc in running_switches(store, ctx.deployment.settings)]
+        except DisasterRecoveryError as exc:
+            ctx.notes.append(f"failover progress in {region}: {first_line(exc)}")
+    # A run whose result is in the history has ended, whatever its progress says (a process
+    # that died before its last write); read the history only when something seems to run.
+    ended = (
+        {(str(r.get("run_id")), str(r.get("kind"))) for r in failover_history(ctx)}
+        if found
+        else set()
+    )
+    runs: dict[tuple[str, str], dict[str, Any]] = {}
+    for region, doc in found:
+        key = (str(doc.get("run_id")), str(doc.get("kind")))
+        if key in ended or key in runs:
+            continue
+        runs[key] = {
+            "kind": doc.get("kind"),
+            "run_id": doc.get("run_id"),
+            "started_at": moment(parse_moment(doc.get("started_at"))),
+            "updated_at": moment(parse_moment(doc.get("updated_at"))),
+            "steps": [
+                {
+                    "step": step["step"],
+                    "state": step.get("state"),
+                    "started_at": moment(parse_moment(step.get("started_at"))),
+                    "seconds": step.get("seconds"),
+                }
+                for step in doc.get("steps", [])
+            ],
+            "approved_by": _person(doc.get("approved_by")),
+            "initiated_by": doc.get("initiated_by"),
+            "reason": doc.get("reason"),
+            "dry_run": bool(doc.get("dry_run")),
+            "source": f"s3 ({region})",
+            "link": doc.get("evidence"),
+        }
+    return {"runs": list(runs.values())}
+
+
 def drill_records(ctx: Context) -> list[Any]:
     records: list[Any] = ctx.once("drills", lambda: EvidenceStore(ctx.store).records())
     return records
+
+
+def overdue_drills(ctx: Context) -> list[Any]:
+    """DRDrillOverdue as the scheduled check raises it: a kind that never passed is overdue only
+    one window after the deployment's first run (read, never recorded, here)."""
+    alerts: list[Any] = ctx.once(
+        "overdue",
+        lambda: overdue_alerts(
+            drill_records(ctx), ctx.now, deployed=first_run(ctx.store, ctx.now, record=False)
+        ),
+    )
+    return alerts
 
 
 def drills(ctx: Context) -> dict[str, Any]:
     """The last monthly and quarterly drills against the objectives, and when each is due."""
     settings = ctx.deployment.settings
     records = drill_records(ctx)
-    overdue = {a.details["drill"] for a in overdue_alerts(records, ctx.now)}
+    overdue = {a.details["drill"] for a in overdue_drills(ctx)}
     rows = []
     for kind, schedule in (
         ("monthly", settings.drills.monthly_schedule),
@@ -501,7 +578,8 @@ def availability(ctx: Context) -> dict[str, Any]:
     switched = [
         at
         for r in failover_history(ctx)
-        if r.get("status") == "completed" and (at := parse_moment(r.get("finished_at")))
+        if r.get("status") in ("completed", "completed_with_warnings")
+        and (at := parse_moment(r.get("finished_at")))
     ]
     allowed = (100 - objective) / 100
     next_month = (month_start + timedelta(days=32)).replace(day=1)
@@ -552,13 +630,30 @@ def alerts(ctx: Context) -> dict[str, Any]:
     days = health_days(ctx, availability_start(ctx.now))
     newest = next((d for d in reversed(days) if d.checks), None)
     for name, since in (newest.active_alerts if newest else {}).items():
-        found.append(_alert(ctx, name, f"{name} (health check)", since, "dr_health_check"))
-    records = drill_records(ctx)
-    for alert in overdue_alerts(records, ctx.now):
+        raised = _alert(ctx, name, f"{name} (health check)", since, "dr_health_check")
+        raised["evidence"] = check_record_url(ctx, since)
+        found.append(raised)
+    for alert in overdue_drills(ctx):
         kind = alert.details["drill"]
         last_passed = alert.details.get("last_passed")
         found.append(_alert(ctx, alert.name, alert.summary, last_passed, f"dr_drill_{kind}"))
     return {"active": found}
+
+
+def check_record_url(ctx: Context, checked_at: str) -> str | None:
+    """The full record of the health check made at ``checked_at`` (the one that raised an
+    alert), from whichever bucket holds it; None when none does."""
+    at = parse_moment(checked_at)
+    if at is None:
+        return None
+    key = raw_key(ctx.prefix, at)
+    for _region, store in ctx.other_stores():
+        try:
+            if store.exists(key):
+                return store.url(key)
+        except DisasterRecoveryError:
+            continue
+    return None
 
 
 def _alert(ctx: Context, name: str, summary: str, since: Any, dag_id: str) -> dict[str, Any]:
@@ -578,6 +673,7 @@ SECTIONS: dict[str, Section] = {
     "protection": lambda ctx: protection_status(ctx.deployment),
     "rpo_exposure": rpo_exposure,
     "backups": backups,
+    "failover_in_progress": failover_in_progress,
     "failovers": failovers,
     "drills": drills,
     "availability": availability,
@@ -586,7 +682,8 @@ SECTIONS: dict[str, Section] = {
 
 
 def late_backup_alerts(status: dict[str, Any]) -> list[dict[str, Any]]:
-    """A late tier is an alert too (its first time: when it became late)."""
+    """A late tier is an alert too (its first time: when it became late; never, for a tier
+    with no verified backup at all)."""
     tiers = (status.get("backups") or {}).get("tiers") or []
     found = []
     for row in tiers:
@@ -596,8 +693,8 @@ def late_backup_alerts(status: dict[str, Any]) -> list[dict[str, Any]]:
                     "name": "BackupLate",
                     "severity": Severity.HIGH.value,
                     "summary": f"{row['label']}: no verified backup within its schedule",
-                    "since": None,
-                    "link": None,
+                    "since": row.get("late_since"),
+                    "link": row.get("link"),
                 }
             )
     return found
@@ -723,6 +820,19 @@ def _summary_parts(status: dict[str, Any]) -> Iterable[tuple[str, str]]:
             f"primary {topo['primary_region']}; "
             + (f"unhealthy: {', '.join(unhealthy)}" if unhealthy else "all nodes healthy")
             + f"; lag {'unknown' if lag is None else f'{lag:.1f} s'}",
+        )
+    for run in (status.get("failover_in_progress") or {}).get("runs") or []:
+        current = next(
+            (s for s in run["steps"] if s.get("state") not in ("success", "skipped")), None
+        )
+        yield (
+            f"{run['kind']} in progress",
+            f"run {run['run_id']}, "
+            + (
+                f"at {current['step']} ({current.get('state') or 'waiting'})"
+                if current
+                else "all steps done"
+            ),
         )
     tiers = (status.get("backups") or {}).get("tiers") or []
     late = [t["label"] for t in tiers if t.get("late")]

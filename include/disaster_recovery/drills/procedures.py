@@ -1,7 +1,8 @@
 """DR drills: prove the objectives on a drill target and keep the evidence.
 
-Monthly: restore the newest verified full backup into a scratch database (row counts against
-the manifest, ``pg_amcheck``, restore time and throughput); a point-in-time restore to a random
+Monthly: restore the newest verified full backup into a throwaway PostgreSQL instance that the
+drill starts and removes (row counts against the manifest, ``pg_amcheck``, restore time and
+throughput); a point-in-time restore to a random
 moment of the last 24 hours (the heartbeats recovered must be exactly those committed up to it);
 a simulated failover to the secondary, approved by the drill's policy, then failback.
 
@@ -11,8 +12,15 @@ consecutive failed health checks, the failover procedure, validation, failback. 
 from the loss to a validated secondary; RPO from the heartbeat, for the synchronous standby and
 for the WAL archive (a point-in-time restore to the newest archived moment).
 
-A drill runs only against the environment its configuration names, refuses one marked
-production unless that configuration allows it, and always tries to leave the target in its
+Each drill is a list of named steps (:data:`STEPS`): ``dr drill`` runs them in one process, the
+drill DAGs run each as its own task and pass the drill's state (:func:`drill_state`,
+:func:`resume`) between them, so the Airflow grid shows where a drill is. Either way the record
+is timed per step, the RTO is measured across the steps, and a failed or interrupted step is
+followed by :func:`restore_topology` (the DAG's teardown task).
+
+A drill runs only against the environment its configuration names, changes a production one's
+topology only after a person approved it (unless that configuration opts out), and always tries
+to leave the target in its
 original topology. Every drill writes a record (:mod:`disaster_recovery.drills.evidence`), posts a
 Slack summary, and raises ``DRDrillFailed`` when anything failed.
 """
@@ -24,7 +32,8 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,7 +48,8 @@ from disaster_recovery.clients.s3 import regional_store
 from disaster_recovery.clients.services import Services
 from disaster_recovery.clients.slack import Alert, AlertSink, slack_sink
 from disaster_recovery.config.endpoints import Deployment, PostgresEndpoint
-from disaster_recovery.drills.evidence import DrillKind, DrillRecord, EvidenceStore
+from disaster_recovery.drills.evidence import DrillKind, DrillRecord, DrillStep, EvidenceStore
+from disaster_recovery.drills.names import RESTORE_TOPOLOGY
 from disaster_recovery.errors import (
     AbortedError,
     DisasterRecoveryError,
@@ -49,30 +59,44 @@ from disaster_recovery.errors import (
     VerificationError,
 )
 from disaster_recovery.failover.failback import run_failback
-from disaster_recovery.failover.plan import Plan
+from disaster_recovery.failover.plan import COMPLETED, Plan
 from disaster_recovery.failover.steps import run_failover
 from disaster_recovery.monitoring import heartbeat
 from disaster_recovery.monitoring.health import check_health, current_roles
 from disaster_recovery.postgres import db, pgbin
+from disaster_recovery.postgres.instance import server_user
+from disaster_recovery.postgres.throwaway import throwaway_instance
 from disaster_recovery.restore.logical import restore_logical
 from disaster_recovery.restore.pitr import RestoredCluster, describe_chain, restore_to_point_in_time
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+# A person's answer to a drill's approval request: {"by": name, "approved": bool}.
+Approval = dict[str, Any]
 
 
-def check_target(deployment: Deployment) -> dict[str, Any]:
-    """Refuse a production target unless explicitly allowed; refuse a target that is not in its
-    original topology (a drill must start from, and return to, the normal state)."""
-    environment = deployment.settings.environment
-    if environment.production and not environment.allow_drills_on_production:
-        raise DrillRefused(
-            f"drill target {environment.name!r} is marked production; set "
-            "environment.allow_drills_on_production in its configuration to drill it"
-        )
+def check_target(deployment: Deployment, approval: Approval | None = None) -> dict[str, Any]:
+    """Refuse a production target that no person approved (unless its configuration opts out);
+    refuse a target that is not in its original topology (a drill must start from, and return
+    to, the normal state)."""
+    settings = deployment.settings
+    environment = settings.environment
+    if settings.drills_need_a_person:
+        if approval is None:
+            raise DrillRefused(
+                f"drill target {environment.name!r} is marked production: a drill changes its "
+                "topology only after a person approves it (the drill DAG's Required Action); "
+                "nobody approved this one (or set environment.allow_drills_on_production and "
+                "drills.auto_approve to opt out)"
+            )
+        if not approval.get("approved"):
+            raise DrillRefused(
+                f"drill target {environment.name!r} is marked production and "
+                f"{approval.get('by') or 'the approver'} rejected the drill: nothing was changed"
+            )
 
-    regions = deployment.settings.regions
+    regions = settings.regions
     primary, _ = current_roles(deployment)
     if primary != regions.primary:
         raise DrillRefused(
@@ -83,6 +107,7 @@ def check_target(deployment: Deployment) -> dict[str, Any]:
         "environment": environment.name,
         "production": environment.production,
         "primary_region": primary,
+        "approval": approval or {"by": "drill policy (drills.auto_approve)"},
     }
 
 
@@ -107,32 +132,32 @@ class DrillContext:
 
 
 def restore_newest_full(ctx: DrillContext) -> dict[str, Any]:
-    """Restore the newest verified full backup into a scratch database, compare row counts with
-    the manifest, run pg_amcheck, then drop the scratch database."""
-
-    scratch = f"dr_drill_{ctx.record.started_at:%Y%m%d%H%M%S}"
-    started = time.monotonic()
+    """Restore the newest verified full backup into a throwaway instance (started here, removed
+    after: never a database on a live server), compare row counts with the manifest, run
+    pg_amcheck."""
     # The current primary's copy only: a drill must catch a damaged copy, not fall back.
     from disaster_recovery.monitoring.topology import following
 
     region = following(ctx.deployment).settings.regions.primary
-    result = restore_logical(ctx.deployment, target_db=scratch, replace=True, region=region)
-    seconds = time.monotonic() - started
-    try:
+    database = ctx.primary().dbname
+    os_user = server_user(ctx.settings.pitr.restore_os_user, "pitr.restore_os_user")
+    with throwaway_instance(ctx.work_dir / "restore", os_user=os_user) as server:
+        started = time.monotonic()
+        result = restore_logical(ctx.deployment, target_db=database, region=region, server=server)
+        seconds = time.monotonic() - started
         if not result["counts_match"]:
             raise VerificationError(
-                f"restored {result['backup_file']} into {scratch}: row counts differ from the "
-                f"manifest: {result['differences']}",
+                f"restored {result['backup_file']} into a throwaway instance: row counts differ "
+                f"from the manifest: {result['differences']}",
                 check="row_counts",
             )
-        amcheck = run_amcheck(ctx.primary().with_database(scratch))
-    finally:
-        drop_database(ctx.primary(), scratch)
+        amcheck = run_amcheck(server.with_database(database))
     size = _backup_size(ctx, result["backup_file"])
     throughput = round(size / 1_000_000 / seconds, 2) if seconds > 0 else None
     ctx.record.restore_throughput_mb_s = throughput
     return {
         "backup_file": result["backup_file"],
+        "restored_into": f"throwaway instance {result['target']} (removed)",
         "tables": result["tables"],
         "rows": result["rows"],
         "counts_match": True,
@@ -169,11 +194,6 @@ def run_amcheck(endpoint: PostgresEndpoint) -> str:
         timeout=3600,
     )
     return "no corruption found"
-
-
-def drop_database(server: PostgresEndpoint, name: str) -> None:
-    with db.connect(server.with_database("postgres")) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def restorable_window(ctx: DrillContext) -> tuple[datetime, datetime]:
@@ -264,7 +284,12 @@ def drill_approval(ctx: DrillContext) -> Callable[[dict[str, Any], str], bool]:
     """DECIDE during a drill: the drill's policy answers, and the record says so."""
 
     def approve(evidence: dict[str, Any], body: str) -> bool:
-        approved = bool(ctx.settings.drills.auto_approve)
+        person = ctx.notes.get("person_approval")
+        if person:
+            # Approved before the drill started (check_target refuses anything else).
+            ctx.notes["approval"] = person
+            return bool(person["approved"])
+        approved = ctx.settings.drills.auto_approve is not False
         ctx.notes["approval"] = {"by": "drill policy (drills.auto_approve)", "approved": approved}
         return approved
 
@@ -282,7 +307,7 @@ def failover(ctx: DrillContext, reason: str, **options: Any) -> dict[str, Any]:
         approve=drill_approval(ctx),
         progress=ctx.progress,
     )
-    if result["status"] != "completed":
+    if result["status"] not in COMPLETED:
         raise AbortedError(f"failover {result['status']}: {result.get('error') or 'see steps'}")
     return result
 
@@ -298,7 +323,7 @@ def failback(ctx: DrillContext) -> dict[str, Any]:
         approve=lambda _e, _b: True,
         progress=ctx.progress,
     )
-    if result["status"] != "completed":
+    if result["status"] not in COMPLETED:
         raise AbortedError(f"failback {result['status']}: {result.get('error') or 'see steps'}")
     return result
 
@@ -487,50 +512,111 @@ def revive_region(ctx: DrillContext) -> dict[str, Any]:
     return {"revived": True, "output": result.stdout[-500:]}
 
 
-def region_loss(ctx: DrillContext) -> dict[str, Any]:
-    acknowledged = [
+def kill_primary_region(ctx: DrillContext) -> dict[str, Any]:
+    """Heartbeats the synchronous standby acknowledged, then the region lost at once."""
+    ctx.notes["acknowledged"] = [
         heartbeat.beat(ctx.primary(), "drill:quarterly", synchronous=True)[0] for _ in range(5)
     ]
-    with ctx.record.step("kill_primary_region") as step:
-        step.details = lose_primary_region(ctx)
-    with ctx.record.step("detect") as step:
-        step.details = detect_loss(ctx)
-        # What the archive alone holds now, before a promoted standby adds its own timeline.
-        ctx.notes["archive_latest"] = restorable_window(ctx)[1]
-    with ctx.record.step("failover") as step:
-        accept = ctx.settings.drills.accept_data_loss_on_region_loss
-        result = failover(ctx, "quarterly DR drill: primary region lost", accept_data_loss=accept)
-        step.details = {
-            "total_time_seconds": result["total_time_seconds"],
-            "step_seconds": result.get("step_seconds"),
-            "approval": ctx.notes.get("approval"),
-        }
+    return lose_primary_region(ctx)
+
+
+def detect(ctx: DrillContext) -> dict[str, Any]:
+    details = detect_loss(ctx)
+    # What the archive alone holds now, before a promoted standby adds its own timeline.
+    ctx.notes["archive_latest"] = restorable_window(ctx)[1]
+    return details
+
+
+def region_failover(ctx: DrillContext) -> dict[str, Any]:
+    accept = ctx.settings.drills.accept_data_loss_on_region_loss
+    result = failover(ctx, "quarterly DR drill: primary region lost", accept_data_loss=accept)
+    return {
+        "total_time_seconds": result["total_time_seconds"],
+        "step_seconds": result.get("step_seconds"),
+        "approval": ctx.notes.get("approval"),
+    }
+
+
+def validate_survivor(ctx: DrillContext) -> dict[str, Any]:
+    """The drill's RTO (from the loss to this validated secondary) and RPO (the newest heartbeat
+    the new primary holds); every acknowledged heartbeat must be there."""
     validated_at = datetime.now(UTC)
     survivor = ctx.deployment.postgres("standby")
     newest = heartbeat.newest(survivor)
-    lost = lost_heartbeats(acknowledged, survivor)
-    ctx.record.rto_seconds = round((validated_at - ctx.notes["killed_at"]).total_seconds(), 2)
+    lost = lost_heartbeats(ctx.notes.get("acknowledged", []), survivor)
+    killed_at = ctx.notes["killed_at"]
+    ctx.record.rto_seconds = round((validated_at - killed_at).total_seconds(), 2)
     ctx.record.rpo_seconds = (
-        round((ctx.notes["killed_at"] - newest["committed_at"]).total_seconds(), 2)
-        if newest
-        else None
+        round((killed_at - newest["committed_at"]).total_seconds(), 2) if newest else None
     )
     if lost:
         raise VerificationError(
             f"{lost} acknowledged heartbeats are missing on the new primary", check="rpo"
         )
-    with ctx.record.step("archive_rpo") as step:
-        step.details = archive_rpo(ctx)
-    with ctx.record.step("survivor_protection") as step:
-        step.details = survivor_protection(ctx)
-    if ctx.settings.drills.region_revive_command:
-        with ctx.record.step("revive_region") as step:
-            step.details = revive_region(ctx)
     return {
         "heartbeats_lost": lost,
         "rto_seconds": ctx.record.rto_seconds,
         "rpo_seconds": ctx.record.rpo_seconds,
     }
+
+
+def failback_step(ctx: DrillContext) -> dict[str, Any]:
+    result = failback(ctx)
+    return {"total_time_seconds": result["total_time_seconds"]}
+
+
+# -- the steps of each drill --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a drill: the library runs them in order, the drill DAG makes a task of each."""
+
+    name: str
+    run: Callable[[DrillContext], dict[str, Any]]
+    # A step that does not apply to this target leaves no entry in the record.
+    applies: Callable[[DrillContext], bool] = lambda _ctx: True
+
+
+PREFLIGHT = Step(
+    "preflight", lambda ctx: check_target(ctx.deployment, ctx.notes.get("person_approval"))
+)
+STEPS: dict[str, tuple[Step, ...]] = {
+    "monthly": (
+        PREFLIGHT,
+        Step("restore_full", restore_newest_full),
+        Step("point_in_time", point_in_time_check),
+        Step("failover", simulated_failover),
+        Step("failback", failback_step),
+    ),
+    "quarterly": (
+        PREFLIGHT,
+        Step("kill_primary_region", kill_primary_region),
+        Step("detect", detect),
+        Step("failover", region_failover),
+        Step("validate", validate_survivor),
+        Step("archive_rpo", archive_rpo),
+        Step("survivor_protection", survivor_protection),
+        Step(
+            "revive_region",
+            revive_region,
+            applies=lambda ctx: bool(ctx.settings.drills.region_revive_command),
+        ),
+        Step("failback", failback_step),
+    ),
+}
+
+
+def run_step(ctx: DrillContext, name: str) -> DrillStep | None:
+    """Run one step of the context's drill, timed and recorded (its error re-raised); None when
+    it does not apply to this target."""
+    step = next(s for s in STEPS[ctx.record.drill] if s.name == name)
+    if not step.applies(ctx):
+        return None
+    ctx.progress(f"{ctx.record.drill} drill: {name}")
+    with ctx.record.step(name) as entry:
+        entry.details = step.run(ctx)
+    return entry
 
 
 # -- running a drill ----------------------------------------------------------------------------
@@ -565,9 +651,39 @@ def return_to_original_topology(ctx: DrillContext) -> dict[str, Any] | None:
     return None
 
 
+def topology_needs_restoring(record: DrillRecord) -> bool:
+    """After a failed or interrupted step, unless the target was refused (nothing touched) or
+    the topology was already restored."""
+    names = [s.name for s in record.steps]
+    if not names or RESTORE_TOPOLOGY in names:
+        return False
+    if record.steps[0].name == PREFLIGHT.name and record.steps[0].result == "failed":
+        return False
+    return (
+        any(s.result == "failed" for s in record.steps) or names[-1] != STEPS[record.drill][-1].name
+    )
+
+
+def restore_topology(ctx: DrillContext) -> DrillStep | None:
+    """The drill's teardown: return the target to its original topology when a step failed or
+    the drill stopped part-way (recorded as ``restore_topology``, its error re-raised); None
+    when nothing needs it."""
+    if not topology_needs_restoring(ctx.record):
+        return None
+    with ctx.record.step(RESTORE_TOPOLOGY) as entry:
+        entry.details = {
+            "failback": (return_to_original_topology(ctx) or {}).get("status", "not needed")
+        }
+    return entry
+
+
 def judge(record: DrillRecord) -> None:
-    """Pass only if every step passed and the measured figures are within the objectives."""
+    """Pass only if every step ran and passed and the measured figures are within the
+    objectives."""
     failures = [f"{s.name}: {s.error}" for s in record.steps if s.result == "failed"]
+    ran = [s.name for s in record.steps if s.name != RESTORE_TOPOLOGY]
+    if not failures and (not ran or ran[-1] != STEPS[record.drill][-1].name):
+        failures.append(f"the drill stopped after {ran[-1] if ran else 'nothing'}")
     if record.rto_seconds is not None and record.rto_seconds > record.objectives["rto_seconds"]:
         failures.append(
             f"RTO {record.rto_seconds:.0f} s exceeds the objective {record.objectives['rto_seconds']:.0f} s"
@@ -580,29 +696,74 @@ def judge(record: DrillRecord) -> None:
     record.error = "; ".join(failures) or None
 
 
-def monthly_steps(ctx: DrillContext) -> None:
-    with ctx.record.step("restore_full") as step:
-        step.details = restore_newest_full(ctx)
-    with ctx.record.step("point_in_time") as step:
-        step.details = point_in_time_check(ctx)
-    with ctx.record.step("failover") as step:
-        step.details = simulated_failover(ctx)
-    with ctx.record.step("failback") as step:
-        result = failback(ctx)
-        step.details = {"total_time_seconds": result["total_time_seconds"]}
+def finish(ctx: DrillContext, sink: AlertSink | None = None) -> DrillRecord:
+    """Judge the record, store it in both regions and alert; :class:`DrillFailed` when it did
+    not pass (after the evidence is written)."""
+    record = ctx.record
+    record.finished_at = datetime.now(UTC)
+    judge(record)
+    publish(ctx.deployment, record, sink)
+    if not record.passed:
+        raise DrillFailed(f"{record.drill} DR drill failed: {record.error}", record)
+    return record
 
 
-def quarterly_steps(ctx: DrillContext) -> None:
-    region_loss(ctx)
-    with ctx.record.step("failback") as step:
-        result = failback(ctx)
-        step.details = {"total_time_seconds": result["total_time_seconds"]}
+@contextmanager
+def work_folder(drill: str) -> Iterator[Path]:
+    """Where a drill's restores go (PostgreSQL, run as another user, must read it)."""
+    path = Path(tempfile.mkdtemp(prefix=f"dr-drill-{drill}-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
-STEPS: dict[str, Callable[[DrillContext], None]] = {
-    "monthly": monthly_steps,
-    "quarterly": quarterly_steps,
-}
+# Notes that hold a moment: the state between a drill DAG's tasks carries them as text.
+_MOMENT_NOTES = ("killed_at", "archive_latest")
+
+
+def drill_state(ctx: DrillContext) -> dict[str, Any]:
+    """What the next step needs, as JSON (a drill DAG passes it between its tasks in XCom)."""
+    notes = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in ctx.notes.items()}
+    return {"record": ctx.record.model_dump(mode="json"), "notes": notes}
+
+
+def resume(
+    deployment: Deployment,
+    state: dict[str, Any],
+    work_dir: Path,
+    *,
+    seed: int | None = None,
+    progress: Progress | None = None,
+) -> DrillContext:
+    """The context of a drill started earlier (by :func:`drill_state`), for its next step."""
+    notes = dict(state.get("notes") or {})
+    for key in _MOMENT_NOTES:
+        if isinstance(notes.get(key), str):
+            notes[key] = datetime.fromisoformat(notes[key])
+    record = DrillRecord.model_validate(state["record"])
+    return DrillContext(
+        deployment, record, random.Random(seed), progress or log.info, work_dir, notes
+    )
+
+
+def start(
+    deployment: Deployment,
+    drill: DrillKind,
+    work_dir: Path,
+    *,
+    seed: int | None = None,
+    progress: Progress | None = None,
+    approval: Approval | None = None,
+) -> DrillContext:
+    """A new drill's context; ``approval`` is a person's answer, which preflight requires on
+    production (it travels with the drill's notes)."""
+    record = new_record(deployment, drill)
+    ctx = DrillContext(deployment, record, random.Random(seed), progress or log.info, work_dir)
+    if approval is not None:
+        ctx.notes["person_approval"] = approval
+    return ctx
 
 
 def run_drill(
@@ -612,33 +773,24 @@ def run_drill(
     seed: int | None = None,
     progress: Progress | None = None,
     sink: AlertSink | None = None,
+    approval: Approval | None = None,
 ) -> DrillRecord:
-    """Run one drill end to end; write its evidence; alert. Raises :class:`DrillFailed` (after
-    writing the evidence) when it did not pass, :class:`DrillRefused` before touching anything."""
-    record = new_record(deployment, drill)
-    work_dir = Path(tempfile.mkdtemp(prefix=f"dr-drill-{drill}-", dir="/tmp"))
-    work_dir.chmod(0o755)
-    ctx = DrillContext(deployment, record, random.Random(seed), progress or log.info, work_dir)
-    try:
-        with record.step("preflight") as step:
-            step.details = check_target(deployment)
-        STEPS[drill](ctx)
-    except DrillRefused as exc:
-        log.error("%s drill refused: %s", drill, exc)  # nothing was touched
-    except DisasterRecoveryError as exc:
-        log.error("%s drill failed: %s", drill, exc)
-        with record.step("restore_topology") as step:
-            step.details = {
-                "failback": (return_to_original_topology(ctx) or {}).get("status", "not needed")
-            }
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        record.finished_at = datetime.now(UTC)
-        judge(record)
-        publish(deployment, record, sink)
-    if not record.passed:
-        raise DrillFailed(f"{drill} DR drill failed: {record.error}", record)
-    return record
+    """Run one drill end to end, the same steps the drill DAG runs as tasks; write its
+    evidence; alert. Raises :class:`DrillFailed` (after writing the evidence) when it did not
+    pass; a refused target (``preflight``: a production target without a person's
+    ``approval``, a target not in its original topology) is left untouched."""
+    with work_folder(drill) as work_dir:
+        ctx = start(deployment, drill, work_dir, seed=seed, progress=progress, approval=approval)
+        try:
+            for step in STEPS[drill]:
+                run_step(ctx, step.name)
+        except Exception as exc:  # every step error is in the record; the teardown follows
+            log.error("%s drill failed: %s", drill, exc)
+            try:
+                restore_topology(ctx)
+            except Exception as teardown_error:  # recorded as the failed restore_topology
+                log.error("%s drill could not restore the topology: %s", drill, teardown_error)
+    return finish(ctx, sink)
 
 
 def publish(deployment: Deployment, record: DrillRecord, sink: AlertSink | None = None) -> None:

@@ -1,5 +1,6 @@
 """The step engine shared by failover and failback: runs steps in order, times them, stops at the first failure or
-rejection, and publishes the result document (S3 history and Slack)."""
+rejection, writes its progress to S3 while it runs (:mod:`disaster_recovery.failover.progress`),
+and publishes the result document (S3 history and Slack)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from disaster_recovery.clients.slack import Alert, slack_sink
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import Settings
 from disaster_recovery.errors import AbortedError, DisasterRecoveryError
-from disaster_recovery.failover.plan import Plan, Progress, first_line, record
+from disaster_recovery.failover.plan import (
+    COMPLETED,
+    Plan,
+    Progress,
+    first_line,
+    record,
+    settled_status,
+)
+from disaster_recovery.failover.progress import RUNNING, RunProgress
 from disaster_recovery.monitoring.health import (
     utcnow,
 )
@@ -34,13 +43,14 @@ def result_document(
     started_at: str,
     error: str | None = None,
 ) -> dict[str, Any]:
-    """The seed's shape plus per-step timings and records."""
+    """The seed's shape plus per-step timings, records and warnings (what a step could not do)."""
     completed = [r["step"] for r in records if r["status"] in ("done", "already_done", "approved")]
+    status, warnings = settled_status(status, records)
     document: dict[str, Any] = {
         "status": status,
         "kind": kind,
         "steps_completed": completed,
-        "new_primary": plan.target if status == "completed" else plan.source,
+        "new_primary": plan.target if status in COMPLETED else plan.source,
         "total_time_seconds": round(time.monotonic() - started, 3),
         "step_seconds": timings,
         "reason": reason,
@@ -50,6 +60,7 @@ def result_document(
         "started_at": started_at,
         "finished_at": utcnow().isoformat(),
         "steps": records,
+        "warnings": warnings,
     }
     if error:
         document["error"] = error
@@ -73,8 +84,10 @@ def run_steps(
     by_step: dict[str, dict[str, Any]] = {}
     timings: dict[str, float] = {}
     status, error = "completed", None
+    watch = run_progress(plan, kind, tuple(name for name, _ in steps), reason, initiated_by)
     for number, (name, function) in enumerate(steps, 1):
         say(f"[{number}/{len(steps)}] {name.upper()} ...")
+        watch.step(name, RUNNING)
         began = time.monotonic()
         try:
             outcome = function(by_step)
@@ -95,6 +108,8 @@ def run_steps(
         timings[name] = round(time.monotonic() - began, 3)
         records.append(outcome)
         by_step[name] = outcome
+        approved_by = outcome.get("by") if outcome["status"] == "approved" else None
+        watch.step(name, outcome["status"], seconds=timings[name], by=approved_by)
         say(f"[{number}/{len(steps)}] {name.upper()}: {outcome['status']} ({timings[name]:.2f} s)")
         if outcome["status"] in ("aborted", "failed", "rejected"):
             if outcome["status"] == "rejected":
@@ -104,7 +119,7 @@ def run_steps(
         status = "dry_run"
     from disaster_recovery.failover.undo import settle_result
 
-    return settle_result(
+    result = settle_result(
         plan,
         result_document(
             kind,
@@ -118,6 +133,26 @@ def run_steps(
             started_at=started_at,
             error=error,
         ),
+    )
+    watch.finish(result["status"])
+    return result
+
+
+def run_progress(
+    plan: Plan, kind: str, steps: tuple[str, ...], reason: str, initiated_by: str
+) -> RunProgress:
+    """The run's progress document in S3 (see :mod:`disaster_recovery.failover.progress`)."""
+    return RunProgress(
+        plan.deployment,
+        plan.target,
+        kind,
+        plan.run_id,
+        steps,
+        source=plan.source,
+        target=plan.target,
+        reason=reason,
+        initiated_by=initiated_by,
+        dry_run=plan.dry_run,
     )
 
 
@@ -143,14 +178,19 @@ def publish_result(
         published["history"] = f"s3://{settings.bucket(region)}/{key}"
     except DisasterRecoveryError as exc:
         published["history_error"] = first_line(exc)
-    ok = result["status"] in ("completed", "dry_run")
+    ok = result["status"] in (*COMPLETED, "dry_run")
     kind = result.get("kind", "failover")
     dry_run = bool(result.get("dry_run"))
     rehearsal = "DRY RUN, nothing was changed: " if dry_run else ""
+    warned = result["status"] == "completed_with_warnings"
     alert = Alert(
         # FailoverFailed is not in the catalogue of Info alerts, so it goes out as Critical;
         # a dry run's outcome never does (Alert.dry_run makes it Info).
-        name="FailoverCompleted" if ok else "FailoverFailed",
+        name="FailoverCompletedWithWarnings"
+        if warned
+        else "FailoverCompleted"
+        if ok
+        else "FailoverFailed",
         summary=(
             f"{rehearsal}{kind} {result['status']}: primary is {result['new_primary']} "
             f"({result['total_time_seconds']:.1f} s)"
@@ -161,6 +201,7 @@ def publish_result(
             "initiated_by": result.get("initiated_by"),
             "steps": ", ".join(result["steps_completed"]),
             "error": result.get("error"),
+            "warnings": "; ".join(result.get("warnings") or []) or None,
             "undone": "; ".join(result.get("undone") or []) or None,
             "left_changed": "; ".join(
                 f"{c['what']} (undo: {c['undo']})" for c in result.get("left_changed") or []

@@ -82,6 +82,20 @@ def record(step: str, status: str, **details: Any) -> dict[str, Any]:
     return {"step": step, "status": status, **details}
 
 
+# A run whose every step ran: "completed" only when each did all of its work; otherwise
+# "completed_with_warnings", with each part that was skipped (not configured) or failed listed.
+COMPLETED = ("completed", "completed_with_warnings")
+
+
+def settled_status(status: str, records: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    """(the run's status, its warnings as "step: what"): a completed run with any step warning
+    becomes ``completed_with_warnings``."""
+    warnings = [f"{r['step']}: {w}" for r in records for w in r.get("warnings") or []]
+    if status == "completed" and warnings:
+        status = "completed_with_warnings"
+    return status, warnings
+
+
 def first_line(exc: BaseException) -> str:
     return next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
 

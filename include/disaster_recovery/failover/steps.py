@@ -39,6 +39,7 @@ from disaster_recovery.monitoring.health import (
     check_health,
 )
 from disaster_recovery.postgres import db
+from disaster_recovery.postgres.nodecontrol import fence_online
 from disaster_recovery.postgres.walfiles import parse_optional_lsn, timeline_of
 
 # -- 1. DETECT ----------------------------------------------------------------------------------
@@ -62,7 +63,7 @@ def newest_archived_wal(plan: Plan) -> str | None:
 def estimate_loss(health: dict[str, Any]) -> dict[str, Any]:
     """What a promotion now could lose, from what the check saw."""
     replication = health.get("replication", {})
-    primary_up = health["primary"].get("database") in ("healthy", "read_only")
+    primary_up = health["primary"].get("database_state") in ("healthy", "read_only")
     if primary_up:
         current, replay = (
             parse_optional_lsn(replication.get("primary_lsn")),
@@ -101,6 +102,11 @@ def detect(plan: Plan, failing_since: str | None = None) -> dict[str, Any]:
         "estimated_data_loss": estimate_loss(health),
         "redis_offsets": health["redis_offsets"],
         "errors": health["errors"],
+        "warnings": [
+            f"STOP WRITES: {w}"
+            for w in [read_only_switch_missing(plan, plan.source)]
+            if w is not None
+        ],
     }
     if target_promoted(plan):
         return record(
@@ -143,6 +149,9 @@ def approval_body(evidence: dict[str, Any], reason: str, initiated_by: str) -> s
             "",
             "Errors seen: " + "; ".join(f"`{k}`: {v}" for k, v in evidence["errors"].items()),
         ]
+    if evidence.get("warnings"):
+        lines += ["", "**Warnings** (the result will say completed_with_warnings):"]
+        lines += [f"- {warning}" for warning in evidence["warnings"]]
     lines += [
         "",
         "Approve to fence the old primary and promote the standby. Reject (or no answer "
@@ -152,21 +161,6 @@ def approval_body(evidence: dict[str, Any], reason: str, initiated_by: str) -> s
 
 
 # -- 3. STOP WRITES -----------------------------------------------------------------------------
-
-
-def fence_database(endpoint: PostgresEndpoint) -> dict[str, Any]:
-    """Make the old primary read-only for new transactions and end every client session."""
-    with db.connect(endpoint, "postgres", timeout=5) as conn:
-        conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
-        conn.execute("SELECT pg_reload_conf()")
-        # Sessions opened before the reload keep their old default: end them.
-        row = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
-        ).fetchone()
-        final = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-    assert row is not None and final is not None
-    return {"fenced": "read_only", "terminated_sessions": int(row[0]), "final_lsn": final[0]}
 
 
 def stop_writes(plan: Plan) -> dict[str, Any]:
@@ -189,7 +183,7 @@ def stop_writes(plan: Plan) -> dict[str, Any]:
         )
     app = plan.services.set_read_only(plan.source, True)
     if role is False:
-        database = fence_database(source_pg)
+        database = fence_online(source_pg)
     elif role is True:
         database = {"fenced": "already a standby", "final_lsn": None}
     else:
@@ -198,6 +192,7 @@ def stop_writes(plan: Plan) -> dict[str, Any]:
         database["on_disk"] = plan.node(plan.source).fence()
     except DisasterRecoveryError as exc:
         database["on_disk"] = f"failed: {first_line(exc)}"
+    warnings = stop_writes_warnings(plan, app, database)
     redis_facts: dict[str, Any]
     try:
         redis_state = redisnode.state(plan.redis(plan.source))
@@ -213,6 +208,7 @@ def stop_writes(plan: Plan) -> dict[str, Any]:
             redis_facts = {"paused": False, "role": redis_state.role}
     except DisasterRecoveryError as exc:
         redis_facts = {"paused": False, "unreachable": first_line(exc)}
+        warnings.append(f"Redis writes not paused: failed: {redis_facts['unreachable']}")
     return record(
         "stop_writes",
         "done",
@@ -220,7 +216,38 @@ def stop_writes(plan: Plan) -> dict[str, Any]:
         database=database,
         redis=redis_facts,
         final_lsn=database.get("final_lsn"),
+        warnings=warnings,
     )
+
+
+def read_only_switch_missing(plan: Plan, region: str) -> str | None:
+    """The warning when ``region``'s application has no read-only switch configured."""
+    if plan.services.config(region).read_only_url:
+        return None
+    return (
+        f"application not made read-only: skipped: not configured "
+        f"(services.{region}.read_only_url); it keeps writing to the old primary until the "
+        "database is fenced"
+    )
+
+
+def stop_writes_warnings(plan: Plan, app: dict[str, Any], database: dict[str, Any]) -> list[str]:
+    """What STOP WRITES could not do, each as ``skipped: not configured`` or ``failed: ...``."""
+    warnings = []
+    if (missing := read_only_switch_missing(plan, plan.source)) is not None:
+        warnings.append(missing)
+    elif app.get("read_only") == "unreachable":
+        warnings.append(f"application not made read-only: failed: {app.get('error')}")
+    on_disk = str(database.get("on_disk", ""))
+    if on_disk.startswith("failed"):
+        warnings.append(f"old primary not fenced on disk: {on_disk}")
+    elif database.get("fenced") == "unreachable" and on_disk.startswith("no node control"):
+        warnings.append(
+            f"old primary unreachable and not fenced on disk: skipped: not configured "
+            f"(failover.nodes.{plan.source}); it would start writable if it came back, so "
+            "dr_health_check fences it (read-only) as soon as it answers"
+        )
+    return warnings
 
 
 # -- 4. SYNC ------------------------------------------------------------------------------------
@@ -414,9 +441,19 @@ def activate_services(plan: Plan, deactivate_source: bool = False) -> dict[str, 
     activated = services.activate(plan.target)
     writable = services.set_read_only(plan.target, False)
     details: dict[str, Any] = {"activated": activated, "read_only_off": writable}
+    warnings = []
+    if activated.get("kind") == "none":
+        warnings.append(
+            f"{plan.target} application not started: skipped: not configured "
+            f"(services.{plan.target}.activate)"
+        )
+    if writable.get("read_only") == "unreachable":
+        warnings.append(
+            f"{plan.target} application not switched to writable: failed: {writable.get('error')}"
+        )
     if deactivate_source:
         details["deactivated_source"] = services.deactivate(plan.source)
-    return record("activate_services", "done", **details)
+    return record("activate_services", "done", warnings=warnings, **details)
 
 
 # -- 7. DNS -------------------------------------------------------------------------------------

@@ -196,8 +196,8 @@ def check_health(
     secondary_ok = secondary["database"] == "streaming" and secondary["redis"] == "replicating"
     return {
         "checked_at": utcnow().isoformat(),
-        "primary": primary,
-        "secondary": secondary,
+        "primary": seed_vocabulary(primary, "primary"),
+        "secondary": seed_vocabulary(secondary, "secondary"),
         "replication_lag_seconds": lag,
         "replication": replication,
         "redis_offsets": offsets,
@@ -207,9 +207,50 @@ def check_health(
     }
 
 
+# What each side's database / Redis state means in the seed's words (healthy, degraded, down);
+# anything not listed (read-only, in recovery, not streaming, a link down...) is degraded.
+_HEALTHY_STATES = {
+    ("primary", "database"): "healthy",
+    ("primary", "redis"): "healthy",
+    ("secondary", "database"): "streaming",
+    ("secondary", "redis"): "replicating",
+}
+_SERVICES = {"healthy": "healthy", "unhealthy": "degraded", "down": "down", "none": "none"}
+
+
+def seed_vocabulary(side: dict[str, Any], role: str) -> dict[str, Any]:
+    """The seed's keys and values (``database``, ``redis``, ``services``: healthy / degraded /
+    down; a secondary's services ``standby`` or ``active``) with the detail under ``*_state``
+    (``streaming``, ``replicating``, ``read_only``, ...). Services ``none``: nothing configured
+    to check."""
+    shaped: dict[str, Any] = {"region": side["region"]}
+    for part in ("database", "redis"):
+        state = side[part]
+        if state == "down":
+            shaped[part] = "down"
+        else:
+            shaped[part] = "healthy" if state == _HEALTHY_STATES[(role, part)] else "degraded"
+        shaped[f"{part}_state"] = state
+    services = side["services"]
+    shaped["services"] = services if role == "secondary" else _SERVICES.get(services, "degraded")
+    return shaped
+
+
+def _writable(endpoint: PostgresEndpoint) -> bool:
+    """A primary that accepts writes: not in recovery and not fenced read-only."""
+    return bool(
+        db.query_one(
+            endpoint,
+            "SELECT NOT pg_is_in_recovery() "
+            "AND current_setting('default_transaction_read_only') = 'off'",
+        )
+    )
+
+
 def current_roles(deployment: Deployment) -> tuple[str, str]:
     """(primary region, secondary region) as they are now: after a failover the configured
-    secondary's node is the primary, and health must judge the pair that way round."""
+    secondary's node is the primary, and health must judge the pair that way round. An old
+    primary fenced read-only is not a primary, even though it is not in recovery."""
     regions = deployment.settings.regions
     try:
         promoted = not db.is_in_recovery(region_postgres(deployment, regions.secondary))
@@ -217,8 +258,8 @@ def current_roles(deployment: Deployment) -> tuple[str, str]:
         promoted = False
     if promoted:
         try:
-            old_is_primary = not db.is_in_recovery(region_postgres(deployment, regions.primary))
-        except DisasterRecoveryError:
+            old_is_primary = _writable(region_postgres(deployment, regions.primary))
+        except (DisasterRecoveryError, psycopg.Error):
             old_is_primary = False
         if not old_is_primary:
             return regions.secondary, regions.primary

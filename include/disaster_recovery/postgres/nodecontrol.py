@@ -11,15 +11,35 @@ fenced while reachable; a failback then needs an operator to rebuild it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from disaster_recovery.clients.runner import run
+from disaster_recovery.config.endpoints import PostgresEndpoint
 from disaster_recovery.config.model import NodeControlConfig
 from disaster_recovery.errors import CommandFailed, ConfigError
-from disaster_recovery.postgres import pgbin
+from disaster_recovery.postgres import db, pgbin
 from disaster_recovery.postgres.instance import LocalInstance, server_user
 
 FENCE_SETTING = "default_transaction_read_only"
+
+
+def fence_online(endpoint: PostgresEndpoint) -> dict[str, Any]:
+    """Fence a running node through SQL: read-only for every new transaction (``ALTER SYSTEM``,
+    so it holds across a restart too) and every client session ended. A session waiting for a
+    synchronous standby to confirm its COMMIT is ended before the commit is acknowledged: its
+    client gets an error, never a success (PostgreSQL warns that the transaction "might not have
+    been replicated"; it is on this node alone, which a rewind discards)."""
+    with db.connect(endpoint, "postgres", timeout=5) as conn:
+        conn.execute(f"ALTER SYSTEM SET {FENCE_SETTING} = on")
+        conn.execute("SELECT pg_reload_conf()")
+        # Sessions opened before the reload keep their old default: end them.
+        row = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchone()
+        final = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    assert row is not None and final is not None
+    return {"fenced": "read_only", "terminated_sessions": int(row[0]), "final_lsn": final[0]}
 
 
 class NodeControl(Protocol):

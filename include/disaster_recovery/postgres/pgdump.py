@@ -77,9 +77,12 @@ def full_read_args() -> list[str]:
     return [pgbin.program("pg_restore"), "--file=/dev/null"]
 
 
-def restore_args(*, jobs: int, archive: str | None = None, dbname: str) -> list[str]:
+def restore_args(
+    *, jobs: int, archive: str | None = None, dbname: str, privileges: bool = True
+) -> list[str]:
     """``pg_restore`` into ``dbname``; parallel (``--jobs``) needs a seekable ``archive`` file:
-    PostgreSQL refuses a parallel restore from standard input."""
+    PostgreSQL refuses a parallel restore from standard input. Without ``privileges`` the GRANTs
+    are left out (a throwaway instance has none of the production roles they name)."""
     args = [
         pgbin.program("pg_restore"),
         "--no-password",
@@ -87,6 +90,8 @@ def restore_args(*, jobs: int, archive: str | None = None, dbname: str) -> list[
         "--no-owner",
         f"--dbname={dbname}",
     ]
+    if not privileges:
+        args.append("--no-privileges")
     if jobs > 1:
         if archive is None:
             raise ConfigError("a parallel restore (jobs > 1) needs an archive file, not a pipe")

@@ -48,11 +48,16 @@ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
 
 
 def choose_backup(stores: Stores, backup_type: str, backup_file: str | None) -> Manifest:
-    """The named backup (it must be verified), or the newest verified one of the tier."""
+    """The named backup (it must be verified; the seed's date-only and local-time names are
+    resolved: :meth:`Catalog.resolve`), or the newest verified one of the tier."""
     check_backup_type(backup_type)
     if backup_file:
-        file = backup_file.rsplit("/", 1)[-1]
-        manifest = stores.catalog.load(file)
+        resolved = stores.catalog.resolve(backup_file, stores.settings.tz)
+        manifest = stores.catalog.load(resolved.file)
+        if resolved.note:
+            log.info("%s", resolved.note)
+            manifest = manifest.model_copy(update={"resolved_from": resolved.note})
+        file = manifest.file
         if not manifest.verified:
             raise VerificationError(
                 f"{file} is not verified (status {manifest.status}"
@@ -178,15 +183,18 @@ def restore_logical(
     server_role: str = "primary",
     temp_dir: str | None = None,
     region: str | None = None,
+    server: PostgresEndpoint | None = None,
 ) -> dict[str, Any]:
-    """Restore a verified logical backup into ``target_db`` on the ``server_role`` node and
-    compare every table's row count with the counts recorded in the dump's snapshot."""
+    """Restore a verified logical backup into ``target_db`` on the ``server_role`` node (or on
+    ``server``, e.g. a throwaway instance) and compare every table's row count with the counts
+    recorded in the dump's snapshot."""
     if not target_db:
         raise ConfigError("a target database name is required")
     deployment = topology.following(deployment)  # "primary" is the current primary's node
     sources = restore_sources(Stores.of(deployment), region)
     stores, manifest = restore_candidate(sources, backup_type, backup_file)
-    server = deployment.postgres(server_role)  # type: ignore[arg-type]
+    on_deployment_node = server is None
+    server = server or deployment.postgres(server_role)  # type: ignore[arg-type]
     target = server.with_database(target_db)
     jobs = jobs or deployment.settings.backup.restore_jobs
     timeout = deployment.settings.backup.command_timeout.total_seconds()
@@ -201,7 +209,12 @@ def restore_logical(
                 archive = Path(folder) / manifest.file
                 stores = download_from_first_intact(sources, stores, manifest, archive)
                 run(
-                    pgdump.restore_args(jobs=jobs, archive=str(archive), dbname=target_db),
+                    pgdump.restore_args(
+                        jobs=jobs,
+                        archive=str(archive),
+                        dbname=target_db,
+                        privileges=on_deployment_node,
+                    ),
                     target=target.describe(),
                     env=env,
                     timeout=timeout,
@@ -210,7 +223,7 @@ def restore_logical(
             fed = feed_object(
                 stores.primary,
                 manifest.key,
-                pgdump.restore_args(jobs=1, dbname=target_db),
+                pgdump.restore_args(jobs=1, dbname=target_db, privileges=on_deployment_node),
                 env=env,
                 target=target.describe(),
                 timeout=timeout,
@@ -235,9 +248,11 @@ def restore_logical(
     differences = compare_counts(expected, actual)
     if differences:
         log.error("row counts differ after restoring %s: %s", manifest.file, differences)
+    resolved = (manifest.model_extra or {}).get("resolved_from")
     return {
         "status": "restored" if not differences else "restored_with_differences",
         "backup_file": manifest.file,
+        **({"resolved": resolved} if resolved else {}),
         "backup_type": manifest.backup_type,
         "region": stores.primary.endpoint.region,
         "started_at": manifest.started_at.isoformat(),

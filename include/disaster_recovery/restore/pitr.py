@@ -16,7 +16,6 @@ import json
 import logging
 import re
 import shutil
-import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from disaster_recovery.postgres.instance import (
     hand_over,
     server_user,
 )
+from disaster_recovery.postgres.throwaway import free_port
 from disaster_recovery.postgres.walfiles import (
     expected_segments,
     is_segment,
@@ -59,6 +59,8 @@ from disaster_recovery.postgres.walfiles import (
 )
 from disaster_recovery.wal.archive import WalArchive
 from disaster_recovery.wal.host import archiver_command, write_archiver_files
+from disaster_recovery.wal.prefetch import FOLDER as PREFETCH_FOLDER
+from disaster_recovery.wal.prefetch import served_from_spool
 
 log = logging.getLogger(__name__)
 
@@ -365,12 +367,6 @@ def _beyond_the_archive(
 # -- restoring -------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def restore_to_point_in_time(
     deployment: Deployment,
     *,
@@ -428,7 +424,7 @@ def restore_to_point_in_time(
         shutil.rmtree(aux / "parts")
         timings["combine_seconds"] = round(time.monotonic() - started, 2)
 
-    instance = RestoredCluster(data_dir, target_port or _free_port(), user).instance()
+    instance = RestoredCluster(data_dir, target_port or free_port(), user).instance()
     _configure_recovery(instance, plan, deployment, aux, user)
     started = time.monotonic()
     recovered = _recover(instance, plan, deployment, settings.pitr.restore_timeout.total_seconds())
@@ -584,11 +580,15 @@ def _recover(
         _check_reached(plan, last_time, replay_lsn)
         conn.execute("SELECT pg_promote(true, 60)")
         timeline = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
+    pg_wal = instance.data_dir / "pg_wal"
+    served = served_from_spool(pg_wal)
+    shutil.rmtree(pg_wal / PREFETCH_FOLDER, ignore_errors=True)  # what recovery did not ask for
     return {
         "last_replayed_transaction_time": last_time.isoformat() if last_time else None,
         "last_replayed_lsn": replay_lsn,
         "new_timeline": timeline_of(timeline[0]) if timeline else None,
         "stopped_by": _stop_line(instance),
+        "wal_served_from_prefetch": served,
     }
 
 

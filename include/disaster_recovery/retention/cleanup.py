@@ -291,7 +291,8 @@ def cleanup_old_backups(
     """Run every cleanup step: ``{"daily": n, "weekly": n, "monthly": n, ..., "dry_run": bool,
     "deleted": [...]}``; with ``dry_run`` nothing is deleted and ``deleted`` lists what would go."""
     when = now or datetime.now(UTC)
-    result: dict[str, Any] = {}
+    # The seed's three keys first, whatever the steps count: callers read them by position too.
+    result: dict[str, Any] = {"daily": 0, "weekly": 0, "monthly": 0}
     items: list[dict[str, Any]] = []
     for step in steps or CLEANUP_STEPS:
         report = step(deployment, when, dry_run)

@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from disaster_recovery.errors import (
@@ -16,6 +17,8 @@ from disaster_recovery.errors import (
 )
 from disaster_recovery.wal.archive import FETCH_FATAL_EXIT, FETCH_NOT_FOUND_EXIT, WalArchive
 from disaster_recovery.wal.host import load_env_file
+from disaster_recovery.wal.prefetch import fetch_with_prefetch
+from disaster_recovery.wal.uploader import push_async, run_uploader
 
 ENV_FILE_HELP = "KEY=value file with DR_CONFIG and AIRFLOW_CONN_* (S3)"
 
@@ -28,13 +31,19 @@ def add_archiver_actions(actions: Any) -> list[Any]:
     fetch = actions.add_parser("fetch", help="restore_command: fetch %%f %%p")
     fetch.add_argument("name", help="the file PostgreSQL asks for (%%f)")
     fetch.add_argument("destination", help="where to write it (%%p)")
-    for action in (push, fetch):
+    upload = actions.add_parser(
+        "upload", help="the async uploader of a pg_wal folder (archive_command starts it)"
+    )
+    upload.add_argument("pg_wal", help="the pg_wal folder whose .ready files it pushes")
+    for action in (push, fetch, upload):
         action.add_argument("--env-file", default=argparse.SUPPRESS, help=ENV_FILE_HELP)
-    return [push, fetch]
+    return [push, fetch, upload]
 
 
 def operands(args: Any) -> list[str]:
-    return [args.path] if args.action == "push" else [args.name, args.destination]
+    if args.action == "fetch":
+        return [args.name, args.destination]
+    return [args.path] if args.action == "push" else [args.pg_wal]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,10 +68,14 @@ def run_action(action: str, env_file: str | None, operands: list[str]) -> int:
         if env_file:
             os.environ.update(load_env_file(env_file))
         archive = WalArchive.from_environment()
-        if action == "push":
+        if action == "upload":
+            return _upload(archive, env_file, operands[0])
+        if action == "push" and archive.tuning.archive_mode == "async":
+            push_async(archive, operands[0], env_file)
+        elif action == "push":
             archive.push(operands[0])
         else:
-            archive.fetch(operands[0], operands[1])
+            fetch_with_prefetch(archive, operands[0], operands[1])
     except NotFoundError as exc:
         if action == "fetch":
             return FETCH_NOT_FOUND_EXIT  # the normal end of the archive: say nothing
@@ -73,6 +86,17 @@ def run_action(action: str, env_file: str | None, operands: list[str]) -> int:
         print(f"dr wal {action}: {kind}{exc}", file=sys.stderr)
         return failure
     return 0
+
+
+def _upload(archive: WalArchive, env_file: str | None, pg_wal: str) -> int:
+    """The async uploader's process: logs to stderr (its spool's uploader.log)."""
+    logging.getLogger().setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s dr wal upload: %(levelname)s %(message)s")
+        )
+    watched = [Path(p) for p in (env_file, os.environ.get("DR_CONFIG")) if p]
+    return run_uploader(archive, Path(pg_wal).absolute(), watched)
 
 
 if __name__ == "__main__":

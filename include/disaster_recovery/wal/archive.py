@@ -52,7 +52,15 @@ if TYPE_CHECKING:  # the archiver imports boto3 and pydantic only when it needs 
     from disaster_recovery.clients.s3 import ObjectStore
     from disaster_recovery.config.endpoints import AwsEndpoint, Deployment
 
-from disaster_recovery.config.defaults import DEFAULT_PUSH_AHEAD, WAL_DEBT_FOLDER, wal_prefix
+from disaster_recovery.config.defaults import (
+    DEFAULT_ARCHIVE_MODE,
+    DEFAULT_ASYNC_MAX_BACKLOG,
+    DEFAULT_ASYNC_UPLOADS,
+    DEFAULT_PREFETCH,
+    DEFAULT_PUSH_AHEAD,
+    WAL_DEBT_FOLDER,
+    wal_prefix,
+)
 from disaster_recovery.errors import WalCorruptError
 from disaster_recovery.postgres.walfiles import TimelineSwitch, is_archivable, parse_history
 
@@ -167,8 +175,36 @@ class ArchiveLocation:
     lock: LockPolicy | None = None
 
 
-def _lean_policy(config_file: str) -> tuple[str, list[ArchiveLocation], int]:
-    """Prefix, locations and ``pitr.push_ahead`` from the policy file, read without the pydantic
+@dataclass(frozen=True)
+class ArchiverTuning:
+    """The ``pitr`` keys the archiver reads (config.model.Pitr documents each)."""
+
+    push_ahead: int = DEFAULT_PUSH_AHEAD
+    archive_mode: str = DEFAULT_ARCHIVE_MODE
+    async_max_backlog: int = DEFAULT_ASYNC_MAX_BACKLOG
+    async_uploads: int = DEFAULT_ASYNC_UPLOADS
+    prefetch: int = DEFAULT_PREFETCH
+
+    @classmethod
+    def from_policy(cls, pitr: dict[str, Any], config_file: str) -> ArchiverTuning:
+        try:
+            values: dict[str, Any] = {
+                key: int(pitr[key]) if key != "archive_mode" else str(pitr[key])
+                for key in cls.__dataclass_fields__
+                if key in pitr
+            }
+            tuning = cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{config_file}: pitr: {exc}") from None
+        if tuning.archive_mode not in ("async", "sync"):
+            raise ConfigError(
+                f"{config_file}: pitr.archive_mode must be async or sync, not {tuning.archive_mode!r}"
+            )
+        return tuning
+
+
+def _lean_policy(config_file: str) -> tuple[str, list[ArchiveLocation], ArchiverTuning]:
+    """Prefix, locations and the archiver's ``pitr`` keys from the policy file, read without the pydantic
     settings model: the archiver runs once per segment and only needs these keys (start-up cost,
     docs/pitr.md). The full model validates the same file wherever Airflow loads it."""
     try:
@@ -198,8 +234,7 @@ def _lean_policy(config_file: str) -> tuple[str, list[ArchiveLocation], int]:
         )[region]
         endpoint = aws_endpoint(conn, region)
         locations.append(ArchiveLocation(region, buckets[region], endpoint, encryption, lock))
-    push_ahead = int((data.get("pitr") or {}).get("push_ahead", DEFAULT_PUSH_AHEAD))
-    return prefix, locations, push_ahead
+    return prefix, locations, ArchiverTuning.from_policy(data.get("pitr") or {}, config_file)
 
 
 @dataclass
@@ -209,6 +244,7 @@ class WalArchive:
     prefix: str
     locations: list[ArchiveLocation]
     push_ahead: int = 0
+    tuning: ArchiverTuning = field(default_factory=ArchiverTuning)
     _stores: dict[str, ObjectStore] = field(default_factory=dict, repr=False)
     _session: Any = field(default=None, repr=False)
 
@@ -228,6 +264,9 @@ class WalArchive:
                 for region in (settings.regions.primary, settings.regions.secondary)
             ],
             settings.pitr.push_ahead,
+            ArchiverTuning(
+                **settings.pitr.model_dump(include=set(ArchiverTuning.__dataclass_fields__))
+            ),
         )
 
     @classmethod
@@ -235,8 +274,8 @@ class WalArchive:
         """Policy from ``$DR_CONFIG``, S3 Connections from ``AIRFLOW_CONN_*`` variables."""
         # Same lookup as config.config_path(), without importing the pydantic model.
         default = Path(__file__).resolve().parents[2] / "dr_config.yaml"
-        prefix, locations, push_ahead = _lean_policy(os.environ.get("DR_CONFIG") or str(default))
-        return cls(prefix, locations, push_ahead)
+        prefix, locations, tuning = _lean_policy(os.environ.get("DR_CONFIG") or str(default))
+        return cls(prefix, locations, tuning.push_ahead, tuning)
 
     @property
     def regions(self) -> list[str]:

@@ -18,6 +18,7 @@ from disaster_recovery.config.defaults import WAL_TYPE
 from disaster_recovery.errors import (
     UnavailableError,
     VerificationError,
+    WalBacklogError,
     WalCorruptError,
     WalGapError,
     WalStaleError,
@@ -47,6 +48,8 @@ class ArchiveReport:
     archiver: dict[str, Any]
     stale: bool
     stale_after_seconds: float
+    # pitr.async_max_backlog: archive_command refuses beyond it (WALArchiveBacklog).
+    backlog_limit: int = 0
     notes: list[str] = field(default_factory=list)
     # Segments stored without their region's configured encryption (storage.encryption).
     unencrypted: dict[str, list[str]] = field(default_factory=dict)
@@ -75,6 +78,7 @@ class ArchiveReport:
             "newest": self.newest,
             "archiver": self.archiver,
             "stale_after_seconds": self.stale_after_seconds,
+            "backlog_limit": self.backlog_limit,
             "notes": self.notes,
             "owed": self.owed,
             "unreachable": self.unreachable,
@@ -90,7 +94,9 @@ def _primary_position(deployment: Deployment) -> dict[str, Any]:
         ).fetchone()
         stats = conn.execute(
             "SELECT archived_count, last_archived_wal, last_archived_time, failed_count,"
-            " last_failed_wal, last_failed_time, stats_reset FROM pg_stat_archiver"
+            " last_failed_wal, last_failed_time, stats_reset,"
+            " (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready')"
+            " FROM pg_stat_archiver"
         ).fetchone()
     assert row is not None and stats is not None
     keys = (
@@ -101,6 +107,7 @@ def _primary_position(deployment: Deployment) -> dict[str, Any]:
         "last_failed_wal",
         "last_failed_time",
         "stats_reset",
+        "ready_backlog",  # files PostgreSQL has finished and not yet been told are archived
     )
     return {
         "segment": row[0],
@@ -209,6 +216,7 @@ def check_archive(
         },
         stale=stale,
         stale_after_seconds=stale_after,
+        backlog_limit=settings.pitr.async_max_backlog,
         notes=notes,
         unencrypted={region: found[1] for region, found in damaged.items()},
         owed={region: len(names) for region, names in owed.items() if names},
@@ -293,6 +301,22 @@ def raise_for_staleness(report: ArchiveReport | dict[str, Any]) -> None:
         f"{facts['current_segment']} with {facts['pending_segments']} whole segment(s) waiting; "
         f"pg_stat_archiver failed_count={archiver.get('failed_count')}, last_failed_wal="
         f"{archiver.get('last_failed_wal')}. Check the archive_command in the server log."
+    )
+
+
+def raise_for_backlog(report: ArchiveReport | dict[str, Any]) -> None:
+    """:class:`WalBacklogError` when more files wait to be archived than ``pitr.async_max_backlog``
+    (archive_command refuses them meanwhile; PostgreSQL keeps them in ``pg_wal``)."""
+    facts = report.to_dict() if isinstance(report, ArchiveReport) else report
+    archiver = facts["archiver"]
+    backlog, limit = int(archiver.get("ready_backlog") or 0), int(facts.get("backlog_limit") or 0)
+    if not limit or backlog <= limit:
+        return
+    raise WalBacklogError(
+        f"{backlog} WAL files wait to be archived on the primary (pitr.async_max_backlog "
+        f"{limit}): archive_command refuses until they drain, and pg_wal grows meanwhile; "
+        f"pg_stat_archiver last_failed_wal={archiver.get('last_failed_wal')}. Read the "
+        "archive_command errors in the server log and pg_wal/dr_async/uploader.log."
     )
 
 

@@ -90,7 +90,9 @@ def archiver_config(settings: Settings) -> dict[str, Any]:
         },
         "tiers": {"postgresql_wal": settings.tiers.postgresql_wal.model_dump(mode="json")},
         "connections": settings.connections.model_dump(),
-        "pitr": {"push_ahead": settings.pitr.push_ahead},
+        "pitr": settings.pitr.model_dump(
+            include={"push_ahead", "archive_mode", "async_max_backlog", "async_uploads", "prefetch"}
+        ),
     }
 
 
@@ -150,11 +152,14 @@ def archiver_python(os_user: str | None) -> tuple[str, list[str]]:
     )
 
 
-def archiver_command(action: str, env_file: Path, os_user: str | None) -> str:
+def archiver_command(
+    action: str, env_file: Path, os_user: str | None, python: str | None = None
+) -> str:
     """``archive_command``/``restore_command`` text: absolute paths only, since PostgreSQL runs
     it without our shell's environment (and as ``os_user``, the server's OS user, when we are
-    root)."""
-    python, extra_paths = archiver_python(os_user)
+    root). ``python``: the interpreter of an archiver install (``pip install '.[archiver]'``)
+    instead of :func:`archiver_python`'s choice."""
+    python, extra_paths = (python, []) if python else archiver_python(os_user)
     path = ":".join(dict.fromkeys([str(Path(__file__).resolve().parents[2]), *extra_paths]))
     args = "%p" if action == "push" else "%f %p"
     return (
