@@ -13,7 +13,6 @@ Usage: PYTHONPATH=include python bench/pitr.py [--scale 20] [--change-mb 50]
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from helpers import private_sandbox
 from pitr_support import (
     Ticker,
+    add_pgbench_tables,
     deployment_for,
     stop_restored,
     switch_and_wait_archived,
@@ -143,19 +143,7 @@ def main() -> None:
         deployment = deployment_for(box)
         primary = box.postgres("primary")
         if args.pgbench_scale:
-            subprocess.run(
-                [
-                    pgbin.program("pgbench"),
-                    "-i",
-                    "-q",
-                    "--no-vacuum",
-                    "-s",
-                    str(args.pgbench_scale),
-                ],
-                env={**os.environ, **primary.libpq_env()},
-                check=True,
-                capture_output=True,
-            )
+            add_pgbench_tables(primary, args.pgbench_scale)
         size = int(db.query_one(primary, "SELECT sum(pg_database_size(datname)) FROM pg_database"))
         taken, take_seconds = clock(physical.take_base_backup, deployment)
         _, verify_seconds = clock(physical.verify_backup, deployment, taken.file)

@@ -3,6 +3,8 @@ for WAL to be archived, and deployments bound to one sandbox."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from disaster_recovery.config.endpoints import (
     env_var_name,
     parse_connection,
 )
-from disaster_recovery.postgres import db
+from disaster_recovery.postgres import db, pgbin
 from disaster_recovery.restore.pitr import RestoredCluster
 from dr_sandbox import Sandbox
 
@@ -27,6 +29,23 @@ def deployment_for(box: Sandbox) -> Deployment:
     env = box.environment()
     return Deployment(
         box.settings(), lookup=lambda conn_id: parse_connection(conn_id, env[env_var_name(conn_id)])
+    )
+
+
+def with_codec(deployment: Deployment, codec: str) -> Deployment:
+    """``deployment`` with ``pitr.compression`` set to ``codec``."""
+    settings = deployment.settings
+    pitr = settings.pitr.model_copy(update={"compression": codec})
+    return Deployment(settings.model_copy(update={"pitr": pitr}), lookup=deployment.lookup)
+
+
+def add_pgbench_tables(endpoint: PostgresEndpoint, scale: int) -> None:
+    """pgbench's tables in ``endpoint``'s database (scale 1 is about 15 MB), to reach a size."""
+    subprocess.run(
+        [pgbin.program("pgbench"), "-i", "-q", "--no-vacuum", "-s", str(scale)],
+        env={**os.environ, **endpoint.libpq_env()},
+        check=True,
+        capture_output=True,
     )
 
 

@@ -269,6 +269,7 @@ def _dump(
             "key": key,
             "size_bytes": stored.size,
             "sha256": stored.sha256,
+            "s3_checksum": stored.s3_checksum,
             "started_at": started_at,
             "finished_at": datetime.now(UTC),
             "server_version": server_version,

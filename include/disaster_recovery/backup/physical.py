@@ -1,7 +1,8 @@
 """The physical chain: daily base backups and hourly native incrementals (``pg_basebackup``).
 
-A base backup is ``pg_basebackup -D - -Ft -X fetch`` streamed through a SHA-256 hasher into S3
-(the tar holds ``backup_manifest``). An incremental is the same with
+A base backup is ``pg_basebackup -D - -Ft -X fetch`` streamed through the ``pitr.compression``
+codec and a SHA-256 hasher into S3 (the tar holds ``backup_manifest``; the manifest records the
+codec). An incremental is the same with
 ``--incremental=<backup_manifest of the previous chain element>`` (PostgreSQL 17+, with
 ``summarize_wal = on``); its parent is recorded in its manifest. Verification downloads the tar
 into a temporary folder, checks the SHA-256 recorded while streaming and runs
@@ -31,8 +32,10 @@ from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.catalog.manifests import ChainManifest, Verification
 from disaster_recovery.catalog.names import backup_file_name
 from disaster_recovery.catalog.report import backup_report
+from disaster_recovery.clients.compression import CountingReader, compressing, decompressing
 from disaster_recovery.clients.runner import run, streaming
-from disaster_recovery.clients.s3 import HashingReader, ObjectStore, regional_store
+from disaster_recovery.clients.s3 import READ_CHUNK, HashingReader, ObjectStore, regional_store
+from disaster_recovery.config.compression import Codec
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.errors import (
     CommandFailed,
@@ -228,6 +231,7 @@ def _take(
     endpoint = deployment.postgres("primary")
     facts = _server_facts(deployment)
     program = pgbin.require_at_least("pg_basebackup", facts["server_major"])
+    codec = Codec.parse(settings.pitr.compression)
     started = now or datetime.now(UTC)
     file = backup_file_name(backup_type, started)
     key = catalog.key_for(file)
@@ -255,7 +259,13 @@ def _take(
                 if code != 0:
                     raise proc.failure(code)
 
-            stored = store.upload_stream(key, proc.stdout, at_eof=producer_finished)
+            tar = CountingReader(proc.stdout)
+            stored = store.upload_stream(
+                key,
+                compressing(tar, codec),
+                at_eof=producer_finished,
+                metadata={"compression": str(codec)},
+            )
             tail = proc.stderr_tail
     finished = datetime.now(UTC)
     start, end = _START.search(tail), _END.search(tail)
@@ -276,6 +286,9 @@ def _take(
             "key": key,
             "size_bytes": stored.size,
             "sha256": stored.sha256,
+            "s3_checksum": stored.s3_checksum,
+            "compression": str(codec),
+            "uncompressed_bytes": tar.size,
             "started_at": started,
             "finished_at": finished,
             "server_version": facts["server_version"],
@@ -297,9 +310,11 @@ def _take(
     )
     catalog.save(manifest)
     log.info(
-        "uploaded %s (%d bytes, WAL %s-%s on timeline %d)",
+        "uploaded %s (%d bytes, %s of %d, WAL %s-%s on timeline %d)",
         file,
         stored.size,
+        codec,
+        tar.size,
         start_lsn,
         end.group(1),
         timeline,
@@ -308,16 +323,24 @@ def _take(
 
 
 def download_and_extract(store: ObjectStore, manifest: ChainManifest, folder: Path) -> None:
-    """Stream a backup's tar from S3 into ``folder`` (no tar file on disk), checking its
-    SHA-256 and size against the manifest; raises :class:`VerificationError` on a mismatch."""
+    """Stream a backup's tar from S3 into ``folder`` (no tar file on disk), decompressing it
+    with the manifest's codec on the way and checking the stored object's SHA-256 and size
+    against the manifest; raises :class:`VerificationError` on a mismatch or damage."""
 
     folder.mkdir(parents=True, exist_ok=True)
     body = store.open(manifest.key)
     reader = HashingReader(body)
+    plain = decompressing(
+        reader,
+        Codec.parse(manifest.compression, where=f"{manifest.file}: compression"),
+        store.url(manifest.key),
+    )
     try:
-        with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=plain, mode="r|") as tar:
             tar.extractall(folder, filter="tar")
-        while reader.read(1024 * 1024):  # tar padding after the end-of-archive marker
+        while plain.read(1024 * 1024):  # tar padding after the end-of-archive marker
+            pass
+        while reader.read(1024 * 1024):  # anything stored after the compressed stream
             pass
     except tarfile.TarError as exc:
         raise VerificationError(
@@ -341,14 +364,11 @@ def verify_backup(deployment: Deployment, file: str, region: str | None = None) 
     try:
         with tempfile.TemporaryDirectory(prefix="dr-verify-") as scratch:
             folder = Path(scratch)
-            tar_path = folder / "base.tar"
             checks["encryption"] = store.check_encrypted(manifest.key)
-            copy = store.digest(manifest.key, copy_to=tar_path)
-            manifest.check_digest(
-                copy.size, copy.sha256, where=store.url(manifest.key), check="sha256"
-            )
+            tar_path = _download_for_verify(store, manifest, folder)
             checks["exists"] = True
             checks["sha256"] = manifest.sha256
+            checks["compression"] = manifest.compression
             backup_manifest = _extract_backup_manifest(tar_path, folder, manifest)
             checks["backup_manifest"] = _check_backup_manifest(backup_manifest, manifest)
             program = pgbin.require_at_least("pg_verifybackup", manifest.server_major)
@@ -384,6 +404,29 @@ def verify_backup(deployment: Deployment, file: str, region: str | None = None) 
     )
     catalog.save(manifest)
     return manifest
+
+
+def _download_for_verify(store: ObjectStore, manifest: ChainManifest, folder: Path) -> Path:
+    """Download the stored object once, hashing it: gzip is kept compressed (pg_verifybackup
+    reads ``base.tar.gz`` itself); zstd is decompressed on the way, since PostgreSQL builds
+    without zstd (the embedded one among them) cannot read ``base.tar.zst``."""
+    codec = Codec.parse(manifest.compression, where=f"{manifest.file}: compression")
+    where = store.url(manifest.key)
+    keep = codec if codec.name == "gzip" else Codec()
+    tar_path = folder / f"base{keep.tar_suffix}"
+    body = store.open(manifest.key)
+    reader = HashingReader(body)
+    source = reader if keep == codec else decompressing(reader, codec, where)
+    try:
+        with open(tar_path, "wb") as out:
+            while data := source.read(READ_CHUNK):
+                out.write(data)
+        while reader.read(READ_CHUNK):  # anything stored after the compressed stream
+            pass
+    finally:
+        body.close()
+    manifest.check_digest(reader.size, reader.sha256, where=where, check="sha256")
+    return tar_path
 
 
 def _extract_backup_manifest(tar_path: Path, folder: Path, manifest: ChainManifest) -> Path:
@@ -462,6 +505,7 @@ def replicate_backup(deployment: Deployment, file: str) -> ChainManifest:
     manifest.replicas[settings.regions.secondary] = {
         "bucket": replica["bucket"],
         "sha256": replica["sha256"],
+        "proof": replica["proof"],
         "encryption": replica["encryption"],
         "checked_at": datetime.now(UTC).isoformat(),
     }

@@ -1,5 +1,5 @@
 """The copy of a backup in the other region: copied (``copy`` mode) or waited for (``native`` S3
-replication), then checked by SHA-256."""
+replication), then checked by SHA-256 -- S3's own where it proves the copy, else a download."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from typing import Any
 from disaster_recovery.backup.stores import Stores
 from disaster_recovery.backup.verify import _failures_recorded, load_manifest
 from disaster_recovery.catalog.manifests import Manifest
-from disaster_recovery.clients.s3 import ObjectStore, region_lost
+from disaster_recovery.clients.s3 import (
+    ObjectStore,
+    StoredObject,
+    full_object_checksum,
+    region_lost,
+    same_checksum,
+)
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import Settings
 from disaster_recovery.errors import (
@@ -57,6 +63,7 @@ def copy_to_region(
         }
     present = target.head(manifest.key) is not None
     copied = False
+    streamed: StoredObject | None = None
     if not present and check_only:
         raise VerificationError(f"replica {url} is missing", check="replica", key=manifest.key)
     if mode == "copy" and not check_only:
@@ -64,12 +71,12 @@ def copy_to_region(
             if target.head(key) is None:
                 target.copy_from(source, key)
         if not present:
-            target.copy_from(source, manifest.key)
+            streamed = target.copy_from(source, manifest.key)
             copied = True
     elif not present:
         _wait_for_replica(target, manifest, settings.storage.replication_wait.total_seconds())
-    replica = target.digest(manifest.key)
     detail = "just copied" if copied else "already there: not overwritten"
+    replica, proof = prove_replica(target, manifest, streamed)
     manifest.check_digest(
         replica.size,
         replica.sha256,
@@ -87,8 +94,39 @@ def copy_to_region(
         "bucket": target.bucket,
         "copied": copied,
         "sha256": replica.sha256,
+        "proof": proof,
         "seconds": round(time.monotonic() - started, 3),
     }
+
+
+def prove_replica(
+    target: ObjectStore, manifest: Manifest, streamed: StoredObject | None = None
+) -> tuple[StoredObject, str]:
+    """The replica's size and SHA-256, and how they were proven.
+
+    Without a download when S3 keeps a SHA-256 of the replica that is the manifest's (a
+    full-object checksum, as CopyObject writes), the original upload's composite (recorded in the
+    manifest), or the one of a stream copy whose bytes were hashed on the way. Otherwise (an
+    object written without a checksum, a store that keeps none, a tampered replica) the replica
+    is streamed back once and hashed.
+    """
+    stored = target.stored_checksum(manifest.key)
+    if stored is None:
+        raise VerificationError(
+            f"replica {target.url(manifest.key)} is missing", check="replica", key=manifest.key
+        )
+    size, checksum = stored
+    known = [full_object_checksum(manifest.sha256)] if manifest.sha256 else []
+    known += [manifest.s3_checksum] if manifest.s3_checksum else []
+    if streamed is not None and (streamed.size, streamed.sha256) == (
+        manifest.size_bytes,
+        manifest.sha256,
+    ):
+        known += [streamed.s3_checksum] if streamed.s3_checksum else []
+    if size == manifest.size_bytes and any(same_checksum(checksum, k) for k in known):
+        proof = "s3-checksum" if streamed is None else "hashed-in-stream+s3-checksum"
+        return StoredObject(target.bucket, manifest.key, size, manifest.sha256, checksum), proof
+    return target.digest(manifest.key), "downloaded"
 
 
 def replicate(

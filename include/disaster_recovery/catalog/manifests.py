@@ -45,6 +45,9 @@ class Manifest(BaseModel):
     # Regions whose copy is owed (the region was lost when the backup was published) and since.
     replica_owed: dict[str, str] | None = None
     error: str | None = None
+    # S3's own SHA-256 of the object as stored (full-object, or composite of the upload's parts
+    # "<base64>-<parts>"), computed while streaming: a replica's is compared without a download.
+    s3_checksum: str | None = None
 
     @property
     def verified(self) -> bool:
@@ -73,8 +76,8 @@ class Manifest(BaseModel):
 
 class ChainManifest(Manifest):
     """A base or incremental backup of the physical chain: where its WAL starts and ends, on
-    which timeline of which cluster, and which backup it builds on. Every field is required:
-    a chain element without one cannot be restored, so reading it fails instead of guessing."""
+    which timeline of which cluster, and which backup it builds on. Every field but the codec is required: a chain element without
+    one cannot be restored, so reading it fails instead of guessing."""
 
     start_lsn: str
     end_lsn: str
@@ -85,6 +88,9 @@ class ChainManifest(Manifest):
     server_major: int
     parent: str | None
     chain_base: str
+    # The codec (``pitr.compression``) the tar was stored in; manifests from before it: none.
+    compression: str = "none"
+    uncompressed_bytes: int | None = None
 
 
 def parse_manifest(document: dict[str, Any], where: str) -> Manifest:

@@ -30,6 +30,7 @@ def backup_report(manifest: Manifest) -> dict[str, Any]:
             "timeline": manifest.timeline,
             "start_segment": manifest.start_segment,
             "parent": manifest.parent,
+            "compression": manifest.compression,
         }
     return report
 

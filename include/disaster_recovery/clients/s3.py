@@ -7,11 +7,13 @@ multipart object are checksums of parts, so the file's SHA-256 is ours and lives
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +44,9 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 READ_CHUNK = 1 * MIB
 UPLOAD_THREADS = 4
+# The largest object one CopyObject request may copy; larger ones are copied in parts.
+COPY_OBJECT_LIMIT = 5 * 1024 * MIB
+MAX_PARTS = 10_000
 
 
 class HashingReader:
@@ -49,30 +54,90 @@ class HashingReader:
 
     ``at_eof`` is called when the source is exhausted and may raise: this is how a producer that
     died mid-stream (pg_dump killed) aborts the multipart upload instead of completing a
-    truncated object, which boto3 would otherwise do.
+    truncated object, which boto3 would otherwise do. With ``part_size`` (the upload's part
+    size) it also computes the checksum S3 keeps of the stored object (:attr:`s3_checksum`).
     """
 
-    def __init__(self, source: IO[bytes], at_eof: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        source: IO[bytes],
+        at_eof: Callable[[], None] | None = None,
+        *,
+        part_size: int | None = None,
+    ):
         self._source = source
         self._at_eof = at_eof
         self._hasher = hashlib.sha256()
         self.size = 0
         self._finished = False
+        self._part_size = part_size
+        self._parts: list[bytes] = []  # SHA-256 of each finished part
+        self._part = hashlib.sha256()
+        self._in_part = 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size if size and size > 0 else READ_CHUNK)
+        """``size`` bytes, fewer only at the end; all that is left for ``size < 0``. boto3 takes
+        a short read for the end of the stream (a small object's one PUT, or a short part)."""
+        pieces: list[bytes] = []
+        wanted = size if size is not None and size >= 0 else None
+        while wanted is None or wanted > 0:
+            piece = self._read_some(READ_CHUNK if wanted is None else wanted)
+            if not piece:
+                break
+            pieces.append(piece)
+            if wanted is not None:
+                wanted -= len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _read_some(self, size: int) -> bytes:
+        data = self._source.read(size)
         if data:
             self._hasher.update(data)
             self.size += len(data)
+            if self._part_size:
+                self._hash_parts(memoryview(data))
         elif not self._finished:
             self._finished = True
             if self._at_eof:
                 self._at_eof()
         return data
 
+    def _hash_parts(self, data: memoryview) -> None:
+        assert self._part_size
+        while data:
+            room = self._part_size - self._in_part
+            self._part.update(data[:room])
+            self._in_part += min(room, len(data))
+            data = data[room:]
+            if self._in_part == self._part_size:
+                self._parts.append(self._part.digest())
+                self._part, self._in_part = hashlib.sha256(), 0
+
     @property
     def sha256(self) -> str:
         return self._hasher.hexdigest()
+
+    @property
+    def s3_checksum(self) -> str | None:
+        """S3's ChecksumSHA256 of the object as boto3 uploads it: of the whole object below one
+        part (a single PUT), else of the parts' checksums with the part count."""
+        if not self._part_size:
+            return None
+        if self.size < self._part_size:
+            return full_object_checksum(self.sha256)
+        parts = self._parts + ([self._part.digest()] if self._in_part else [])
+        combined = base64.b64encode(hashlib.sha256(b"".join(parts)).digest()).decode()
+        return f"{combined}-{len(parts)}"
+
+
+def full_object_checksum(sha256_hex: str) -> str:
+    """S3's ChecksumSHA256 (base64) of an object whose SHA-256 is ``sha256_hex``."""
+    return base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+
+
+def same_checksum(a: str | None, b: str | None) -> bool:
+    """Two S3 SHA-256 checksums agree (the ``-<parts>`` suffix is not always reported)."""
+    return bool(a and b) and str(a).split("-")[0] == str(b).split("-")[0]
 
 
 @dataclass(frozen=True)
@@ -81,6 +146,7 @@ class StoredObject:
     key: str
     size: int
     sha256: str
+    s3_checksum: str | None = None  # S3's own SHA-256 as it should hold it (see HashingReader)
 
 
 def _translate(exc: Exception, what: str, endpoint: AwsEndpoint) -> DisasterRecoveryError:
@@ -218,6 +284,7 @@ class ObjectStore:
         # (160 MiB at 16 MiB parts). One per thread plus one being read bounds memory, and a slow
         # S3 then slows pg_dump down (pipe back-pressure) instead of growing the worker.
         self.transfer.max_in_memory_upload_chunks = UPLOAD_THREADS + 1
+        self.copy_object_limit = COPY_OBJECT_LIMIT
 
     def check_encrypted(self, key: str, head: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The object's encryption is this store's configured one, else VerificationError."""
@@ -263,10 +330,12 @@ class ObjectStore:
 
     # -- reading -------------------------------------------------------------------------
 
-    def head(self, key: str) -> dict[str, Any] | None:
-        """The object's metadata, or None when it does not exist."""
+    def head(self, key: str, *, checksum: bool = False) -> dict[str, Any] | None:
+        """The object's metadata (with S3's checksum of it when asked), or None when it does
+        not exist."""
+        extra = {"ChecksumMode": "ENABLED"} if checksum else {}
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=key)
+            return self.client.head_object(Bucket=self.bucket, Key=key, **extra)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -344,8 +413,14 @@ class ObjectStore:
         If reading fails or ``at_eof`` raises, boto3 aborts the multipart upload: no object and
         no open upload is left behind.
         """
-        reader = HashingReader(source, at_eof)
-        extra: dict[str, Any] = {"ContentType": content_type, **self.write_args(key)}
+        reader = HashingReader(source, at_eof, part_size=self.transfer.multipart_chunksize)
+        # S3 checks each part against its SHA-256 on receipt and keeps the object's checksum,
+        # which later proves a copy without downloading it (StoredObject.s3_checksum).
+        extra: dict[str, Any] = {
+            "ContentType": content_type,
+            "ChecksumAlgorithm": "SHA256",
+            **self.write_args(key),
+        }
         if metadata:
             extra["Metadata"] = metadata
         try:
@@ -367,7 +442,7 @@ class ObjectStore:
         # Object Lock headers on a multipart upload are S3's contract, yet S3-compatible stores
         # (moto among them) drop them at completion: set the retention on the new version too.
         self._retain(key)
-        return StoredObject(self.bucket, key, reader.size, reader.sha256)
+        return StoredObject(self.bucket, key, reader.size, reader.sha256, reader.s3_checksum)
 
     def put_bytes(
         self,
@@ -508,27 +583,102 @@ class ObjectStore:
             if response.get("Errors"):
                 raise delete_refused(self, response["Errors"], deleted_before=0)
 
-    def copy_from(self, source: ObjectStore, key: str) -> None:
-        """Server-side copy of ``key`` from another bucket (possibly another region),
-        encrypted with this bucket's setting (a KMS key is the destination region's), then
-        locked like any write of that key (a retention set on the new version: a copy request
-        cannot carry the checksum S3 demands of a locking write). Buckets behind different S3
-        endpoints (emulators, one per region) cannot copy server-side: the bytes stream through
-        this process instead, content type and metadata kept."""
+    def copy_from(self, source: ObjectStore, key: str) -> StoredObject | None:
+        """Copy ``key`` from another bucket (possibly another region), encrypted with this
+        bucket's setting (a KMS key is the destination region's), then locked like any write of
+        that key (a retention set on the new version: a copy request cannot carry the checksum
+        S3 demands of a locking write).
+
+        Server-side when both buckets are behind one S3 endpoint: one CopyObject up to 5 GB,
+        parallel UploadPartCopy above, both asking S3 for the copy's SHA-256 (returns None:
+        nothing passed through here). Buckets behind different endpoints (emulators, one per
+        region) cannot copy server-side: the bytes stream through this process once, content
+        type and metadata kept, and the returned object carries the SHA-256 taken on the way.
+        """
         if source.endpoint.endpoint_url != self.endpoint.endpoint_url:
-            self._stream_copy(source, key)
-            return
-        self._call(
-            f"COPY {source.url(key)} -> {self.url(key)}",
-            self.client.copy,
-            CopySource={"Bucket": source.bucket, "Key": key},
+            return self._stream_copy(source, key)
+        head = source.head(key)
+        if head is None:
+            raise NotFoundError(f"COPY {source.url(key)} -> {self.url(key)}: source not found")
+        size = int(head.get("ContentLength", 0))
+        if size <= self.copy_object_limit:
+            self._call(
+                f"COPY {source.url(key)} -> {self.url(key)}",
+                self.client.copy_object,
+                CopySource={"Bucket": source.bucket, "Key": key},
+                Bucket=self.bucket,
+                Key=key,
+                ChecksumAlgorithm="SHA256",
+                **self.encryption.write_args(),
+            )
+        else:
+            self._copy_in_parts(source, key, head, size)
+        self._retain(key)
+        return None
+
+    def _copy_in_parts(
+        self, source: ObjectStore, key: str, head: Mapping[str, Any], size: int
+    ) -> None:
+        """UploadPartCopy, parts in parallel, at this store's part size (so the copy's composite
+        checksum is the original upload's) unless that would exceed S3's 10,000 parts."""
+        part = max(self.transfer.multipart_chunksize, -(-size // MAX_PARTS))
+        what = f"COPY {source.url(key)} -> {self.url(key)} in parts"
+        extra: dict[str, Any] = {
+            "ContentType": head.get("ContentType") or "application/octet-stream"
+        }
+        if head.get("Metadata"):
+            extra["Metadata"] = head["Metadata"]
+        upload = self._call(
+            what,
+            self.client.create_multipart_upload,
             Bucket=self.bucket,
             Key=key,
-            ExtraArgs=self.encryption.write_args(),
-            Config=self.transfer,
-            SourceClient=source.client,
+            ChecksumAlgorithm="SHA256",
+            **extra,
+            **self.encryption.write_args(),
         )
-        self._retain(key)
+        upload_id = upload["UploadId"]
+
+        def copy_part(number: int) -> dict[str, Any]:
+            first = (number - 1) * part
+            result = self._call(
+                f"{what} (part {number})",
+                self.client.upload_part_copy,
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": source.bucket, "Key": key},
+                CopySourceRange=f"bytes={first}-{min(first + part, size) - 1}",
+            )["CopyPartResult"]
+            done = {"PartNumber": number, "ETag": result["ETag"]}
+            if result.get("ChecksumSHA256"):
+                done["ChecksumSHA256"] = result["ChecksumSHA256"]
+            return done
+
+        try:
+            with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="dr-copy") as pool:
+                parts = list(pool.map(copy_part, range(1, -(-size // part) + 1)))
+            self._call(
+                what,
+                self.client.complete_multipart_upload,
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            with contextlib.suppress(DisasterRecoveryError):
+                self.abort_upload(key, upload_id)
+            raise
+
+    def stored_checksum(self, key: str) -> tuple[int, str | None] | None:
+        """The object's size and the SHA-256 checksum S3 keeps of it (None when it was written
+        without one), or None when the object does not exist."""
+        head = self.head(key, checksum=True)
+        if head is None:
+            return None
+        return int(head.get("ContentLength", -1)), head.get("ChecksumSHA256")
 
     def _retain(self, key: str) -> None:
         """Lock the newest version of ``key`` until its retain-until date (from now: only ever
@@ -543,13 +693,13 @@ class ObjectStore:
                 Retention={"Mode": self.lock.mode.upper(), "RetainUntilDate": until},
             )
 
-    def _stream_copy(self, source: ObjectStore, key: str) -> None:
+    def _stream_copy(self, source: ObjectStore, key: str) -> StoredObject:
         head = source.head(key)
         if head is None:
             raise NotFoundError(f"COPY {source.url(key)} -> {self.url(key)}: source not found")
         body = source.open(key)
         try:
-            self.upload_stream(
+            return self.upload_stream(
                 key,
                 body,
                 metadata=head.get("Metadata") or None,
