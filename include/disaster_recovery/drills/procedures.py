@@ -152,7 +152,7 @@ def restore_newest_full(ctx: DrillContext) -> dict[str, Any]:
                 check="row_counts",
             )
         amcheck = run_amcheck(server.with_database(database))
-    size = _backup_size(ctx, result["backup_file"])
+    size = _backup_size(ctx, result["backup_file"], result["region"])
     throughput = round(size / 1_000_000 / seconds, 2) if seconds > 0 else None
     ctx.record.restore_throughput_mb_s = throughput
     return {
@@ -168,9 +168,8 @@ def restore_newest_full(ctx: DrillContext) -> dict[str, Any]:
     }
 
 
-def _backup_size(ctx: DrillContext, file: str) -> int:
-
-    region = ctx.settings.regions.primary
+def _backup_size(ctx: DrillContext, file: str, region: str) -> int:
+    """The restored backup's size, from the catalog of the region it was restored from."""
     store = regional_store(ctx.deployment, region)
     return Catalog(store, ctx.settings.storage.prefix).load(file).size_bytes
 
