@@ -17,11 +17,13 @@ from failover_support import ApprovalAnswerer
 from helpers import private_sandbox, run_dag, run_dr, slack_messages, task_states
 from pitr_support import prepare_for_drills
 
+from disaster_recovery.backup.logical import run_backup
 from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.clients.s3 import ObjectStore
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.drills.evidence import DrillRecord, EvidenceStore
 from disaster_recovery.drills.names import DRILL_STEPS
+from disaster_recovery.drills.procedures import newest_full_backup, start
 from disaster_recovery.monitoring.health import current_roles
 from disaster_recovery.monitoring.topology import read_record
 from dr_sandbox import Sandbox
@@ -331,3 +333,19 @@ def test_dr_drills_cli_lists_records_and_overdue(box: Sandbox, tmp_path: Path) -
     assert datetime.now(UTC) - datetime.fromisoformat(
         listing["records"][-1]["started_at"]
     ) < timedelta(hours=1)
+
+
+def test_the_drill_restores_the_newest_backup_of_either_region(
+    box: Sandbox, tmp_path: Path
+) -> None:
+    """A full backup that only us-west-2 holds (taken there during an outage) is the newest:
+    the monthly drill restores it, from us-west-2 (the only copy it may use)."""
+    deployment = Deployment(box.settings())
+    taken = run_backup(deployment, "postgresql_full")
+    east = box.store("us-east-1")
+    east.delete([taken.manifest_key, taken.key])
+    ctx = start(deployment, "monthly", tmp_path)
+    assert newest_full_backup(ctx) == (taken.file, "us-west-2")
+    east.copy_from(box.store("us-west-2"), taken.key)  # both regions hold it again
+    east.copy_from(box.store("us-west-2"), taken.manifest_key)
+    assert newest_full_backup(ctx) == (taken.file, "us-east-1")

@@ -41,6 +41,7 @@ from typing import Any
 
 import redis as redis_client
 
+from disaster_recovery.backup.both_regions import one_catalog
 from disaster_recovery.backup.logical import run_backup
 from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.clients.runner import run
@@ -55,6 +56,7 @@ from disaster_recovery.errors import (
     DisasterRecoveryError,
     DrillFailed,
     DrillRefused,
+    NotFoundError,
     UnavailableError,
     VerificationError,
 )
@@ -63,6 +65,7 @@ from disaster_recovery.failover.plan import COMPLETED, Plan
 from disaster_recovery.failover.steps import run_failover
 from disaster_recovery.monitoring import heartbeat
 from disaster_recovery.monitoring.health import check_health, current_roles
+from disaster_recovery.monitoring.topology import following
 from disaster_recovery.postgres import db, pgbin
 from disaster_recovery.postgres.instance import server_user
 from disaster_recovery.postgres.throwaway import throwaway_instance
@@ -131,19 +134,37 @@ class DrillContext:
 # -- monthly steps ------------------------------------------------------------------------------
 
 
+def newest_full_backup(ctx: DrillContext) -> tuple[str, str]:
+    """The newest verified full backup in either region's catalog (one taken in the other
+    region during an outage included) and the region to restore it from: the current
+    primary's when it holds a copy. Only that copy: a drill must catch a damaged copy, not
+    fall back to another."""
+    listing = one_catalog(ctx.deployment, ["postgresql_full"])
+    verified = [listed for listed in listing.backups if listed.manifest.verified]
+    if not verified:
+        unreachable = "; ".join(f"{r}: {why}" for r, why in listing.unreachable.items())
+        raise NotFoundError(
+            "no verified postgresql_full backup in either region"
+            + (f" (unreachable: {unreachable})" if unreachable else "")
+        )
+    newest = verified[-1]
+    primary = following(ctx.deployment).settings.regions.primary
+    region = primary if primary in newest.locations else next(iter(newest.locations))
+    return newest.manifest.file, region
+
+
 def restore_newest_full(ctx: DrillContext) -> dict[str, Any]:
     """Restore the newest verified full backup into a throwaway instance (started here, removed
     after: never a database on a live server), compare row counts with the manifest, run
     pg_amcheck."""
-    # The current primary's copy only: a drill must catch a damaged copy, not fall back.
-    from disaster_recovery.monitoring.topology import following
-
-    region = following(ctx.deployment).settings.regions.primary
+    file, region = newest_full_backup(ctx)
     database = ctx.primary().dbname
     os_user = server_user(ctx.settings.pitr.restore_os_user, "pitr.restore_os_user")
     with throwaway_instance(ctx.work_dir / "restore", os_user=os_user) as server:
         started = time.monotonic()
-        result = restore_logical(ctx.deployment, target_db=database, region=region, server=server)
+        result = restore_logical(
+            ctx.deployment, target_db=database, backup_file=file, region=region, server=server
+        )
         seconds = time.monotonic() - started
         if not result["counts_match"]:
             raise VerificationError(
@@ -197,7 +218,6 @@ def run_amcheck(endpoint: PostgresEndpoint) -> str:
 
 def restorable_window(ctx: DrillContext) -> tuple[datetime, datetime]:
     """The window of the current primary's region, or of the other when that one's S3 is lost."""
-    from disaster_recovery.monitoring.topology import following
 
     regions = following(ctx.deployment).settings.regions
     region = regions.primary
@@ -446,7 +466,6 @@ def survivor_protection(ctx: DrillContext) -> dict[str, Any]:
     in its bucket, and a point-in-time restore from its archive holds a heartbeat committed
     after the failover."""
     from disaster_recovery.backup import physical
-    from disaster_recovery.monitoring.topology import following
 
     view = following(ctx.deployment)
     region = view.settings.regions.primary
