@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from dr_sandbox import PORT_COUNT, Sandbox, SandboxPorts
+from dr_sandbox import PORT_COUNT, Sandbox, SandboxPorts, processes
 from dr_sandbox.webhook import read_messages
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,29 +66,9 @@ def private_sandbox(
 def airflow_sandbox(prefix: str) -> Iterator[Sandbox]:
     """A started private sandbox as ``make demo BASE_PORT=...`` brings it up: its ten ports from
     one base, the three after them free for Airflow (``dr_sandbox.demo.default_airflow_port``)."""
-    ports = SandboxPorts.from_base(free_port_block(PORT_COUNT + 3))
+    ports = SandboxPorts.from_base(processes.free_port_block(PORT_COUNT + 3))
     with private_sandbox(scale=0.2, prefix=prefix, ports=ports) as box:
         yield box
-
-
-def free_port_block(count: int, attempts: int = 200) -> int:
-    """The first of ``count`` consecutive loopback ports that are all free now, as a person
-    picks ``make demo BASE_PORT=...``. Below Linux's ephemeral range (32768 and up), where the
-    free ports other tests are handed come from."""
-    for _ in range(attempts):
-        base = random.randrange(10000, 32768 - count)
-        if all(_bindable(base + offset) for offset in range(count)):
-            return base
-    raise AssertionError(f"no {count} consecutive free ports below 32768")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @contextlib.contextmanager

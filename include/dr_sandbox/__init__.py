@@ -148,7 +148,8 @@ class SandboxPorts:
 
     @classmethod
     def free(cls) -> SandboxPorts:
-        return cls(*(processes.free_port() for _ in range(PORT_COUNT)))
+        """A block of free ports below the ephemeral range (see processes.free_port_block)."""
+        return cls.from_base(processes.free_port_block(PORT_COUNT))
 
 
 @dataclass
