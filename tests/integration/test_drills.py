@@ -170,12 +170,12 @@ def flip_byte(store: ObjectStore, key: str) -> bytes:
 
 
 def test_corrupted_backup_fails_the_drill_and_keeps_the_topology(
-    box: Sandbox, airflow_db: None
+    box: Sandbox, airflow_db: None, tmp_path: Path
 ) -> None:
-    settings = box.settings()
-    store = box.store("us-east-1")
-    newest = Catalog(store, settings.storage.prefix).newest_verified("postgresql_full")
-    assert newest is not None
+    # The copy the drill will restore (the newest of either region, from the one it names).
+    file, region = newest_full_backup(start(Deployment(box.settings()), "monthly", tmp_path))
+    store = box.store(region)
+    newest = Catalog(store, box.settings().storage.prefix).load(file)
     original = flip_byte(store, newest.key)
     before = len(alerts(box))
     try:
