@@ -414,7 +414,7 @@ def test_restore_falls_back_to_the_other_region_and_honours_region(
     without a flag; ``region`` forces one region, for logical restores too."""
     box: Sandbox = failed_over["box"]
     deployment = _deployment()
-    manifest = run_backup(deployment, "postgresql_full", _later(seconds=20))
+    manifest = run_backup(deployment, "postgresql_full", unique_time())
     stores = Stores.of(deployment)
     assert stores.primary.endpoint.region == WEST
     damaged = bytearray(stores.primary.get_bytes(manifest.key))
@@ -449,7 +449,6 @@ def test_a_backup_deposed_by_a_failback_is_never_published(
     the backup fails its topology check; the next backup comes from us-east-1 again."""
     box: Sandbox = failed_over["box"]
     deployment = _deployment()
-    # A run time of its own (names are per second: never another test's backup).
     dumped = dump_to_s3(deployment, "postgresql_full", unique_time())
     file = dumped["file"]
     checks: dict[str, Any] = {"checksum": check_checksum(deployment, "postgresql_full", file)}
@@ -471,17 +470,11 @@ def test_a_backup_deposed_by_a_failback_is_never_published(
     assert manifest.verified is False
 
     # Protection is home again: the next full backup comes from us-east-1's node.
-    home = run_backup(_deployment(), "postgresql_full", _later(seconds=2))
+    home = run_backup(_deployment(), "postgresql_full", unique_time())
     assert home.bucket == deployment.settings.bucket(EAST)
     assert (home.model_extra or {})["source"]["region"] == EAST
     assert (home.model_extra or {})["source"]["topology_generation"] == 2
     assert _rows(box, "primary", "SELECT count(*) FROM after_failover") == 250
-
-
-def _later(seconds: int = 0) -> Any:
-    from datetime import UTC, datetime, timedelta
-
-    return datetime.now(UTC) + timedelta(seconds=1 + seconds)
 
 
 def test_split_brain_backs_up_nothing_and_alerts_once(make_sandbox, airflow_db: None) -> None:  # type: ignore[no-untyped-def]
@@ -509,9 +502,9 @@ def test_split_brain_backs_up_nothing_and_alerts_once(make_sandbox, airflow_db: 
             store.bucket: backup_objects(store) for store in (stores.primary, stores.secondary)
         }
         alerts_before = len(_alerts(box, "SplitBrain"))
-        for attempt in range(3):
+        for _attempt in range(3):
             with pytest.raises(SplitBrain, match="both accept writes"):
-                run_backup(_deployment(), "postgresql_full", _later(seconds=attempt))
+                run_backup(_deployment(), "postgresql_full", unique_time())
         with pytest.raises(SplitBrain):
             physical.take_backup(_deployment(), "base")
         posted = _alerts(box, "SplitBrain")[alerts_before:]
@@ -535,7 +528,7 @@ def test_split_brain_backs_up_nothing_and_alerts_once(make_sandbox, airflow_db: 
         with db.connect(box.postgres("standby", "postgres")) as conn:
             conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
             conn.execute("SELECT pg_reload_conf()")
-        manifest = run_backup(_deployment(), "postgresql_full", _later(seconds=5))
+        manifest = run_backup(_deployment(), "postgresql_full", unique_time())
         assert manifest.verified
         assert (manifest.model_extra or {})["source"]["region"] == EAST
         assert not [
