@@ -25,6 +25,13 @@ PREFIX = "console-test"
 NOW = datetime.now(UTC).replace(microsecond=0)
 # Checks every minute over the last hour; the primary failed 5 checks, 30 to 26 minutes ago.
 OUTAGE = range(30, 25, -1)
+# The Airflow task of the check that raised the lag alert still active at NOW.
+LAG_RAISED_BY = {
+    "dag_id": "dr_health_check",
+    "run_id": "scheduled__2026-12-01T10:57:00+00:00",
+    "task_id": "check",
+    "try_number": 2,
+}
 
 
 def health(at: datetime, primary_ok: bool) -> dict[str, Any]:
@@ -95,6 +102,7 @@ def recorded(
         PREFIX,
         health(NOW, True),
         {"ReplicationLagHigh": (NOW - timedelta(minutes=3)).isoformat()},
+        {"ReplicationLagHigh": LAG_RAISED_BY},
     )
     store.put_json(
         f"{PREFIX}/failovers/{NOW:%Y}/manual_1_failover.json",
@@ -129,6 +137,7 @@ def recorded(
         rto_seconds=312.0,
         rpo_seconds=0.0,
         restore_throughput_mb_s=48.5,
+        airflow_run={"dag_id": "dr_drill_monthly", "run_id": "manual__monthly+1"},
     )
     drill_key = evidence.save(drill)
     # Deployed long enough ago that the quarterly drill, which never ran, was due.

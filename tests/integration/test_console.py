@@ -113,7 +113,14 @@ def test_failovers_drills_and_alerts(status: dict[str, Any]) -> None:
     assert late["link"].endswith("/dags/postgresql_backup_full")
     lag = next(a for a in status["alerts"]["active"] if a["name"] == "ReplicationLagHigh")
     assert lag["since"] == (NOW - timedelta(minutes=3)).isoformat()
-    assert lag["link"].endswith("/dags/dr_health_check")
+    # The log of the very task that raised it (its run id quoted as in the Airflow UI's URLs).
+    assert lag["link"].endswith(
+        "/dags/dr_health_check/runs/scheduled__2026-12-01T10%3A57%3A00%2B00%3A00/tasks/check"
+        "?try_number=2"
+    )
+    overdue = next(a for a in status["alerts"]["active"] if a["name"] == "DRDrillOverdue")
+    assert overdue["link"].endswith("/dags/dr_drill_quarterly")  # no quarterly drill ever ran
+    assert drills["monthly"]["link"].endswith("/dags/dr_drill_monthly/runs/manual__monthly%2B1")
     assert lag["evidence"].endswith(raw_key("console-test", NOW - timedelta(minutes=3)))
 
 

@@ -44,8 +44,12 @@ def box() -> Iterator[Sandbox]:
         os.environ.update(saved)
 
 
+LAST_RUN: dict[str, str] = {}
+
+
 def drill(dag_id: str, **conf: Any) -> tuple[str, dict[str, str]]:
     run = run_dag(dag_id, None, **conf)
+    LAST_RUN.update(dag_id=dag_id, run_id=run.run_id)
     return run.state, task_states(run)
 
 
@@ -75,6 +79,7 @@ def test_monthly_drill_dag_produces_checked_evidence(box: Sandbox, airflow_db: N
     assert record.passed and [(s.name, s.result) for s in record.steps] == [
         (name, "passed") for name in steps
     ]
+    assert record.airflow_run == LAST_RUN  # the console links the drill to its run
     restored = steps["restore_full"].details
     assert restored["counts_match"] and restored["rows"] > 1000 and restored["amcheck"]
     assert record.restore_throughput_mb_s and record.restore_throughput_mb_s > 0

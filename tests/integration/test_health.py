@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import yaml
 from helpers import private_sandbox, run_dag, sandbox_environment, slack_messages
+from pitr_support import deployment_for
 
+from disaster_recovery.clients.s3 import regional_store
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import load_settings
+from disaster_recovery.console import sections as console
 from disaster_recovery.monitoring.health import check_health
+from disaster_recovery.monitoring.history import load_day
 from disaster_recovery.postgres import db
 from dr_sandbox import Sandbox
 
@@ -74,6 +80,27 @@ def _check(box: Sandbox) -> dict[str, Any]:
     }
 
 
+def assert_alert_links_to_its_log(box: Sandbox, name: str, raised_by: dict[str, Any]) -> None:
+    """Slack's message and the console's active alert both link to the log of the check task
+    (``raised_by``'s health document) that raised the alert, not to the later check that still
+    sees it; the day's availability record keeps which task that was."""
+    raised_in = raised_by["run"]
+    assert raised_in["dag_id"] == "dr_health_check" and raised_in["task_id"] == "check"
+    log_path = (
+        f"/dags/dr_health_check/runs/{quote(raised_in['run_id'], safe='')}/tasks/check"
+        f"?try_number={raised_in['try_number']}"
+    )
+    assert log_path in _alerts(box, name)[-1]["text"]
+    deployment = deployment_for(box)
+    store = regional_store(deployment, "us-east-1")
+    checked_at = datetime.fromisoformat(raised_by["checked_at"]).astimezone(UTC)
+    day = load_day(store, "litper", checked_at.date())
+    assert day.alert_runs[name] == raised_in
+    status = console.collect(deployment, only=["alerts"])
+    active = next(a for a in status["alerts"]["active"] if a["name"] == name)
+    assert active["link"].endswith(log_path), active
+
+
 def _alerts(box: Sandbox, name: str) -> list[dict[str, Any]]:
     return [m for m in slack_messages(box) if name in m.get("text", "")]
 
@@ -108,6 +135,7 @@ def test_health_check_dag_alerts_and_triggers_failover(box: Sandbox, airflow_db:
     assert first["health"]["replication_lag_seconds"] > 1, first["health"]
     assert [a["name"] for a in first["alerts"]] == ["ReplicationLagHigh"]
     assert _check(box)["result"]["alerts"] == []  # once per incident
+    assert_alert_links_to_its_log(box, "ReplicationLagHigh", first["health"])
     with db.connect(box.postgres("standby")) as conn:
         conn.execute("SELECT pg_wal_replay_resume()")
     time.sleep(0.3)

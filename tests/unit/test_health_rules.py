@@ -125,3 +125,21 @@ def test_only_a_deposed_node_beside_a_writable_primary_is_fenced(
 
     record = Topology(generation=2, primary_region="us-west-2", standby_region="us-east-1")
     assert deposed_writable(record, {"us-east-1": east, "us-west-2": west}) == fenced
+
+
+def test_each_alert_remembers_the_run_that_raised_it() -> None:
+    """The console links an active alert to the log of the check that raised it, not to a later
+    check's (which only saw it still active); a cleared alert forgets it."""
+    runs = [{"dag_id": "dr_health_check", "run_id": f"r{n}", "task_id": "check"} for n in range(4)]
+    checks = [_health(lag=61), _health(lag=90, secondary_db="down"), _health(lag=0.0), _health()]
+    for check, run in zip(checks, runs, strict=True):
+        check["run"] = run
+    raised_by = [v["state"]["raised_by"] for v in _sequence(checks)]
+    assert raised_by == [
+        {"ReplicationLagHigh": runs[0]},
+        {"ReplicationLagHigh": runs[0], "SecondaryUnreachable": runs[1]},
+        {},
+        {},
+    ]
+    # A check outside Airflow (``dr health``) records no run.
+    assert _sequence([_health(lag=61)])[0]["state"]["raised_by"] == {}

@@ -144,6 +144,7 @@ def drill_context(kind: str, task_id: str) -> Iterator[Any]:
                 seed=seed,
                 approval=approval,
             )
+            ctx.record.airflow_run = {"dag_id": ti.dag_id, "run_id": ti.run_id}
         else:
             state = latest_state(ti, order[: order.index(task_id)] if task_id in order else order)
             if state is None:

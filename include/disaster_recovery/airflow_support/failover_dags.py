@@ -400,7 +400,7 @@ def write_heartbeat(found: Any, primary: str, health: dict[str, Any]) -> dict[st
 def health_check() -> dict[str, Any]:
     """One check: measure, record in S3, alert once per incident (state in an Airflow Variable),
     and say whether to trigger dr_failover (N consecutive primary failures)."""
-    from airflow.sdk import Variable
+    from airflow.sdk import Variable, get_current_context
 
     from disaster_recovery.airflow_support.alerting import AirflowSlackSink
     from disaster_recovery.airflow_support.connections import deployment
@@ -415,6 +415,14 @@ def health_check() -> dict[str, Any]:
     primary, secondary = current_roles(found)
     health = check_health(found, primary, secondary)
     health["heartbeat"] = write_heartbeat(found, primary, health)
+    ti = get_current_context()["ti"]
+    # This task, so that an alert it raises links to its log (Slack and the console).
+    health["run"] = {
+        "dag_id": ti.dag_id,
+        "run_id": ti.run_id,
+        "task_id": ti.task_id,
+        "try_number": ti.try_number,
+    }
     state = Variable.get(HEALTH_STATE_VARIABLE, default=None, deserialize_json=True)
     verdict = evaluate(
         health,
@@ -436,6 +444,7 @@ def health_check() -> dict[str, Any]:
                         "errors": "; ".join(health["errors"].values()),
                     },
                     resolved=alert["resolved"],
+                    link=ti.log_url,
                 )
             )
         except Exception:

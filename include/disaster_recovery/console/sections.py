@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 from croniter import croniter
@@ -154,7 +155,21 @@ def schedule_interval(cron: str, now: datetime) -> timedelta:
 
 def dag_link(deployment: Deployment, dag_id: str, run_id: str | None = None) -> str:
     base = deployment.settings.alerts.airflow_base_url.rstrip("/")
-    return f"{base}/dags/{dag_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{base}/dags/{dag_id}" + (f"/runs/{quote(run_id, safe='')}" if run_id else "")
+
+
+def run_link(deployment: Deployment, run: dict[str, Any] | None, dag_id: str) -> str:
+    """The Airflow page of ``run`` (``dag_id``, ``run_id`` and, for a task's log, ``task_id``
+    and ``try_number``, as the health check and the drills record them); the DAG's page when
+    nothing was recorded (a record older than this field, a run outside Airflow)."""
+    if not run or not run.get("run_id"):
+        return dag_link(deployment, dag_id)
+    link = dag_link(deployment, run.get("dag_id") or dag_id, run["run_id"])
+    if run.get("task_id"):
+        link += f"/tasks/{quote(run['task_id'], safe='')}"
+        if run.get("try_number"):
+            link += f"?try_number={int(run['try_number'])}"
+    return link
 
 
 # -- sections ---------------------------------------------------------------------------------
@@ -495,7 +510,9 @@ def drills(ctx: Context) -> dict[str, Any]:
                 else None,
                 "next_due": moment(next_due),
                 "overdue": kind in overdue,
-                "link": dag_link(ctx.deployment, f"dr_drill_{kind}"),
+                "link": run_link(
+                    ctx.deployment, last.airflow_run if last else None, f"dr_drill_{kind}"
+                ),
                 "evidence": ctx.store.url(last.key) if last else None,
             }
         )
@@ -630,13 +647,18 @@ def alerts(ctx: Context) -> dict[str, Any]:
     days = health_days(ctx, availability_start(ctx.now))
     newest = next((d for d in reversed(days) if d.checks), None)
     for name, since in (newest.active_alerts if newest else {}).items():
-        raised = _alert(ctx, name, f"{name} (health check)", since, "dr_health_check")
+        run = newest.alert_runs.get(name) if newest else None
+        link = run_link(ctx.deployment, run, "dr_health_check")
+        raised = _alert(name, f"{name} (health check)", since, link)
         raised["evidence"] = check_record_url(ctx, since)
         found.append(raised)
     for alert in overdue_drills(ctx):
         kind = alert.details["drill"]
         last_passed = alert.details.get("last_passed")
-        found.append(_alert(ctx, alert.name, alert.summary, last_passed, f"dr_drill_{kind}"))
+        # The newest drill of the kind (a failed one says why it is overdue), else the DAG.
+        last = next((r for r in reversed(drill_records(ctx)) if r.drill == kind), None)
+        link = run_link(ctx.deployment, last.airflow_run if last else None, f"dr_drill_{kind}")
+        found.append(_alert(alert.name, alert.summary, last_passed, link))
     return {"active": found}
 
 
@@ -656,13 +678,13 @@ def check_record_url(ctx: Context, checked_at: str) -> str | None:
     return None
 
 
-def _alert(ctx: Context, name: str, summary: str, since: Any, dag_id: str) -> dict[str, Any]:
+def _alert(name: str, summary: str, since: Any, link: str) -> dict[str, Any]:
     return {
         "name": name,
         "severity": ALERTS.get(name, Severity.CRITICAL).value,
         "summary": summary,
         "since": moment(parse_moment(since)),
-        "link": dag_link(ctx.deployment, dag_id),
+        "link": link,
     }
 
 

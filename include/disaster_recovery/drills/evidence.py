@@ -56,6 +56,8 @@ class DrillRecord(BaseModel):
     objectives: dict[str, float] = Field(default_factory=dict)
     restore_throughput_mb_s: float | None = None
     error: str | None = None
+    # The Airflow run that ran it (dag_id, run_id), when one did: the console links to it.
+    airflow_run: dict[str, str] | None = None
 
     @property
     def key(self) -> str:

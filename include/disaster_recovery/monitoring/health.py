@@ -272,6 +272,7 @@ def current_roles(deployment: Deployment) -> tuple[str, str]:
 def empty_state() -> dict[str, Any]:
     return {
         "active": {},
+        "raised_by": {},
         "primary_failures": 0,
         "primary_failing_since": None,
         "failover_triggered": False,
@@ -309,11 +310,13 @@ def evaluate(
     """One check against the state left by the previous ones (pure: no I/O).
 
     Returns ``alerts`` (each once per incident: ``{"name", "summary", "resolved"}``), the next
-    ``state``, and ``trigger_failover`` with its ``reason`` after N consecutive failed primary
-    checks (once per incident; one success resets the count).
+    ``state`` (``active``: alert -> first time; ``raised_by``: alert -> the ``health["run"]``
+    that raised it, when the check ran in Airflow), and ``trigger_failover`` with its ``reason``
+    after N consecutive failed primary checks (once per incident; one success resets the count).
     """
     state = {**empty_state(), **(state or {})}
     active: dict[str, str] = dict(state["active"])
+    raised_by: dict[str, Any] = dict(state["raised_by"])
     now = health.get("checked_at") or utcnow().isoformat()
     conditions = _conditions(health, lag_threshold)
     alerts = []
@@ -321,6 +324,8 @@ def evaluate(
         if name not in active:
             alerts.append({"name": name, "summary": summary, "resolved": False})
             active[name] = now
+            if health.get("run"):  # the Airflow task that raised it: where its log is
+                raised_by[name] = health["run"]
     for name in [n for n in active if n not in conditions]:
         alerts.append(
             {
@@ -330,6 +335,7 @@ def evaluate(
             }
         )
         del active[name]
+        raised_by.pop(name, None)
     failures, since, triggered = (
         state["primary_failures"],
         state["primary_failing_since"],
@@ -354,6 +360,7 @@ def evaluate(
         "alerts": alerts,
         "state": {
             "active": active,
+            "raised_by": raised_by,
             "primary_failures": failures,
             "primary_failing_since": since,
             "failover_triggered": triggered,

@@ -6,7 +6,8 @@ Each check leaves two records:
   and error, for an investigation), in the secondary region's bucket;
 - one line in the day's compact record ``<prefix>/availability/YYYY/MM/DD.json`` (UTC days):
   ``[checked_at, primary_healthy, secondary_healthy, primary_region]`` plus the alerts active
-  after the check. 30 days of checks are 30 small reads instead of 43 200 objects. It is
+  after the check (first time) and the Airflow task that raised each (``alert_runs``: dag_id,
+  run_id, task_id, try_number — the console links to its log). 30 days of checks are 30 small reads instead of 43 200 objects. It is
   written to both regions' buckets, so whichever survives answers.
 
 Only ``dr_health_check`` writes them, one run at a time (``max_active_runs=1``), so the
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -34,12 +35,14 @@ class DayRecord:
     day: date
     checks: list[list[Any]]
     active_alerts: dict[str, str]
+    alert_runs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "day": self.day.isoformat(),
             "checks": self.checks,
             "active_alerts": self.active_alerts,
+            "alert_runs": self.alert_runs,
         }
 
 
@@ -67,17 +70,27 @@ def load_day(store: ObjectStore, prefix: str, day: date) -> DayRecord:
         document = store.get_json(day_key(prefix, day))
     except NotFoundError:
         return DayRecord(day, [], {})
-    return DayRecord(day, list(document.get("checks", [])), dict(document.get("active_alerts", {})))
+    return DayRecord(
+        day,
+        list(document.get("checks", [])),
+        dict(document.get("active_alerts", {})),
+        dict(document.get("alert_runs", {})),
+    )
 
 
 def append_check(
-    store: ObjectStore, prefix: str, health: dict[str, Any], active_alerts: dict[str, str]
+    store: ObjectStore,
+    prefix: str,
+    health: dict[str, Any],
+    active_alerts: dict[str, str],
+    alert_runs: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     checked_at = datetime.fromisoformat(health["checked_at"])
     day = checked_at.astimezone(UTC).date()
     record = load_day(store, prefix, day)
     record.checks.append(check_line(health))
-    store.put_json(day_key(prefix, day), DayRecord(day, record.checks, active_alerts).to_dict())
+    updated = DayRecord(day, record.checks, active_alerts, dict(alert_runs or {}))
+    store.put_json(day_key(prefix, day), updated.to_dict())
 
 
 def record_check(
@@ -91,14 +104,16 @@ def record_check(
     check from being recorded in the other)."""
     prefix = deployment.settings.storage.prefix
     at = datetime.fromisoformat(health["checked_at"])
-    active = dict((verdict.get("state") or {}).get("active") or {})
+    state = verdict.get("state") or {}
+    active = dict(state.get("active") or {})
+    raised_by = {name: run for name, run in (state.get("raised_by") or {}).items() if run}
     outcome: dict[str, str] = {}
     for index, region in enumerate(regions):
         try:
             store = regional_store(deployment, region)
             if index == 0:
                 store.put_json(raw_key(prefix, at), {"health": health, **verdict})
-            append_check(store, prefix, health, active)
+            append_check(store, prefix, health, active, raised_by)
             outcome[region] = "recorded"
         except DisasterRecoveryError as exc:
             log.warning("could not record the health check in %s: %s", region, exc)
