@@ -24,7 +24,8 @@ from disaster_recovery.postgres import db
 from dr_sandbox import Sandbox, archiver_install
 from dr_sandbox.archiver_install import host_python
 
-# boto3 and PyYAML with what they pull in (pinned by constraints.txt), and the package itself.
+# boto3, PyYAML and zstandard with what they pull in (pinned by constraints.txt), and the
+# package itself.
 ARCHIVER_DISTRIBUTIONS = {
     "boto3",
     "botocore",
@@ -35,6 +36,7 @@ ARCHIVER_DISTRIBUTIONS = {
     "s3transfer",
     "six",
     "urllib3",
+    "zstandard",
 }
 VENV_TOOLING = {"pip", "setuptools", "wheel"}
 INSPECT = (

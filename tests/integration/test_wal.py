@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -162,7 +164,11 @@ def test_sandbox_primary_archives_each_segment_to_both_regions(sandbox: Sandbox)
         store = archive.store(region)
         head = store.head(archive.key(segment))
         assert head is not None, f"{segment} missing in {region}"
-        assert head["Metadata"]["sha256"] == _sha(store.get_bytes(archive.key(segment)))
+        # Stored in pitr.wal_compression (zstd:1 by default); the metadata holds the digest of
+        # the segment itself, which restore_command checks after decompressing.
+        assert head["Metadata"]["compression"] == "zstd"
+        assert head["ContentLength"] < 16 * 1024 * 1024 // 4  # a switched segment: mostly zeros
+        assert head["Metadata"]["sha256"] == _sha(archive._read_verified(region, segment))
         digests.add(head["Metadata"]["sha256"])
     assert len(digests) == 1
 
@@ -187,7 +193,7 @@ def test_identical_segment_offered_again_is_success_and_different_is_refused(
     assert "conflict" in refused.stderr.lower() and segment in refused.stderr
     archive = WalArchive.for_deployment(deployment_for(sandbox))
     for region in archive.regions:
-        assert _sha(archive.store(region).get_bytes(archive.key(segment))) == _sha(original)
+        assert _sha(archive._read_verified(region, segment)) == _sha(original)
 
 
 def _pg_wal_with_ready_files(folder: Path, timeline: int, count: int) -> list[Path]:
@@ -217,7 +223,7 @@ def test_push_takes_the_next_finished_segments_along(sandbox: Sandbox, tmp_path:
     for region in archive.regions:
         store = archive.store(region)
         for file in files[:3]:
-            assert store.get_bytes(archive.key(file.name)) == file.read_bytes()
+            assert archive._read_verified(region, file.name) == file.read_bytes()
         assert store.head(archive.key(files[3].name)) is None
         assert store.head(archive.key("00000001.history")) is None  # not .ready: not taken
     (status / f"{files[0].name}.ready").rename(status / f"{files[0].name}.done")
@@ -235,7 +241,7 @@ def test_push_takes_the_next_finished_segments_along(sandbox: Sandbox, tmp_path:
     with pytest.raises(ConflictError):
         fresh.push(files[2])
     for region in archive.regions:
-        assert archive.store(region).get_bytes(archive.key(files[2].name)) != b"changed"
+        assert archive._read_verified(region, files[2].name) != b"changed"
 
 
 def test_a_failure_pushing_ahead_does_not_fail_the_file_asked_for(
@@ -348,6 +354,77 @@ def test_fetch_refuses_a_corrupted_segment(sandbox: Sandbox, tmp_path: Path) -> 
     assert not out.exists() and not list(out.parent.iterdir())
     primary.delete([archive.key(name)])
     secondary.delete([archive.key(name)])
+
+
+def _compressible_segment(folder: Path, segno: int) -> Path:
+    """A 16 MB segment that compresses like real WAL does (repeated records, zero padding)."""
+    path = folder / segment_name(FAKE_TIMELINE + 3, segno)
+    record = os.urandom(512) + b"\x00" * 512
+    path.write_bytes((record * (16 * 1024))[: 16 * 1024 * 1024])
+    return path
+
+
+def test_codecs_mix_in_one_archive_and_a_damaged_frame_stops_recovery(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Segments pushed under pitr.wal_compression zstd, gzip and none sit side by side (the
+    setting changes; an older archive holds plain segments) and each comes back byte for byte;
+    a compressed body that no longer decompresses is damage (exit 126), never "not archived"."""
+    env_file = sandbox.root / "wal" / "wal.env"
+    archive = WalArchive.for_deployment(deployment_for(sandbox))
+    stored: dict[str, tuple[Path, str | None, int]] = {}
+    for segno, codec in enumerate(("zstd:1", "gzip:1", "none"), start=int(time.time()) % 1000):
+        archive.tuning = replace(archive.tuning, wal_compression=codec)
+        segment = _compressible_segment(tmp_path, segno)
+        result = archive.push(segment)
+        head = archive.store(archive.regions[1]).head(archive.key(segment.name)) or {}
+        stored[codec] = (segment, head["Metadata"].get("compression"), result["stored_bytes"])
+    assert {c: (m, n < 16 << 20) for c, (_, m, n) in stored.items()} == {
+        "zstd:1": ("zstd", True),
+        "gzip:1": ("gzip", True),
+        "none": (None, False),
+    }
+    for segment, _, _ in stored.values():
+        out = tmp_path / "restore" / segment.name
+        fetched = _wal(env_file, "fetch", segment.name, str(out))
+        assert fetched.returncode == 0, fetched.stderr
+        assert out.read_bytes() == segment.read_bytes()
+
+    # The zstd object damaged in both regions, its metadata intact.
+    segment = stored["zstd:1"][0]
+    key = archive.key(segment.name)
+    for region in archive.regions:
+        store = archive.store(region)
+        metadata = (store.head(key) or {})["Metadata"]
+        body = bytearray(store.get_bytes(key))
+        body[len(body) // 2] ^= 0xFF
+        store.put_bytes(key, bytes(body), metadata=metadata)
+    out = tmp_path / "damaged" / "RECOVERYXLOG"
+    refused = _wal(env_file, "fetch", segment.name, str(out))
+    assert refused.returncode == FETCH_FATAL_EXIT, refused.stderr
+    assert "cannot decompress" in refused.stderr and segment.name in refused.stderr
+    assert not out.exists()
+    for segment, _, _ in stored.values():
+        for region in archive.regions:
+            archive.store(region).delete([archive.key(segment.name)])
+
+
+def test_an_unknown_wal_codec_is_a_clear_error(sandbox: Sandbox, tmp_path: Path) -> None:
+    env = load_env_file(sandbox.root / "wal" / "wal.env")
+    policy = yaml.safe_load(Path(env["DR_CONFIG"]).read_text())
+    policy.setdefault("pitr", {})["wal_compression"] = "lz5:1"
+    config = tmp_path / "wal_config.yaml"
+    config.write_text(yaml.safe_dump(policy))
+    env_file = tmp_path / "wal.env"
+    env_file.write_text(
+        "".join(
+            f"export {k}={shlex.quote(v)}\n" for k, v in {**env, "DR_CONFIG": str(config)}.items()
+        )
+    )
+    segment = _compressible_segment(tmp_path, 1)
+    refused = _wal(env_file, "push", str(segment))
+    assert refused.returncode == 1
+    assert "pitr.wal_compression: 'lz5:1' is not a compression spec" in refused.stderr
 
 
 # -- faults on a private sandbox -------------------------------------------------------------

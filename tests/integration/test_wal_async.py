@@ -61,7 +61,7 @@ def _archived_identically(archive: WalArchive, pg_names: list[str]) -> None:
             store = archive.store(region)
             head = store.head(archive.key(name))
             assert head is not None, f"{name} missing in {region}"
-            data = store.get_bytes(archive.key(name))
+            data = archive._read_verified(region, name)  # decompressed, checked
             assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
             digests.add(head["Metadata"]["sha256"])
         assert len(digests) == 1, name
@@ -183,8 +183,8 @@ def test_fetch_prefetches_the_following_segments_and_serves_them_without_s3(
 
     fetch(names[0])
     archive = WalArchive.for_deployment(deployment_for(sandbox))
-    primary_store = archive.store(archive.regions[0])
-    assert (pg_wal / "RECOVERYXLOG").read_bytes() == primary_store.get_bytes(archive.key(names[0]))
+    primary = archive.regions[0]
+    assert (pg_wal / "RECOVERYXLOG").read_bytes() == archive._read_verified(primary, names[0])
     # The next ones (up to pitr.prefetch 4) are spooled, checked; the older leftover is gone,
     # and a following segment not archived yet was no error.
     spooled = sorted(p.name for p in spool.iterdir() if p.name != "served")
@@ -196,5 +196,5 @@ def test_fetch_prefetches_the_following_segments_and_serves_them_without_s3(
         text = text.replace(sandbox.s3_endpoint_of(region), "http://127.0.0.1:9")
     lost.write_text(text)
     fetch(names[1], lost)
-    assert (pg_wal / "RECOVERYXLOG").read_bytes() == primary_store.get_bytes(archive.key(names[1]))
+    assert (pg_wal / "RECOVERYXLOG").read_bytes() == archive._read_verified(primary, names[1])
     assert not (spool / names[1]).exists() and served_from_spool(pg_wal) == 1

@@ -124,3 +124,40 @@ def decompressing(source: Any, codec: Codec, where: str) -> Any:
     """A reader of ``source`` decompressed; a damaged or truncated stream raises
     :class:`VerificationError` naming ``where``."""
     return source if codec.name == "none" else _Decompressor(source, codec, where)
+
+
+# -- whole objects (WAL segments: 16 MB, held in memory anyway) ----------------------------------
+
+
+def compress_bytes(data: bytes, codec: Codec) -> bytes:
+    """``data`` compressed with ``codec`` in one call (``data`` itself for ``none``)."""
+    if codec.name == "gzip":
+        compressor = zlib.compressobj(codec.level, zlib.DEFLATED, _GZIP_WBITS)
+        return compressor.compress(data) + compressor.flush()
+    if codec.name == "zstd":
+        # One thread: the WAL uploader already runs several segments at once.
+        return zstandard.ZstdCompressor(level=codec.level, write_checksum=True).compress(data)
+    return data
+
+
+def decompress_bytes(data: bytes, codec_name: str, where: str, limit: int) -> bytes:
+    """The bytes ``data`` was compressed from; a damaged, truncated or over-``limit`` body raises
+    :class:`VerificationError` naming ``where``."""
+    if codec_name == "none":
+        return data
+    try:
+        if codec_name == "gzip":
+            inflater = zlib.decompressobj(_GZIP_WBITS)
+            out = inflater.decompress(data, limit)
+            if not inflater.eof or inflater.unconsumed_tail:
+                raise _damaged(where, "gzip stream truncated or longer than a WAL file")
+            return out
+        if codec_name == "zstd":
+            # max_output_size only bounds frames that do not declare their size; ours do.
+            declared = zstandard.frame_content_size(data)
+            if declared > limit:
+                raise _damaged(where, f"zstd frame declares {declared} bytes, over {limit}")
+            return zstandard.ZstdDecompressor().decompress(data, max_output_size=limit)
+    except (zlib.error, zstandard.ZstdError) as exc:
+        raise _damaged(where, f"{codec_name}: {exc}") from None
+    raise _damaged(where, f"unknown codec {codec_name!r}")

@@ -378,6 +378,24 @@ class ObjectStore:
     def get_bytes(self, key: str) -> bytes:
         return b"".join(self.iter_bytes(key))
 
+    def get_with_metadata(self, key: str) -> tuple[bytes, dict[str, str]] | None:
+        """The object's body and user metadata in one GET (a WAL fetch's one round trip), or
+        None when it does not exist."""
+        found = self._get_whole(key)
+        return None if found is None else (found[0], dict(found[1].get("Metadata") or {}))
+
+    def _get_whole(self, key: str) -> tuple[bytes, dict[str, Any]] | None:
+        """The object's body and GET response, or None when it does not exist."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+            return response["Body"].read(), response
+        except ClientError as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise _translate(exc, f"GET {self.url(key)}", self.endpoint) from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, f"GET {self.url(key)}", self.endpoint) from exc
+
     def get_json(self, key: str) -> dict[str, Any]:
         data = self.get_bytes(key)
         try:
@@ -469,11 +487,18 @@ class ObjectStore:
         self.put_bytes(key, body, content_type="application/json")
 
     def put_if_absent(
-        self, key: str, data: bytes, *, metadata: dict[str, str] | None = None
+        self,
+        key: str,
+        data: bytes,
+        *,
+        metadata: dict[str, str] | None = None,
+        sha256: str | None = None,
     ) -> bool:
         """Write ``data`` unless the object exists. Returns True if written, False if an identical
-        object was already there; raises :class:`ConflictError` for a different one."""
-        sha = hashlib.sha256(data).hexdigest()
+        object was already there; raises :class:`ConflictError` for a different one. ``sha256``
+        is the content's digest when ``data`` is an encoding of it (a compressed WAL segment):
+        two encodings of one content are identical."""
+        sha = sha256 or hashlib.sha256(data).hexdigest()
         existing = self.head(key)
         if existing is not None:
             if existing.get("Metadata", {}).get("sha256") == sha or self.digest(key).sha256 == sha:
@@ -502,15 +527,8 @@ class ObjectStore:
 
     def get_versioned(self, key: str) -> tuple[bytes, str] | None:
         """The object's bytes and ETag (for a later :meth:`replace_if`), or None if absent."""
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
-            return response["Body"].read(), str(response["ETag"])
-        except ClientError as exc:
-            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise _translate(exc, f"GET {self.url(key)}", self.endpoint) from exc
-        except BotoCoreError as exc:
-            raise _translate(exc, f"GET {self.url(key)}", self.endpoint) from exc
+        found = self._get_whole(key)
+        return None if found is None else (found[0], str(found[1]["ETag"]))
 
     def delete_if(self, key: str, etag: str) -> bool:
         """Delete ``key`` only if it is still the version ``etag``; False otherwise."""

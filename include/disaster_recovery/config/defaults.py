@@ -15,6 +15,8 @@ DEFAULT_ARCHIVE_MODE: Final = "async"
 DEFAULT_ASYNC_MAX_BACKLOG = 256
 # Uploads the async uploader keeps in flight (Pitr.async_uploads).
 DEFAULT_ASYNC_UPLOADS = 4
+# WAL segments are compressed on the way to S3 with this codec:level (Pitr.wal_compression).
+DEFAULT_WAL_COMPRESSION: Final = "zstd:1"
 # Segments restore_command fetches ahead in parallel (Pitr.prefetch; 0: none).
 DEFAULT_PREFETCH = 4
 # What a lost region still lacks of the WAL archive, beside the archive itself (the archiver

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -31,6 +32,7 @@ from disaster_recovery.config.defaults import (
     DEFAULT_ASYNC_UPLOADS,
     DEFAULT_PREFETCH,
     DEFAULT_PUSH_AHEAD,
+    DEFAULT_WAL_COMPRESSION,
 )
 from disaster_recovery.config.durations import parse_duration
 from disaster_recovery.config.encryption import Encryption, encryption_by_region
@@ -240,12 +242,16 @@ class Pitr(_Section):
     # Base and incremental backups are compressed on the way to S3 with this codec:level
     # (none, gzip:1-9, zstd:1-19); chosen by measurement (README, Benchmarks).
     compression: str = "zstd:1"
+    # WAL segments are compressed with this codec:level before upload (history and backup
+    # files stay plain); each object's metadata names its codec and the segment's own SHA-256,
+    # so restore_command reads archives written under any setting.
+    wal_compression: str = DEFAULT_WAL_COMPRESSION
 
-    @field_validator("compression")
+    @field_validator("compression", "wal_compression")
     @classmethod
-    def _known_codec(cls, value: str) -> str:
+    def _known_codec(cls, value: str, info: ValidationInfo) -> str:
         try:
-            return str(Codec.parse(value))
+            return str(Codec.parse(value, f"pitr.{info.field_name}"))
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
 

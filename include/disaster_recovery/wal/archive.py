@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from disaster_recovery.clients.object_lock import LockPolicy, lean_lock_policy, lock_policy
+from disaster_recovery.config.compression import Codec
 from disaster_recovery.config.encryption import Encryption, encryption_by_region
 from disaster_recovery.config.endpoints import aws_endpoint, connection_from_env
 from disaster_recovery.config.policy_file import read_policy_text
@@ -58,17 +59,27 @@ from disaster_recovery.config.defaults import (
     DEFAULT_ASYNC_UPLOADS,
     DEFAULT_PREFETCH,
     DEFAULT_PUSH_AHEAD,
+    DEFAULT_WAL_COMPRESSION,
     WAL_DEBT_FOLDER,
     wal_prefix,
 )
 from disaster_recovery.errors import WalCorruptError
-from disaster_recovery.postgres.walfiles import TimelineSwitch, is_archivable, parse_history
+from disaster_recovery.postgres.walfiles import (
+    TimelineSwitch,
+    is_archivable,
+    is_segment,
+    parse_history,
+)
 
 log = logging.getLogger(__name__)
 
 # restore_command exit statuses above 125 make PostgreSQL abort recovery (see module docstring).
 FETCH_FATAL_EXIT = 126
 FETCH_NOT_FOUND_EXIT = 1
+# The object metadata naming a stored file's codec (absent: stored as it is).
+COMPRESSION_METADATA = "compression"
+# PostgreSQL's largest wal_segment_size: a body that inflates beyond it is not a WAL file.
+MAX_WAL_FILE_BYTES = 1 << 30
 # After a region's S3 failed, pushes skip it this long (what it lacks is recorded and filled).
 REGION_RETRY_SECONDS = 60
 
@@ -184,12 +195,14 @@ class ArchiverTuning:
     async_max_backlog: int = DEFAULT_ASYNC_MAX_BACKLOG
     async_uploads: int = DEFAULT_ASYNC_UPLOADS
     prefetch: int = DEFAULT_PREFETCH
+    wal_compression: str = DEFAULT_WAL_COMPRESSION
 
     @classmethod
     def from_policy(cls, pitr: dict[str, Any], config_file: str) -> ArchiverTuning:
+        words = ("archive_mode", "wal_compression")
         try:
             values: dict[str, Any] = {
-                key: int(pitr[key]) if key != "archive_mode" else str(pitr[key])
+                key: str(pitr[key]) if key in words else int(pitr[key])
                 for key in cls.__dataclass_fields__
                 if key in pitr
             }
@@ -200,6 +213,7 @@ class ArchiverTuning:
             raise ConfigError(
                 f"{config_file}: pitr.archive_mode must be async or sync, not {tuning.archive_mode!r}"
             )
+        Codec.parse(tuning.wal_compression, f"{config_file}: pitr.wal_compression")
         return tuning
 
 
@@ -369,6 +383,7 @@ class WalArchive:
         except OSError as exc:
             raise PermanentError(f"cannot read {file}: {exc}") from None
         sha256 = hashlib.sha256(data).hexdigest()
+        stored, metadata = self._encode(name, data)
         outcome: dict[str, str] = {}
         errors: list[DisasterRecoveryError] = []
         down = RegionsDown(file.parent)
@@ -384,7 +399,9 @@ class WalArchive:
                 outcome[region] = f"failed: skipped, unreachable since {since}"
                 return
             try:
-                written = self.store(region).put_if_absent(self.key(name), data)
+                written = self.store(region).put_if_absent(
+                    self.key(name), stored, sha256=sha256, metadata=metadata
+                )
                 outcome[region] = "archived" if written else "already archived (identical)"
                 down.clear(region)
             except UnavailableError as exc:
@@ -417,7 +434,24 @@ class WalArchive:
             record_debt(self, name, sha256, held, lacking)
             for region in lacking:
                 outcome[region] += " (owed: copied when the region answers)"
-        return {"file": name, "sha256": sha256, "size_bytes": len(data), "regions": outcome}
+        return {
+            "file": name,
+            "sha256": sha256,
+            "size_bytes": len(data),
+            "stored_bytes": len(stored),
+            "regions": outcome,
+        }
+
+    def _encode(self, name: str, data: bytes) -> tuple[bytes, dict[str, str]]:
+        """What is stored for ``data`` and the metadata saying how: segments (and a promoted
+        standby's ``.partial``) in ``pitr.wal_compression``; history and backup files, a few
+        hundred bytes people read by hand, as they are."""
+        codec = Codec.parse(self.tuning.wal_compression)
+        if codec.name == "none" or not (is_segment(name) or name.endswith(".partial")):
+            return data, {}
+        from disaster_recovery.clients.compression import compress_bytes
+
+        return compress_bytes(data, codec), {COMPRESSION_METADATA: codec.name}
 
     # -- restore_command ---------------------------------------------------------------
 
@@ -449,13 +483,20 @@ class WalArchive:
         raise NotFoundError(f"{name} is not in the WAL archive ({', '.join(answered)})")
 
     def _read_verified(self, region: str, name: str) -> bytes:
+        """The file's bytes (decompressed), checked against the SHA-256 of the push."""
+        return self._read_stored(region, name)[0]
+
+    def _read_stored(self, region: str, name: str) -> tuple[bytes, bytes, dict[str, str]]:
+        """The file's bytes (checked as :meth:`_read_verified`), the object's body as stored and
+        its metadata (what a copy to the other region writes)."""
         store = self.store(region)
         key = self.key(name)
-        head = store.head(key)
-        if head is None:
+        found = store.get_with_metadata(key)
+        if found is None:
             raise NotFoundError(f"{store.url(key)} not found")
-        expected = head.get("Metadata", {}).get("sha256", "")
-        data = store.get_bytes(key)
+        stored, metadata = found
+        expected = metadata.get("sha256", "")
+        data = _decode(store.url(key), stored, metadata)
         actual = hashlib.sha256(data).hexdigest()
         if not expected or actual != expected:
             raise WalCorruptError(
@@ -464,7 +505,7 @@ class WalArchive:
                 check="sha256",
                 key=key,
             )
-        return data
+        return data, stored, metadata
 
     # -- listing -------------------------------------------------------------------------
 
@@ -502,6 +543,22 @@ class WalArchive:
                 + ")"
             )
         raise NotFoundError(f"timeline history {name} is not in the WAL archive")
+
+
+def _decode(url: str, stored: bytes, metadata: dict[str, str]) -> bytes:
+    """The archived file from its stored body, per the codec its metadata names (none when it
+    names none: archives written before compression, history files). Undecodable is corrupt."""
+    codec = metadata.get(COMPRESSION_METADATA, "none")
+    if codec == "none":
+        return stored
+    from disaster_recovery.clients.compression import decompress_bytes
+
+    try:
+        return decompress_bytes(stored, codec, url, MAX_WAL_FILE_BYTES)
+    except DisasterRecoveryError as exc:
+        raise WalCorruptError(
+            f"{exc}; refusing to hand it to PostgreSQL", check="decompress", key=url
+        ) from None
 
 
 def _write_atomically(destination: Path, data: bytes) -> None:

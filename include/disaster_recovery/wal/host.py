@@ -14,6 +14,7 @@ import yaml
 
 from disaster_recovery.config.endpoints import env_var_name
 from disaster_recovery.errors import ConfigError, ToolError
+from disaster_recovery.wal.archive import ArchiverTuning
 
 if TYPE_CHECKING:  # the archiver imports boto3 and pydantic only when it needs them
     from disaster_recovery.config.endpoints import Deployment
@@ -90,9 +91,8 @@ def archiver_config(settings: Settings) -> dict[str, Any]:
         },
         "tiers": {"postgresql_wal": settings.tiers.postgresql_wal.model_dump(mode="json")},
         "connections": settings.connections.model_dump(),
-        "pitr": settings.pitr.model_dump(
-            include={"push_ahead", "archive_mode", "async_max_backlog", "async_uploads", "prefetch"}
-        ),
+        # Every key the archiver reads (ArchiverTuning's fields), so none falls back to a default.
+        "pitr": settings.pitr.model_dump(include=set(ArchiverTuning.__dataclass_fields__)),
     }
 
 

@@ -19,7 +19,12 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from disaster_recovery.errors import DisasterRecoveryError, PermanentError, VerificationError
+from disaster_recovery.errors import (
+    DisasterRecoveryError,
+    PermanentError,
+    VerificationError,
+    WalCorruptError,
+)
 from disaster_recovery.wal.archive import WalArchive, debt_prefix
 
 log = logging.getLogger(__name__)
@@ -134,15 +139,20 @@ def fill_missing(archive: WalArchive) -> dict[str, Any]:
 
 
 def _copy_one(archive: WalArchive, holder: str, lacking: str, name: str) -> None:
-    data = archive._read_verified(holder, name)  # checked against the SHA-256 of the push
+    # Checked against the SHA-256 of the push, then copied as stored (compressed, metadata).
+    data, stored, metadata = archive._read_stored(holder, name)
     sha256 = hashlib.sha256(data).hexdigest()
     target = archive.store(lacking)
     key = archive.key(name)
-    target.put_if_absent(key, data)  # an identical copy already there is fine
-    copy = target.digest(key)
-    if copy.sha256 != sha256:
+    # An identical copy already there is fine (it may be stored in another codec).
+    target.put_if_absent(key, stored, sha256=sha256, metadata=metadata)
+    try:  # read back as restore_command will: decoded, checked against its own metadata
+        copied = hashlib.sha256(archive._read_verified(lacking, name)).hexdigest()
+    except WalCorruptError as exc:
+        copied = f"(unreadable: {str(exc).splitlines()[0]})"
+    if copied != sha256:
         raise VerificationError(
-            f"{target.url(key)}: SHA-256 {copy.sha256} after filling the gap, expected {sha256}; "
+            f"{target.url(key)}: SHA-256 {copied} after filling the gap, expected {sha256}; "
             "the copy is not trusted, find out what wrote it",
             check="wal_replica",
             key=key,
