@@ -8,12 +8,17 @@
    second, and the ``.ready`` backlog in ``pg_wal`` sampled every second (it must not grow).
 3. A burst (one statement writing ~320 MB of WAL) until the last segment is archived, with
    ``pitr.push_ahead`` 0 (one file per archive_command call) and 4 (upload-ahead).
-4. ``pitr.archive_mode`` sync (push_ahead 4) vs async side by side: a burst (default 1 GB of
-   WAL) until its last segment is archived, each archive_command call timed by a wrapper
-   (median, p99), the ``.ready`` backlog and ``pg_wal`` size sampled every 0.5 s.
+4. ``pitr.archive_mode`` sync (push_ahead 4) vs async, each with ``pitr.wal_compression``
+   none and zstd:1, side by side: a burst (default 1 GB of WAL; rows of md5 text, which
+   compress about as well as real table data, unlike a repeated character) until its last
+   segment is archived, each archive_command call timed by a wrapper (median, p99), the
+   ``.ready`` backlog and ``pg_wal`` size sampled every 0.5 s; then the archiver's own rate
+   with the writer out of the way: the same amount written while archiving is off (an empty
+   archive_command), timed from turning it on to the last segment archived (the drain).
 
 Usage: PYTHONPATH=include python bench/wal_archive.py [--segments 8] [--pgbench-seconds 30]
        [--burst-mb 320] [--push-ahead 0 4] [--modes-mb 1024] [--only-modes]
+       [--modes sync:none sync:zstd:1 async:none async:zstd:1]
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import contextlib
 import os
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,6 +45,7 @@ from helpers import private_sandbox
 
 from disaster_recovery.postgres import db, pgbin
 from disaster_recovery.wal.host import archiver_python, load_env_file
+from disaster_recovery.wal.uploader import Spool
 from dr_sandbox import server_os_user
 
 SEGMENT = 16 * 1024 * 1024
@@ -193,7 +200,7 @@ def burst_throughput(
         start_lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
         started = time.perf_counter()
         conn.execute(
-            "CREATE TABLE burst AS SELECT g, repeat('x', 400) AS pad"
+            "CREATE TABLE burst AS SELECT g, repeat(md5(g::text), 12) AS pad"
             " FROM generate_series(1, %s) AS g",
             (megabytes * 2200,),
         )
@@ -220,19 +227,16 @@ def burst_throughput(
     }
 
 
-def set_archive_mode(box: object, mode: str) -> None:
+def set_archive_mode(box: object, mode: str, codec: str) -> None:
     env = load_env_file(box.root / "wal" / "wal.env")  # type: ignore[attr-defined]
     policy = Path(env["DR_CONFIG"])
     document = yaml.safe_load(policy.read_text())
-    document.setdefault("pitr", {}).update(archive_mode=mode, push_ahead=4)
+    document.setdefault("pitr", {}).update(archive_mode=mode, push_ahead=4, wal_compression=codec)
     policy.write_text(yaml.safe_dump(document))
 
 
-def timed_archive_command(box: object, times_file: Path) -> str:
+def timed_archive_command(original: str, times_file: Path) -> str:
     """The sandbox's archive_command wrapped so each call appends its duration (ns)."""
-    primary = box.postgres("primary")  # type: ignore[attr-defined]
-    with db.connect(primary, "postgres") as conn:
-        original = str(conn.execute("SHOW archive_command").fetchone()[0])  # type: ignore[index]
     wrapper = times_file.with_suffix(".sh")
     wrapper.write_text(
         "#!/bin/sh\nstart=$(date +%s%N)\n"
@@ -247,27 +251,28 @@ def timed_archive_command(box: object, times_file: Path) -> str:
     return f"{wrapper} %p"
 
 
-def archive_modes(box: object, megabytes: int) -> dict[str, float]:
-    """Sync vs async archiving of the same burst (module docstring, 4)."""
+def archive_modes(box: object, megabytes: int, modes: list[str]) -> dict[str, float]:
+    """Archiving of the same burst in each ``mode:codec`` of ``modes`` (module docstring, 4)."""
     primary = box.postgres("primary")  # type: ignore[attr-defined]
     pg_wal = box.instance("primary").data_dir / "pg_wal"  # type: ignore[attr-defined]
     results: dict[str, float] = {}
-    for mode in ("sync", "async"):
-        set_archive_mode(box, mode)
-        times_file = Path(box.root) / f"archive-{mode}.times"  # type: ignore[attr-defined]
-        command = timed_archive_command(box, times_file)
-        with db.connect(primary, "postgres") as conn:
-            conn.execute(f"ALTER SYSTEM SET archive_command = {_literal(command)}")
-            conn.execute("SELECT pg_reload_conf()")
+    with db.connect(primary, "postgres") as conn:
+        original = str(conn.execute("SHOW archive_command").fetchone()[0])  # type: ignore[index]
+    for spec in modes:
+        mode, _, codec = spec.partition(":")
+        set_archive_mode(box, mode, codec or "none")
+        times_file = Path(box.root) / f"archive-{mode}-{codec}.times"  # type: ignore[attr-defined]
+        command = timed_archive_command(original, times_file)
+        set_archive_command(primary, command)
         samples: list[tuple[int, int]] = []
         done = threading.Event()
         sampler = threading.Thread(target=_sample, args=(pg_wal, samples, done), daemon=True)
         sampler.start()
-        burst = burst_throughput(box, megabytes, 4, label=f"archive_mode={mode}")
+        label = f"{mode}, wal_compression {codec or 'none'}"
+        burst = burst_throughput(box, megabytes, 4, label=label)
         done.set()
         sampler.join()
         calls = sorted(int(x) / 1e9 for x in times_file.read_text().split())
-        label = f"archive_mode={mode}"
         results.update(burst)
         results[f"{label}: archive_command calls"] = len(calls)
         results[f"{label}: archive_command median (s)"] = statistics.median(calls)
@@ -276,10 +281,67 @@ def archive_modes(box: object, megabytes: int) -> dict[str, float]:
         ]
         results[f"{label}: .ready backlog max"] = max(r for r, _ in samples)
         results[f"{label}: pg_wal MB max"] = max(s for _, s in samples) / 1e6
+        drain_times = times_file.with_suffix(".drain")
+        drained = drain(box, megabytes, timed_archive_command(original, drain_times), label)
+        results.update(drained)
+        calls = sorted(int(x) / 1e9 for x in drain_times.read_text().split())
+        results[f"{label}: drain, archive_command median (s)"] = statistics.median(calls)
     with db.connect(primary, "postgres") as conn:
         conn.execute("ALTER SYSTEM RESET archive_command")
         conn.execute("SELECT pg_reload_conf()")
     return results
+
+
+def set_archive_command(primary: object, command: str) -> None:
+    with db.connect(primary, "postgres") as conn:  # type: ignore[arg-type]
+        conn.execute(f"ALTER SYSTEM SET archive_command = {_literal(command)}")
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def drain(box: object, megabytes: int, command: str, label: str) -> dict[str, float]:
+    """The archiver's own rate, the writer out of the way: ~``megabytes`` of WAL written while
+    archiving is off (an empty archive_command: PostgreSQL keeps the files), then the time from
+    turning it on to the last segment archived."""
+    primary = box.postgres("primary")  # type: ignore[attr-defined]
+    pg_wal = box.instance("primary").data_dir / "pg_wal"  # type: ignore[attr-defined]
+    set_archive_command(primary, "")
+    stop_uploader(pg_wal)  # else it would drain the backlog while archiving is "off"
+    with db.connect(primary, "postgres") as conn:
+        conn.execute("DROP TABLE IF EXISTS drained")
+        conn.execute(
+            "CREATE TABLE drained AS SELECT g, repeat(md5(g::text), 12) AS pad"
+            " FROM generate_series(1, %s) AS g",
+            (megabytes * 2200,),
+        )
+        last = str(conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0])  # type: ignore[index]
+        conn.execute("CHECKPOINT")
+    backlog = sum(1 for _ in (pg_wal / "archive_status").glob("*.ready"))
+    started = time.perf_counter()
+    set_archive_command(primary, command)
+    with db.connect(primary, "postgres") as conn:
+        while True:
+            archived = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+            if archived and archived[0] and archived[0][:24] >= last:
+                break
+            time.sleep(0.1)
+    seconds = time.perf_counter() - started
+    return {
+        f"{label}: drain, .ready files at the start": backlog,
+        f"{label}: drain, seconds": seconds,
+        f"{label}: drain, segments archived /s": backlog / seconds,
+    }
+
+
+def stop_uploader(pg_wal: Path) -> None:
+    """Stop the async uploader serving ``pg_wal`` (none: nothing to do)."""
+    spool = Spool(pg_wal)
+    pid = spool.uploader_pid()
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while spool.uploader_pid() is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _sample(pg_wal: Path, samples: list[tuple[int, int]], done: threading.Event) -> None:
@@ -311,6 +373,12 @@ def main() -> None:
         help="pitr.push_ahead values to compare",
     )
     parser.add_argument("--modes-mb", type=int, default=1024, help="burst for sync vs async")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["sync:none", "sync:zstd:1", "async:none", "async:zstd:1"],
+        help="archive_mode:wal_compression pairs (sync:none is the archiver before issue 15)",
+    )
     parser.add_argument("--only-modes", action="store_true", help="only the sync/async comparison")
     args = parser.parse_args()
     with private_sandbox(scale=0.2) as box:
@@ -320,7 +388,7 @@ def main() -> None:
             results.update(sustained_rate(box, args.pgbench_seconds))
             for push_ahead in args.push_ahead:
                 results.update(burst_throughput(box, args.burst_mb, push_ahead))
-        results.update(archive_modes(box, args.modes_mb))
+        results.update(archive_modes(box, args.modes_mb, args.modes))
     print("load average before/after:", os.getloadavg())
     width = max(len(k) for k in results)
     for key, value in results.items():

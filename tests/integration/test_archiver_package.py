@@ -79,6 +79,8 @@ def test_the_install_holds_exactly_the_archivers_dependencies(venv: Path, tmp_pa
     assert found["version"] == python_version(host_python())  # 3.11.2 on Debian 12
     assert found["package"].startswith(str(venv)), found["package"]
     assert set(found["dists"]) - VENV_TOOLING == ARCHIVER_DISTRIBUTIONS
+    # archive_command's sh fast path ships with it (package data).
+    assert (Path(found["package"]).parent / "wal" / "archive_push.sh").is_file()
 
 
 @pytest.fixture

@@ -118,11 +118,14 @@ def test_env_file_accepts_the_sandbox_env_format(tmp_path: Path) -> None:
 
 def test_archiver_command_needs_no_shell_environment(tmp_path: Path) -> None:
     command = archiver_command("push", tmp_path / "wal.env", server_os_user())
-    assert command.startswith("env PYTHONPATH=/")
-    python = command.split()[2]
-    assert Path(python).is_absolute()
-    assert command.endswith(f"-m disaster_recovery.wal --env-file {tmp_path / 'wal.env'} push %p")
-    assert archiver_command("fetch", tmp_path / "wal.env", server_os_user()).endswith("fetch %f %p")
+    # The sh fast path (absolute), then the file, then the command it runs for anything else.
+    assert command.startswith("/bin/sh /") and command.split()[2:4] == ["%p", "env"]
+    assert command.split()[4].startswith("PYTHONPATH=/")
+    python = command.split()[5]
+    assert Path(python).is_absolute() and Path(command.split()[1]).is_file()
+    assert command.endswith(f"-m disaster_recovery.wal --env-file {tmp_path / 'wal.env'} push")
+    fetch = archiver_command("fetch", tmp_path / "wal.env", server_os_user())
+    assert fetch.startswith("env PYTHONPATH=/") and fetch.endswith("fetch %f %p")
 
 
 def test_the_archiver_imports_no_airflow_and_no_settings_model(sandbox: Sandbox) -> None:

@@ -67,6 +67,16 @@ def _archived_identically(archive: WalArchive, pg_names: list[str]) -> None:
         assert len(digests) == 1, name
 
 
+def _uploads_begun(spool: Spool, log_offset: int) -> bool:
+    """Has an uploader logged a push since ``log_offset`` (bytes into its log)?"""
+    try:
+        with spool.log_file.open("rb") as log:
+            log.seek(log_offset)
+            return b"pushing " in log.read()
+    except OSError:
+        return False
+
+
 def test_the_uploader_starts_on_demand_once_and_archives_in_order(sandbox: Sandbox) -> None:
     primary = sandbox.postgres("primary")
     pg_wal = sandbox.instance("primary").data_dir / "pg_wal"
@@ -98,16 +108,26 @@ def test_kill_9_loses_nothing_and_the_backlog_limit_refuses(
         pg_wal = instance.data_dir / "pg_wal"
         spool = Spool(pg_wal)
         first = switch_and_wait_archived(primary)
+        env_file = box.root / "wal" / "wal.env"
+        config_file = Path(load_env_file(env_file)["DR_CONFIG"])
+        good_env, good_config = env_file.read_text(), config_file.read_text()
 
         # -- kill -9 mid-stream ------------------------------------------------------------
+        # One upload at a time, uncompressed: the burst outruns the uploader for a while (with
+        # the defaults it keeps up with 16 switches a second, and nothing would be in flight).
+        policy = yaml.safe_load(good_config)
+        policy["pitr"].update(async_uploads=1, wal_compression="none")
+        config_file.write_text(yaml.safe_dump(policy))  # the next uploader reads it
+        logged = spool.log_file.stat().st_size if spool.log_file.exists() else 0
         burst = _switches(primary, 16)
         deadline = time.monotonic() + 60
-        while not (spool.confirmed_names() and len(spool.ready()) >= 3):
+        while not (_uploads_begun(spool, logged) and len(spool.ready()) >= 3):
             assert time.monotonic() < deadline, "the uploader never got under way"
-            time.sleep(0.02)
+            time.sleep(0.01)
         killed = spool.uploader_pid()
         assert killed is not None
         os.kill(killed, signal.SIGKILL)
+        config_file.write_text(good_config)
         last = switch_and_wait_archived(primary, timeout=120)
         assert spool.uploader_pid() not in (None, killed)  # a new one took over
         archive = WalArchive.for_deployment(deployment)
@@ -116,9 +136,6 @@ def test_kill_9_loses_nothing_and_the_backlog_limit_refuses(
         assert not report.gap and report.checked_to is not None and report.checked_to >= last
 
         # -- the backlog limit -------------------------------------------------------------
-        env_file = box.root / "wal" / "wal.env"
-        config_file = Path(load_env_file(env_file)["DR_CONFIG"])
-        good_env, good_config = env_file.read_text(), config_file.read_text()
         lost = good_env
         for region in ("us-east-1", "us-west-2"):
             lost = lost.replace(box.s3_endpoint_of(region), "http://127.0.0.1:9")

@@ -54,7 +54,9 @@ def test_the_setting_reaches_the_archivers_policy_file() -> None:
 
 
 def test_a_wrong_codec_is_a_clear_error_in_both_readers() -> None:
-    with pytest.raises(ConfigError, match=r"wal_config.yaml: pitr.wal_compression: zstd level 42 is outside 1-19"):
+    with pytest.raises(
+        ConfigError, match=r"wal_config.yaml: pitr.wal_compression: zstd level 42 is outside 1-19"
+    ):
         ArchiverTuning.from_policy({"wal_compression": "zstd:42"}, "wal_config.yaml")
     with pytest.raises(ConfigError, match=r"pitr.wal_compression"):
         settings_from_dict({"pitr": {"wal_compression": "brotli"}})

@@ -7,14 +7,17 @@ own), keeps several uploads in flight with persistent S3 clients, and records ea
 stored (per :meth:`WalArchive._push_file`'s rule: both regions, or one region and a debt marker)
 in a spool, ``pg_wal/dr_async``:
 
-- ``ok/<name>``: the SHA-256 of the bytes stored, written atomically (fsync, rename);
+- ``ok/<name>``: the SHA-256 of the bytes stored and, on a second line, the file's identity
+  when they were read (:func:`file_identity`), written atomically (fsync, rename);
 - ``error/<name>``: why the last attempt failed (archive_command reports it to PostgreSQL);
 - ``uploader.pid``: the running uploader's pid, held under ``flock`` (released by the kernel
   when the process dies, so a stale pid is never mistaken for a live uploader);
 - ``uploader.log``: its log.
 
-``archive_command`` (:func:`push_async`) answers "archived" only from an ``ok`` marker whose
-SHA-256 matches the file's bytes now; it starts the uploader when none runs, waits for the
+``archive_command`` answers "archived" only from an ``ok`` marker: first in
+``archive_push.sh`` (no interpreter: the file still has the identity the marker recorded, so
+its bytes are the ones stored), else in :func:`push_async`, whose SHA-256 must match the
+file's bytes now; it starts the uploader when none runs, waits for the
 confirmation, and after :data:`CONFIRM_WAIT_SECONDS` pushes the file itself. Nothing is lost to
 a crash: PostgreSQL keeps every file until told it is archived, the uploader pushes again what
 has no ``ok`` marker (an identical object in S3 is success), and markers of files PostgreSQL
@@ -104,7 +107,7 @@ class Spool:
     def confirmed(self, file: Path) -> str | None:
         """The SHA-256 the uploader stored for ``file`` if its bytes still hash to it."""
         try:
-            recorded = (self.ok / file.name).read_text().strip()
+            recorded = (self.ok / file.name).read_text().split("\n", 1)[0].strip()
         except OSError:
             return None
         actual = _sha256_of(file)
@@ -115,8 +118,11 @@ class Spool:
         (self.ok / file.name).unlink(missing_ok=True)
         return None
 
-    def confirm(self, name: str, sha256: str) -> None:
-        _write_atomically(self.ok / name, sha256.encode())
+    def confirm(self, name: str, sha256: str, identity: str | None = None) -> None:
+        """Record ``name`` as stored with ``sha256``; with the ``identity`` it had when its bytes
+        were read, archive_push.sh can answer for it without an interpreter."""
+        lines = [sha256, identity] if identity else [sha256]
+        _write_atomically(self.ok / name, ("\n".join(lines) + "\n").encode())
         (self.errors / name).unlink(missing_ok=True)
 
     def fail(self, name: str, reason: str) -> None:
@@ -181,6 +187,20 @@ def server_running(data_dir: Path) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def file_identity(file: Path) -> str | None:
+    """Inode, size, mtime and ctime as ``stat -c '%i %s %.9Y %.9Z'`` prints them (what
+    archive_push.sh compares), None when the file is gone."""
+    try:
+        stat = file.stat()
+    except OSError:
+        return None
+    return f"{stat.st_ino} {stat.st_size} {_seconds(stat.st_mtime_ns)} {_seconds(stat.st_ctime_ns)}"
+
+
+def _seconds(nanoseconds: int) -> str:
+    return f"{nanoseconds // 1_000_000_000}.{nanoseconds % 1_000_000_000:09d}"
 
 
 def _sha256_of(file: Path) -> str | None:
@@ -306,6 +326,7 @@ def run_uploader(archive: WalArchive, pg_wal: Path, watched: list[Path]) -> int:
 def _upload_loop(archive: WalArchive, spool: Spool, watched: list[Path]) -> None:
     settings_stamp = _stamps(watched)
     in_flight: dict[str, Future[dict[str, Any]]] = {}
+    identities: dict[str, str | None] = {}  # each file's identity before its bytes were read
     retry_at: dict[str, float] = {}
     idle_since = time.monotonic()
     limit = archive.tuning.async_uploads
@@ -319,6 +340,7 @@ def _upload_loop(archive: WalArchive, spool: Spool, watched: list[Path]) -> None
                 if name in done or name in in_flight or retry_at.get(name, 0) > now:
                     continue
                 log.info("pushing %s", name)
+                identities[name] = file_identity(spool.pg_wal / name)
                 in_flight[name] = pool.submit(archive._push_file, spool.pg_wal / name)
             if in_flight:
                 idle_since = now
@@ -328,14 +350,18 @@ def _upload_loop(archive: WalArchive, spool: Spool, watched: list[Path]) -> None
             else:
                 time.sleep(0.05)
             for name in [n for n, f in in_flight.items() if f.done()]:
-                _record(spool, name, in_flight.pop(name), retry_at)
+                _record(spool, name, in_flight.pop(name), retry_at, identities.pop(name, None))
             spool.forget_archived()
         for name, future in in_flight.items():  # stopping: finish what is under way
-            _record(spool, name, future, retry_at)
+            _record(spool, name, future, retry_at, identities.pop(name, None))
 
 
 def _record(
-    spool: Spool, name: str, future: Future[dict[str, Any]], retry_at: dict[str, float]
+    spool: Spool,
+    name: str,
+    future: Future[dict[str, Any]],
+    retry_at: dict[str, float],
+    identity: str | None,
 ) -> None:
     try:
         result = future.result()
@@ -345,6 +371,8 @@ def _record(
         spool.fail(name, reason)
         retry_at[name] = time.monotonic() + RETRY_SECONDS
         return
-    spool.confirm(name, result["sha256"])
+    # The identity vouches for the bytes only if the file kept it while they were read.
+    unchanged = identity is not None and file_identity(spool.pg_wal / name) == identity
+    spool.confirm(name, result["sha256"], identity if unchanged else None)
     retry_at.pop(name, None)
     log.info("%s archived: %s", name, result["regions"])
