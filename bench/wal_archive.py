@@ -211,11 +211,7 @@ def burst_throughput(
         ).fetchone()
         assert row is not None
         wal_bytes, last = int(row[0]), row[1]
-        while True:
-            archived = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
-            if archived and archived[0] and archived[0][:24] >= last:
-                break
-            time.sleep(0.2)
+        wait_archived(conn, last)
         total = time.perf_counter() - started
     label = label or f"burst, push_ahead={push_ahead}"
     return {
@@ -225,6 +221,17 @@ def burst_throughput(
         f"{label}: segments archived /s": wal_bytes / SEGMENT / total,
         f"{label}: write start -> all archived (s)": total,
     }
+
+
+def wait_archived(conn: object, last: str) -> None:
+    """Until PostgreSQL reports ``last`` (or a later file) archived."""
+    while True:
+        archived = conn.execute(  # type: ignore[attr-defined]
+            "SELECT last_archived_wal FROM pg_stat_archiver"
+        ).fetchone()
+        if archived and archived[0] and archived[0][:24] >= last:
+            return
+        time.sleep(0.1)
 
 
 def set_archive_mode(box: object, mode: str, codec: str) -> None:
@@ -319,11 +326,7 @@ def drain(box: object, megabytes: int, command: str, label: str) -> dict[str, fl
     started = time.perf_counter()
     set_archive_command(primary, command)
     with db.connect(primary, "postgres") as conn:
-        while True:
-            archived = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
-            if archived and archived[0] and archived[0][:24] >= last:
-                break
-            time.sleep(0.1)
+        wait_archived(conn, last)
     seconds = time.perf_counter() - started
     return {
         f"{label}: drain, .ready files at the start": backlog,
