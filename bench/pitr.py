@@ -43,6 +43,7 @@ from pitr_support import (
 )
 
 from disaster_recovery.backup import physical
+from disaster_recovery.catalog.report import backup_report
 from disaster_recovery.clients.runner import run
 from disaster_recovery.postgres import db, pgbin
 from disaster_recovery.postgres.instance import LocalInstance, hand_over
@@ -220,7 +221,7 @@ def main() -> None:
         taken, take_seconds = clock(physical.take_base_backup, deployment)
         _, verify_seconds = clock(physical.verify_backup, deployment, taken.file)
         replicated, replicate_seconds = clock(physical.replicate_backup, deployment, taken.file)
-        base = physical.summary(replicated)
+        base = backup_report(replicated)
         print(
             f"base backup: take {take_seconds:.1f} s, verify {verify_seconds:.1f} s,"
             f" replicate {replicate_seconds:.1f} s",
@@ -268,10 +269,12 @@ def main() -> None:
                 replays[f"barman-cloud-wal-restore -p {parallel}"] = barman_restore_command(
                     deployment, work, args.barman, parallel
                 )
-        seconds = {
-            label: replay(deployment, work, target, port, restore_command=command, label=f"r{n}")
-            for n, (label, command) in enumerate(replays.items())
-        }
+        seconds = {}
+        for n, (label, command) in enumerate(replays.items()):
+            seconds[label] = replay(
+                deployment, work, target, port, restore_command=command, label=f"r{n}"
+            )
+            print(f"replay, {label}: {seconds[label]:.2f} s", flush=True)
         shutil.rmtree(work)
     print(f"database size                 {size / 1e6:10.1f} MB")
     print(

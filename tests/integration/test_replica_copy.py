@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from pitr_support import deployment_for
 
-from disaster_recovery.backup.replicate import copy_to_region
+from disaster_recovery.backup.replicate import copied_ahead, copy_to_region
 from disaster_recovery.backup.stores import Stores
 from disaster_recovery.catalog.manifests import Manifest
 from disaster_recovery.clients.compression import compressing, decompressing
@@ -188,3 +189,41 @@ def test_a_short_reading_stream_is_stored_whole(stores: Stores, size: int) -> No
         assert kept is not None and same_checksum(kept[1], stored.s3_checksum)
     finally:
         stores.primary.delete([key])
+
+
+def _until_copied(store: ObjectStore, key: str) -> None:
+    """The body of a ``copied_ahead`` block that lasts until the copy has landed (a
+    verification slower than the copy)."""
+    deadline = time.monotonic() + 60
+    while store.head(key) is None:
+        assert time.monotonic() < deadline, f"{key} never reached {store.bucket}"
+        time.sleep(0.05)
+
+
+def test_a_copy_made_during_verification_is_only_proven_afterwards(
+    stores: Stores, original: Manifest, calls: dict[str, list[str]]
+) -> None:
+    stores.secondary.delete([original.key])
+    with copied_ahead(stores.primary, stores.secondary, original.key, "copy"):
+        _until_copied(stores.secondary, original.key)
+    result = copy_to_region(stores.primary, stores.secondary, original, stores.settings)
+    assert (result["copied"], result["proof"]) == (False, "s3-checksum")
+    assert calls["source"].count("GetObject") == 1  # the one stream, during the verification
+    assert "GetObject" not in calls["other_region"]  # never read back
+
+
+def test_a_backup_that_fails_verification_leaves_no_copy_behind(
+    stores: Stores, original: Manifest
+) -> None:
+    stores.secondary.delete([original.key])
+    with (
+        pytest.raises(VerificationError, match="pg_verifybackup"),
+        copied_ahead(stores.primary, stores.secondary, original.key, "copy"),
+    ):
+        _until_copied(stores.secondary, original.key)
+        raise VerificationError("pg_verifybackup rejected it", check="pg_verifybackup")
+    assert stores.secondary.head(original.key) is None
+    # Native replication copies by itself: nothing is copied ahead.
+    with copied_ahead(stores.primary, stores.secondary, original.key, "native"):
+        pass
+    assert stores.secondary.head(original.key) is None

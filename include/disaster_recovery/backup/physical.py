@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from disaster_recovery.backup.claims import Lease, default_who
-from disaster_recovery.backup.replicate import copy_to_region
+from disaster_recovery.backup.replicate import copied_ahead, copy_to_region
 from disaster_recovery.catalog.listing import Catalog
 from disaster_recovery.catalog.manifests import ChainManifest, Verification
 from disaster_recovery.catalog.names import backup_file_name
@@ -526,6 +526,12 @@ def backup_and_verify(deployment: Deployment, kind: Kind = "auto") -> dict[str, 
         ):
             backup_and_verify(deployment, "base")
         manifest = take_backup(deployment, kind)
-        verify_backup(deployment, manifest.file)
+        settings = deployment.settings
+        source = Chain(deployment, settings.regions.primary).store
+        target = Chain(deployment, settings.regions.secondary).store
+        # The copy to the other region overlaps the verification; only a verified element is
+        # entered in that region's catalog (replicate_backup), as before.
+        with copied_ahead(source, target, manifest.key, settings.storage.replication):
+            verify_backup(deployment, manifest.file)
         replicated = replicate_backup(deployment, manifest.file)
         return backup_report(replicated)

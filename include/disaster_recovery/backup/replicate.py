@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 from disaster_recovery.backup.stores import Stores
@@ -20,9 +22,7 @@ from disaster_recovery.clients.s3 import (
 )
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import Settings
-from disaster_recovery.errors import (
-    VerificationError,
-)
+from disaster_recovery.errors import DisasterRecoveryError, VerificationError
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,50 @@ def copy_to_region(
         "proof": proof,
         "seconds": round(time.monotonic() - started, 3),
     }
+
+
+@contextmanager
+def copied_ahead(source: ObjectStore, target: ObjectStore, key: str, mode: str) -> Iterator[None]:
+    """Stream ``key`` to ``target`` while the body of the ``with`` runs (the backup's
+    verification), so that :func:`copy_to_region` later finds the copy and only proves it. If
+    the body fails, the copy is withdrawn: a backup that failed verification leaves nothing in
+    the other region (a copy Object Lock keeps is a leftover there, as its original is here).
+    ``native`` replication copies by itself: nothing to do."""
+    if mode != "copy":
+        yield
+        return
+    # Both clients built here, not in the thread: an assumed role's boto3 session is shared,
+    # and building clients from one session is not thread-safe.
+    _ = (source.client, target.client)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy-ahead") as pool:
+        early = pool.submit(_copy_if_absent, source, target, key)
+        try:
+            yield
+        except BaseException:
+            if early.result():
+                _withdraw(target, key)
+            raise
+        early.result()
+
+
+def _copy_if_absent(source: ObjectStore, target: ObjectStore, key: str) -> bool:
+    """Copy ``key`` unless ``target`` has it; False (and logged) on any failure, which the
+    replication step then meets and reports itself."""
+    try:
+        if target.head(key) is not None:
+            return False
+        target.copy_from(source, key)
+    except DisasterRecoveryError as exc:
+        log.warning("copy of %s ahead of its verification failed: %s", key, exc)
+        return False
+    return True
+
+
+def _withdraw(target: ObjectStore, key: str) -> None:
+    try:
+        target.delete([key])
+    except DisasterRecoveryError as exc:
+        log.warning("could not withdraw %s from %s: %s", key, target.bucket, exc)
 
 
 def prove_replica(
