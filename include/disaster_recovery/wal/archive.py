@@ -4,7 +4,8 @@
 Layout in each region's bucket: ``<prefix>/postgresql_wal/<file>`` where ``<file>`` is a
 segment (``000000010000000000000005``), a timeline history (``00000002.history``), a backup
 history (``...05.00000028.backup``) or a promoted standby's last segment (``...05.partial``).
-Each object carries its SHA-256 in its metadata.
+Each object carries the SHA-256 of the file itself in its metadata and, for a segment stored
+compressed (``pitr.wal_compression``), its codec (``compression``).
 
 ``push`` runs on the database host once per segment, so it imports nothing of Airflow and keeps
 start-up lean (``python -m disaster_recovery.wal push %p``). Rules that PostgreSQL imposes:
