@@ -37,7 +37,7 @@ down:
 	-@test -x $(PY) && $(PY) -m disaster_recovery sandbox down --root $(SANDBOX)
 
 test: install
-	$(VENV)/bin/pytest -n 2 --dist loadfile
+	$(VENV)/bin/pytest -n 2 --dist loadfile --durations=25
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -71,7 +71,12 @@ def test_wal_dag_raises_gap_for_a_deleted_and_a_corrupted_segment(airflow_db: No
         deployment = deployment_for(box)
         primary = box.postgres("primary")
         physical.backup_and_verify(deployment, "base")
-        segments = [switch_and_wait_archived(primary) for _ in range(3)]
+        segments = []
+        for _ in range(3):
+            # A second apart: the restore plan reads archive times from S3's listing, whole
+            # seconds, and the archiver now stores a switched segment within milliseconds.
+            time.sleep(1.1)
+            segments.append(switch_and_wait_archived(primary))
         archive = WalArchive.for_deployment(deployment)
         deleted, corrupted = segments[1], segments[2]
         for region in archive.regions:
