@@ -7,8 +7,9 @@ Each check leaves two records:
 - one line in the day's compact record ``<prefix>/availability/YYYY/MM/DD.json`` (UTC days):
   ``[checked_at, primary_healthy, secondary_healthy, primary_region]`` plus the alerts active
   after the check (first time) and the Airflow task that raised each (``alert_runs``: dag_id,
-  run_id, task_id, try_number — the console links to its log). 30 days of checks are 30 small reads instead of 43 200 objects. It is
-  written to both regions' buckets, so whichever survives answers.
+  run_id, task_id, try_number — the console links to its log). 30 days of checks are 30 small
+  reads instead of 43 200 objects. It is written to both regions' buckets, so whichever
+  survives answers.
 
 Only ``dr_health_check`` writes them, one run at a time (``max_active_runs=1``), so the
 read-modify-write of the day's record has a single writer.
@@ -106,7 +107,7 @@ def record_check(
     at = datetime.fromisoformat(health["checked_at"])
     state = verdict.get("state") or {}
     active = dict(state.get("active") or {})
-    raised_by = {name: run for name, run in (state.get("raised_by") or {}).items() if run}
+    raised_by = dict(state.get("raised_by") or {})  # evaluate() records only real runs
     outcome: dict[str, str] = {}
     for index, region in enumerate(regions):
         try:
