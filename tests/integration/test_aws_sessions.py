@@ -1,0 +1,65 @@
+"""Every S3 client of a process reads botocore's service models through one loader: a backup
+reaches S3 through some twenty stores, and each new session used to parse S3's model, its
+endpoint rules and the partitions again (~0.1 s a client). Both ways a session is built are
+covered: the CLI's own (the Connection's keys) and Airflow's (the amazon provider's hook)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from botocore.loaders import JSONFileLoader
+
+from disaster_recovery.airflow_support import connections
+from disaster_recovery.clients.aws_sessions import session_for
+from disaster_recovery.clients.s3 import ObjectStore
+from disaster_recovery.config.endpoints import Deployment
+from disaster_recovery.config.model import load_settings
+
+
+@pytest.fixture
+def files_read(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The model files botocore reads from disk while the test runs."""
+    read: list[str] = []
+    original = JSONFileLoader.load_file
+
+    def counting(self: JSONFileLoader, file_path: str) -> Any:
+        read.append(file_path)
+        return original(self, file_path)
+
+    monkeypatch.setattr(JSONFileLoader, "load_file", counting)
+    yield read
+
+
+@pytest.mark.parametrize(
+    "deployment_of",
+    [
+        pytest.param(lambda: Deployment(load_settings()), id="cli"),
+        pytest.param(connections.deployment, id="airflow-provider-hook"),
+    ],
+)
+def test_new_stores_parse_no_model_again_and_still_work(
+    sandbox_env: dict[str, str],
+    files_read: list[str],
+    deployment_of: Callable[[], Deployment],
+) -> None:
+    deployment = deployment_of()
+    settings = deployment.settings
+    region = settings.regions.primary
+
+    def new_store() -> ObjectStore:
+        return ObjectStore(deployment.aws(region), settings.bucket(region))
+
+    key = f"session-test/{uuid.uuid4().hex}"
+    new_store().put_bytes(key, b"first")  # the first client of the process may read the models
+    read_before = len(files_read)
+    stores = [new_store() for _ in range(3)]
+    for store in stores:
+        assert store.get_bytes(key) == b"first"  # a working client of its own session ...
+    assert files_read[read_before:] == []  # ... that read no model file again
+    sessions = [session_for(store.endpoint) for store in stores]
+    assert len({id(session) for session in sessions}) == 3  # credentials stay per session
+    assert len({id(s._session.get_component("data_loader")) for s in sessions}) == 1
+    new_store().delete([key])
