@@ -40,8 +40,9 @@ from dr_sandbox import Sandbox  # noqa: E402
 
 INTEGRATION = Path(__file__).resolve().parent / "integration"
 
-# The DR console's recorded history (fixtures console_config, recorded), shared by its tests.
-pytest_plugins = ["console_support"]
+# The DR console's recorded history (fixtures console_config, recorded), shared by its tests;
+# the secret-leak search of the procedures that move the topology (fixture leak_search).
+pytest_plugins = ["console_support", "leak_support"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

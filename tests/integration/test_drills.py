@@ -4,7 +4,6 @@ production target nobody approved)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import yaml
 from failover_support import ApprovalAnswerer
 from helpers import private_sandbox, run_dag, run_dr, slack_messages, task_states
+from leak_support import LeakSearch, known_secrets_environment
 from pitr_support import prepare_for_drills
 
 from disaster_recovery.backup.logical import run_backup
@@ -30,18 +30,21 @@ from dr_sandbox import Sandbox
 
 
 @pytest.fixture(scope="module")
-def box() -> Iterator[Sandbox]:
+def secret_box() -> Iterator[tuple[Sandbox, list[str]]]:
     """A private sandbox (drills change the topology) with a verified full backup, a verified
-    base backup and archived WAL after it, and the demo application's heartbeats flowing."""
-    saved = dict(os.environ)
-    try:
-        with private_sandbox(scale=0.2, prefix="dr-drill-") as sandbox:
-            os.environ.update(sandbox.environment())
-            prepare_for_drills(sandbox)
-            yield sandbox
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    base backup and archived WAL after it, and the demo application's heartbeats flowing; its
+    variables in os.environ with distinctive secrets, and those secrets (leak_support.py)."""
+    with (
+        private_sandbox(scale=0.2, prefix="dr-drill-") as sandbox,
+        known_secrets_environment(sandbox) as secret_box,
+    ):
+        prepare_for_drills(sandbox)
+        yield secret_box
+
+
+@pytest.fixture(scope="module")
+def box(secret_box: tuple[Sandbox, list[str]]) -> Sandbox:
+    return secret_box[0]
 
 
 LAST_RUN: dict[str, str] = {}
@@ -68,8 +71,13 @@ def assert_original_topology(sandbox: Sandbox) -> None:
     assert sandbox.status()["healthy"], sandbox.status()
 
 
-def test_monthly_drill_dag_produces_checked_evidence(box: Sandbox, airflow_db: None) -> None:
-    state, tasks = drill("dr_drill_monthly", seed=7)
+def test_monthly_drill_dag_produces_checked_evidence(
+    box: Sandbox,
+    airflow_db: None,
+    leak_search: LeakSearch,
+) -> None:
+    with leak_search.watching() as watcher:
+        state, tasks = drill("dr_drill_monthly", seed=7)
     # Each step is a task of the grid; the teardown found nothing to restore.
     steps = DRILL_STEPS["monthly"]
     expected = ("check_overdue", *steps, "restore_topology", "evidence")
@@ -98,10 +106,18 @@ def test_monthly_drill_dag_produces_checked_evidence(box: Sandbox, airflow_db: N
     # run: no drill was due yet, so check_overdue raised no DRDrillOverdue (it did before).
     assert alerts(box).count("DRDrillOverdue") == 0
     assert_original_topology(box)
+    # No secret left; the restore's programs ran under the watch.
+    assert "pg_restore" in watcher.seen, sorted(watcher.seen)
+    assert leak_search.found() == []
 
 
-def test_quarterly_drill_measures_real_rto_and_rpo(box: Sandbox, airflow_db: None) -> None:
-    state, tasks = drill("dr_drill_quarterly")
+def test_quarterly_drill_measures_real_rto_and_rpo(
+    box: Sandbox,
+    airflow_db: None,
+    leak_search: LeakSearch,
+) -> None:
+    with leak_search.watching() as watcher:
+        state, tasks = drill("dr_drill_quarterly")
     assert state == "success", tasks
     record = newest_record(box, "quarterly")
     steps = {s.name: s for s in record.steps}
@@ -131,6 +147,10 @@ def test_quarterly_drill_measures_real_rto_and_rpo(box: Sandbox, airflow_db: Non
     assert survivor["full_backup"].startswith("postgresql_full_")
     assert survivor["timeline"] >= 2
     assert_original_topology(box)
+    # No secret left by the region's loss, the failover and the failback; and every object is
+    # encrypted with its region's key after us-east-1's S3 was killed and revived.
+    assert "pg_ctl" in watcher.seen, sorted(watcher.seen)
+    assert leak_search.found() == []
 
 
 def test_failed_middle_step_still_restores_the_topology(

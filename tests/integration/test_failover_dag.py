@@ -20,7 +20,8 @@ from failover_support import (
     redis_accepts_writes,
     standby_signal,
 )
-from helpers import load_dag, private_sandbox, sandbox_environment, slack_messages
+from helpers import load_dag, private_sandbox, slack_messages
+from leak_support import LeakSearch, known_secrets_environment
 
 from disaster_recovery.clients import redisnode
 from disaster_recovery.clients.route53 import DnsSwitch
@@ -33,12 +34,19 @@ from dr_sandbox import Sandbox
 
 
 @pytest.fixture(scope="module")
-def box() -> Iterator[Sandbox]:
+def secret_box() -> Iterator[tuple[Sandbox, list[str]]]:
+    """The private sandbox, its variables in os.environ with distinctive secrets, and those
+    secrets: what the failover and the failback leave is searched for them (leak_support.py)."""
     with (
         private_sandbox(scale=0.2, prefix="dr-failover-dag-") as sandbox,
-        sandbox_environment(sandbox),
+        known_secrets_environment(sandbox) as secret_box,
     ):
-        yield sandbox
+        yield secret_box
+
+
+@pytest.fixture(scope="module")
+def box(secret_box: tuple[Sandbox, list[str]]) -> Sandbox:
+    return secret_box[0]
 
 
 def _run(
@@ -81,8 +89,13 @@ ORIGINAL = {
 }
 
 
-def test_reject_aborts_and_changes_nothing(box: Sandbox, airflow_db: None) -> None:
-    _, outcome = _run("dr_failover", "Reject")
+def test_reject_aborts_and_changes_nothing(
+    box: Sandbox,
+    airflow_db: None,
+    leak_search: LeakSearch,
+) -> None:
+    with leak_search.watching():
+        _, outcome = _run("dr_failover", "Reject")
     print("reject:", outcome["states"])
     assert outcome["result"]["status"] == "aborted"
     assert "rejected" in outcome["result"]["error"]
@@ -93,6 +106,7 @@ def test_reject_aborts_and_changes_nothing(box: Sandbox, airflow_db: None) -> No
     assert status == 200 and body["read_only"] is False
     approval_posts = slack_messages(box, "FailoverApprovalRequired")
     assert approval_posts and "required_actions" in approval_posts[-1]["text"]
+    assert leak_search.found(objects_at_least=1) == []
 
 
 def test_dry_run_rejected_says_dry_run_and_pages_no_one(box: Sandbox, airflow_db: None) -> None:
@@ -122,12 +136,17 @@ def test_timeout_aborts_and_never_proceeds(box: Sandbox, airflow_db: None) -> No
     assert _topology(box) == ORIGINAL
 
 
-def test_approve_fails_over_to_secondary(box: Sandbox, airflow_db: None) -> None:
+def test_approve_fails_over_to_secondary(
+    box: Sandbox,
+    airflow_db: None,
+    leak_search: LeakSearch,
+) -> None:
     for _ in range(5):
         status, written = http_json(f"{box.app_url('us-east-1')}/write", {})
         assert status == 200, written
         WRITTEN["before"].append(written["id"])
-    run, outcome = _run("dr_failover", "Approve")
+    with leak_search.watching():
+        run, outcome = _run("dr_failover", "Approve")
     result = outcome["result"]
     print("approve:", outcome["states"], result["step_seconds"], result["total_time_seconds"])
     assert run.state == "success"
@@ -174,10 +193,18 @@ def test_approve_fails_over_to_secondary(box: Sandbox, airflow_db: None) -> None
     ]
     decide = next(s for s in result["steps"] if s["step"] == "decide")
     assert decide["by"] and progress["approved_by"] == decide["by"]
+    assert leak_search.found() == []
 
 
-def test_failback_dag_restores_original_topology(box: Sandbox, airflow_db: None) -> None:
-    _, outcome = _run("dr_failback", "Approve", {"reason": "region back", "initiated_by": "pytest"})
+def test_failback_dag_restores_original_topology(
+    box: Sandbox,
+    airflow_db: None,
+    leak_search: LeakSearch,
+) -> None:
+    with leak_search.watching() as watcher:
+        _, outcome = _run(
+            "dr_failback", "Approve", {"reason": "region back", "initiated_by": "pytest"}
+        )
     result = outcome["result"]
     print("failback:", outcome["states"], result["step_seconds"])
     assert result["status"] == "completed", result
@@ -202,6 +229,10 @@ def test_failback_dag_restores_original_topology(box: Sandbox, airflow_db: None)
     assert box.status()["components"]["app_us-east-1"]["healthy"]
     with pytest.raises(Exception, match=r"refused"):
         http_json(f"{box.app_url('us-west-2')}/health")
+    # No secret left by the rewind or clone of the old primary, the switchover and the server
+    # control (pg_ctl ran under the watch).
+    assert "pg_ctl" in watcher.seen, sorted(watcher.seen)
+    assert leak_search.found() == []
 
 
 def test_refused_failover_undoes_stop_writes_and_says_so(box: Sandbox, airflow_db: None) -> None:
