@@ -302,7 +302,31 @@ def archive_now(sandbox: Sandbox, timeout: float = 60) -> str:
             if last and str(last[0])[:24] >= segment:
                 return segment
             time.sleep(0.2)
-    raise UnavailableError(f"WAL segment {segment} was not archived within {timeout:g} s")
+        stats = conn.execute(
+            "SELECT last_archived_wal, last_archived_time, failed_count, last_failed_wal,"
+            " last_failed_time FROM pg_stat_archiver"
+        ).fetchone()
+    raise UnavailableError(
+        f"WAL segment {segment} was not archived within {timeout:g} s; "
+        + _archiver_state(sandbox, stats)
+    )
+
+
+def _archiver_state(sandbox: Sandbox, stats: Any) -> str:
+    """What PostgreSQL's archiver last did, and its last complaints in the server log: the
+    sandbox may be gone by the time someone reads the error."""
+    archived, archived_at, failures, failed, failed_at = stats or (None,) * 5
+    log_file = sandbox.root / "logs" / "postgres-primary.log"
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    complaints = [line for line in lines if "archiv" in line.lower()][-5:]
+    return (
+        f"pg_stat_archiver: last archived {archived} at {archived_at}, {failures} failure(s), "
+        f"last failed {failed} at {failed_at}; {log_file}"
+        + (":\n" + "\n".join(complaints) if complaints else "")
+    )
 
 
 def main_job(api: AirflowApi, sandbox: Sandbox, say: Callable[[str], None]) -> dict[str, Any]:

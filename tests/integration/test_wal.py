@@ -19,7 +19,7 @@ import yaml
 from helpers import private_sandbox, run_dag, run_dr, slack_messages, task_states
 from pitr_support import deployment_for, switch_and_wait_archived
 
-from disaster_recovery.errors import ConflictError, WalStaleError
+from disaster_recovery.errors import ConflictError, UnavailableError, WalStaleError
 from disaster_recovery.postgres import db
 from disaster_recovery.postgres.walfiles import (
     TimelineSwitch,
@@ -35,6 +35,7 @@ from disaster_recovery.wal.archive import FETCH_FATAL_EXIT, WalArchive
 from disaster_recovery.wal.continuity import check_archive, raise_for_staleness
 from disaster_recovery.wal.host import archiver_command, load_env_file
 from dr_sandbox import Sandbox, server_os_user
+from dr_sandbox.demo import archive_now
 
 MB16 = 16 * 1024 * 1024
 FAKE_TIMELINE = 0xAA  # names no real timeline of the sandbox uses
@@ -467,6 +468,12 @@ def test_s3_down_archiving_retries_and_loses_nothing(
         assert (
             box.instance("primary").data_dir / "pg_wal" / "archive_status" / f"{held}.ready"
         ).exists()
+        # The demo's wait for the archive says why it waited in vain: the failing segment and
+        # the server log's complaint.
+        with pytest.raises(UnavailableError, match="not archived within 2 s") as waited:
+            archive_now(box, timeout=2)
+        assert f"last failed {held}" in str(waited.value)
+        assert "archive command failed" in str(waited.value)
 
         with db.connect(primary) as conn:
             conn.execute("INSERT INTO during_outage VALUES (1001)")  # unarchived WAL exists now
