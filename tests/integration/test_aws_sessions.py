@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from botocore.loaders import JSONFileLoader
 
 from disaster_recovery.airflow_support import connections
-from disaster_recovery.clients.aws_sessions import session_for
+from disaster_recovery.clients.aws_sessions import session_for, sharing_models
 from disaster_recovery.clients.s3 import ObjectStore
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import load_settings
@@ -63,3 +64,25 @@ def test_new_stores_parse_no_model_again_and_still_work(
     assert len({id(session) for session in sessions}) == 3  # credentials stay per session
     assert len({id(s._session.get_component("data_loader")) for s in sessions}) == 1
     new_store().delete([key])
+
+
+def test_a_session_is_given_the_shared_loader_once_even_from_many_threads() -> None:
+    """The WAL archiver builds both regions' clients from one session on two threads: the
+    loader is registered once, before any client, never while another thread reads it."""
+    import boto3
+
+    session = boto3.session.Session()
+    core = session._session
+    registered: list[str] = []
+    original = core.register_component
+
+    def counting(name: str, component: Any) -> None:
+        registered.append(name)
+        original(name, component)
+
+    core.register_component = counting
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda _: sharing_models(session), range(32)))
+    assert registered == ["data_loader"]
+    other = sharing_models(boto3.session.Session())._session
+    assert core.get_component("data_loader") is other.get_component("data_loader")

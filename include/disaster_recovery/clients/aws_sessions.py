@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 from disaster_recovery.errors import ConfigError
@@ -50,6 +51,9 @@ def _shared_loader() -> Any:
     return botocore.session.Session().get_component("data_loader")
 
 
+_SHARING = threading.Lock()
+
+
 def sharing_models(session: Any) -> Any:
     """``session`` reading service models through the process's one botocore loader.
 
@@ -57,8 +61,16 @@ def sharing_models(session: Any) -> Any:
     JSON, ~0.1 s per client), and one backup reaches S3 through some twenty stores; within one
     session botocore shares that cache between clients, and this shares it between sessions.
     The models are read-only once loaded. boto3 names its botocore session only ``_session``.
+
+    Once per session, under a lock: the WAL archiver's regions build their clients from one
+    session on two threads, and botocore's component registry is not safe to change while
+    another thread reads it.
     """
-    session._session.register_component("data_loader", _shared_loader())
+    core = session._session
+    with _SHARING:
+        if not getattr(core, "_dr_shares_models", False):
+            core.register_component("data_loader", _shared_loader())
+            core._dr_shares_models = True
     return session
 
 
