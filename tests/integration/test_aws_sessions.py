@@ -5,6 +5,7 @@ covered: the CLI's own (the Connection's keys) and Airflow's (the amazon provide
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -86,3 +87,27 @@ def test_a_session_is_given_the_shared_loader_once_even_from_many_threads() -> N
     assert registered == ["data_loader"]
     other = sharing_models(boto3.session.Session())._session
     assert core.get_component("data_loader") is other.get_component("data_loader")
+
+
+def test_the_archivers_regions_build_their_store_once_from_many_threads(
+    sandbox_env: dict[str, str],
+) -> None:
+    """A push runs each region on a thread of its own; the archive's one session builds each
+    region's client once, never from two threads at the same time."""
+    from disaster_recovery.wal.archive import WalArchive
+
+    archive = WalArchive.for_deployment(Deployment(load_settings()))
+    region = archive.regions[0]
+    together = threading.Barrier(8)
+
+    def store_at_once(_: int) -> ObjectStore:
+        together.wait()
+        return archive.store(region)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        stores = list(pool.map(store_at_once, range(8)))
+    assert len({id(store) for store in stores}) == 1
+    key = f"session-test/{uuid.uuid4().hex}"
+    stores[0].put_bytes(key, b"archived")
+    assert archive.store(region).get_bytes(key) == b"archived"
+    stores[0].delete([key])

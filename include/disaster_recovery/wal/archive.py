@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -262,6 +263,9 @@ class WalArchive:
     tuning: ArchiverTuning = field(default_factory=ArchiverTuning)
     _stores: dict[str, ObjectStore] = field(default_factory=dict, repr=False)
     _session: Any = field(default=None, repr=False)
+    # The regions' pushes run on threads of their own and build their stores from one session,
+    # which botocore does not let two threads build clients from at once.
+    _building: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def for_deployment(cls, deployment: Deployment) -> WalArchive:
@@ -297,33 +301,37 @@ class WalArchive:
         return [location.region for location in self.locations]
 
     def store(self, region: str) -> ObjectStore:
-        if region not in self._stores:
-            # Imported here, not at the top: a file pushed ahead is answered from its marker
-            # without boto3 (~0.2 s of PostgreSQL's archive_command per segment).
-            import boto3
+        with self._building:
+            if region not in self._stores:
+                self._stores[region] = self._new_store(region)
+            return self._stores[region]
 
-            from disaster_recovery.clients.s3 import ObjectStore, s3_client
+    def _new_store(self, region: str) -> ObjectStore:
+        # Imported here, not at the top: a file pushed ahead is answered from its marker
+        # without boto3 (~0.2 s of PostgreSQL's archive_command per segment).
+        import boto3
 
-            location = next(loc for loc in self.locations if loc.region == region)
-            # One session for both regions (a boto3 session costs ~0.25 s to build), short
-            # timeouts and few retries: PostgreSQL retries a failed archive_command itself.
-            if self._session is None:
-                self._session = boto3.session.Session()
-            client = s3_client(
-                location.endpoint,
-                session=self._session,
-                max_attempts=2,
-                connect_timeout=5,
-                read_timeout=60,
-            )
-            self._stores[region] = ObjectStore(
-                location.endpoint,
-                location.bucket,
-                client=client,
-                encryption=location.encryption,
-                lock=location.lock,
-            )
-        return self._stores[region]
+        from disaster_recovery.clients.s3 import ObjectStore, s3_client
+
+        location = next(loc for loc in self.locations if loc.region == region)
+        # One session for both regions (a boto3 session costs ~0.25 s to build), short
+        # timeouts and few retries: PostgreSQL retries a failed archive_command itself.
+        if self._session is None:
+            self._session = boto3.session.Session()
+        client = s3_client(
+            location.endpoint,
+            session=self._session,
+            max_attempts=2,
+            connect_timeout=5,
+            read_timeout=60,
+        )
+        return ObjectStore(
+            location.endpoint,
+            location.bucket,
+            client=client,
+            encryption=location.encryption,
+            lock=location.lock,
+        )
 
     def key(self, name: str) -> str:
         return wal_prefix(self.prefix) + name
