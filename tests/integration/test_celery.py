@@ -78,13 +78,27 @@ def test_the_workers_run_under_the_celery_executor(airflow: AirflowApi, box: San
     assert (airflow_home(box.root) / "celery-broker").is_dir()
 
 
+def crossed_workers(api: AirflowApi, dag_id: str, run_id: str) -> bool:
+    try:
+        assert_spread_over_both_workers(api, dag_id, run_id)
+    except AssertionError:
+        return False
+    return True
+
+
 def test_a_full_backup_runs_across_both_workers(airflow: AirflowApi) -> None:
-    publish = run_dag(
-        airflow, "postgresql_backup_full", "publish", lambda m: print(m, file=sys.stderr)
-    )
+    """Which idle worker takes the next task is the broker's choice: a six-task run lands on
+    one worker alone about once in thirty. Such a run proves nothing either way, so another
+    (manual) run follows, up to three; each must succeed, and one must cross workers."""
+    dag_id = "postgresql_backup_full"
+    publish = run_dag(airflow, dag_id, "publish", lambda m: print(m, file=sys.stderr))
     assert publish["status"] == "verified" and publish["replicated_to"] == ["us-west-2"]
-    run_id = airflow.run_ids("postgresql_backup_full")[0]
-    assert_spread_over_both_workers(airflow, "postgresql_backup_full", run_id)
+    run_ids = [airflow.run_ids(dag_id)[0]]
+    while not crossed_workers(airflow, dag_id, run_ids[-1]) and len(run_ids) < 3:
+        run_ids.append(airflow.trigger(dag_id))
+        run = airflow.wait(dag_id, run_ids[-1])
+        assert run["state"] == "success", airflow.task_instances(dag_id, run_ids[-1])
+    assert_spread_over_both_workers(airflow, dag_id, run_ids[-1])
 
 
 def wait_for_state(
