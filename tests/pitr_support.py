@@ -3,10 +3,12 @@ for WAL to be archived, and deployments bound to one sandbox."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -124,20 +126,48 @@ class Ticker:
 
 def switch_and_wait_archived(endpoint: PostgresEndpoint, timeout: float = 30) -> str:
     """Force a segment switch and wait until the archiver has stored it; returns its name."""
+    segment = switch_wal(endpoint)
+    wait_archived(endpoint, segment, timeout)
+    return segment
+
+
+def wait_archived(endpoint: PostgresEndpoint, segment: str, timeout: float = 30) -> None:
+    """Until the server's archiver reports ``segment`` (or a later file) stored."""
     with db.connect(endpoint, "postgres") as conn:
-        conn.execute("SELECT txid_current()")  # something to switch away from
-        row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
-        assert row is not None
-        segment = row[0]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             row = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
             last = (row[0] if row else None) or ""
             # Same timeline: names sort in WAL order (a .backup file sorts after its segment).
             if last == segment or last[:24] > segment:
-                return str(segment)
+                return
             time.sleep(0.1)
     raise AssertionError(f"segment {segment} was not archived within {timeout} s")
+
+
+def switch_wal(endpoint: PostgresEndpoint) -> str:
+    """Write something, switch segments (without waiting for the archive); the finished one."""
+    with db.connect(endpoint, "postgres") as conn:
+        conn.execute("SELECT txid_current()")
+        row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        assert row is not None
+        return str(row[0])
+
+
+@contextlib.contextmanager
+def archive_store_lost(box: Sandbox) -> Iterator[None]:
+    """The database hosts lose S3 in both regions for the duration (the archiver's endpoints
+    point at a closed port): finished segments wait in pg_wal and go when it is back."""
+    env_file = box.root / "wal" / "wal.env"
+    good = env_file.read_text()
+    lost = good
+    for region in ("us-east-1", "us-west-2"):
+        lost = lost.replace(box.s3_endpoint_of(region), "http://127.0.0.1:9")
+    env_file.write_text(lost)
+    try:
+        yield
+    finally:
+        env_file.write_text(good)
 
 
 def rows_in(port: int, source: PostgresEndpoint) -> tuple[int, int]:

@@ -1,7 +1,8 @@
 """``postgresql_wal_archive`` and ``postgresql_backup_incremental`` under ``dag.test()``: healthy
-runs on the shared sandbox; on a private one, a deleted and a corrupted segment make the WAL
-DAG fail its continuity check and post ``WALArchiveGap`` naming both, and a restore across the
-gap is refused. Plus a restore right after a failover's timeline change."""
+runs on the shared sandbox; on a private one, a backlog archived after the restore target is
+planned by when its segments were written, not uploaded, and a deleted and a corrupted segment
+make the WAL DAG fail its continuity check and post ``WALArchiveGap`` naming both, and a restore
+across the gap is refused. Plus a restore right after a failover's timeline change."""
 
 from __future__ import annotations
 
@@ -22,16 +23,25 @@ from helpers import (
 )
 from pitr_support import (
     Ticker,
+    archive_store_lost,
     deployment_for,
     rows_in,
     stop_restored,
     switch_and_wait_archived,
+    switch_wal,
 )
 
 from disaster_recovery.backup import physical
 from disaster_recovery.catalog.listing import Catalog
+from disaster_recovery.config.endpoints import Deployment
+from disaster_recovery.console import sections as console
 from disaster_recovery.errors import RestoreRefused
-from disaster_recovery.restore.pitr import Target, plan_restore, restore_to_point_in_time
+from disaster_recovery.restore.pitr import (
+    Target,
+    describe_chain,
+    plan_restore,
+    restore_to_point_in_time,
+)
 from disaster_recovery.retention.cleanup import cleanup_physical_chain
 from disaster_recovery.wal.archive import WalArchive, debt_prefix
 from disaster_recovery.wal.continuity import check_archive
@@ -71,6 +81,7 @@ def test_wal_dag_raises_gap_for_a_deleted_and_a_corrupted_segment(airflow_db: No
         deployment = deployment_for(box)
         primary = box.postgres("primary")
         physical.backup_and_verify(deployment, "base")
+        _a_backlog_is_planned_by_written_time(box, deployment)
         segments = []
         for _ in range(3):
             # A second apart: the restore plan reads archive times from S3's listing, whole
@@ -128,6 +139,41 @@ def test_wal_dag_raises_gap_for_a_deleted_and_a_corrupted_segment(airflow_db: No
         archive.store("us-east-1").delete([marker])  # copied: the debt is paid
         assert cleanup_physical_chain(deployment, now=later)["wal"] == 1
         assert not any(archive.store(r).exists(archive.key(owed)) for r in archive.regions)
+
+
+def _a_backlog_is_planned_by_written_time(box: Sandbox, deployment: Deployment) -> None:
+    """S3 lost for a while: segments written before the target reach the archive after it.
+    The plan must read on to the first segment written after the target (the objects' written
+    times), not stop at the first one uploaded after it; the archive's freshness, the console's
+    RPO exposure and the restorable window count from the written times too."""
+    primary = box.postgres("primary")
+    archive = WalArchive.for_deployment(deployment)
+    with archive_store_lost(box):
+        time.sleep(1)  # a running uploader sees its settings change and stops
+        backlog = [switch_wal(primary) for _ in range(3)]
+        time.sleep(1.1)
+        target = datetime.now(UTC)
+        time.sleep(1.1)
+        holding = switch_wal(primary)
+        time.sleep(1.1)
+    switch_and_wait_archived(primary, timeout=90)
+    listing = archive.listing("us-east-1")
+    assert listing[backlog[0]]["last_modified"] >= target  # uploaded after the target
+    written = {name: archive.written_at(name) for name in [*backlog, holding]}
+    assert all(written[name] < target for name in backlog), (target, written)
+    assert written[holding] >= target + timedelta(seconds=1), (target, written)
+
+    plan = plan_restore(deployment, Target(time=target))
+    assert plan.wal_needed[-1] == holding and set(backlog) <= set(plan.wal_needed)
+
+    report = check_archive(deployment)
+    newest = report.newest["us-east-1"]
+    assert newest["written_at"] == archive.written_at(newest["segment"]).isoformat()
+    rpo = console.collect(deployment, only=["rpo_exposure"])["rpo_exposure"]["regions"][0]
+    assert rpo["written_at"] == console.moment(archive.written_at(rpo["newest_segment"]))
+    window = describe_chain(deployment, "us-east-1")["regions"]["us-east-1"]
+    newer = [n for n in archive.listing("us-east-1") if len(n) == 24 and n >= holding]
+    assert window["latest_restorable"] in {archive.written_at(n).isoformat() for n in newer}
 
 
 def test_restore_right_after_a_failover_timeline_change() -> None:

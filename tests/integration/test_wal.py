@@ -11,13 +11,13 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 from helpers import private_sandbox, run_dag, run_dr, slack_messages, task_states
-from pitr_support import deployment_for, switch_and_wait_archived
+from pitr_support import archive_store_lost, deployment_for, switch_and_wait_archived
 
 from disaster_recovery.errors import ConflictError, UnavailableError, WalStaleError
 from disaster_recovery.postgres import db
@@ -218,6 +218,11 @@ def test_push_takes_the_next_finished_segments_along(sandbox: Sandbox, tmp_path:
     """WAL-G's upload-ahead: one call archives the file asked for and the next ``.ready`` ones;
     when PostgreSQL offers those, their markers answer without S3."""
     files = _pg_wal_with_ready_files(tmp_path, FAKE_TIMELINE + 1, 4)
+    # Each object records when its file was last written (the end of its WAL in time).
+    written = [datetime(2026, 1, 2, 3, 4, 5 + i, 678901, tzinfo=UTC) for i in range(4)]
+    for file, when in zip(files, written, strict=True):
+        nanoseconds = int(when.timestamp()) * 10**9 + when.microsecond * 1000
+        os.utime(file, ns=(nanoseconds, nanoseconds))
     status = tmp_path / "pg_wal" / "archive_status"
     archive = WalArchive.for_deployment(deployment_for(sandbox))
     archive.push_ahead = 2
@@ -226,8 +231,9 @@ def test_push_takes_the_next_finished_segments_along(sandbox: Sandbox, tmp_path:
     assert "ahead_failed" not in first
     for region in archive.regions:
         store = archive.store(region)
-        for file in files[:3]:
+        for file, when in zip(files[:3], written, strict=False):
             assert archive._read_verified(region, file.name) == file.read_bytes()
+            assert archive.written_at(file.name, [region]) == when
         assert store.head(archive.key(files[3].name)) is None
         assert store.head(archive.key("00000001.history")) is None  # not .ready: not taken
     (status / f"{files[0].name}.ready").rename(status / f"{files[0].name}.done")
@@ -449,60 +455,55 @@ def test_s3_down_archiving_retries_and_loses_nothing(
         deployment = deployment_for(box)
         primary = box.postgres("primary")
         first = switch_and_wait_archived(primary)
-        env_file = box.root / "wal" / "wal.env"
-        good = env_file.read_text()
-        # The database host loses S3 in both regions: each endpoint points at a closed port
-        # (one region lost is not a failure: test_region_loss covers it).
-        lost = good
-        for region in ("us-east-1", "us-west-2"):
-            lost = lost.replace(box.s3_endpoint_of(region), "http://127.0.0.1:9")
-        env_file.write_text(lost)
-        _, failed_before = _archiver_stats(primary)
-        with db.connect(primary) as conn:
-            conn.execute("CREATE TABLE during_outage AS SELECT generate_series(1, 1000) AS n")
-            held = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-        deadline = time.monotonic() + 30
-        while _archiver_stats(primary)[1] <= failed_before and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _archiver_stats(primary)[1] > failed_before, "the archiver never failed"
-        assert (
-            box.instance("primary").data_dir / "pg_wal" / "archive_status" / f"{held}.ready"
-        ).exists()
-        # The demo's wait for the archive says why it waited in vain: the failing segment and
-        # the server log's complaint.
-        with pytest.raises(UnavailableError, match="not archived within 2 s") as waited:
-            archive_now(box, timeout=2)
-        assert f"last failed {held}" in str(waited.value)
-        assert "archive command failed" in str(waited.value)
+        # The database host loses S3 in both regions (one region lost is not a failure:
+        # test_region_loss covers it).
+        with archive_store_lost(box):
+            _, failed_before = _archiver_stats(primary)
+            with db.connect(primary) as conn:
+                conn.execute("CREATE TABLE during_outage AS SELECT generate_series(1, 1000) AS n")
+                held = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+            deadline = time.monotonic() + 30
+            while _archiver_stats(primary)[1] <= failed_before and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert _archiver_stats(primary)[1] > failed_before, "the archiver never failed"
+            assert (
+                box.instance("primary").data_dir / "pg_wal" / "archive_status" / f"{held}.ready"
+            ).exists()
+            # The demo's wait for the archive says why it waited in vain: the failing segment and
+            # the server log's complaint.
+            with pytest.raises(UnavailableError, match="not archived within 2 s") as waited:
+                archive_now(box, timeout=2)
+            assert f"last failed {held}" in str(waited.value)
+            assert "archive command failed" in str(waited.value)
 
-        with db.connect(primary) as conn:
-            conn.execute("INSERT INTO during_outage VALUES (1001)")  # unarchived WAL exists now
-        time.sleep(1.1)
-        strict = deployment.settings.model_copy(
-            update={
-                "thresholds": deployment.settings.thresholds.model_copy(
-                    update={"wal_stale": timedelta(seconds=1)}
-                )
-            }
-        )
-        deployment.settings = strict
-        report = check_archive(deployment)
-        assert report.stale and report.archiver["failed_count"] > failed_before
-        with pytest.raises(WalStaleError, match="failed_count="):
-            raise_for_staleness(report.to_dict())
-        # The same through the DAG, with a policy whose staleness limit is one second.
-        policy = yaml.safe_load(box.config_file.read_text())
-        policy.setdefault("thresholds", {})["wal_stale"] = "1s"
-        strict_file = box.root / "strict_config.yaml"
-        strict_file.write_text(yaml.safe_dump(policy))
-        for key, value in {**box.environment(), "DR_CONFIG": str(strict_file)}.items():
-            monkeypatch.setenv(key, value)
-        states = task_states(run_dag("postgresql_wal_archive", None))
-        assert states["check_freshness"] == "failed" and states["check_continuity"] == "success"
-        stale = slack_messages(box, "WALArchiveStale")
-        assert stale and "failed_count=" in stale[-1]["text"]
+            with db.connect(primary) as conn:
+                conn.execute("INSERT INTO during_outage VALUES (1001)")  # unarchived WAL exists now
+            time.sleep(1.1)
+            strict = deployment.settings.model_copy(
+                update={
+                    "thresholds": deployment.settings.thresholds.model_copy(
+                        update={"wal_stale": timedelta(seconds=1)}
+                    )
+                }
+            )
+            deployment.settings = strict
+            report = check_archive(deployment)
+            assert report.stale and report.archiver["failed_count"] > failed_before
+            with pytest.raises(WalStaleError, match="failed_count="):
+                raise_for_staleness(report.to_dict())
+            # The same through the DAG, with a policy whose staleness limit is one second.
+            policy = yaml.safe_load(box.config_file.read_text())
+            policy.setdefault("thresholds", {})["wal_stale"] = "1s"
+            strict_file = box.root / "strict_config.yaml"
+            strict_file.write_text(yaml.safe_dump(policy))
+            for key, value in {**box.environment(), "DR_CONFIG": str(strict_file)}.items():
+                monkeypatch.setenv(key, value)
+            states = task_states(run_dag("postgresql_wal_archive", None))
+            assert states["check_freshness"] == "failed" and states["check_continuity"] == "success"
+            stale = slack_messages(box, "WALArchiveStale")
+            assert stale and "failed_count=" in stale[-1]["text"]
 
-        env_file.write_text(good)  # S3 is back: PostgreSQL's retry succeeds, nothing is lost
+        # S3 is back: PostgreSQL's retry succeeds, nothing is lost
         last = switch_and_wait_archived(primary, timeout=90)
         report = check_archive(deployment, start_segment=first)
         assert not report.gap, report.to_dict()

@@ -171,13 +171,14 @@ def render_rpo(data: dict[str, Any], tz: ZoneInfo, now: datetime) -> str:
     for row in data["regions"]:
         if "error" in row:
             rows.append(
-                [esc(row["region"]), f'<span class="bad">{esc(row["error"])}</span>', "", ""]
+                [esc(row["region"]), f'<span class="bad">{esc(row["error"])}</span>', "", "", ""]
             )
             continue
         rows.append(
             [
                 esc(row["region"]),
                 esc(row["newest_segment"]),
+                when(row["written_at"], tz),
                 when(row["archived_at"], tz),
                 flag(row["within_rpo"], duration(row["age_seconds"]), duration(row["age_seconds"]))
                 if row["age_seconds"] is not None
@@ -191,8 +192,9 @@ def render_rpo(data: dict[str, Any], tz: ZoneInfo, now: datetime) -> str:
         else "unknown (a region cannot be read)"
     )
     return (
-        f"<p>Objective: newest archived WAL younger than {duration(data['rpo_seconds'])}.</p>"
-        + table(["Region", "Newest archived WAL", "Archived", "Age"], rows)
+        f"<p>Objective: newest archived WAL written less than {duration(data['rpo_seconds'])} "
+        "ago.</p>"
+        + table(["Region", "Newest archived WAL", "Written", "Archived", "Age"], rows)
         + f"<p>Replication debt between regions: {esc(debt_text)}</p>"
     )
 

@@ -258,11 +258,14 @@ def rpo_exposure(ctx: Context) -> dict[str, Any]:
         held[region] = set(segments)
         newest = max(segments, key=lambda n: segments[n]["last_modified"], default=None)
         archived_at = segments[newest]["last_modified"] if newest else None
-        age = (ctx.now - archived_at).total_seconds() if archived_at else None
+        # Data at risk since the newest archived WAL was written (its upload may come later).
+        written_at = (archive.written_at(newest, [region]) or archived_at) if newest else None
+        age = (ctx.now - written_at).total_seconds() if written_at else None
         regions.append(
             {
                 "region": region,
                 "newest_segment": newest,
+                "written_at": moment(written_at),
                 "archived_at": moment(archived_at),
                 "age_seconds": round(age) if age is not None else None,
                 "within_rpo": age is not None and age <= rpo.total_seconds(),

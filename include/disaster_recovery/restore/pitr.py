@@ -304,10 +304,12 @@ def _wal_needed(
     archive = WalArchive.for_deployment(deployment)
     seg_size = last.wal_segment_size
     listing: dict[str, dict[str, Any]] = {}
+    answering = []
     for region in archive.regions:
         try:
             for name, entry in archive.listing(region).items():
                 listing.setdefault(name, entry)
+            answering.append(region)
         except UnavailableError as exc:
             log.warning("WAL archive in %s unreachable: %s", region, exc)
     # recovery_target_timeline = 'latest': recovery follows the newest timeline in the archive.
@@ -319,15 +321,27 @@ def _wal_needed(
         end_segno = plan_lsn // seg_size
     else:
         assert plan_time is not None
-        # The first segment archived after the target holds WAL past it (or up to it).
+        # Only a segment archived after the target can hold WAL written after it.
         after = sorted(
             s
             for s, n in on_path.items()
             if s >= start_segno and listing[n]["last_modified"] >= plan_time
         )
-        if not after:
-            raise RestoreRefused(_beyond_the_archive(target, last, listing, on_path, start_segno))
-        end_segno = after[0]
+        end = _first_written_after(archive, answering, [on_path[s] for s in after], plan_time)
+        if end is None:
+            raise RestoreRefused(
+                _beyond_the_archive(
+                    archive,
+                    target,
+                    regions=answering,
+                    plan_time=plan_time,
+                    last=last,
+                    listing=listing,
+                    on_path=on_path,
+                    start_segno=start_segno,
+                )
+            )
+        end_segno = parse_segment(end, seg_size)[1]
     needed = expected_segments(start_segno, end_segno, timeline, history, seg_size)
     missing = [name for name in needed if name not in listing]
     if missing:
@@ -339,8 +353,32 @@ def _wal_needed(
     return needed
 
 
+def _first_written_after(
+    archive: WalArchive, regions: list[str], candidates: list[str], plan_time: datetime
+) -> str | None:
+    """Of ``candidates`` (in WAL order, each archived at or after the target), the first written
+    at or after it: recovery must read that far. Archiving that lags the writes uploads segments
+    written before the target after it, so the archive time alone would end the plan early.
+    A binary search on the written times in the objects' metadata (they grow along the WAL); a
+    file archived before they were recorded counts by its archive time. None: every candidate
+    was written before the target."""
+    low, high = 0, len(candidates)
+    while low < high:
+        middle = (low + high) // 2
+        written = archive.written_at(candidates[middle], regions)
+        if written is None or written >= plan_time:
+            high = middle
+        else:
+            low = middle + 1
+    return candidates[low] if low < len(candidates) else None
+
+
 def _beyond_the_archive(
+    archive: WalArchive,
     target: Target,
+    *,
+    regions: list[str],
+    plan_time: datetime,
     last: ChainManifest,
     listing: dict[str, dict[str, Any]],
     on_path: dict[int, str],
@@ -356,11 +394,18 @@ def _beyond_the_archive(
             "holds no WAL written after that backup on this history"
         )
     name = reachable[max(reachable)]
+    archived_at = listing[name]["last_modified"]
+    written_at = archive.written_at(name, regions) if archived_at >= plan_time else None
+    when = (
+        f"was written until {written_at.isoformat()} (archived at {archived_at.isoformat()})"
+        if written_at
+        else f"was archived at {archived_at.isoformat()}"
+    )
     return (
         f"target {target.describe()} is beyond the archived WAL: the newest segment after "
-        f"{last.file}, {name}, was archived at {listing[name]['last_modified'].isoformat()}, "
-        "before the target. The WAL holding the target is not archived yet: wait for "
-        "archive_timeout or run `SELECT pg_switch_wal()` on the primary, then retry"
+        f"{last.file}, {name}, {when}, before the target. The WAL holding the target is not "
+        "archived yet: wait for archive_timeout or run `SELECT pg_switch_wal()` on the primary, "
+        "then retry"
     )
 
 
@@ -652,7 +697,7 @@ def _describe_region(deployment: Deployment, archive: WalArchive, region: str) -
             {"base": backup_report(base), "incrementals": [backup_report(m) for m in members[1:]]}
         )
     segments = sorted(n for n in listing if is_segment(n))
-    restorable = _restorable_window(archive, elements, listing)
+    restorable = _restorable_window(archive, region, elements, listing)
     return {
         "chains": chains,
         "wal": {
@@ -666,10 +711,13 @@ def _describe_region(deployment: Deployment, archive: WalArchive, region: str) -
 
 
 def _restorable_window(
-    archive: WalArchive, elements: list[ChainManifest], listing: dict[str, dict[str, Any]]
+    archive: WalArchive,
+    region: str,
+    elements: list[ChainManifest],
+    listing: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """Earliest: the end of the oldest verified base backup whose WAL is archived from its start.
-    Latest: the archive time of the last segment of the unbroken run from a verified base."""
+    Latest: when the last segment of the unbroken run from a verified base was written."""
     bases = [m for m in elements if m.backup_type == BASE and m.verified]
     if not bases:
         return {
@@ -701,7 +749,9 @@ def _restorable_window(
             continue
         while segno + 1 in on_path:
             segno += 1
-        end_time = listing[on_path[segno]]["last_modified"]
+        # Where the WAL ends in time is when its last segment was written, not uploaded.
+        end = on_path[segno]
+        end_time = archive.written_at(end, [region]) or listing[end]["last_modified"]
         if base.finished_at and base.finished_at <= end_time:
             earliest = earliest or base.finished_at
             latest = max(latest or end_time, end_time)

@@ -4,8 +4,9 @@
 Layout in each region's bucket: ``<prefix>/postgresql_wal/<file>`` where ``<file>`` is a
 segment (``000000010000000000000005``), a timeline history (``00000002.history``), a backup
 history (``...05.00000028.backup``) or a promoted standby's last segment (``...05.partial``).
-Each object carries the SHA-256 of the file itself in its metadata and, for a segment stored
-compressed (``pitr.wal_compression``), its codec (``compression``).
+Each object carries the SHA-256 of the file itself in its metadata, the moment the file was
+last written on the database host (``written-at``) and, for a segment stored compressed
+(``pitr.wal_compression``), its codec (``compression``).
 
 ``push`` runs on the database host once per segment, so it imports nothing of Airflow and keeps
 start-up lean (``python -m disaster_recovery.wal push %p``). Rules that PostgreSQL imposes:
@@ -80,6 +81,10 @@ FETCH_FATAL_EXIT = 126
 FETCH_NOT_FOUND_EXIT = 1
 # The object metadata naming a stored file's codec (absent: stored as it is).
 COMPRESSION_METADATA = "compression"
+# The object metadata holding when the file was last written (its mtime, UTC ISO): where its WAL
+# ends in time. S3's LastModified is the upload, later than that whenever archiving runs behind
+# the writes (a burst, an outage, the asynchronous uploader's queue).
+WRITTEN_METADATA = "written-at"
 # PostgreSQL's largest wal_segment_size: a body that inflates beyond it is not a WAL file.
 MAX_WAL_FILE_BYTES = 1 << 30
 # After a region's S3 failed, pushes skip it this long (what it lacks is recorded and filled).
@@ -388,11 +393,13 @@ class WalArchive:
         """One file to every region at once (module docstring: the rules PostgreSQL imposes)."""
         name = file.name
         try:
+            written_at = datetime.fromtimestamp(file.stat().st_mtime, UTC).isoformat()
             data = file.read_bytes()
         except OSError as exc:
             raise PermanentError(f"cannot read {file}: {exc}") from None
         sha256 = hashlib.sha256(data).hexdigest()
         stored, metadata = self._encode(name, data)
+        metadata[WRITTEN_METADATA] = written_at
         outcome: dict[str, str] = {}
         errors: list[DisasterRecoveryError] = []
         down = RegionsDown(file.parent)
@@ -532,6 +539,20 @@ class WalArchive:
                 }
         return found
 
+    def written_at(self, name: str, regions: list[str] | None = None) -> datetime | None:
+        """When ``name`` was last written on the database host, from its object's metadata in the
+        first of ``regions`` (default: all) that holds it; None for a file archived before the
+        archiver recorded it (or that no region can tell of)."""
+        for region in self.regions if regions is None else regions:
+            try:
+                head = self.store(region).head(self.key(name))
+            except DisasterRecoveryError as exc:
+                log.warning("written time of %s unknown in %s: %s", name, region, exc)
+                continue
+            if head is not None:
+                return _parse_written_at(head.get("Metadata", {}).get(WRITTEN_METADATA))
+        return None
+
     def history(self, timeline: int) -> list[TimelineSwitch]:
         """The switch points leading to ``timeline`` (empty for timeline 1)."""
         if timeline <= 1:
@@ -552,6 +573,13 @@ class WalArchive:
                 + ")"
             )
         raise NotFoundError(f"timeline history {name} is not in the WAL archive")
+
+
+def _parse_written_at(value: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:  # not ours: as if not recorded
+        return None
 
 
 def _decode(url: str, stored: bytes, metadata: dict[str, str]) -> bytes:

@@ -188,10 +188,14 @@ def check_archive(
         present = [s for s in expected if s in listing]
         if present:
             archived_at = listing[present[-1]]["last_modified"]
+            # The exposure is the WAL written since the newest archived segment was: its upload
+            # may be later when archiving lags the writes.
+            written_at = archive.written_at(present[-1], [region]) or archived_at
             newest[region] = {
                 "segment": present[-1],
                 "archived_at": archived_at.isoformat(),
-                "age_seconds": round((now - archived_at).total_seconds(), 1),
+                "written_at": written_at.isoformat(),
+                "age_seconds": round((now - written_at).total_seconds(), 1),
             }
     pending = max(0, current_segno - newest_segno - 1)
     # Stale: WAL exists on the primary beyond the newest archived segment (the current segment
