@@ -23,7 +23,7 @@ from disaster_recovery.backup.logical import run_backup
 from disaster_recovery.backup.physical import BACKUP_MANIFEST_SUFFIX, Chain, backup_and_verify
 from disaster_recovery.backup.stores import Stores
 from disaster_recovery.clients.object_lock import LockPolicy, lean_lock_policy, lock_policy
-from disaster_recovery.clients.s3 import ObjectStore, regional_store, versions_of
+from disaster_recovery.clients.s3 import ObjectStore, regional_store, remove_versions, versions_of
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.config.model import Settings, load_settings
 from disaster_recovery.postgres.walfiles import parse_segment, segment_name
@@ -235,6 +235,49 @@ def test_the_cleanup_keeps_locked_backups_then_removes_every_version(locked: Dep
         # The newest verified backup of the tier is never deleted.
         assert store.exists(second.key)
     assert [m.file for m in stores.catalog.manifests(["postgresql_weekly"])] == [second.file]
+
+
+def test_many_objects_are_checked_and_removed_with_one_listing_per_folder(
+    locked: Deployment,
+) -> None:
+    """A retention run over a day of WAL reads the versions with one listing per folder (under
+    its keys' common prefix), not one per key, and deletes them in batches: the keys still
+    held keep every version, the others lose every version."""
+    store = regional_store(locked, "us-east-1")
+    wal = [f"locked/postgresql_wal/{segment_name(1, n)}" for n in range(1, 41)]
+    other = [f"locked/postgresql_weekly/old_{n}.dump" for n in range(3)]
+    for key in wal + other:  # unlocked (no lock in the write) unless held below
+        store.client.put_object(Bucket=store.bucket, Key=key, Body=b"v1")
+    for key in (wal[0], other[0]):
+        store.client.put_object(Bucket=store.bucket, Key=key, Body=b"v2")
+    later = datetime.now(UTC) + timedelta(hours=1)
+    held = {wal[7]: later, other[2]: later + timedelta(minutes=5)}
+    for key, until in held.items():
+        _lock_until(store, [key], until)
+    neighbour = "locked/postgresql_wal/000000010000000100000001"  # shares the folder, not asked
+    store.client.put_object(Bucket=store.bucket, Key=neighbour, Body=b"stays")
+
+    calls: dict[str, int] = {}
+
+    def count(event_name: str, **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        calls[operation] = calls.get(operation, 0) + 1
+
+    store.client.meta.events.register("before-call.s3", count)
+    try:
+        removed, kept = remove_versions(store, wal + other)
+    finally:
+        store.client.meta.events.unregister("before-call.s3", count)
+    assert calls["ListObjectVersions"] == 2, calls  # one per folder, one page each
+    assert calls["DeleteObjects"] == 1, calls  # every version of 41 keys in one request
+    assert calls["HeadObject"] == len(wal) + len(other) + 2, calls  # one per version
+    assert removed == len(wal) + len(other) - 2
+    assert {item.key for item in kept} == set(held)
+    assert all(abs((item.until - held[item.key]).total_seconds()) < 1 for item in kept), kept
+    for key in wal + other:
+        versions = versions_of(store, key)
+        assert (len(versions) == 1) if key in held else (versions == []), (key, versions)
+    assert len(versions_of(store, neighbour)) == 1
 
 
 # -- property: on a locked, versioned bucket the cleanup realizes exactly the policy's plan ---------

@@ -21,7 +21,7 @@ from disaster_recovery.backup.stores import Stores
 from disaster_recovery.catalog.manifests import ChainManifest, Manifest
 from disaster_recovery.catalog.names import EXTENSIONS, MANIFEST_SUFFIX, parse_backup_file
 from disaster_recovery.clients.object_lock import Locked
-from disaster_recovery.clients.s3 import ObjectStore, locked_until, regional_store, versions_of
+from disaster_recovery.clients.s3 import ObjectStore, locked_keys, regional_store, versions_by_key
 from disaster_recovery.config.defaults import DEFAULT_SEGMENT_SIZE
 from disaster_recovery.config.endpoints import Deployment
 from disaster_recovery.errors import NotFoundError
@@ -76,10 +76,8 @@ def backup_locks(stores: Iterable[ObjectStore], manifest: Manifest) -> list[Lock
     for store in stores:
         if store.lock is None:
             continue
-        for key in (manifest.manifest_key, manifest.key):
-            until = locked_until(store, key, versions_of(store, key))
-            if until is not None:
-                held.append(Locked(key, store.endpoint.region, until))
+        locked = locked_keys(store, versions_by_key(store, [manifest.manifest_key, manifest.key]))
+        held += [Locked(key, store.endpoint.region, until) for key, until in locked.items()]
     return held
 
 
@@ -429,12 +427,16 @@ def _held_elements(store: ObjectStore, doomed: list[ChainManifest]) -> dict[str,
     backup_manifest or its manifest), with the latest retain-until date: kept whole."""
     if store.lock is None:
         return {}
+    keys = {
+        manifest.file: [manifest.key, manifest.key + BACKUP_MANIFEST_SUFFIX, manifest.manifest_key]
+        for manifest in doomed
+    }
+    locked = locked_keys(store, versions_by_key(store, [k for ks in keys.values() for k in ks]))
     held = {}
-    for manifest in doomed:
-        keys = (manifest.key, manifest.key + BACKUP_MANIFEST_SUFFIX, manifest.manifest_key)
-        untils = [u for k in keys if (u := locked_until(store, k, versions_of(store, k)))]
+    for file, its_keys in keys.items():
+        untils = [locked[k] for k in its_keys if k in locked]
         if untils:
-            held[manifest.file] = max(untils)
+            held[file] = max(untils)
     return held
 
 
@@ -442,9 +444,4 @@ def _locked_wal(store: ObjectStore, keys: list[str]) -> dict[str, datetime]:
     """The WAL segments among ``keys`` still under Object Lock, with their retain-until date."""
     if store.lock is None:
         return {}
-    found = {}
-    for key in keys:
-        until = locked_until(store, key, versions_of(store, key))
-        if until is not None:
-            found[key] = until
-    return found
+    return locked_keys(store, versions_by_key(store, keys))
