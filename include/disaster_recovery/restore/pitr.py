@@ -321,20 +321,22 @@ def _wal_needed(
         end_segno = plan_lsn // seg_size
     else:
         assert plan_time is not None
-        # Only a segment archived after the target can hold WAL written after it.
+        # Only a segment archived after the target can hold WAL written after it. S3 gives
+        # LastModified in whole seconds, cut down: compare to the target's second.
+        target_second = plan_time.replace(microsecond=0)
         after = sorted(
             s
             for s, n in on_path.items()
-            if s >= start_segno and listing[n]["last_modified"] >= plan_time
+            if s >= start_segno and listing[n]["last_modified"] >= target_second
         )
-        end = _first_written_after(archive, answering, [on_path[s] for s in after], plan_time)
+        candidates = [(on_path[s], listing[on_path[s]]["last_modified"]) for s in after]
+        end = _first_written_after(archive, answering, candidates, plan_time)
         if end is None:
             raise RestoreRefused(
                 _beyond_the_archive(
                     archive,
                     target,
                     regions=answering,
-                    plan_time=plan_time,
                     last=last,
                     listing=listing,
                     on_path=on_path,
@@ -354,23 +356,27 @@ def _wal_needed(
 
 
 def _first_written_after(
-    archive: WalArchive, regions: list[str], candidates: list[str], plan_time: datetime
+    archive: WalArchive,
+    regions: list[str],
+    candidates: list[tuple[str, datetime]],
+    plan_time: datetime,
 ) -> str | None:
-    """Of ``candidates`` (in WAL order, each archived at or after the target), the first written
-    at or after it: recovery must read that far. Archiving that lags the writes uploads segments
-    written before the target after it, so the archive time alone would end the plan early.
-    A binary search on the written times in the objects' metadata (they grow along the WAL); a
-    file archived before they were recorded counts by its archive time. None: every candidate
-    was written before the target."""
+    """Of ``candidates`` (segment, archive time; in WAL order, each archived in or after the
+    target's second), the first written at or after the target: recovery must read that far.
+    Archiving that lags the writes uploads segments written before the target after it, so the
+    archive time alone would end the plan early. A binary search on the written times in the
+    objects' metadata (they grow along the WAL); a segment archived before they were recorded
+    counts by its archive time. None: every candidate was written before the target."""
     low, high = 0, len(candidates)
     while low < high:
         middle = (low + high) // 2
-        written = archive.written_at(candidates[middle], regions)
-        if written is None or written >= plan_time:
+        name, archived_at = candidates[middle]
+        written = archive.written_at(name, regions) or archived_at
+        if written >= plan_time:
             high = middle
         else:
             low = middle + 1
-    return candidates[low] if low < len(candidates) else None
+    return candidates[low][0] if low < len(candidates) else None
 
 
 def _beyond_the_archive(
@@ -378,7 +384,6 @@ def _beyond_the_archive(
     target: Target,
     *,
     regions: list[str],
-    plan_time: datetime,
     last: ChainManifest,
     listing: dict[str, dict[str, Any]],
     on_path: dict[int, str],
@@ -395,7 +400,7 @@ def _beyond_the_archive(
         )
     name = reachable[max(reachable)]
     archived_at = listing[name]["last_modified"]
-    written_at = archive.written_at(name, regions) if archived_at >= plan_time else None
+    written_at = archive.written_at(name, regions)
     when = (
         f"was written until {written_at.isoformat()} (archived at {archived_at.isoformat()})"
         if written_at
